@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# procsnap setup: installs what is missing and builds the project. Idempotent.
+#
+# Run as root on Debian 12 (x86_64). `npm run setup`, `npm test` and `npm run demo` run it first,
+# so when everything is in place it does nothing, quickly and silently.
+#
+#   1. apt packages: gdb (gcore), elfutils (eu-stack), zstd, gcc, libc6-dev, make, python3,
+#      python3-protobuf (for crit); npm too if there is none.
+#   2. CRIU >= 4. Debian 12's criu 3.17 fails on recent kernels, and installing trixie's criu would
+#      upgrade libc6 and friends. Instead, trixie's criu and exactly the libraries it links are
+#      unpacked into the private prefix /opt/procsnap/criu and run through that prefix's own
+#      loader by the wrapper /opt/procsnap/bin/criu (linked from /usr/local/sbin/criu).
+#      trixie's pure-Python crit goes in the same prefix, run by /usr/bin/python3 (/opt/procsnap/bin/crit).
+#   3. npm ci when node_modules is missing or stale (Node 24 comes from the `node` devDependency).
+#   4. tsc when src/, manifests/, tsconfig.json or package.json changed since dist/.build-stamp.
+#   5. test/fixtures/*.c -> test/fixtures/bin/NAME when missing or older than the source.
+#
+# Progress goes to stderr; nothing is ever written to stdout.
+set -euo pipefail
+
+exec 1>&2 # stdout is reserved: everything this script and its children print goes to stderr
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
+cd "$ROOT"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# One setup at a time (npm test and npm run demo may start together): lock this script's own file.
+exec 9<"$SELF"
+flock -w 900 9 || die "timed out waiting for another scripts/setup.sh to finish"
+
+export DEBIAN_FRONTEND=noninteractive
+ORIG_PATH=$PATH
+export PATH="$ROOT/node_modules/.bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+PREFIX_ROOT=/opt/procsnap
+CRIU_PREFIX=$PREFIX_ROOT/criu
+CRIU_WRAPPER=$PREFIX_ROOT/bin/criu
+CRIT_WRAPPER=$PREFIX_ROOT/bin/crit
+CRIU_LINK=/usr/local/sbin/criu
+APT_SOURCE=/etc/apt/sources.list.d/procsnap-trixie.list
+APT_PIN=/etc/apt/preferences.d/procsnap-trixie
+SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
+
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf)
+
+# trixie packages unpacked into the prefix: criu, its declared Depends closure (checked against the
+# NEEDED closure of /usr/sbin/criu: every one of these sonames is linked; nothing else is), and crit.
+TRIXIE_PACKAGES=(
+  criu libcompel1
+  libc6 libgcc-s1
+  libbsd0 libmd0
+  libgnutls30t64 libnettle8t64 libhogweed6t64 libgmp10 libp11-kit0 libffi8 libidn2-0 libunistring5 libtasn1-6
+  libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4
+  libnet1 libnl-3-200 libprotobuf-c1 libuuid1
+  python3-pycriu
+)
+
+CLEANUP=()
+cleanup() { local p; for p in "${CLEANUP[@]}"; do rm -rf -- "$p"; done; }
+trap cleanup EXIT
+
+need_root() { [[ $EUID -eq 0 ]] || die "$1 needs root: run 'sudo bash scripts/setup.sh' once"; }
+
+APT_UPDATED=0
+apt_update_once() {
+  ((APT_UPDATED)) && return 0
+  APT_UPDATED=1
+  log "apt-get update"
+  apt-get -qq -o DPkg::Lock::Timeout=300 update </dev/null ||
+    log "warning: apt-get update reported errors; carrying on"
+}
+
+# ---------------------------------------------------------------- CRIU probes
+
+# criu_ok CMD...: CMD reports version >= 4 and (as root) `criu check` passes.
+# Judged by exit status only: every criu run here prints an rlimit "Error" line and still succeeds.
+criu_ok() {
+  local out major
+  out=$("$@" --version 2>/dev/null) || return 1
+  major=$(sed -n 's/^Version: *\([0-9][0-9]*\)\..*/\1/p' <<<"$out" | head -n1)
+  [[ -n $major ]] && ((major >= 4)) || return 1
+  [[ $EUID -ne 0 ]] && return 0 # criu check needs root; the version is all we can tell
+  "$@" check >/dev/null 2>&1
+}
+
+# the loader command line that runs criu from prefix $1
+prefix_criu_cmd() {
+  local p=$1 lib=$1/usr/lib/x86_64-linux-gnu
+  PCMD=("$lib/ld-linux-x86-64.so.2" --inhibit-cache --library-path "$lib:$p/lib/x86_64-linux-gnu" "$p/usr/sbin/criu")
+}
+
+our_link() { [[ -L $CRIU_LINK && $(readlink "$CRIU_LINK") == "$CRIU_WRAPPER" ]]; }
+
+CRIU_STATE=ok # ok | link (prefix works, wrapper/link to fix) | install
+if path_criu=$(command -v criu) && criu_ok "$path_criu"; then
+  CRIU_STATE=ok
+elif [[ -x $CRIU_PREFIX/usr/sbin/criu ]] && prefix_criu_cmd "$CRIU_PREFIX" && criu_ok "${PCMD[@]}"; then
+  CRIU_STATE=link
+else
+  CRIU_STATE=install
+fi
+
+# ---------------------------------------------------------------- 1. apt packages
+
+missing=()
+installed=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${APT_PACKAGES[@]}" 2>/dev/null || true)
+for p in "${APT_PACKAGES[@]}"; do
+  grep -qx "installed $p" <<<"$installed" || missing+=("$p")
+done
+command -v npm >/dev/null || missing+=(npm)
+
+if [[ $CRIU_STATE == install ]]; then
+  need_root "installing CRIU"
+  # trixie in its own sources file, pinned at priority 1 so that no upgrade ever comes from it
+  want_src='deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main'
+  want_pin=$'# procsnap: trixie is only here so scripts/setup.sh can apt-get download criu 4 into /opt/procsnap.\n# Priority 1: nothing installed is ever upgraded from trixie.\nPackage: *\nPin: release n=trixie\nPin-Priority: 1'
+  if [[ ! -f $APT_PIN || $(<"$APT_PIN") != "$want_pin" ]]; then
+    printf '%s\n' "$want_pin" >"$APT_PIN.tmp" && mv -f "$APT_PIN.tmp" "$APT_PIN"
+  fi
+  if [[ ! -f $APT_SOURCE || $(<"$APT_SOURCE") != "$want_src" ]]; then
+    printf '%s\n' "$want_src" >"$APT_SOURCE.tmp" && mv -f "$APT_SOURCE.tmp" "$APT_SOURCE"
+  fi
+fi
+
+if ((${#missing[@]})) || [[ $CRIU_STATE == install ]]; then
+  need_root "installing packages"
+  apt_update_once
+fi
+
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get install -y -q --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" </dev/null
+fi
+
+# ---------------------------------------------------------------- 2. CRIU >= 4
+
+write_wrappers() {
+  mkdir -p "$PREFIX_ROOT/bin"
+  cat >"$CRIU_WRAPPER.tmp" <<EOF
+#!/bin/sh
+# Written by procsnap scripts/setup.sh: Debian trixie's criu, run through its own loader and libraries
+# in $CRIU_PREFIX (the system's libc is too old for it; nothing on the system was upgraded).
+P=$CRIU_PREFIX
+L=\$P/usr/lib/x86_64-linux-gnu
+exec "\$L/ld-linux-x86-64.so.2" --inhibit-cache --library-path "\$L:\$P/lib/x86_64-linux-gnu" --argv0 criu "\$P/usr/sbin/criu" "\$@"
+EOF
+  chmod 0755 "$CRIU_WRAPPER.tmp"
+  mv -f "$CRIU_WRAPPER.tmp" "$CRIU_WRAPPER"
+}
+
+link_criu() {
+  if our_link; then
+    :
+  elif [[ -e $CRIU_LINK || -L $CRIU_LINK ]]; then
+    log "warning: $CRIU_LINK exists and is not ours; leaving it (procsnap's criu is $CRIU_WRAPPER)"
+  else
+    mkdir -p "$(dirname "$CRIU_LINK")"
+    ln -s "$CRIU_WRAPPER" "$CRIU_LINK"
+  fi
+}
+
+# crit (decodes CRIU images) is optional: installed only if it runs cleanly on the system python.
+ensure_crit() {
+  [[ -e $CRIT_WRAPPER ]] && return 0
+  [[ -f $CRIU_PREFIX/usr/bin/crit && -x $SYS_PYTHON ]] || return 0
+  cat >"$CRIT_WRAPPER.tmp" <<EOF
+#!/bin/sh
+# Written by procsnap scripts/setup.sh: Debian trixie's crit (pure Python) on the system python3.
+PYTHONPATH=$CRIU_PREFIX/usr/lib/python3/dist-packages exec $SYS_PYTHON -s $CRIU_PREFIX/usr/bin/crit "\$@"
+EOF
+  chmod 0755 "$CRIT_WRAPPER.tmp"
+  if "$CRIT_WRAPPER.tmp" --help >/dev/null 2>&1; then
+    mv -f "$CRIT_WRAPPER.tmp" "$CRIT_WRAPPER"
+  else
+    rm -f "$CRIT_WRAPPER.tmp"
+    log "warning: crit does not run on $SYS_PYTHON (python3-protobuf missing?); skipping crit"
+  fi
+}
+
+install_criu() {
+  log "installing CRIU 4 from Debian trixie into $CRIU_PREFIX"
+  mkdir -p "$PREFIX_ROOT"
+  local debs stage old
+  debs=$(mktemp -d /tmp/procsnap-debs.XXXXXX)
+  CLEANUP+=("$debs")
+  chown _apt "$debs" 2>/dev/null || true # lets apt download without its "unsandboxed" warning
+  (cd "$debs" && apt-get download -qq "${TRIXIE_PACKAGES[@]/%//trixie}" </dev/null) ||
+    die "apt-get download of trixie packages failed"
+
+  stage=$(mktemp -d "$PREFIX_ROOT/.criu.new.XXXXXX")
+  CLEANUP+=("$stage")
+  local deb
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$stage"; done
+  chmod 0755 "$stage"
+
+  # every library criu links must resolve inside the prefix, not fall back to the system's
+  prefix_criu_cmd "$stage"
+  local listing bad
+  listing=$("${PCMD[@]:0:4}" --list "${PCMD[4]}" 2>&1) || die "criu's libraries do not resolve: $listing"
+  bad=$(grep -E 'not found|=> /' <<<"$listing" | grep -v -- "=> $stage/" || true)
+  [[ -z $bad ]] || die "criu's libraries resolve outside the prefix: $bad"
+  criu_ok "${PCMD[@]}" || die "the unpacked criu does not work: $("${PCMD[@]}" check 2>&1 | tail -n 3)"
+
+  # move into place; a half-done install is never at $CRIU_PREFIX
+  if [[ -e $CRIU_PREFIX ]]; then
+    old="$PREFIX_ROOT/.criu.old.$$"
+    mv -T "$CRIU_PREFIX" "$old"
+    CLEANUP+=("$old")
+  fi
+  mv -T "$stage" "$CRIU_PREFIX"
+  rm -f "$CRIT_WRAPPER"
+}
+
+case $CRIU_STATE in
+install)
+  install_criu
+  write_wrappers
+  link_criu
+  criu_ok "$CRIU_WRAPPER" || die "$CRIU_WRAPPER does not work after install"
+  ensure_crit
+  log "criu: $("$CRIU_WRAPPER" --version 2>/dev/null | head -n1), criu check passed"
+  [[ :$ORIG_PATH: == *:/usr/local/sbin:* ]] || log "note: add /usr/local/sbin to PATH to get criu"
+  ;;
+link)
+  need_root "linking CRIU"
+  [[ -x $CRIU_WRAPPER ]] && criu_ok "$CRIU_WRAPPER" || write_wrappers
+  link_criu
+  ensure_crit
+  ;;
+ok)
+  # a working criu >= 4 is on PATH; if it is ours, make sure crit is there too
+  if our_link && [[ ! -e $CRIT_WRAPPER && $EUID -eq 0 ]]; then ensure_crit; fi
+  ;;
+esac
+
+# ---------------------------------------------------------------- 3. node_modules (Node 24)
+
+node_ok() {
+  local v
+  v=$("$ROOT/node_modules/.bin/node" --version 2>/dev/null) || return 1
+  [[ $v =~ ^v([0-9]+)\. ]] && ((BASH_REMATCH[1] >= 22))
+}
+
+NPM_RAN=0
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]] || ! node_ok; then
+  command -v npm >/dev/null || die "npm not found"
+  log "npm ci"
+  # npm itself runs on the system node (not on the node_modules copy it is about to delete);
+  # --ignore-scripts=false so that the `node` package's preinstall (which fetches Node 24) runs.
+  (
+    IFS=: read -r -a dirs <<<"$PATH"
+    PATH=
+    for d in "${dirs[@]}"; do [[ $d == "$ROOT/node_modules/.bin" ]] || PATH=${PATH:+$PATH:}$d; done
+    npm ci --no-audit --no-fund --ignore-scripts=false </dev/null
+  )
+  node_ok || die "node_modules/.bin/node is not Node >= 22 after npm ci (got: $("$ROOT/node_modules/.bin/node" --version 2>&1 || true)); did the 'node' package's preinstall script run?"
+  NPM_RAN=1
+fi
+
+# ---------------------------------------------------------------- 4. build
+
+STAMP=dist/.build-stamp
+build_needed() {
+  ((NPM_RAN)) && return 0
+  [[ -f $STAMP ]] || return 0
+  local p
+  for p in src manifests tsconfig.json package.json; do
+    [[ -e $p ]] || continue
+    [[ -n $(find "$p" -newer "$STAMP" -print -quit) ]] && return 0
+  done
+  return 1
+}
+
+if build_needed; then
+  log "tsc -p tsconfig.json"
+  mkdir -p dist
+  : >"$STAMP.new" # stamped before compiling: an edit made during the build triggers the next one
+  node_modules/.bin/tsc -p tsconfig.json </dev/null || { rm -f "$STAMP.new"; die "tsc failed"; }
+  # drop outputs whose source was deleted (tsc never removes anything from dist/)
+  while IFS= read -r -d '' js; do
+    rel=${js#dist/}
+    rel=${rel%.map}
+    rel=${rel%.js}
+    [[ -e src/$rel.ts || -e src/$rel.tsx ]] || rm -f -- "$js"
+  done < <(find dist -type f \( -name '*.js' -o -name '*.js.map' \) -print0)
+  mv -f "$STAMP.new" "$STAMP"
+fi
+
+# ---------------------------------------------------------------- 5. test fixtures
+
+shopt -s nullglob
+for c in test/fixtures/*.c; do
+  name=$(basename "$c" .c)
+  out=test/fixtures/bin/$name
+  if [[ ! -e $out || $c -nt $out ]]; then
+    log "gcc $c -> $out"
+    mkdir -p test/fixtures/bin
+    gcc -O1 -g -pthread -o "$out.tmp.$$" "$c" </dev/null || { rm -f "$out.tmp.$$"; die "gcc failed for $c"; }
+    mv -f "$out.tmp.$$" "$out"
+  fi
+done
+shopt -u nullglob
+
+exit 0

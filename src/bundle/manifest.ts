@@ -1,0 +1,101 @@
+// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v1.schema.json
+// is its JSON Schema; test/unit/manifest-schema.test.ts validates real manifests against it so the two agree.
+
+export const MANIFEST_FORMAT = 'procsnap-bundle'
+export const MANIFEST_SCHEMA_VERSION = 1
+export const MANIFEST_ENTRY = 'manifest.json'
+export const SIGNATURE_ENTRY = 'manifest.sig'
+
+export type RunState = 'running' | 'stopped'
+export type FinalState = 'running' | 'stopped' | 'killed'
+export type StepStatus = 'ok' | 'failed' | 'skipped'
+export type ArtifactKind = 'core' | 'criu-image' | 'log' | 'stacks'
+export type DumpMode = 'standard'
+
+export interface ThreadRecord {
+  tid: number
+  state: string
+}
+
+export interface FileRecord {
+  path: string
+  size: number
+  /** Recorded for the executable only: hashing every library would slow the freeze's neighbours for little. */
+  sha256?: string
+}
+
+export interface TargetRecord {
+  pid: number
+  ppid: number
+  pgid: number
+  sid: number
+  ttyNr: number
+  comm: string
+  exe: string
+  exeSha256: string | null
+  exeSize: number | null
+  cmdline: string[]
+  cwd: string | null
+  uid: number
+  gid: number
+  startTime: number
+  threads: number
+  threadIds: number[]
+  vmRssKiB: number | null
+  cgroup: string
+  namespaces: Record<string, string>
+  envNames: string[]
+  /** Present only when the dump was run with --include-env. */
+  env?: Record<string, string>
+  openFiles: FileRecord[]
+  mappedFiles: FileRecord[]
+  /** The pids of the dumped tree, root first (restore needs them free). */
+  treePids: number[]
+}
+
+export interface StepRecord {
+  name: string
+  status: StepStatus
+  startedAt: string
+  endedAt: string
+  durationMs: number
+  command?: string[]
+  exitCode?: number | null
+  note?: string
+}
+
+export interface ArtifactRecord {
+  path: string
+  kind: ArtifactKind
+  size: number
+  sha256: string
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT
+  schemaVersion: number
+  tool: { name: string; version: string }
+  createdAt: string
+  mode: DumpMode
+  host: { hostname: string; kernelRelease: string; arch: string; bootId: string; machineIdSha256: string | null }
+  custody: { uid: number; user: string; argv: string[]; cwd: string; startedAt: string }
+  target: TargetRecord
+  originalState: { state: RunState; threads: ThreadRecord[] }
+  normalization: {
+    action: 'sigstop' | 'converted'
+    conversionWindowUs: number | null
+    settleMs: number
+    note: string
+  }
+  steps: StepRecord[]
+  /** Milliseconds from the first signal that stopped the target to its final state. */
+  freezeWindowMs: number
+  finalState: FinalState
+  tools: {
+    criu: { path: string; version: string; options: string[] }
+    gdb: { path: string; version: string }
+  }
+  artifacts: ArtifactRecord[]
+  warnings: string[]
+  signed: boolean
+}

@@ -1,0 +1,64 @@
+// Where the bundle goes: checked before the target is touched, so a bad path costs nothing.
+
+import { accessSync, constants, lstatSync, statfsSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { OutputPathError } from '../errors.js'
+import { EXTENSION, type Compression } from './compression.js'
+
+export function defaultOutputName(comm: string, pid: number, at: Date, compression: Compression): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+  const safeComm = comm.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 32) || 'process'
+  return `snap-${safeComm}-${pid}-${stamp}${EXTENSION[compression]}`
+}
+
+function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024
+    i++
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`
+}
+
+/**
+ * The output's directory must exist, be a directory we can write, and not be world-writable without the sticky bit
+ * (anyone could swap our file); the output must not exist or be a symlink; and the filesystem needs room for the
+ * core, the images and the bundle at once (estimateBytes).
+ */
+export function checkOutputPath(output: string, estimateBytes: number): string {
+  const path = resolve(output)
+  const dir = dirname(path)
+  let dirStat
+  try {
+    dirStat = statSync(dir)
+  } catch {
+    throw new OutputPathError(`output directory ${dir} does not exist`, 'create it or choose another --output')
+  }
+  if (!dirStat.isDirectory()) throw new OutputPathError(`${dir} is not a directory`, 'choose an --output inside a directory')
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK)
+  } catch {
+    throw new OutputPathError(`output directory ${dir} is not writable`, 'choose another --output')
+  }
+  if ((dirStat.mode & 0o002) !== 0 && (dirStat.mode & 0o1000) === 0)
+    throw new OutputPathError(`output directory ${dir} is world-writable without the sticky bit`, 'choose a private directory')
+  let existing
+  try {
+    existing = lstatSync(path)
+  } catch {
+    existing = undefined
+  }
+  if (existing?.isSymbolicLink()) throw new OutputPathError(`output ${path} is a symlink; refusing to follow it`, 'choose another --output')
+  if (existing) throw new OutputPathError(`output ${path} already exists`, 'choose another --output; snap never overwrites')
+  const fs = statfsSync(dir)
+  const free = Number(fs.bavail) * Number(fs.bsize)
+  if (free < estimateBytes)
+    throw new OutputPathError(
+      `not enough room in ${dir}: ${humanBytes(free)} free, about ${humanBytes(estimateBytes)} needed`,
+      'free space or give --output on a larger filesystem',
+    )
+  return path
+}
+
+export { humanBytes }

@@ -1,0 +1,223 @@
+// Reads bundles safely. A bundle is input from elsewhere: every entry is checked against strict rules and against
+// the manifest before a byte of it is used, and reading streams, so memory does not grow with the bundle.
+
+import { once } from 'node:events'
+import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
+import { Readable } from 'node:stream'
+import { Parser, type ReadEntry } from 'tar'
+import { BundleInvalidError, UsageError } from '../errors.js'
+import { decompressor, detectCompression, type Compression } from './compression.js'
+import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
+import { validateManifest } from './schema.js'
+
+/** A manifest larger than this is not one we wrote; refusing it bounds what a hostile first entry can cost. */
+const MAX_MANIFEST_BYTES = 16 << 20
+const MAX_SIGNATURE_BYTES = 4096
+
+export function openBundleHead(path: string): { compression: Compression; size: number } {
+  let st
+  try {
+    st = statSync(path)
+  } catch {
+    throw new UsageError(`bundle ${path} does not exist`, 'give the path of a bundle written by `snap dump`')
+  }
+  if (!st.isFile()) throw new UsageError(`bundle ${path} is not a regular file`)
+  const fd = openSync(path, 'r')
+  const head = Buffer.alloc(512)
+  try {
+    readSync(fd, head, 0, 512, 0)
+  } finally {
+    closeSync(fd)
+  }
+  const compression = detectCompression(head)
+  if (compression === 'unknown')
+    throw new BundleInvalidError(`${path} is not a snap bundle (neither zstd, gzip nor tar)`, [path])
+  return { compression, size: st.size }
+}
+
+/** A safe entry name: relative, no "..", no empty or "." parts, a plain character set. */
+export function entryNameProblem(name: string): string | undefined {
+  if (name.startsWith('/')) return 'absolute path'
+  const parts = name.split('/')
+  if (parts.includes('..')) return "'..' component"
+  if (parts.some((p) => p === '' || p === '.')) return 'empty or "." component'
+  if (!/^[A-Za-z0-9._+@\/-]+$/.test(name)) return 'unexpected characters'
+  return undefined
+}
+
+export interface ManifestRead {
+  manifest: Manifest
+  manifestBytes: Buffer
+  compression: Compression
+}
+
+function parseManifestBytes(path: string, bytes: Buffer): Manifest {
+  let data: unknown
+  try {
+    data = JSON.parse(bytes.toString('utf8'))
+  } catch {
+    throw new BundleInvalidError(`${path}: ${MANIFEST_ENTRY} is not valid JSON`, [MANIFEST_ENTRY])
+  }
+  const d = data as Partial<Manifest>
+  if (d?.format !== MANIFEST_FORMAT) throw new BundleInvalidError(`${path} is not a snap bundle (its manifest has no procsnap format mark)`, [MANIFEST_ENTRY])
+  if (typeof d.schemaVersion !== 'number' || d.schemaVersion > MANIFEST_SCHEMA_VERSION)
+    throw new BundleInvalidError(
+      `${path} was written with manifest schema version ${String(d.schemaVersion)}; this snap reads up to ${MANIFEST_SCHEMA_VERSION}`,
+      [MANIFEST_ENTRY],
+      'use a newer snap to read it',
+    )
+  const problems = validateManifest(data)
+  if (problems.length > 0)
+    throw new BundleInvalidError(`${path}: ${MANIFEST_ENTRY} does not match its schema (${problems.slice(0, 3).join('; ')})`, [MANIFEST_ENTRY])
+  return data as Manifest
+}
+
+export interface EntryVisitor {
+  /** Called for each artifact entry, in order, with its record; consume the stream synchronously via 'data'. */
+  onArtifact?(entry: ReadEntry, record: ArtifactRecord): void
+  onSignature?(bytes: Buffer): void
+  /** Stop after the manifest: what inspect needs, so its cost does not grow with the bundle. */
+  manifestOnly?: boolean
+}
+
+export interface ScanResult extends ManifestRead {
+  signature?: Buffer
+  /** Every problem found: a damaged or missing artifact, an extra entry. Empty when the bundle is intact. */
+  problems: string[]
+  /** sha256 and size actually read, per artifact path. */
+  seen: Map<string, { sha256: string; size: number }>
+}
+
+class StopReading extends Error {}
+
+/**
+ * One streaming pass over the bundle. Structural problems (unsafe names, links, devices, duplicates, an entry larger
+ * than declared, more entries or bytes than the manifest declares) abort at once; content problems (a hash or size
+ * mismatch, a missing artifact) are collected so verify can name every file that fails.
+ */
+export async function scanBundle(path: string, visitor: EntryVisitor = {}): Promise<ScanResult> {
+  const { compression } = openBundleHead(path)
+  const { createHash } = await import('node:crypto')
+  const parser = new Parser({ strict: true })
+  let fatal: Error | undefined
+  let manifest: Manifest | undefined
+  let manifestBytes: Buffer | undefined
+  let signature: Buffer | undefined
+  const problems: string[] = []
+  const seen = new Map<string, { sha256: string; size: number }>()
+  const names = new Set<string>()
+  let index = 0
+  let declared = new Map<string, ArtifactRecord>()
+  let maxEntries = 2
+  let maxBytes = MAX_MANIFEST_BYTES
+
+  let totalBytes = 0
+  const fail = (msg: string, entry?: string) => {
+    fatal ??= new BundleInvalidError(`${path}: ${msg}`, entry ? [entry] : [])
+    parser.abort(fatal)
+  }
+
+  parser.on('warn', (code: string, message: string | Error) => {
+    fail(`damaged tar stream (${code}: ${message instanceof Error ? message.message : message})`)
+  })
+  parser.on('error', (e: Error) => {
+    fatal ??= e instanceof BundleInvalidError ? e : new BundleInvalidError(`${path}: damaged tar stream (${e.message})`, [])
+  })
+  parser.on('entry', (entry: ReadEntry) => {
+    if (fatal) return entry.resume()
+    const name = entry.path
+    const position = index++
+    const problem = entryNameProblem(name)
+    if (problem) return fail(`unsafe entry '${name}' (${problem}); nothing was extracted from it`, name)
+    if (entry.type !== 'File' && entry.type !== 'OldFile')
+      return fail(`entry '${name}' is a ${entry.type}, not a regular file; refusing`, name)
+    if (names.has(name)) return fail(`entry '${name}' appears twice`, name)
+    names.add(name)
+    if (position >= maxEntries) return fail(`more entries than the manifest declares (entry '${name}' is number ${position + 1})`, name)
+    totalBytes += entry.size
+    if (totalBytes > maxBytes) return fail(`more bytes than the manifest declares (at entry '${name}')`, name)
+
+    if (position === 0) {
+      if (name !== MANIFEST_ENTRY) return fail(`first entry is '${name}', not ${MANIFEST_ENTRY}: not a snap bundle`, name)
+      if (entry.size > MAX_MANIFEST_BYTES) return fail(`${MANIFEST_ENTRY} is ${entry.size} bytes, too large`, name)
+      const chunks: Buffer[] = []
+      entry.on('data', (c: Buffer) => chunks.push(c))
+      entry.on('end', () => {
+        try {
+          manifestBytes = Buffer.concat(chunks)
+          manifest = parseManifestBytes(path, manifestBytes)
+          declared = new Map(manifest.artifacts.map((a) => [a.path, a]))
+          maxEntries = 2 + manifest.artifacts.length
+          maxBytes = manifestBytes.length + MAX_SIGNATURE_BYTES + manifest.artifacts.reduce((s, a) => s + a.size, 0)
+          if (visitor.manifestOnly) {
+            fatal = new StopReading()
+            parser.abort(fatal)
+          }
+        } catch (e) {
+          fatal ??= e as Error
+          parser.abort(fatal)
+        }
+      })
+      return
+    }
+    if (name === SIGNATURE_ENTRY) {
+      if (entry.size > MAX_SIGNATURE_BYTES) return fail(`${SIGNATURE_ENTRY} is too large`, name)
+      const chunks: Buffer[] = []
+      entry.on('data', (c: Buffer) => chunks.push(c))
+      entry.on('end', () => {
+        signature = Buffer.concat(chunks)
+        visitor.onSignature?.(signature)
+      })
+      return
+    }
+    const record = declared.get(name)
+    if (!record) return fail(`entry '${name}' is not listed in the manifest`, name)
+    if (entry.size !== record.size) {
+      // A size that differs from the manifest is content damage, but reading more than declared is refused outright.
+      if (entry.size > record.size) return fail(`entry '${name}' is ${entry.size} bytes, larger than the ${record.size} the manifest declares`, name)
+      problems.push(`${name}: size ${entry.size}, manifest says ${record.size}`)
+    }
+    const hash = createHash('sha256')
+    let got = 0
+    entry.on('data', (c: Buffer) => {
+      hash.update(c)
+      got += c.length
+    })
+    entry.on('end', () => {
+      const sha256 = hash.digest('hex')
+      seen.set(name, { sha256, size: got })
+      if (sha256 !== record.sha256 && entry.size === record.size) problems.push(`${name}: sha256 mismatch (content changed)`)
+    })
+    visitor.onArtifact?.(entry, record)
+  })
+
+  const source = createReadStream(path, { highWaterMark: 1 << 20 })
+  const dec = decompressor(compression)
+  const stream: Readable = dec ? source.pipe(dec) : source
+  source.on('error', (e) => fail(`cannot read: ${e.message}`))
+  dec?.on('error', (e) => fail(`damaged ${compression} stream (${e.message}); the bundle is truncated or corrupt`))
+  try {
+    for await (const chunk of stream) {
+      if (fatal) break
+      if (!parser.write(chunk as Buffer)) await once(parser, 'drain')
+    }
+    if (!fatal) parser.end()
+  } catch (e) {
+    if (!fatal) fail(`cannot read: ${(e as Error).message}`)
+  } finally {
+    source.destroy()
+    dec?.destroy()
+  }
+  if (fatal && !(fatal instanceof StopReading)) throw fatal
+  if (!manifest || !manifestBytes) throw new BundleInvalidError(`${path} is empty or cut before its manifest ended`, [MANIFEST_ENTRY])
+  if (!visitor.manifestOnly) {
+    for (const a of manifest.artifacts) if (!seen.has(a.path)) problems.push(`${a.path}: missing (the bundle is cut or incomplete)`)
+  }
+  return { manifest, manifestBytes, compression, signature, problems, seen }
+}
+
+/** The manifest alone, reading only the head of the bundle. */
+export async function readManifest(path: string): Promise<ManifestRead & { signature?: Buffer }> {
+  const r = await scanBundle(path, { manifestOnly: true })
+  return { manifest: r.manifest, manifestBytes: r.manifestBytes, compression: r.compression }
+}

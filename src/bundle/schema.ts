@@ -1,0 +1,28 @@
+// Validates a manifest against the versioned JSON Schema shipped in manifests/.
+
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { Ajv2020 } from 'ajv/dist/2020.js'
+import addFormatsModule from 'ajv-formats'
+import { MANIFEST_SCHEMA_VERSION } from './manifest.js'
+
+export const schemaPath = (version: number = MANIFEST_SCHEMA_VERSION): string =>
+  fileURLToPath(new URL(`../../manifests/manifest-v${version}.schema.json`, import.meta.url))
+
+type Validate = ((data: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null }
+let validator: Validate | undefined
+
+function compile(): Validate {
+  const ajv = new Ajv2020({ allErrors: true, strict: true })
+  // ajv-formats is CommonJS; its default export arrives wrapped under ESM.
+  const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: unknown) => void
+  addFormats(ajv)
+  return ajv.compile(JSON.parse(readFileSync(schemaPath(), 'utf8'))) as Validate
+}
+
+/** Returns the list of problems (empty when valid), each as "path: message". */
+export function validateManifest(data: unknown): string[] {
+  validator ??= compile()
+  if (validator(data)) return []
+  return (validator.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message ?? 'invalid'}`)
+}

@@ -1,0 +1,53 @@
+// Tamper evidence: an Ed25519 signature over the exact manifest bytes. The manifest holds every artifact's sha256,
+// so a valid signature covers the whole bundle.
+
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs'
+import { UsageError } from '../errors.js'
+
+function readKey(path: string, kind: 'private' | 'public'): KeyObject {
+  let pem: Buffer
+  try {
+    pem = readFileSync(path)
+  } catch {
+    throw new UsageError(`cannot read ${kind} key ${path}`, kind === 'private' ? 'make one with `snap keygen`' : 'give the .pub file made by `snap keygen`')
+  }
+  try {
+    const key = kind === 'private' ? createPrivateKey(pem) : createPublicKey(pem)
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error('not ed25519')
+    return key
+  } catch {
+    throw new UsageError(`${path} is not an Ed25519 ${kind} key in PEM form`, 'make one with `snap keygen`')
+  }
+}
+
+export function signBytes(privateKeyPath: string, data: Buffer): Buffer {
+  return sign(null, data, readKey(privateKeyPath, 'private'))
+}
+
+export function verifyBytes(publicKeyPath: string, data: Buffer, signature: Buffer): boolean {
+  return verify(null, data, readKey(publicKeyPath, 'public'), signature)
+}
+
+function writeExclusive(path: string, data: string, mode: number): void {
+  // Created with its final mode: the private key is never readable by others, not even for an instant.
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode)
+  try {
+    writeSync(fd, data)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+export function generateKeyPair(privatePath: string): { privatePath: string; publicPath: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const publicPath = `${privatePath}.pub`
+  try {
+    writeExclusive(privatePath, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600)
+    writeExclusive(publicPath, publicKey.export({ type: 'spki', format: 'pem' }).toString(), 0o644)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${privatePath} or ${publicPath} already exists`, 'choose another path')
+    throw e
+  }
+  return { privatePath, publicPath }
+}

@@ -1,0 +1,70 @@
+import { Args, Flags } from '@oclif/core'
+import { COMPRESSIONS, type Compression } from '../bundle/compression.js'
+import type { FinalState } from '../bundle/manifest.js'
+import { DumpRun, type DumpResult } from '../pipelines/dump.js'
+import { parsePid } from '../target/access.js'
+import { SnapCommand } from '../ui/base-command.js'
+import { chooseProgressMode, Progress } from '../ui/progress.js'
+import { renderDumpResult } from '../ui/render.js'
+
+export default class Dump extends SnapCommand {
+  static override description =
+    'Capture a live process: stop it with SIGSTOP (verified), take a gdb core and a CRIU checkpoint, put it back as it was, and seal everything in one bundle.'
+
+  static override examples = [
+    { description: 'Capture pid 4242 into a bundle in the current directory', command: '<%= config.bin %> dump 4242' },
+    { description: 'Capture into a chosen file and leave the process stopped for a closer look', command: '<%= config.bin %> dump 4242 -o /var/tmp/api.snap.tar.zst --leave stopped' },
+    { description: 'Machine-readable result for a runbook', command: '<%= config.bin %> dump 4242 --json > result.json' },
+  ]
+
+  static override enableJsonFlag = true
+
+  static override args = {
+    pid: Args.string({ description: 'process id of the target', required: true }),
+  }
+
+  static override flags = {
+    output: Flags.string({ char: 'o', description: 'bundle file to write (default: snap-COMM-PID-TIME.tar.zst in the current directory)' }),
+    leave: Flags.string({ description: 'final state of the target (default: the state it was found in)', options: ['running', 'stopped', 'killed'] }),
+    compression: Flags.string({ description: 'bundle compression', options: COMPRESSIONS, default: 'zstd' }),
+    criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
+    gdb: Flags.string({ description: 'gdb binary to use (default: $SNAP_GDB, then PATH)' }),
+    timeout: Flags.integer({ description: 'give up after this many seconds; the target is put back', min: 1 }),
+    'include-env': Flags.boolean({ description: 'record environment VALUES in the manifest (by default only names: values hold secrets)', default: false }),
+    'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
+    sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
+    quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
+    'skip-criu-check': Flags.boolean({ hidden: true, default: false }),
+  }
+
+  async run(): Promise<DumpResult> {
+    const { args, flags } = await this.parse(Dump)
+    const pid = parsePid(args.pid)
+    const { controller, dispose } = this.interruptController()
+    try {
+      const run = new DumpRun(
+        {
+          pid,
+          output: flags.output,
+          leave: flags.leave as FinalState | undefined,
+          compression: flags.compression as Compression,
+          criu: flags.criu,
+          gdb: flags.gdb,
+          timeoutSec: flags.timeout,
+          includeEnv: flags['include-env'],
+          criuExtraOptions: flags['criu-opt'] ?? [],
+          skipCriuCheck: flags['skip-criu-check'],
+          signKeyPath: flags.sign,
+          cancel: controller.signal,
+          toolVersion: this.config.version,
+        },
+        new Progress(chooseProgressMode({ quiet: flags.quiet })),
+      )
+      const result = await run.execute()
+      if (!this.jsonEnabled()) this.log(renderDumpResult(result))
+      return result
+    } finally {
+      dispose()
+    }
+  }
+}

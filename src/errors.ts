@@ -1,0 +1,148 @@
+// Every failure snap reports is one of these classes: a one-line message for people and a documented exit code.
+// The README's exit-code table is generated from EXIT_CODES, so the two cannot drift.
+
+export const EXIT_CODES = {
+  usage: { code: 2, meaning: 'bad arguments: a pid that is not a number, conflicting flags' },
+  targetNotFound: { code: 3, meaning: 'the target pid does not exist (or exited before anything was done)' },
+  targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced' },
+  permission: { code: 5, meaning: 'not allowed to trace the target (uid, capabilities, ptrace_scope)' },
+  toolMissing: { code: 6, meaning: 'criu or gdb missing, too old, or `criu check` fails' },
+  output: { code: 7, meaning: 'the output path is unusable: missing directory, not a directory, exists, no room, unsafe' },
+  stepFailed: { code: 8, meaning: 'an external step (gdb, criu) failed; the target was put back' },
+  targetChanged: { code: 9, meaning: 'the target exited or its pid was reused during the operation' },
+  timeout: { code: 10, meaning: 'a step ran past its deadline; its processes were killed and the target put back' },
+  bundleInvalid: { code: 11, meaning: 'the bundle is not a snap bundle, is damaged, tampered with, or unsafe to extract' },
+  restoreRefused: { code: 12, meaning: 'restore preflight refused: pid taken, file changed, host differs' },
+  restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
+  locked: { code: 14, meaning: 'another snap is already working on this target' },
+  rollbackIncomplete: { code: 15, meaning: 'the target could not be put back in its original state: act on the message now' },
+  interruptedHup: { code: 129, meaning: 'snap got SIGHUP; it rolled back and stopped' },
+  interruptedInt: { code: 130, meaning: 'snap got SIGINT (Ctrl+C); it rolled back and stopped' },
+  interruptedTerm: { code: 143, meaning: 'snap got SIGTERM; it rolled back and stopped' },
+} as const
+
+export type ExitKind = keyof typeof EXIT_CODES
+
+export class SnapError extends Error {
+  readonly kind: ExitKind
+  /** What the person should do next; printed after the message. */
+  readonly hint?: string
+
+  constructor(kind: ExitKind, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.kind = kind
+    this.hint = hint
+  }
+
+  get exitCode(): number {
+    return EXIT_CODES[this.kind].code
+  }
+
+  /** The one line shown to people. */
+  oneLine(): string {
+    return this.hint ? `${this.message}; ${this.hint}` : this.message
+  }
+}
+
+export class UsageError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('usage', message, hint)
+  }
+}
+
+export class TargetNotFoundError extends SnapError {
+  constructor(pid: number) {
+    super('targetNotFound', `no process with pid ${pid}`, 'check the pid with `ps -p PID`')
+  }
+}
+
+export class TargetRefusedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('targetRefused', message, hint)
+  }
+}
+
+export class PermissionDeniedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('permission', message, hint)
+  }
+}
+
+export class ToolError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('toolMissing', message, hint)
+  }
+}
+
+export class OutputPathError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('output', message, hint)
+  }
+}
+
+export class StepFailedError extends SnapError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super('stepFailed', message, hint, options)
+  }
+}
+
+export class TargetChangedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('targetChanged', message, hint)
+  }
+}
+
+export class StepTimeoutError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('timeout', message, hint)
+  }
+}
+
+export class BundleInvalidError extends SnapError {
+  /** Every file or entry that failed, so a caller can list them all. */
+  readonly problems: string[]
+  constructor(message: string, problems: string[] = [], hint?: string) {
+    super('bundleInvalid', message, hint)
+    this.problems = problems
+  }
+}
+
+export class RestoreRefusedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('restoreRefused', message, hint)
+  }
+}
+
+export class RestoreFailedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('restoreFailed', message, hint)
+  }
+}
+
+export class LockedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('locked', message, hint)
+  }
+}
+
+export class RollbackIncompleteError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('rollbackIncomplete', message, hint)
+  }
+}
+
+const SIGNAL_KINDS = { SIGHUP: 'interruptedHup', SIGINT: 'interruptedInt', SIGTERM: 'interruptedTerm' } as const
+export type InterruptSignal = keyof typeof SIGNAL_KINDS
+
+export class InterruptedError extends SnapError {
+  readonly signal: InterruptSignal
+  constructor(signal: InterruptSignal, what: string) {
+    super(SIGNAL_KINDS[signal], `interrupted by ${signal} during ${what}; rolled back`)
+    this.signal = signal
+  }
+}
+
+export function isSnapError(e: unknown): e is SnapError {
+  return e instanceof SnapError
+}

@@ -1,0 +1,458 @@
+// The dump, start to finish: preflight -> stop -> core -> checkpoint -> final state -> seal. The order of the steps
+// lives here and only here. Every failure path puts the target back as it was found and removes what was written.
+
+import { mkdtempSync, openSync, readSync, closeSync, existsSync, rmSync, readdirSync, mkdirSync, statSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
+import { sha256File } from '../bundle/hash.js'
+import type { ArtifactRecord, FinalState, Manifest, StepRecord, TargetRecord } from '../bundle/manifest.js'
+import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../bundle/manifest.js'
+import { checkOutputPath, defaultOutputName } from '../bundle/output-path.js'
+import { writeBundle } from '../bundle/writer.js'
+import type { Compression } from '../bundle/compression.js'
+import {
+  InterruptedError, RollbackIncompleteError, SnapError, StepFailedError, StepTimeoutError, ToolError, type InterruptSignal,
+} from '../errors.js'
+import { checkPrivileges, checkTargetAllowed } from '../target/access.js'
+import { describeCustody, describeHost, describeTarget } from '../target/describe.js'
+import { assertSameProcess, captureIdentity, checkIdentity, type TargetIdentity } from '../target/identity.js'
+import {
+  bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
+} from '../target/stop.js'
+import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, type CriuInfo } from '../tools/criu.js'
+import { findGdb, gcoreArgs, type GdbInfo } from '../tools/gdb.js'
+import { round, runTool, stopAllTools, tailLines, type ToolRun } from '../tools/run.js'
+import { readFileSync } from 'node:fs'
+import type { Progress, ProgressStep } from '../ui/progress.js'
+import { Journal } from './journal.js'
+import { signBytes } from '../bundle/signature.js'
+
+export interface DumpOptions {
+  pid: number
+  output?: string
+  /** Overrides the default final state (the state the target was found in). */
+  leave?: FinalState
+  compression: Compression
+  criu?: string
+  gdb?: string
+  /** Deadline for the whole dump, in seconds. */
+  timeoutSec?: number
+  includeEnv: boolean
+  criuExtraOptions: string[]
+  skipCriuCheck?: boolean
+  signKeyPath?: string
+  /** Aborted by snap's signal handlers; its reason is the signal name. */
+  cancel: AbortSignal
+  toolVersion: string
+}
+
+export interface DumpResult {
+  bundle: string
+  bundleSize: number
+  pid: number
+  originalState: 'running' | 'stopped'
+  normalization: Manifest['normalization']
+  finalState: FinalState
+  freezeWindowMs: number
+  steps: StepRecord[]
+  warnings: string[]
+  artifacts: { path: string; size: number }[]
+}
+
+const STOP_TIMEOUT_MS = 5000
+const MiB = 1024 * 1024
+
+/** gcore and criu both write about the target's resident memory; allow a minute plus 30 s per GiB. */
+function toolTimeoutMs(rssKiB: number | null): number {
+  const gib = (rssKiB ?? 0) / (1024 * 1024)
+  return Math.round(60_000 + 30_000 * gib)
+}
+
+function isElfCore(path: string): boolean {
+  let fd: number | undefined
+  try {
+    fd = openSync(path, 'r')
+    const h = Buffer.alloc(18)
+    if (readSync(fd, h, 0, 18, 0) < 18) return false
+    // ELF magic, then e_type (little-endian at offset 16) == ET_CORE (4).
+    return h.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46])) && h.readUInt16LE(16) === 4
+  } catch {
+    return false
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
+}
+
+export class DumpRun {
+  private readonly o: DumpOptions
+  private readonly progress: Progress
+  private readonly startedAt = new Date()
+  private readonly deadline: number
+  private identity!: TargetIdentity
+  private target!: TargetRecord
+  private original!: ObservedState
+  private stop?: StopResult
+  private criu!: CriuInfo
+  private gdb!: GdbInfo
+  private output!: string
+  private workDir?: string
+  private journal?: Journal
+  private partial?: string
+  private shellJob = false
+  private touched = false
+  private finalApplied = false
+  private freezeStart?: number
+  private freezeWindowMs = 0
+  private readonly steps: StepRecord[] = []
+  private readonly warnings: string[] = []
+  private readonly artifacts: string[] = []
+  private coreFile = ''
+  private imagesDir = ''
+  private criuOptions: string[] = []
+
+  constructor(o: DumpOptions, progress: Progress) {
+    this.o = o
+    this.progress = progress
+    this.deadline = o.timeoutSec ? performance.now() + o.timeoutSec * 1000 : Number.POSITIVE_INFINITY
+  }
+
+  private get finalState(): FinalState {
+    return this.o.leave ?? this.original.state
+  }
+
+  private remainingMs(stepDefault: number): number {
+    const left = this.deadline - performance.now()
+    if (left <= 0) throw new StepTimeoutError(`the dump ran past its --timeout of ${this.o.timeoutSec} s`)
+    return Math.min(stepDefault, Math.floor(left))
+  }
+
+  private checkCancelled(during: string): void {
+    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, during)
+  }
+
+  private async timed<T>(name: string, fn: (rec: StepRecord) => Promise<T>): Promise<T> {
+    const startedAt = new Date()
+    const t0 = performance.now()
+    const rec: StepRecord = { name, status: 'ok', startedAt: startedAt.toISOString(), endedAt: '', durationMs: 0 }
+    this.steps.push(rec)
+    this.journal?.update({ step: name })
+    try {
+      return await fn(rec)
+    } catch (e) {
+      rec.status = 'failed'
+      rec.note = e instanceof SnapError ? e.message : String(e)
+      throw e
+    } finally {
+      rec.endedAt = new Date().toISOString()
+      rec.durationMs = round(performance.now() - t0)
+    }
+  }
+
+  private recordTool(rec: StepRecord, run: ToolRun): void {
+    rec.command = run.command
+    rec.exitCode = run.exitCode
+  }
+
+  /** Runs the whole dump. On any failure it rolls back first, then rethrows. */
+  async execute(): Promise<DumpResult> {
+    const steps: ProgressStep[] = [
+      { title: `Preflight: target ${this.o.pid}, permissions, criu and gdb, output`, run: (r) => this.preflight(r) },
+      { title: 'Stop the target with SIGSTOP and verify every thread', run: (r) => this.stopTarget(r) },
+      { title: 'Core dump with gdb (gcore)', run: (r) => this.coreDump(r) },
+      { title: 'Checkpoint with criu dump', run: (r) => this.checkpoint(r) },
+      { title: 'Put the target back', run: (r) => this.putBack(r) },
+      { title: 'Seal the bundle (manifest, hashes, compression)', run: (r) => this.seal(r) },
+    ]
+    try {
+      await this.progress.run(steps)
+    } catch (e) {
+      await this.rollback(e)
+      throw e
+    }
+    this.journal?.remove()
+    this.cleanupWorkDir()
+    return {
+      bundle: this.output,
+      bundleSize: statSync(this.output).size,
+      pid: this.o.pid,
+      originalState: this.original.state,
+      normalization: this.normalizationRecord(),
+      finalState: this.finalState,
+      freezeWindowMs: this.freezeWindowMs,
+      steps: this.steps,
+      warnings: this.warnings,
+      artifacts: this.artifactRecords.map((a) => ({ path: a.path, size: a.size })),
+    }
+  }
+
+  private async preflight(report: (d: string) => void): Promise<void> {
+    await this.timed('preflight', async () => {
+      checkTargetAllowed(this.o.pid)
+      this.identity = captureIdentity(this.o.pid)
+      checkPrivileges(this.o.pid)
+      this.criu = await findCriu(this.o.criu)
+      this.gdb = await findGdb(this.o.gdb)
+      report(`criu ${this.criu.version} (${this.criu.path}), gdb ${this.gdb.version} (${this.gdb.path})`)
+      if (!this.o.skipCriuCheck) {
+        const check = await criuCheck(this.criu.path)
+        if (!check.ok)
+          throw new ToolError(`\`criu check\` fails on this host: ${check.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
+      }
+      this.target = await describeTarget(this.o.pid, { includeEnv: this.o.includeEnv })
+      assertSameProcess(this.identity, 'preflight')
+      const rssBytes = (this.target.vmRssKiB ?? 0) * 1024
+      // Core + images + bundle can all exist at once before the work directory is removed.
+      const estimate = Math.max(64 * MiB, rssBytes * 4)
+      const name = this.o.output ?? defaultOutputName(this.target.comm, this.o.pid, this.startedAt, this.o.compression)
+      this.output = checkOutputPath(name, estimate)
+      this.shellJob = this.target.sid !== this.o.pid || this.target.ttyNr !== 0
+      this.criuOptions = [...(this.shellJob ? ['--shell-job'] : []), ...this.o.criuExtraOptions]
+      this.original = await observeRunState(this.identity)
+      report(`${this.target.comm}: ${this.target.threads} threads, ${this.original.state}, RSS ${Math.round(rssBytes / MiB)} MiB`)
+      this.checkCancelled('preflight')
+      // Before the first signal: the journal (and per-target lock) must exist so a crash can be recovered.
+      this.journal = Journal.open({
+        operation: 'dump',
+        target: this.identity,
+        originalState: this.original.state,
+        restoreTo: this.original.state,
+        step: 'preflight',
+        touched: false,
+        output: this.output,
+        partialPath: null,
+        workDir: null,
+      })
+      this.workDir = mkdtempSync(join(dirname(this.output), `.${basename(this.output)}.work-`))
+      mkdirSync(join(this.workDir, 'logs'))
+      this.journal.update({ workDir: this.workDir })
+    })
+  }
+
+  private async stopTarget(report: (d: string) => void): Promise<void> {
+    await this.timed('stop', async (rec) => {
+      this.checkCancelled('stopping the target')
+      this.freezeStart = performance.now()
+      this.touched = true
+      this.journal?.update({ touched: true })
+      this.stop = await bringToSigstopStop(this.identity, this.original.state, this.remainingMs(STOP_TIMEOUT_MS))
+      rec.note = this.normalizationRecord().note
+      report(rec.note)
+    })
+  }
+
+  private normalizationRecord(): Manifest['normalization'] {
+    const s = this.stop
+    if (!s) return { action: 'sigstop', conversionWindowUs: null, settleMs: 0, note: 'not stopped' }
+    const note =
+      s.action === 'sigstop'
+        ? `running target stopped with SIGSTOP; all ${s.threads.length} threads stopped after ${s.settleMs.toFixed(1)} ms`
+        : `already stopped (by an unknown stop signal, e.g. SIGTSTP from Ctrl+Z): converted to a SIGSTOP stop with SIGCONT+SIGSTOP ` +
+          `sent ${s.conversionWindowUs?.toFixed(1)} us apart; all ${s.threads.length} threads stopped again after ${s.settleMs.toFixed(1)} ms`
+    return { action: s.action, conversionWindowUs: s.conversionWindowUs ?? null, settleMs: round(s.settleMs), note }
+  }
+
+  /** After a tool detaches, every thread must still be stopped; if not, stop it again and say so. */
+  private async recheckStopped(after: string): Promise<void> {
+    assertSameProcess(this.identity, after)
+    const late = threadsNotStopped(this.identity)
+    if (late.length === 0) return
+    const warning = `after ${after}, ${late.length} thread(s) were not stopped (${late.map((t) => `${t.tid}:${t.state}`).join(', ')}); stopped again with SIGSTOP`
+    this.warnings.push(warning)
+    this.progress.warn(warning)
+    process.kill(this.identity.pid, 'SIGSTOP')
+    await waitUntilAllStopped(this.identity, this.remainingMs(STOP_TIMEOUT_MS), `re-stopping after ${after}`)
+  }
+
+  private async coreDump(report: (d: string) => void): Promise<void> {
+    await this.timed('core', async (rec) => {
+      this.checkCancelled('the core dump')
+      const workDir = this.workDir!
+      this.coreFile = join(workDir, `core.${this.o.pid}`)
+      const logFile = join(workDir, 'logs', 'gdb.log')
+      const run = await runTool(this.gdb.path, gcoreArgs(this.o.pid, this.coreFile), {
+        timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
+        cancel: this.o.cancel,
+        logFile,
+        onSpawn: (pid) => this.journal?.update({ toolPids: [pid] }),
+      })
+      this.journal?.update({ toolPids: [] })
+      this.recordTool(rec, run)
+      this.artifacts.push('logs/gdb.log')
+      this.throwIfToolStopped(run, 'the core dump (gdb)')
+      // gdb's exit status is not proof of a core: check that an ELF core file is really there.
+      if (run.exitCode !== 0 || !isElfCore(this.coreFile)) {
+        const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ '))
+        throw new StepFailedError(`gdb did not write a core (exit ${run.exitCode}): ${lines.join(' | ') || 'no output'}`, `see ${logFile} (kept until rollback)`)
+      }
+      this.artifacts.push(basename(this.coreFile))
+      await this.recheckStopped('gcore')
+      report(`core ${Math.round(statSync(this.coreFile).size / MiB)} MiB in ${Math.round(run.durationMs)} ms`)
+    })
+  }
+
+  private throwIfToolStopped(run: ToolRun, what: string): void {
+    if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, what)
+    if (run.timedOut) throw new StepTimeoutError(`${what} did not finish in time; it was killed`, 'raise --timeout if the target is large')
+  }
+
+  private async checkpoint(report: (d: string) => void): Promise<void> {
+    await this.timed('checkpoint', async (rec) => {
+      this.checkCancelled('the checkpoint')
+      const workDir = this.workDir!
+      this.imagesDir = join(workDir, 'criu')
+      mkdirSync(this.imagesDir)
+      const logFile = join(workDir, 'logs', 'criu-dump.log')
+      const outFile = join(workDir, 'logs', 'criu-dump.out')
+      const run = await runTool(this.criu.path, criuDumpArgs(this.o.pid, this.imagesDir, logFile, { shellJob: this.shellJob, extra: this.o.criuExtraOptions }), {
+        timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
+        cancel: this.o.cancel,
+        logFile: outFile,
+        onSpawn: (pid) => this.journal?.update({ toolPids: [pid] }),
+      })
+      this.journal?.update({ toolPids: [] })
+      this.recordTool(rec, run)
+      if (existsSync(logFile)) this.artifacts.push('logs/criu-dump.log')
+      this.artifacts.push('logs/criu-dump.out')
+      this.throwIfToolStopped(run, 'the checkpoint (criu dump)')
+      const images = existsSync(this.imagesDir) ? readdirSync(this.imagesDir).sort() : []
+      const complete = images.includes('inventory.img') && images.includes('pstree.img') && images.includes(`core-${this.o.pid}.img`)
+      if (run.exitCode !== 0 || !complete) {
+        let lines: string[] = []
+        try {
+          lines = criuErrorLines(readFileSync(logFile, 'utf8'), 2)
+        } catch {
+          lines = tailLines(outFile, 2)
+        }
+        throw new StepFailedError(
+          `criu dump failed (exit ${run.exitCode}${complete ? '' : ', images incomplete'}): ${lines.join(' | ') || 'no error lines'}`,
+          `the target was put back; criu's log was ${logFile}`,
+        )
+      }
+      for (const img of images) this.artifacts.push(`criu/${img}`)
+      await this.recheckStopped('criu dump')
+      report(`${images.length} image files; criu options: ${this.criuOptions.join(' ') || '(none)'}`)
+    })
+  }
+
+  private async putBack(report: (d: string) => void): Promise<void> {
+    await this.timed('final-state', async (rec) => {
+      // A target to be killed is killed only after the bundle is sealed: if sealing fails, it is still there.
+      const now: FinalState = this.finalState === 'killed' ? 'stopped' : this.finalState
+      await bringToFinalState(this.identity, now, this.remainingMs(STOP_TIMEOUT_MS))
+      this.finalApplied = true
+      this.freezeWindowMs = round(performance.now() - (this.freezeStart ?? performance.now()))
+      this.journal?.update({ step: 'seal', restoreTo: now })
+      rec.note = `target ${now}${this.finalState === 'killed' ? ' (to be killed after sealing)' : ''}; freeze window ${this.freezeWindowMs.toFixed(1)} ms`
+      report(rec.note)
+    })
+  }
+
+  private artifactRecords: ArtifactRecord[] = []
+
+  private async seal(report: (d: string) => void): Promise<void> {
+    await this.timed('seal', async () => {
+      this.checkCancelled('sealing the bundle')
+      const workDir = this.workDir!
+      this.artifactRecords = await Promise.all(
+        this.artifacts.map(async (path) => {
+          const { sha256, size } = await sha256File(join(workDir, path))
+          const kind = path.startsWith('criu/') ? 'criu-image' : path.startsWith('logs/') ? 'log' : 'core'
+          return { path, kind, size, sha256 } as ArtifactRecord
+        }),
+      )
+      const manifest = this.buildManifest()
+      const signature = this.o.signKeyPath ? signBytes(this.o.signKeyPath, Buffer.from(JSON.stringify(manifest, null, 2) + '\n')) : undefined
+      const written = await writeBundle({
+        workDir,
+        manifest,
+        output: this.output,
+        compression: this.o.compression,
+        signature,
+        onPartial: (p) => {
+          this.partial = p
+          this.journal?.update({ partialPath: p ?? null })
+        },
+      })
+      report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${this.o.compression})`)
+      if (this.finalState === 'killed') await bringToFinalState(this.identity, 'killed', STOP_TIMEOUT_MS)
+    })
+  }
+
+  private buildManifest(): Manifest {
+    return {
+      format: MANIFEST_FORMAT,
+      schemaVersion: MANIFEST_SCHEMA_VERSION,
+      tool: { name: 'procsnap', version: this.o.toolVersion },
+      createdAt: new Date().toISOString(),
+      mode: 'standard',
+      host: describeHost(),
+      custody: describeCustody(this.startedAt),
+      target: this.target,
+      originalState: { state: this.original.state, threads: this.original.threads },
+      normalization: this.normalizationRecord(),
+      steps: this.steps.filter((s) => s.name !== 'seal'),
+      freezeWindowMs: this.freezeWindowMs,
+      finalState: this.finalState,
+      tools: {
+        criu: { path: this.criu.path, version: this.criu.version, options: this.criuOptions },
+        gdb: { path: this.gdb.path, version: this.gdb.version },
+      },
+      artifacts: this.artifactRecords,
+      warnings: this.warnings,
+      signed: this.o.signKeyPath !== undefined,
+    }
+  }
+
+  private cleanupWorkDir(): void {
+    if (this.workDir) rmSync(this.workDir, { recursive: true, force: true })
+    this.workDir = undefined
+  }
+
+  /**
+   * Puts everything back: tools stopped, target in its original state (or the final state if that was already
+   * reached), partial files removed. A second signal during this does not interrupt it.
+   */
+  private async rollback(cause: unknown): Promise<void> {
+    const actions: string[] = []
+    await stopAllTools()
+    if (this.touched && this.identity) {
+      const check = checkIdentity(this.identity)
+      if (check === 'same') {
+        const to = this.finalApplied ? (this.finalState === 'killed' ? 'stopped' : this.finalState) : this.original.state
+        try {
+          await bringToFinalState(this.identity, to, STOP_TIMEOUT_MS)
+          actions.push(`target ${this.identity.pid} ${to === 'running' ? 'resumed' : 'left stopped'} as it was`)
+        } catch (e) {
+          this.progress.warn(`rollback could not put target ${this.identity.pid} back: ${(e as Error).message}`)
+          this.cleanupFiles(actions)
+          this.reportRollback(actions)
+          throw new RollbackIncompleteError(
+            `target ${this.identity.pid} could not be put back in its ${to} state after: ${(cause as Error).message}`,
+            to === 'running' ? `run \`kill -CONT ${this.identity.pid}\`` : undefined,
+          )
+        }
+      } else {
+        actions.push(`target ${this.identity.pid} is gone (${check}); nothing sent to it`)
+      }
+    }
+    this.cleanupFiles(actions)
+    this.journal?.remove()
+    this.reportRollback(actions)
+  }
+
+  private cleanupFiles(actions: string[]): void {
+    if (this.partial) {
+      rmSync(this.partial, { force: true })
+      actions.push('partial bundle removed')
+      this.partial = undefined
+    }
+    if (this.workDir) {
+      this.cleanupWorkDir()
+      actions.push('work directory removed')
+    }
+  }
+
+  private reportRollback(actions: string[]): void {
+    if (actions.length > 0) this.progress.note(`rolled back: ${actions.join('; ')}`)
+  }
+}
+

@@ -1,0 +1,65 @@
+// Can snap touch this process at all? Answered from /proc before any signal, so a refusal leaves the target as it was.
+
+import { readFileSync } from 'node:fs'
+import { PermissionDeniedError, UsageError, TargetNotFoundError, TargetRefusedError } from '../errors.js'
+import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope, readStat, readStatus } from './proc.js'
+
+const PF_KTHREAD = 0x00200000
+
+function readFlags(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+    return Number(rest[9 - 3])
+  } catch {
+    return 0
+  }
+}
+
+export function parsePid(raw: string): number {
+  if (!/^\d+$/.test(raw.trim())) throw new UsageError(`'${raw}' is not a pid`, 'give the numeric process id, e.g. from `pgrep NAME`')
+  const pid = Number(raw.trim())
+  if (!Number.isSafeInteger(pid) || pid <= 0) throw new UsageError(`'${raw}' is not a valid pid`)
+  return pid
+}
+
+/** Refuses what snap must never stop: init, itself, the kernel's own threads, zombies, traced processes. */
+export function checkTargetAllowed(pid: number, ownPids: number[] = []): void {
+  if (pid === 1) throw new TargetRefusedError('refusing to stop pid 1 (init): stopping it would hang the whole system')
+  if (pid === process.pid || ownPids.includes(pid)) throw new TargetRefusedError(`refusing to dump snap itself (pid ${pid})`)
+  const stat = readStat(pid)
+  if (!stat) throw new TargetNotFoundError(pid)
+  if (pid === process.ppid) throw new TargetRefusedError(`refusing to stop snap's own parent (pid ${pid}): it waits for snap, and snap would wait for it`)
+  if ((readFlags(pid) & PF_KTHREAD) !== 0) throw new TargetRefusedError(`pid ${pid} (${stat.comm}) is a kernel thread; there is nothing to dump`)
+  if (stat.state === 'Z' || stat.state === 'X') throw new TargetRefusedError(`pid ${pid} (${stat.comm}) is a zombie; it has already exited`)
+  const status = readStatus(pid)
+  const tracer = Number(status?.['TracerPid'] ?? 0)
+  if (tracer !== 0) {
+    const tracerComm = readStat(tracer)?.comm ?? 'unknown'
+    throw new TargetRefusedError(
+      `pid ${pid} is already traced by pid ${tracer} (${tracerComm})`,
+      'detach that debugger first; two tracers cannot attach at once',
+    )
+  }
+}
+
+/** Refuses, with the reason, when this user could not ptrace the target or run criu. */
+export function checkPrivileges(pid: number): void {
+  const caps = readEffectiveCaps('self')
+  const uid = process.geteuid?.() ?? 0
+  const status = readStatus(pid)
+  const targetUid = Number((status?.['Uid'] ?? '0').split(/\s+/)[1] ?? 0)
+  const ptrace = hasCap(caps, CAP_SYS_PTRACE)
+  if (!hasCap(caps, CAP_SYS_ADMIN) && !hasCap(caps, CAP_CHECKPOINT_RESTORE))
+    throw new PermissionDeniedError(
+      'criu needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, which this snap does not have',
+      'run snap as root (sudo)',
+    )
+  if (targetUid !== uid && !ptrace)
+    throw new PermissionDeniedError(`pid ${pid} belongs to uid ${targetUid}, snap runs as uid ${uid} without CAP_SYS_PTRACE`, 'run snap as root')
+  const scope = readPtraceScope()
+  if (scope === 3) throw new PermissionDeniedError('kernel.yama.ptrace_scope is 3: no process may be traced until reboot')
+  if (scope === 2 && !ptrace) throw new PermissionDeniedError('kernel.yama.ptrace_scope is 2: only CAP_SYS_PTRACE may trace', 'run snap as root')
+  if (scope === 1 && !ptrace)
+    throw new PermissionDeniedError('kernel.yama.ptrace_scope is 1: only a parent may trace its children', 'run snap as root, or set kernel.yama.ptrace_scope=0')
+}

@@ -1,0 +1,82 @@
+// CRIU: its version, `criu check`, and the exact dump and restore command lines snap uses.
+
+import { ToolError } from '../errors.js'
+import { compareVersions, INSTALL_HINT, locateTool, parseVersion, type LocatedTool, type Version } from './locate.js'
+import { queryTool } from './run.js'
+
+/** CRIU 4 is the first this kernel works with, and it dumps stopped tasks of every kind. */
+export const MIN_CRIU: Version = { major: 4, minor: 0, patch: 0, text: '4.0' }
+
+export interface CriuInfo extends LocatedTool {
+  version: string
+}
+
+export async function readCriuVersion(path: string): Promise<Version | undefined> {
+  const r = await queryTool(path, ['--version'])
+  // "Version: 4.1.1"; a failing binary's own words may contain digits too, so require the label.
+  const line = r.output.split('\n').find((l) => /^Version:/i.test(l.trim()))
+  return r.ok && line ? parseVersion(line) : undefined
+}
+
+export async function findCriu(flag?: string, min: Version = MIN_CRIU): Promise<CriuInfo> {
+  const located = locateTool('criu', flag)
+  const version = await readCriuVersion(located.path)
+  if (!version) throw new ToolError(`${located.path} does not run or does not report a criu version`, INSTALL_HINT.criu)
+  if (compareVersions(version, min) < 0)
+    throw new ToolError(`criu ${version.text} at ${located.path} is too old (need >= ${min.text})`, INSTALL_HINT.criu)
+  return { ...located, version: version.text }
+}
+
+export interface CriuCheck {
+  ok: boolean
+  /** criu's own last lines; every run here prints an rlimit "Error" and still succeeds, so judge by the exit code. */
+  lines: string[]
+}
+
+export async function criuCheck(path: string): Promise<CriuCheck> {
+  const r = await queryTool(path, ['check'], 60000)
+  return { ok: r.ok, lines: r.output.split('\n').filter((l) => l.trim()).slice(-5) }
+}
+
+export interface CriuDumpOptions {
+  shellJob: boolean
+  /** Extra options recorded in the manifest and repeated at restore where they apply. */
+  extra: string[]
+}
+
+export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o: CriuDumpOptions): string[] {
+  return [
+    'dump',
+    '--tree', String(pid),
+    '--images-dir', imagesDir,
+    '--leave-stopped', // criu's default after a dump is to KILL the tree
+    '--log-file', logFile,
+    '-v4',
+    ...(o.shellJob ? ['--shell-job'] : []),
+    ...o.extra,
+  ]
+}
+
+/** Options that must be given the same at restore as at dump. */
+export const RESTORE_REPEATED_OPTIONS = new Set(['--shell-job', '--tcp-established', '--ext-unix-sk', '--file-locks', '--link-remap'])
+
+export function criuRestoreArgs(imagesDir: string, logFile: string, pidfile: string, dumpOptions: string[]): string[] {
+  return [
+    'restore',
+    '--images-dir', imagesDir,
+    '--restore-detached',
+    '--pidfile', pidfile,
+    '--log-file', logFile,
+    '-v4',
+    ...dumpOptions.filter((o) => RESTORE_REPEATED_OPTIONS.has(o)),
+  ]
+}
+
+/** The lines of a criu log worth showing a person when it failed. */
+export function criuErrorLines(logText: string, n = 4): string[] {
+  return logText
+    .split('\n')
+    .filter((l) => /Error|error|fail/i.test(l) && !/RLIMIT_NOFILE/.test(l))
+    .slice(-n)
+    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, '').trim())
+}

@@ -1,0 +1,35 @@
+// gdb: its version and the gcore command line. We run gdb directly with the commands the gcore script uses, so we
+// know which gdb runs and the core lands where we say.
+
+import { ToolError } from '../errors.js'
+import { compareVersions, INSTALL_HINT, locateTool, parseVersion, type LocatedTool, type Version } from './locate.js'
+import { queryTool } from './run.js'
+
+export const MIN_GDB: Version = { major: 9, minor: 0, patch: 0, text: '9.0' }
+
+export interface GdbInfo extends LocatedTool {
+  version: string
+}
+
+export async function findGdb(flag?: string, min: Version = MIN_GDB): Promise<GdbInfo> {
+  const located = locateTool('gdb', flag)
+  const r = await queryTool(located.path, ['--version'])
+  const first = r.output.split('\n')[0] ?? ''
+  const version = r.ok && /gdb/i.test(first) ? parseVersion(first.replace(/\([^)]*\)/g, '')) : undefined
+  if (!version) throw new ToolError(`${located.path} does not run or does not report a gdb version`, INSTALL_HINT.gdb)
+  if (compareVersions(version, min) < 0)
+    throw new ToolError(`gdb ${version.text} at ${located.path} is too old (need >= ${min.text})`, INSTALL_HINT.gdb)
+  return { ...located, version: version.text }
+}
+
+export function gcoreArgs(pid: number, coreFile: string): string[] {
+  return [
+    '--nx', '--batch', '--readnever',
+    '-iex', 'set debuginfod enabled off',
+    '-ex', 'set pagination off', '-ex', 'set height 0', '-ex', 'set width 0',
+    '-ex', `attach ${pid}`,
+    '-ex', `gcore ${coreFile}`,
+    '-ex', 'detach',
+    '-ex', 'quit',
+  ]
+}

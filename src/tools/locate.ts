@@ -1,0 +1,68 @@
+// Finds criu and gdb: --criu/--gdb flag, then SNAP_CRIU/SNAP_GDB, then PATH (with the sbin directories root expects).
+
+import { accessSync, constants, statSync } from 'node:fs'
+import { delimiter, isAbsolute, join, resolve } from 'node:path'
+import { ToolError } from '../errors.js'
+
+export type ToolName = 'criu' | 'gdb'
+
+const ENV_VAR: Record<ToolName, string> = { criu: 'SNAP_CRIU', gdb: 'SNAP_GDB' }
+const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+
+export const INSTALL_HINT: Record<ToolName, string> = {
+  criu: 'install CRIU >= 4 (`npm run setup` does it without upgrading the system) or pass --criu PATH',
+  gdb: 'install gdb (`apt-get install gdb`) or pass --gdb PATH',
+}
+
+function isExecutableFile(p: string): boolean {
+  try {
+    if (!statSync(p).isFile()) return false
+    accessSync(p, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export interface LocatedTool {
+  name: ToolName
+  path: string
+  /** Where the path came from, for doctor and the manifest. */
+  source: 'flag' | 'env' | 'PATH'
+}
+
+export function locateTool(name: ToolName, flag?: string): LocatedTool {
+  const fromEnv = process.env[ENV_VAR[name]]
+  const explicit = flag ?? (fromEnv && fromEnv.length > 0 ? fromEnv : undefined)
+  if (explicit !== undefined) {
+    const p = isAbsolute(explicit) ? explicit : resolve(explicit)
+    if (!isExecutableFile(p)) {
+      const how = flag !== undefined ? `--${name}` : ENV_VAR[name]
+      throw new ToolError(`${name} not found at ${p} (from ${how})`, INSTALL_HINT[name])
+    }
+    return { name, path: p, source: flag !== undefined ? 'flag' : 'env' }
+  }
+  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...EXTRA_DIRS]
+  for (const dir of dirs) {
+    const p = join(dir, name)
+    if (isExecutableFile(p)) return { name, path: p, source: 'PATH' }
+  }
+  throw new ToolError(`${name} not found on PATH`, INSTALL_HINT[name])
+}
+
+export interface Version {
+  major: number
+  minor: number
+  patch: number
+  text: string
+}
+
+export function parseVersion(text: string): Version | undefined {
+  const m = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(text)
+  if (!m) return undefined
+  return { major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3] ?? 0), text: m[0] }
+}
+
+export function compareVersions(a: Version, b: Version): number {
+  return a.major - b.major || a.minor - b.minor || a.patch - b.patch
+}

@@ -1,0 +1,78 @@
+// What every snap command shares: private file modes, one-line errors with documented exit codes, the warning about
+// unfinished work left by a snap that died, and SIGINT/SIGTERM/SIGHUP turned into a rollback instead of an exit.
+
+import { Command, Flags } from '@oclif/core'
+import { EXIT_CODES, SnapError, type InterruptSignal } from '../errors.js'
+import { staleJournals } from '../pipelines/journal.js'
+
+export abstract class SnapCommand extends Command {
+  static override baseFlags = {
+    debug: Flags.boolean({ description: 'show stack traces for errors', default: false, helpGroup: 'GLOBAL' }),
+  }
+
+  protected jsonRequested(): boolean {
+    return this.argv.includes('--json')
+  }
+
+  override async init(): Promise<void> {
+    // Cores and images hold the target's secrets: everything snap creates is private from the first byte.
+    process.umask(0o077)
+    await super.init()
+    if (this.id !== 'recover') {
+      const stale = staleJournals()
+      if (stale.length > 0)
+        this.logToStderr(
+          `snap: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\``,
+        )
+    }
+  }
+
+  /** SIGINT, SIGTERM, SIGHUP abort the controller once; later ones are reported and ignored until rollback ends. */
+  protected interruptController(): { controller: AbortController; dispose: () => void } {
+    const controller = new AbortController()
+    const handlers = new Map<InterruptSignal, () => void>()
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      const h = () => {
+        if (!controller.signal.aborted) {
+          safeStderr(`snap: ${sig} received: stopping the running step and putting the target back\n`)
+          controller.abort(sig)
+        } else {
+          safeStderr(`snap: ${sig} received again: the rollback is still running and will finish first\n`)
+        }
+      }
+      handlers.set(sig, h)
+      process.on(sig, h)
+    }
+    return {
+      controller,
+      dispose: () => {
+        for (const [sig, h] of handlers) process.off(sig, h)
+      },
+    }
+  }
+
+  override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
+    if (err instanceof SnapError) {
+      const debug = this.argv.includes('--debug') || !!process.env.DEBUG
+      if (this.jsonRequested()) {
+        process.stdout.write(
+          JSON.stringify({ error: { kind: err.kind, exitCode: err.exitCode, message: err.message, hint: err.hint ?? null, meaning: EXIT_CODES[err.kind].meaning } }, null, 2) + '\n',
+        )
+      }
+      safeStderr(`snap: error: ${err.oneLine()}\n`)
+      if (debug && err.stack) safeStderr(`${err.stack}\n`)
+      process.exitCode = err.exitCode
+      return this.exit(err.exitCode)
+    }
+    return super.catch(err)
+  }
+}
+
+/** stderr may be a closed terminal after SIGHUP; a failed progress line must not derail a rollback. */
+export function safeStderr(text: string): void {
+  try {
+    process.stderr.write(text)
+  } catch {
+    // nowhere to write
+  }
+}

@@ -1,0 +1,73 @@
+// Progress on stderr: listr2 on a terminal, plain timestamped lines otherwise (logs, CI, runbooks piping output).
+// stdout is never touched here: it carries results only.
+
+import chalk from 'chalk'
+import { Listr, ListrLogger, ProcessOutput } from 'listr2'
+
+export interface ProgressStep {
+  title: string
+  run(report: (detail: string) => void): Promise<void>
+}
+
+export type ProgressMode = 'tty' | 'plain' | 'silent'
+
+export function chooseProgressMode(opts: { quiet?: boolean } = {}): ProgressMode {
+  if (opts.quiet) return 'silent'
+  return process.stderr.isTTY && process.env.CI !== 'true' ? 'tty' : 'plain'
+}
+
+function stamp(): string {
+  return new Date().toISOString()
+}
+
+export class Progress {
+  constructor(readonly mode: ProgressMode) {}
+
+  /** A free-standing line (a warning, a rollback action). */
+  note(line: string): void {
+    if (this.mode === 'silent') return
+    process.stderr.write(this.mode === 'plain' ? `${stamp()} ${line}\n` : `${line}\n`)
+  }
+
+  warn(line: string): void {
+    this.note(this.mode === 'tty' ? chalk.yellow(`warning: ${line}`) : `warning: ${line}`)
+  }
+
+  async run(steps: ProgressStep[]): Promise<void> {
+    if (this.mode === 'tty') return this.runListr(steps)
+    for (const step of steps) {
+      const t0 = performance.now()
+      this.note(`[start] ${step.title}`)
+      try {
+        await step.run((d) => this.note(`        ${d}`))
+      } catch (e) {
+        this.note(`[fail]  ${step.title} (${Math.round(performance.now() - t0)} ms)`)
+        throw e
+      }
+      this.note(`[done]  ${step.title} (${Math.round(performance.now() - t0)} ms)`)
+    }
+  }
+
+  private async runListr(steps: ProgressStep[]): Promise<void> {
+    const processOutput = new ProcessOutput(process.stderr, process.stderr)
+    const list = new Listr(
+      steps.map((s) => ({
+        title: s.title,
+        task: async (_ctx: unknown, task: { output: string }) => {
+          await s.run((d) => {
+            task.output = d
+          })
+        },
+      })),
+      {
+        concurrent: false,
+        exitOnError: true,
+        // snap handles SIGINT itself: it must roll back, not let the renderer exit the process.
+        registerSignalListeners: false,
+        renderer: 'default',
+        rendererOptions: { timer: { condition: true, field: (ms: number) => `${Math.round(ms)} ms`, format: () => chalk.dim }, logger: new ListrLogger({ processOutput }) },
+      },
+    )
+    await list.run()
+  }
+}
