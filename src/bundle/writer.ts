@@ -6,6 +6,8 @@ import { constants, fsyncSync, linkSync, openSync, closeSync, unlinkSync, writeF
 import { basename, dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
+import type { Transform } from 'node:stream'
+import zlib from 'node:zlib'
 import { create as createTar } from 'tar'
 import { OutputPathError } from '../errors.js'
 import { compressor, type Compression } from './compression.js'
@@ -43,7 +45,7 @@ export async function writeBundle(o: WriteBundleOptions): Promise<{ path: string
   try {
     const out = createWriteStream('', { fd, autoClose: false })
     const pack = createTar({ cwd: o.workDir, portable: true, noDirRecurse: true }, entries) as unknown as NodeJS.ReadableStream
-    const z = compressor(o.compression)
+    const z = bundleCompressor(o.compression)
     if (z) await pipeline(pack, z, out)
     else await pipeline(pack, out)
     size = out.bytesWritten
@@ -74,6 +76,18 @@ export async function writeBundle(o: WriteBundleOptions): Promise<{ path: string
   removeQuietly(partial)
   o.onPartial?.(undefined)
   return { path: o.output, size }
+}
+
+/**
+ * compressor('zstd') asks for ZSTD_c_nbWorkers > 0, and Node's zstd stream in multi-threaded mode pushes output
+ * after its end (ERR_STREAM_PUSH_AFTER_EOF, nodejs/node#59899): every zstd bundle of a few MiB failed to seal.
+ * Single-threaded zstd at the same level and with the same checksum avoids it.
+ */
+function bundleCompressor(c: Compression): Transform | undefined {
+  if (c !== 'zstd') return compressor(c)
+  return zlib.createZstdCompress({
+    params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
+  })
 }
 
 export function removeQuietly(path: string): void {

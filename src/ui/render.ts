@@ -3,6 +3,11 @@
 import chalk from 'chalk'
 import type { DumpResult } from '../pipelines/dump.js'
 import { humanBytes } from '../bundle/output-path.js'
+import type { RestoreResult } from '../pipelines/restore.js'
+import type { InspectResult } from '../commands/inspect.js'
+import type { VerifyResult } from '../bundle/verify.js'
+import type { DoctorReport } from '../tools/doctor.js'
+import type { RecoveryAction } from '../pipelines/recover.js'
 
 export function renderDumpResult(r: DumpResult): string {
   const lines = [
@@ -14,4 +19,56 @@ export function renderDumpResult(r: DumpResult): string {
   ]
   for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${w}`))
   return lines.join('\n')
+}
+
+export function renderRestoreResult(r: RestoreResult): string {
+  const lines = [
+    `${chalk.green('restored')}      pid ${r.pid}${r.newPidns ? ` (pid ${r.pidInNamespace} in its new pid namespace)` : ''}, ${r.threads} threads, ${r.finalState}`,
+    `states        ${r.states.map((s) => s.state).join(' -> ')}`,
+    `durations     ${Object.entries(r.durations).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(', ')}`,
+  ]
+  for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${w}`))
+  return lines.join('\n')
+}
+
+export function renderInspect(r: InspectResult): string {
+  const m = r.manifest
+  const t = m.target
+  const lines = [
+    `bundle        ${r.bundle.path} (${humanBytes(r.bundle.size)}, ${r.bundle.compression}, schema v${m.schemaVersion}, ${m.signed ? 'signed' : 'unsigned'})`,
+    `captured      ${m.createdAt} on ${m.host.hostname} (${m.host.kernelRelease}, ${m.host.arch}) by ${m.custody.user} with ${m.tool.name} ${m.tool.version}`,
+    `target        pid ${t.pid} ${t.comm} (${t.exe}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
+    `command       ${t.cmdline.join(' ')}`,
+    `state         found ${m.originalState.state}, left ${m.finalState}; ${m.normalization.note}`,
+    `freeze window ${m.freezeWindowMs.toFixed(1)} ms`,
+    `steps         ${m.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms${s.status === 'ok' ? '' : ` (${s.status})`}`).join(', ')}`,
+    `tools         criu ${m.tools.criu.version} ${m.tools.criu.options.join(' ')}; gdb ${m.tools.gdb.version}`,
+    `artifacts     ${m.artifacts.length} files, ${humanBytes(m.artifacts.reduce((s, a) => s + a.size, 0))}`,
+  ]
+  for (const a of m.artifacts.filter((a) => a.kind !== 'criu-image')) lines.push(`              ${a.path} ${humanBytes(a.size)}`)
+  for (const w of m.warnings) lines.push(chalk.yellow(`warning       ${w}`))
+  return lines.join('\n')
+}
+
+export function renderVerify(r: VerifyResult): string {
+  if (r.ok) return `${chalk.green('ok')}  ${r.bundle}: ${r.artifacts} artifacts, ${humanBytes(r.bytes)} checked, signature ${r.signature}`
+  return [`${chalk.red('FAILED')}  ${r.bundle}`, ...r.problems.map((p) => `  ${p}`)].join('\n')
+}
+
+export function renderDoctor(r: DoctorReport): string {
+  const mark = (ok: boolean) => (ok ? chalk.green('ok  ') : chalk.red('FAIL'))
+  const lines = [
+    `${mark(r.criu.ok)} criu    ${r.criu.path ?? '-'} ${r.criu.version ?? ''} (need >= ${r.criu.minimum})${r.criu.check ? `; criu check: ${r.criu.check.ok ? 'passes' : 'FAILS'}` : ''}`,
+    `${mark(r.gdb.ok)} gdb     ${r.gdb.path ?? '-'} ${r.gdb.version ?? ''} (need >= ${r.gdb.minimum})`,
+    `     kernel  ${r.kernel.release} ${r.kernel.arch}; ptrace_scope ${r.ptraceScope ?? 'absent (no Yama)'}`,
+    `     access  uid ${r.uid}; CAP_SYS_PTRACE ${r.capabilities.sysPtrace ? 'yes' : 'no'}, CAP_SYS_ADMIN ${r.capabilities.sysAdmin ? 'yes' : 'no'}, CAP_CHECKPOINT_RESTORE ${r.capabilities.checkpointRestore ? 'yes' : 'no'}`,
+  ]
+  for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
+  if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))
+  return lines.join('\n')
+}
+
+export function renderRecover(rs: RecoveryAction[]): string {
+  if (rs.length === 0) return 'nothing to recover'
+  return rs.map((r) => `${r.outcome.padEnd(12)} target ${r.targetPid ?? '?'} (snap ${r.snapPid ?? '?'}): ${r.actions.join('; ')}`).join('\n')
 }

@@ -1,0 +1,90 @@
+// What restore checks before criu runs: each check names what is wrong and what to do, so a restore that would fail
+// is refused with nothing started.
+
+import { statSync } from 'node:fs'
+import { arch, release } from 'node:os'
+import { readdirSync } from 'node:fs'
+import { sha256File } from '../bundle/hash.js'
+import type { Manifest } from '../bundle/manifest.js'
+import { RestoreRefusedError } from '../errors.js'
+import { compareVersions, parseVersion } from '../tools/locate.js'
+import { readStat } from '../target/proc.js'
+
+export interface PreflightFindings {
+  warnings: string[]
+}
+
+export function checkCriuVersion(manifest: Manifest, here: string): void {
+  const dumped = parseVersion(manifest.tools.criu.version)
+  const local = parseVersion(here)
+  if (dumped && local && compareVersions(local, dumped) < 0)
+    throw new RestoreRefusedError(
+      `criu ${here} on this host is older than criu ${manifest.tools.criu.version} that made the bundle`,
+      `install criu >= ${manifest.tools.criu.version} or pass --criu PATH`,
+    )
+}
+
+export function checkHost(manifest: Manifest, warnings: string[]): void {
+  if (manifest.host.arch !== arch())
+    throw new RestoreRefusedError(`the bundle was made on ${manifest.host.arch}; this host is ${arch()}`, 'restore it on a host of the same architecture')
+  if (manifest.host.kernelRelease !== release())
+    warnings.push(`kernel differs: dumped on ${manifest.host.kernelRelease}, restoring on ${release()}; criu may refuse features this kernel lacks`)
+}
+
+/** criu checks that files the process had open or mapped still have their size at dump time; check first. */
+export async function checkFiles(manifest: Manifest): Promise<void> {
+  const t = manifest.target
+  const size = (p: string): number | undefined => {
+    try {
+      return statSync(p).size
+    } catch {
+      return undefined
+    }
+  }
+  if (t.exe && !t.exe.endsWith(' (deleted)')) {
+    const now = size(t.exe)
+    if (now === undefined) throw new RestoreRefusedError(`executable ${t.exe} is missing on this host`, 'install the same build of the program')
+    if (t.exeSha256) {
+      const { sha256 } = await sha256File(t.exe)
+      if (sha256 !== t.exeSha256)
+        throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')
+    }
+  }
+  for (const f of [...t.openFiles, ...t.mappedFiles]) {
+    const now = size(f.path)
+    if (now === undefined) throw new RestoreRefusedError(`file ${f.path} that the process had open is missing`, 'put it back before restoring')
+    if (now !== f.size)
+      throw new RestoreRefusedError(
+        `file ${f.path} that the process had open changed size (${now} bytes now, ${f.size} at dump)`,
+        'criu would refuse it: restore the file as it was, or restore on a host where it is unchanged',
+      )
+  }
+}
+
+/**
+ * Every pid the tree needs (processes and threads) must be free. A pid is also held while it is any live process's
+ * process group or session id, or by a zombie: those make criu fail with "Can't fork for N: File exists".
+ */
+export function checkPidsFree(manifest: Manifest): void {
+  const needed = new Set<number>([...manifest.target.treePids, ...manifest.target.threadIds])
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    const pid = Number(name)
+    const s = readStat(pid)
+    if (!s) continue
+    const tids = needed.has(pid) ? [pid] : []
+    let why: string | undefined
+    if (tids.length > 0) why = `pid ${pid} is taken by process ${pid} (${s.comm}${s.state === 'Z' ? ', a zombie' : ''})`
+    else if (needed.has(s.pgrp)) why = `pid ${s.pgrp} is still a process group id, held by process ${pid} (${s.comm})`
+    else if (needed.has(s.session)) why = `pid ${s.session} is still a session id, held by process ${pid} (${s.comm})`
+    if (!why) {
+      try {
+        const taken = readdirSync(`/proc/${pid}/task`).map(Number).find((tid) => needed.has(tid))
+        if (taken !== undefined) why = `pid ${taken} is taken by a thread of process ${pid} (${s.comm})`
+      } catch {
+        // gone
+      }
+    }
+    if (why) throw new RestoreRefusedError(why, 'stop that process first, or restore into a new pid namespace with --new-pidns')
+  }
+}

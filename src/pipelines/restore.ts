@@ -1,0 +1,310 @@
+// Restore, start to finish: verifying+extracting -> preflight -> restoring -> restored | failed. It never ends in
+// "restoring": every path out of here reports restored or failed, and a failure kills what was partly restored.
+
+import { spawn } from 'node:child_process'
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { verifyAndExtract } from '../bundle/extract.js'
+import type { FinalState, Manifest } from '../bundle/manifest.js'
+import { verifyBytes } from '../bundle/signature.js'
+import { BundleInvalidError, InterruptedError, RestoreFailedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
+import { pollUntil } from '../target/poll.js'
+import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../target/proc.js'
+import { criuErrorLines, criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
+import { round, runTool, stopProcessGroup, stopAllTools } from '../tools/run.js'
+import type { Progress } from '../ui/progress.js'
+import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
+
+export type RestoreState = 'verifying' | 'extracting' | 'preflight' | 'restoring' | 'restored' | 'failed'
+
+export interface RestoreOptions {
+  bundle: string
+  /** Overrides the state recorded at dump. */
+  final?: 'running' | 'stopped'
+  newPidns: boolean
+  criu?: string
+  workDirParent?: string
+  timeoutSec?: number
+  publicKey?: string
+  cancel: AbortSignal
+}
+
+export interface RestoreResult {
+  state: 'restored'
+  bundle: string
+  /** The restored root's pid as seen from this host. */
+  pid: number
+  /** Its pid inside its own pid namespace (differs from pid only with --new-pidns). */
+  pidInNamespace: number
+  threads: number
+  finalState: 'running' | 'stopped'
+  newPidns: boolean
+  states: { state: RestoreState; at: string }[]
+  warnings: string[]
+  durations: Record<string, number>
+}
+
+const STATE_WAIT_MS = 5000
+
+export class RestoreRun {
+  private readonly states: { state: RestoreState; at: string }[] = []
+  private readonly warnings: string[] = []
+  private readonly durations: Record<string, number> = {}
+  private workDir?: string
+  private manifest!: Manifest
+  private criu!: CriuInfo
+  private restoreStart = 0
+  private holderPid?: number
+  private restoredPids: number[] = []
+  private readonly deadline: number
+
+  constructor(
+    private readonly o: RestoreOptions,
+    private readonly progress: Progress,
+  ) {
+    this.deadline = o.timeoutSec ? performance.now() + o.timeoutSec * 1000 : Number.POSITIVE_INFINITY
+  }
+
+  private enter(state: RestoreState): void {
+    this.states.push({ state, at: new Date().toISOString() })
+    this.progress.note(`state: ${state}`)
+  }
+
+  private checkCancelled(during: string): void {
+    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, during)
+  }
+
+  private remainingMs(stepDefault: number): number {
+    const left = this.deadline - performance.now()
+    if (left <= 0) throw new StepTimeoutError(`restore ran past its --timeout of ${this.o.timeoutSec} s`)
+    return Math.min(stepDefault, Math.floor(left))
+  }
+
+  private async timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now()
+    try {
+      return await fn()
+    } finally {
+      this.durations[name] = round(performance.now() - t0)
+    }
+  }
+
+  async execute(): Promise<RestoreResult> {
+    try {
+      return await this.run()
+    } catch (e) {
+      await this.fail(e)
+      throw e
+    } finally {
+      if (this.workDir) rmSync(this.workDir, { recursive: true, force: true })
+    }
+  }
+
+  private async run(): Promise<RestoreResult> {
+    this.enter('verifying')
+    this.criu = await findCriu(this.o.criu)
+    this.workDir = mkdtempSync(join(this.o.workDirParent ?? tmpdir(), 'snap-restore-'))
+    this.enter('extracting')
+    const scan = await this.timed('verify-extract', () =>
+      verifyAndExtract({ bundle: this.o.bundle, into: this.workDir!, want: (a) => a.kind === 'criu-image' }),
+    )
+    if (scan.problems.length > 0)
+      throw new BundleInvalidError(`${this.o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems, 'nothing was restored')
+    this.manifest = scan.manifest
+    if (this.o.publicKey) {
+      if (!scan.signature) throw new BundleInvalidError(`${this.o.bundle} is not signed`, ['manifest.sig'])
+      if (!verifyBytes(this.o.publicKey, scan.manifestBytes, scan.signature))
+        throw new BundleInvalidError(`${this.o.bundle}: the manifest signature does not match ${this.o.publicKey}`, ['manifest.sig'])
+    }
+    this.checkCancelled('extracting')
+
+    this.enter('preflight')
+    await this.timed('preflight', async () => {
+      checkCriuVersion(this.manifest, this.criu.version)
+      checkHost(this.manifest, this.warnings)
+      await checkFiles(this.manifest)
+      if (!this.o.newPidns) checkPidsFree(this.manifest)
+    })
+    for (const w of this.warnings) this.progress.warn(w)
+    this.checkCancelled('preflight')
+
+    this.enter('restoring')
+    const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu())
+    this.checkCancelled('restoring')
+    const threads = await this.timed('check', () => this.checkRestored(pid))
+    const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
+    await this.timed('final-state', () => this.applyFinalState(pid, finalState))
+    this.enter('restored')
+    return {
+      state: 'restored',
+      bundle: this.o.bundle,
+      pid,
+      pidInNamespace,
+      threads,
+      finalState,
+      newPidns: this.o.newPidns,
+      states: this.states,
+      warnings: this.warnings,
+      durations: this.durations,
+    }
+  }
+
+  private async runCriu(): Promise<{ pid: number; pidInNamespace: number }> {
+    const images = join(this.workDir!, 'criu')
+    const logFile = join(this.workDir!, 'criu-restore.log')
+    const outFile = join(this.workDir!, 'criu-restore.out')
+    const pidfile = join(this.workDir!, 'restored.pid')
+    const args = criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu.options)
+    this.restoreStart = Date.now()
+    const timeoutMs = this.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
+    if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
+    const run = await runTool(this.criu.path, args, { timeoutMs, cancel: this.o.cancel, logFile: outFile })
+    if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
+    if (run.timedOut) throw new StepTimeoutError('criu restore did not finish in time; it was killed')
+    if (run.exitCode !== 0 || !existsSync(pidfile)) throw this.criuFailure(logFile, run.exitCode)
+    const pid = Number(readFileSync(pidfile, 'utf8').trim())
+    this.restoredPids = [pid]
+    return { pid, pidInNamespace: pid }
+  }
+
+  /**
+   * Like criu-ns: criu runs as pid 1 of a new pid namespace (unshare --pid --fork --mount-proc), where the tree's
+   * old pids are free. criu is not detached there: as the namespace's init it must outlive the restored tree, so
+   * snap leaves it running and judges success from criu's log.
+   */
+  private async runCriuInNewPidns(args: string[], logFile: string, outFile: string, timeoutMs: number): Promise<{ pid: number; pidInNamespace: number }> {
+    const nsArgs = args.filter((a) => a !== '--restore-detached')
+    const out = openSync(outFile, 'a', 0o600)
+    // Plain spawn, not execa: this process must be unref'd and outlive snap.
+    const child = spawn('/usr/bin/unshare', ['--pid', '--fork', '--mount-proc', '--', this.criu.path, ...nsArgs], {
+      detached: true,
+      stdio: ['ignore', out, out],
+    })
+    closeSync(out)
+    const holder = child.pid
+    if (holder === undefined) throw new RestoreFailedError('could not start unshare for --new-pidns')
+    this.holderPid = holder
+    let exited = false
+    child.on('exit', () => {
+      exited = true
+    })
+    child.on('error', () => {
+      exited = true
+    })
+    const success = () => {
+      try {
+        return /Restore finished successfully/.test(readFileSync(logFile, 'utf8'))
+      } catch {
+        return false
+      }
+    }
+    const done = await pollUntil(() => success() || exited || this.o.cancel.aborted, { timeoutMs, maxIntervalMs: 50 })
+    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
+    if (!done) throw new StepTimeoutError('criu restore in a new pid namespace did not finish in time; it was killed')
+    if (!success()) throw this.criuFailure(logFile, null)
+    // unshare -> criu (pid 1 inside) -> restored root.
+    const criuHostPid = await pollUntil(() => readChildren(holder)[0], { timeoutMs: STATE_WAIT_MS })
+    const root = criuHostPid !== undefined ? await pollUntil(() => readChildren(criuHostPid)[0], { timeoutMs: STATE_WAIT_MS }) : undefined
+    if (root === undefined) throw new RestoreFailedError('criu reported success but no restored process was found in the new pid namespace')
+    this.restoredPids = [root]
+    const nspid = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${root}/status`, 'utf8'))?.[1]?.trim().split(/\s+/)
+    child.unref()
+    return { pid: root, pidInNamespace: Number(nspid?.at(-1) ?? root) }
+  }
+
+  private criuFailure(logFile: string, exitCode: number | null): RestoreFailedError {
+    let lines: string[] = []
+    try {
+      lines = criuErrorLines(readFileSync(logFile, 'utf8'), 3)
+    } catch {
+      lines = []
+    }
+    const kept = this.keepLog(logFile)
+    return new RestoreFailedError(
+      `criu restore failed${exitCode !== null ? ` (exit ${exitCode})` : ''}: ${lines.join(' | ') || 'no error lines in its log'}`,
+      kept ? `criu's log: ${kept}` : undefined,
+    )
+  }
+
+  /** The work directory is removed at the end; a failed restore's log is worth keeping. */
+  private keepLog(logFile: string): string | undefined {
+    if (!existsSync(logFile)) return undefined
+    const dest = join(this.o.workDirParent ?? tmpdir(), `snap-restore-${process.pid}-${Date.now()}.log`)
+    try {
+      rmSync(dest, { force: true })
+      writeFileSync(dest, readFileSync(logFile), { flag: 'wx', mode: 0o600 })
+      return dest
+    } catch {
+      return undefined
+    }
+  }
+
+  /** The restored root must be the process we dumped: same exe, same cmdline, every thread back. */
+  private async checkRestored(pid: number): Promise<number> {
+    const t = this.manifest.target
+    const seen = await pollUntil(() => {
+      const threads = readThreadStates(pid)
+      return threads.length >= t.threads ? threads : undefined
+    }, { timeoutMs: STATE_WAIT_MS })
+    const problems: string[] = []
+    if (!readStat(pid)) problems.push(`restored pid ${pid} does not exist`)
+    const exe = readLink(`/proc/${pid}/exe`)
+    if (exe !== t.exe) problems.push(`exe is ${exe ?? 'unknown'}, expected ${t.exe}`)
+    const cmd = readCmdline(pid)
+    if (JSON.stringify(cmd) !== JSON.stringify(t.cmdline)) problems.push(`cmdline differs`)
+    const n = seen?.length ?? readThreadStates(pid).length
+    if (n !== t.threads) problems.push(`${n} threads, expected ${t.threads}`)
+    if (problems.length > 0) throw new RestoreFailedError(`the restored process does not match the bundle: ${problems.join('; ')}`)
+    return n
+  }
+
+  private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<void> {
+    // criu gives the tree back in the state it was dumped in: stopped, since snap dumps a SIGSTOP-stopped target.
+    if (final === 'running') {
+      process.kill(pid, 'SIGCONT')
+      const ok = await pollUntil(() => readThreadStates(pid).every((t) => t.state !== 'T'), { timeoutMs: STATE_WAIT_MS })
+      if (!ok) throw new RestoreFailedError(`restored process ${pid} did not resume`)
+    } else {
+      const stopped = () => readThreadStates(pid).every((t) => t.state === 'T')
+      if (!stopped()) process.kill(pid, 'SIGSTOP')
+      const ok = await pollUntil(stopped, { timeoutMs: STATE_WAIT_MS })
+      if (!ok) throw new RestoreFailedError(`restored process ${pid} did not stop`)
+    }
+  }
+
+  /** Kills anything partly restored and reports failed. */
+  private async fail(cause: unknown): Promise<void> {
+    await stopAllTools()
+    const started = Math.floor(this.restoreStart / 1000)
+    const killed: number[] = []
+    if (this.restoreStart > 0 && this.manifest) {
+      // Only processes that appeared after criu started and hold a pid of the tree: never the original or a stranger.
+      const candidates = new Set([...this.restoredPids, ...(this.o.newPidns ? [] : this.manifest.target.treePids)])
+      for (const pid of candidates) {
+        if (readStat(pid) && readLink(`/proc/${pid}/exe`) === this.manifest.target.exe && processStartedAfter(pid, started)) {
+          try {
+            process.kill(pid, 'SIGKILL')
+            killed.push(pid)
+          } catch {
+            // gone
+          }
+        }
+      }
+    }
+    if (this.holderPid !== undefined) await stopProcessGroup(this.holderPid, 500)
+    this.enter('failed')
+    const why = cause instanceof SnapError ? cause.message : String(cause)
+    this.progress.note(`restore failed: ${why}${killed.length ? `; killed partly restored ${killed.join(', ')}` : ''}`)
+  }
+}
+
+function processStartedAfter(pid: number, epochSec: number): boolean {
+  const s = readStat(pid)
+  if (!s) return false
+  const bootSec = Number(readFileSync('/proc/stat', 'utf8').match(/^btime (\d+)/m)?.[1] ?? 0)
+  const ticks = 100 // USER_HZ is 100 on Linux
+  return bootSec + s.startTime / ticks >= epochSec - 1
+}
+
+export type { FinalState }

@@ -1,0 +1,74 @@
+// `snap doctor`: what snap would use on this host and what is wrong, each problem with its fix.
+
+import { arch, release } from 'node:os'
+import { SnapError } from '../errors.js'
+import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope } from '../target/proc.js'
+import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
+import { findGdb, MIN_GDB } from './gdb.js'
+import { locateTool } from './locate.js'
+
+export interface ToolReport {
+  path: string | null
+  version: string | null
+  ok: boolean
+  error: string | null
+}
+
+export interface DoctorReport {
+  ok: boolean
+  criu: ToolReport & { minimum: string; check: { ok: boolean; lines: string[] } | null }
+  gdb: ToolReport & { minimum: string }
+  kernel: { release: string; arch: string }
+  ptraceScope: number | null
+  uid: number
+  capabilities: { sysPtrace: boolean; sysAdmin: boolean; checkpointRestore: boolean }
+  problems: { what: string; fix: string }[]
+}
+
+async function probe<T extends { path: string; version: string }>(find: () => Promise<T>, name: 'criu' | 'gdb', flag?: string): Promise<ToolReport> {
+  try {
+    const t = await find()
+    return { path: t.path, version: t.version, ok: true, error: null }
+  } catch (e) {
+    let path: string | null = null
+    try {
+      path = locateTool(name, flag).path
+    } catch {
+      path = null
+    }
+    return { path, version: null, ok: false, error: e instanceof SnapError ? e.oneLine() : String(e) }
+  }
+}
+
+export async function diagnose(flags: { criu?: string; gdb?: string }): Promise<DoctorReport> {
+  const problems: DoctorReport['problems'] = []
+  const criu = await probe(() => findCriu(flags.criu), 'criu', flags.criu)
+  const gdb = await probe(() => findGdb(flags.gdb), 'gdb', flags.gdb)
+  let check: DoctorReport['criu']['check'] = null
+  if (criu.ok && criu.path) {
+    check = await criuCheck(criu.path)
+    if (!check.ok) problems.push({ what: `\`criu check\` fails: ${check.lines.at(-1) ?? ''}`, fix: 'run `criu check --all` for details; a newer criu usually fixes it' })
+  }
+  if (!criu.ok) problems.push({ what: criu.error ?? 'criu unusable', fix: 'run `npm run setup`, or pass --criu PATH / set SNAP_CRIU' })
+  if (!gdb.ok) problems.push({ what: gdb.error ?? 'gdb unusable', fix: 'apt-get install gdb, or pass --gdb PATH / set SNAP_GDB' })
+  const caps = readEffectiveCaps('self')
+  const capabilities = {
+    sysPtrace: hasCap(caps, CAP_SYS_PTRACE),
+    sysAdmin: hasCap(caps, CAP_SYS_ADMIN),
+    checkpointRestore: hasCap(caps, CAP_CHECKPOINT_RESTORE),
+  }
+  if (!capabilities.sysAdmin && !capabilities.checkpointRestore) problems.push({ what: 'no CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: criu cannot run', fix: 'run snap as root' })
+  if (!capabilities.sysPtrace) problems.push({ what: 'no CAP_SYS_PTRACE: only processes of this uid can be captured', fix: 'run snap as root' })
+  const ptraceScope = readPtraceScope() ?? null
+  if (ptraceScope === 3) problems.push({ what: 'kernel.yama.ptrace_scope is 3: tracing is disabled until reboot', fix: 'reboot with ptrace_scope < 3' })
+  return {
+    ok: problems.length === 0,
+    criu: { ...criu, minimum: MIN_CRIU.text, check },
+    gdb: { ...gdb, minimum: MIN_GDB.text },
+    kernel: { release: release(), arch: arch() },
+    ptraceScope,
+    uid: process.geteuid?.() ?? 0,
+    capabilities,
+    problems,
+  }
+}
