@@ -289,6 +289,8 @@ if build_needed; then
     rel=${rel%.js}
     [[ -e src/$rel.ts || -e src/$rel.tsx ]] || rm -f -- "$js"
   done < <(find dist -type f \( -name '*.js' -o -name '*.js.map' \) -print0)
+  rm -f oclif.manifest.json # oclif must not read a stale one while it is rebuilt
+  node_modules/.bin/node scripts/write-oclif-manifest.mjs </dev/null || { rm -f "$STAMP.new"; die "writing oclif.manifest.json failed"; }
   mv -f "$STAMP.new" "$STAMP"
 fi
 
