@@ -1,24 +1,32 @@
-// Seals a work directory into one bundle file: manifest.json first, then the signature if any, then the artifacts.
-// Written under a private temporary name and linked into place only when complete, so a bundle under its final
-// name is always whole, and an existing file is never overwritten.
+// Seals a work directory into one bundle file, reading each artifact exactly once: the artifacts are hashed while
+// they stream into the compressor, written after a space reserved at the head of the file; the manifest, which
+// holds those hashes and must be the tar's first entry, is then written into that space. The rest of the space is
+// filled with bytes decoders skip (a zstd skippable frame, an empty gzip member) or, uncompressed, with spaces that
+// end the manifest's JSON. The file has a private temporary name until complete, then is linked into place, so a
+// bundle under its final name is always whole, and an existing file is never overwritten.
 
-import { constants, fsyncSync, linkSync, openSync, closeSync, unlinkSync, writeFileSync, createWriteStream } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { closeSync, constants, createReadStream, createWriteStream, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type { Transform } from 'node:stream'
-import zlib from 'node:zlib'
-import { create as createTar } from 'tar'
+import { Header } from 'tar'
 import { OutputPathError } from '../errors.js'
-import { compressor, type Compression } from './compression.js'
-import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type Manifest } from './manifest.js'
+import { compressSmall, compressor, filler, type Compression } from './compression.js'
+import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 
-export interface WriteBundleOptions {
+const BLOCK = 512
+
+export interface SealInput {
   workDir: string
-  manifest: Manifest
+  /** Paths relative to workDir, in bundle order, with their kinds. */
+  artifacts: Pick<ArtifactRecord, 'path' | 'kind'>[]
+  /** Builds the manifest once the artifacts' hashes are known. */
+  manifest: (artifacts: ArtifactRecord[]) => Manifest
+  /** Signs the exact manifest bytes, when the bundle is to be signed. */
+  sign?: (manifestBytes: Buffer) => Buffer
   output: string
   compression: Compression
-  signature?: Buffer
   /** Told the temporary path as soon as it exists, so an interrupted run can remove it. */
   onPartial?: (path: string | undefined) => void
 }
@@ -27,28 +35,99 @@ export function partialPathFor(output: string): string {
   return join(dirname(output), `.${basename(output)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`)
 }
 
-export async function writeBundle(o: WriteBundleOptions): Promise<{ path: string; size: number }> {
-  const manifestBytes = Buffer.from(JSON.stringify(o.manifest, null, 2) + '\n')
-  writeFileSync(join(o.workDir, MANIFEST_ENTRY), manifestBytes, { mode: 0o600, flag: 'wx' })
-  const entries = [MANIFEST_ENTRY]
-  if (o.signature) {
-    writeFileSync(join(o.workDir, SIGNATURE_ENTRY), o.signature, { mode: 0o600, flag: 'wx' })
-    entries.push(SIGNATURE_ENTRY)
-  }
-  entries.push(...o.manifest.artifacts.map((a) => a.path))
+function tarHeader(path: string, size: number, mtime: Date): Buffer {
+  const block = Buffer.alloc(BLOCK)
+  const needPax = new Header({ path, mode: 0o600, uid: 0, gid: 0, size, mtime, type: 'File' }).encode(block, 0)
+  if (needPax) throw new Error(`artifact name too long for a plain tar header: ${path}`)
+  return block
+}
 
-  const partial = partialPathFor(o.output)
+const padding = (n: number) => Buffer.alloc((BLOCK - (n % BLOCK)) % BLOCK)
+
+/** The artifacts as tar entries, hashing each chunk on its way through; then the end-of-archive blocks. */
+async function* artifactEntries(workDir: string, artifacts: SealInput['artifacts'], out: ArtifactRecord[]): AsyncGenerator<Buffer> {
+  for (const a of artifacts) {
+    const full = join(workDir, a.path)
+    const st = statSync(full)
+    yield tarHeader(a.path, st.size, st.mtime)
+    const hash = createHash('sha256')
+    let size = 0
+    for await (const chunk of createReadStream(full, { highWaterMark: 1 << 20 })) {
+      hash.update(chunk as Buffer)
+      size += (chunk as Buffer).length
+      yield chunk as Buffer
+    }
+    if (size !== st.size) throw new Error(`${a.path} changed size while it was sealed`)
+    out.push({ path: a.path, kind: a.kind, size, sha256: hash.digest('hex') })
+    yield padding(size)
+  }
+  yield Buffer.alloc(2 * BLOCK)
+}
+
+/**
+ * Bytes to reserve for the head: the manifest with 64-character hashes in place, generous slack for the fields that
+ * change while sealing, and the signature entry.
+ */
+function reserveFor(input: SealInput): number {
+  const draft = input.manifest(input.artifacts.map((a) => ({ ...a, size: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64) })))
+  const bytes = Buffer.byteLength(JSON.stringify(draft, null, 2)) + 64 * 1024 + 4 * BLOCK
+  return Math.ceil(bytes / BLOCK) * BLOCK
+}
+
+function entry(path: string, data: Buffer, mtime: Date): Buffer {
+  return Buffer.concat([tarHeader(path, data.length, mtime), data, padding(data.length)])
+}
+
+/** The head: manifest.json (and manifest.sig) as tar entries, exactly `reserve` bytes once compressed and filled. */
+function buildHead(input: SealInput, manifest: Manifest, reserve: number): Buffer {
+  const now = new Date()
+  const json = JSON.stringify(manifest, null, 2)
+  const sigSpace = input.sign ? 2 * BLOCK : 0 // header + 64-byte Ed25519 signature padded to a block
+  if (input.compression === 'none') {
+    // Uncompressed, the manifest's own JSON absorbs the reserve: trailing whitespace is valid JSON.
+    const dataSize = reserve - BLOCK - sigSpace
+    if (Buffer.byteLength(json) + 1 > dataSize) throw new Error('manifest larger than the space reserved for it')
+    const manifestBytes = Buffer.alloc(dataSize, 0x20)
+    manifestBytes.write(json, 0)
+    manifestBytes[dataSize - 1] = 0x0a
+    const parts = [entry(MANIFEST_ENTRY, manifestBytes, now)]
+    if (input.sign) parts.push(entry(SIGNATURE_ENTRY, input.sign(manifestBytes), now))
+    return Buffer.concat(parts)
+  }
+  const manifestBytes = Buffer.from(json + '\n')
+  const parts = [entry(MANIFEST_ENTRY, manifestBytes, now)]
+  if (input.sign) parts.push(entry(SIGNATURE_ENTRY, input.sign(manifestBytes), now))
+  const compressed = compressSmall(input.compression, Buffer.concat(parts))
+  const minFiller = input.compression === 'zstd' ? 8 : 21
+  if (compressed.length + minFiller > reserve) throw new Error('manifest larger than the space reserved for it')
+  return Buffer.concat([compressed, filler(input.compression, reserve - compressed.length)])
+}
+
+export interface SealResult {
+  path: string
+  size: number
+  manifest: Manifest
+}
+
+export async function writeBundle(input: SealInput): Promise<SealResult> {
+  const reserve = reserveFor(input)
+  const partial = partialPathFor(input.output)
   // O_EXCL|O_NOFOLLOW with 0600: nobody else can open it in between, and a planted symlink is not followed.
   const fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-  o.onPartial?.(partial)
-  let size = 0
+  input.onPartial?.(partial)
+  let manifest: Manifest
+  let size: number
   try {
-    const out = createWriteStream('', { fd, autoClose: false })
-    const pack = createTar({ cwd: o.workDir, portable: true, noDirRecurse: true }, entries) as unknown as NodeJS.ReadableStream
-    const z = bundleCompressor(o.compression)
-    if (z) await pipeline(pack, z, out)
-    else await pipeline(pack, out)
-    size = out.bytesWritten
+    const records: ArtifactRecord[] = []
+    const body = Readable.from(artifactEntries(input.workDir, input.artifacts, records), { objectMode: false })
+    const out = createWriteStream('', { fd, start: reserve, autoClose: false })
+    const z = compressor(input.compression)
+    if (z) await pipeline(body, z, out)
+    else await pipeline(body, out)
+    manifest = input.manifest(records)
+    const head = buildHead(input, manifest, reserve)
+    writeSync(fd, head, 0, head.length, 0)
+    size = reserve + out.bytesWritten
     fsyncSync(fd)
     closeSync(fd)
   } catch (e) {
@@ -58,36 +137,24 @@ export async function writeBundle(o: WriteBundleOptions): Promise<{ path: string
       // already closed
     }
     removeQuietly(partial)
-    o.onPartial?.(undefined)
+    input.onPartial?.(undefined)
     const err = e as NodeJS.ErrnoException
-    if (err.code === 'ENOSPC' || err.code === 'EDQUOT')
-      throw new OutputPathError(`no space left while writing the bundle in ${dirname(o.output)}`, 'free space or give --output on another filesystem')
+    if (err.code === 'ENOSPC' || err.code === 'EDQUOT' || /No space left/i.test(err.message))
+      throw new OutputPathError(`no space left while writing the bundle in ${dirname(input.output)}`, 'free space or give --output on another filesystem')
     throw e
   }
   try {
-    linkSync(partial, o.output) // fails if the final name exists: never clobber
+    linkSync(partial, input.output) // fails if the final name exists: never clobber
   } catch (e) {
     removeQuietly(partial)
-    o.onPartial?.(undefined)
+    input.onPartial?.(undefined)
     const err = e as NodeJS.ErrnoException
-    if (err.code === 'EEXIST') throw new OutputPathError(`${o.output} already exists`, 'choose another --output; snap never overwrites')
+    if (err.code === 'EEXIST') throw new OutputPathError(`${input.output} already exists`, 'choose another --output; snap never overwrites')
     throw e
   }
   removeQuietly(partial)
-  o.onPartial?.(undefined)
-  return { path: o.output, size }
-}
-
-/**
- * compressor('zstd') asks for ZSTD_c_nbWorkers > 0, and Node's zstd stream in multi-threaded mode pushes output
- * after its end (ERR_STREAM_PUSH_AFTER_EOF, nodejs/node#59899): every zstd bundle of a few MiB failed to seal.
- * Single-threaded zstd at the same level and with the same checksum avoids it.
- */
-function bundleCompressor(c: Compression): Transform | undefined {
-  if (c !== 'zstd') return compressor(c)
-  return zlib.createZstdCompress({
-    params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
-  })
+  input.onPartial?.(undefined)
+  return { path: input.output, size, manifest }
 }
 
 export function removeQuietly(path: string): void {

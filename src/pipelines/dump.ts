@@ -1,9 +1,8 @@
-// The dump, start to finish: preflight -> stop -> core -> checkpoint -> final state -> seal. The order of the steps
+// The dump, start to finish: preflight -> stop -> checkpoint -> core -> final state -> seal. The order of the steps
 // lives here and only here. Every failure path puts the target back as it was found and removes what was written.
 
-import { mkdtempSync, openSync, readSync, closeSync, existsSync, rmSync, readdirSync, mkdirSync, statSync } from 'node:fs'
+import { mkdtempSync, openSync, readSync, closeSync, existsSync, rmSync, readdirSync, mkdirSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { sha256File } from '../bundle/hash.js'
 import type { ArtifactRecord, FinalState, Manifest, StepRecord, TargetRecord } from '../bundle/manifest.js'
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../bundle/manifest.js'
 import { checkOutputPath, defaultOutputName } from '../bundle/output-path.js'
@@ -18,7 +17,7 @@ import { assertSameProcess, captureIdentity, checkIdentity, type TargetIdentity 
 import {
   bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
 } from '../target/stop.js'
-import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, type CriuInfo } from '../tools/criu.js'
+import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, stopConversionScript, type CriuInfo } from '../tools/criu.js'
 import { findGdb, gcoreArgs, type GdbInfo } from '../tools/gdb.js'
 import { round, runTool, stopAllTools, tailLines, type ToolRun } from '../tools/run.js'
 import { readFileSync } from 'node:fs'
@@ -98,6 +97,8 @@ export class DumpRun {
   private journal?: Journal
   private partial?: string
   private shellJob = false
+  /** True once criu's post-dump script turned a stop found in place into a SIGSTOP stop. */
+  private stopConverted = false
   private touched = false
   private finalApplied = false
   private freezeStart?: number
@@ -157,8 +158,10 @@ export class DumpRun {
     const steps: ProgressStep[] = [
       { title: `Preflight: target ${this.o.pid}, permissions, criu and gdb, output`, run: (r) => this.preflight(r) },
       { title: 'Stop the target with SIGSTOP and verify every thread', run: (r) => this.stopTarget(r) },
-      { title: 'Core dump with gdb (gcore)', run: (r) => this.coreDump(r) },
+      // criu before gdb: a stop found in place is converted to a SIGSTOP stop while criu holds the threads, and only
+      // then does gdb leave the target stopped when it detaches.
       { title: 'Checkpoint with criu dump', run: (r) => this.checkpoint(r) },
+      { title: 'Core dump with gdb (gcore)', run: (r) => this.coreDump(r) },
       { title: 'Put the target back', run: (r) => this.putBack(r) },
       { title: 'Seal the bundle (manifest, hashes, compression)', run: (r) => this.seal(r) },
     ]
@@ -245,9 +248,12 @@ export class DumpRun {
     const note =
       s.action === 'sigstop'
         ? `running target stopped with SIGSTOP; all ${s.threads.length} threads stopped after ${s.settleMs.toFixed(1)} ms`
-        : `already stopped (by an unknown stop signal, e.g. SIGTSTP from Ctrl+Z): converted to a SIGSTOP stop with SIGCONT+SIGSTOP ` +
-          `sent ${s.conversionWindowUs?.toFixed(1)} us apart; all ${s.threads.length} threads stopped again after ${s.settleMs.toFixed(1)} ms`
-    return { action: s.action, conversionWindowUs: s.conversionWindowUs ?? null, settleMs: round(s.settleMs), note }
+        : `already stopped (by an unknown stop signal, e.g. SIGTSTP from Ctrl+Z); all ${s.threads.length} threads seen stopped; ` +
+          (this.stopConverted
+            ? 'converted to a SIGSTOP stop with SIGCONT+SIGSTOP while criu held every thread, so no thread ran'
+            : 'to be converted to a SIGSTOP stop while criu holds every thread')
+    // The conversion leaves the target no window to run in: there is none to record.
+    return { action: s.action, conversionWindowUs: null, settleMs: round(s.settleMs), note }
   }
 
   /** After a tool detaches, every thread must still be stopped; if not, stop it again and say so. */
@@ -302,7 +308,12 @@ export class DumpRun {
       mkdirSync(this.imagesDir)
       const logFile = join(workDir, 'logs', 'criu-dump.log')
       const outFile = join(workDir, 'logs', 'criu-dump.out')
-      const run = await runTool(this.criu.path, criuDumpArgs(this.o.pid, this.imagesDir, logFile, { shellJob: this.shellJob, extra: this.o.criuExtraOptions }), {
+      const convert = this.stop?.action === 'converted'
+      const marker = join(workDir, 'stop-converted')
+      const actionScript = convert ? join(workDir, 'convert-stop.sh') : undefined
+      if (actionScript) writeFileSync(actionScript, stopConversionScript(this.o.pid, marker), { mode: 0o700, flag: 'wx' })
+      const args = criuDumpArgs(this.o.pid, this.imagesDir, logFile, { shellJob: this.shellJob, extra: this.o.criuExtraOptions, actionScript })
+      const run = await runTool(this.criu.path, args, {
         timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
         cancel: this.o.cancel,
         logFile: outFile,
@@ -328,6 +339,15 @@ export class DumpRun {
         )
       }
       for (const img of images) this.artifacts.push(`criu/${img}`)
+      if (convert) {
+        // Without the conversion gdb would resume a Ctrl+Z-stopped target when it detaches: do not go on.
+        if (!existsSync(marker))
+          throw new StepFailedError(
+            "criu's post-dump script did not convert the target's stop to a SIGSTOP stop",
+            `the target was left stopped as it was; criu's log was ${logFile}`,
+          )
+        this.stopConverted = true
+      }
       await this.recheckStopped('criu dump')
       report(`${images.length} image files; criu options: ${this.criuOptions.join(' ') || '(none)'}`)
     })
@@ -351,38 +371,35 @@ export class DumpRun {
   private async seal(report: (d: string) => void): Promise<void> {
     await this.timed('seal', async () => {
       this.checkCancelled('sealing the bundle')
-      const workDir = this.workDir!
-      this.artifactRecords = await Promise.all(
-        this.artifacts.map(async (path) => {
-          const { sha256, size } = await sha256File(join(workDir, path))
-          const kind = path.startsWith('criu/') ? 'criu-image' : path.startsWith('logs/') ? 'log' : 'core'
-          return { path, kind, size, sha256 } as ArtifactRecord
-        }),
-      )
-      const manifest = this.buildManifest()
-      const signature = this.o.signKeyPath ? signBytes(this.o.signKeyPath, Buffer.from(JSON.stringify(manifest, null, 2) + '\n')) : undefined
+      const signKey = this.o.signKeyPath
+      const createdAt = new Date().toISOString()
       const written = await writeBundle({
-        workDir,
-        manifest,
+        workDir: this.workDir!,
+        artifacts: this.artifacts.map((path) => ({
+          path,
+          kind: path.startsWith('criu/') ? 'criu-image' : path.startsWith('logs/') ? 'log' : 'core',
+        })),
+        manifest: (records) => this.buildManifest(records, createdAt),
+        sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
         output: this.output,
         compression: this.o.compression,
-        signature,
         onPartial: (p) => {
           this.partial = p
           this.journal?.update({ partialPath: p ?? null })
         },
       })
+      this.artifactRecords = written.manifest.artifacts
       report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${this.o.compression})`)
       if (this.finalState === 'killed') await bringToFinalState(this.identity, 'killed', STOP_TIMEOUT_MS)
     })
   }
 
-  private buildManifest(): Manifest {
+  private buildManifest(artifacts: ArtifactRecord[], createdAt: string): Manifest {
     return {
       format: MANIFEST_FORMAT,
       schemaVersion: MANIFEST_SCHEMA_VERSION,
       tool: { name: 'procsnap', version: this.o.toolVersion },
-      createdAt: new Date().toISOString(),
+      createdAt,
       mode: 'standard',
       host: describeHost(),
       custody: describeCustody(this.startedAt),
@@ -396,7 +413,7 @@ export class DumpRun {
         criu: { path: this.criu.path, version: this.criu.version, options: this.criuOptions },
         gdb: { path: this.gdb.path, version: this.gdb.version },
       },
-      artifacts: this.artifactRecords,
+      artifacts,
       warnings: this.warnings,
       signed: this.o.signKeyPath !== undefined,
     }

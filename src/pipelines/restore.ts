@@ -2,7 +2,7 @@
 // "restoring": every path out of here reports restored or failed, and a failure kills what was partly restored.
 
 import { spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
@@ -12,7 +12,7 @@ import { BundleInvalidError, InterruptedError, RestoreFailedError, SnapError, St
 import { pollUntil } from '../target/poll.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../target/proc.js'
 import { criuErrorLines, criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
-import { round, runTool, stopProcessGroup, stopAllTools } from '../tools/run.js'
+import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
 import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
 
@@ -46,6 +46,7 @@ export interface RestoreResult {
 }
 
 const STATE_WAIT_MS = 5000
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p))
 
 export class RestoreRun {
   private readonly states: { state: RestoreState; at: string }[] = []
@@ -159,13 +160,58 @@ export class RestoreRun {
     this.restoreStart = Date.now()
     const timeoutMs = this.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
-    const run = await runTool(this.criu.path, args, { timeoutMs, cancel: this.o.cancel, logFile: outFile })
+    const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs)
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
     if (run.timedOut) throw new StepTimeoutError('criu restore did not finish in time; it was killed')
     if (run.exitCode !== 0 || !existsSync(pidfile)) throw this.criuFailure(logFile, run.exitCode)
     const pid = Number(readFileSync(pidfile, 'utf8').trim())
     this.restoredPids = [pid]
     return { pid, pidInNamespace: pid }
+  }
+
+  /**
+   * criu restore in a session of its own, not through runTool, whose clean-up kills what is left in the tool's process
+   * group once it exits: with --shell-job the restored root joins criu's group when its own group leader is not part
+   * of the tree, so that clean-up killed every restored target that had not been its own group leader.
+   * --restore-sibling makes the root snap's child instead of criu's: a job that is its own group leader, restored
+   * stopped as criu's child, sat in an orphaned group with a stopped member the moment criu exited, and the kernel
+   * then sends SIGHUP (which kills it) and SIGCONT. A session of its own keeps that from happening when snap exits.
+   */
+  private async runCriuDetached(args: string[], outFile: string, timeoutMs: number): Promise<{ exitCode: number | null; timedOut: boolean; cancelled: boolean }> {
+    appendFileSync(outFile, `$ ${[this.criu.path, ...args].map(shellQuote).join(' ')}\n`, { mode: 0o600 })
+    const out = openSync(outFile, 'a', 0o600)
+    // setpriv --pdeathsig: criu dies with snap, even if snap is SIGKILLed mid-restore.
+    const [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', this.criu.path, ...args]] : [this.criu.path, args]
+    const child = spawn(bin, binArgs, { detached: true, stdio: ['ignore', out, out] })
+    closeSync(out)
+    const exited = new Promise<number | null>((resolve) => {
+      child.once('exit', (code) => resolve(code))
+      child.once('error', () => resolve(null))
+    })
+    let timedOut = false
+    let cancelled = false
+    let stopping: Promise<void> | undefined
+    const stop = () => {
+      if (child.pid !== undefined) stopping ??= stopProcessGroup(child.pid, 2000)
+    }
+    const timer = setTimeout(() => {
+      timedOut = true
+      stop()
+    }, timeoutMs)
+    const onAbort = () => {
+      cancelled = true
+      stop()
+    }
+    if (this.o.cancel.aborted) onAbort()
+    this.o.cancel.addEventListener('abort', onAbort, { once: true })
+    try {
+      const exitCode = await exited
+      await stopping
+      return { exitCode, timedOut, cancelled }
+    } finally {
+      clearTimeout(timer)
+      this.o.cancel.removeEventListener('abort', onAbort)
+    }
   }
 
   /**

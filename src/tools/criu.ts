@@ -42,6 +42,8 @@ export interface CriuDumpOptions {
   shellJob: boolean
   /** Extra options recorded in the manifest and repeated at restore where they apply. */
   extra: string[]
+  /** An executable criu runs at each stage (CRTOOLS_SCRIPT_ACTION says which); not recorded, not repeated at restore. */
+  actionScript?: string
 }
 
 export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o: CriuDumpOptions): string[] {
@@ -53,8 +55,29 @@ export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o:
     '--log-file', logFile,
     '-v4',
     ...(o.shellJob ? ['--shell-job'] : []),
+    ...(o.actionScript ? ['--action-script', o.actionScript] : []),
     ...o.extra,
   ]
+}
+
+/**
+ * A criu action script that turns a job-control stop (SIGTSTP, SIGTTIN, SIGTTOU) into a SIGSTOP stop without letting
+ * the target run. At post-dump criu still holds every thread in a ptrace stop: SIGCONT ends the group stop but wakes
+ * no traced thread, SIGSTOP stays pending, and when criu detaches each thread takes the SIGSTOP before returning to
+ * user space. gdb then leaves the target stopped when it detaches (it resumes a job-control-stopped one). The marker
+ * file tells snap the signals were sent. It exits 0 whatever happens: criu fails the whole dump when a
+ * post-dump script fails, and snap judges the conversion by the marker instead.
+ */
+export function stopConversionScript(pid: number, marker: string): string {
+  const quoted = `'${marker.replaceAll("'", `'\\''`)}'`
+  return [
+    '#!/bin/sh',
+    '# Written by snap dump for one criu run; see stopConversionScript in src/tools/criu.ts.',
+    '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0',
+    `kill -CONT ${pid} && kill -STOP ${pid} && echo converted > ${quoted}`,
+    'exit 0',
+    '',
+  ].join('\n')
 }
 
 /** Options that must be given the same at restore as at dump. */

@@ -1,0 +1,289 @@
+// `npm run bench`: snap dump against the hand-run runbook it replaces (kill -STOP; gcore; criu dump; kill -CONT;
+// tar | zstd), on the same targets, alternating, several rounds; and snap restore against a bare criu restore of
+// the same images. Reports medians and ratios to the runbook measured in the same run. Needs root, like snap.
+//
+//   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  npm run bench
+
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+const root = new URL('..', import.meta.url).pathname
+const snapBin = join(root, 'bin/snap')
+const worker = join(root, 'test/fixtures/bin/worker')
+const sizes = (process.env.BENCH_SIZES ?? '64,512,2048').split(',').map(Number)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const baseDir = process.env.BENCH_DIR ?? '/var/tmp'
+const outDir = join(root, 'bench-results')
+const criu = process.env.SNAP_CRIU ?? '/usr/local/sbin/criu'
+
+const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function waitFor<T>(probe: () => T | undefined | false, timeoutMs: number, what: string): Promise<T> {
+  const end = performance.now() + timeoutMs
+  for (;;) {
+    const v = probe()
+    if (v) return v
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+function readProgress(path: string): { ticks: number; maxGapUs: number; resets: number } {
+  const t = readFileSync(path, 'utf8')
+  const num = (k: string) => Number(new RegExp(`${k}=(\\d+)`).exec(t)?.[1] ?? NaN)
+  return { ticks: num('ticks'), maxGapUs: num('maxgap_us'), resets: num('resets') }
+}
+
+function stateOf(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0]
+  } catch {
+    return undefined
+  }
+}
+
+interface Target {
+  pid: number
+  progress: string
+  dir: string
+}
+
+async function startTarget(mib: number): Promise<Target> {
+  const dir = mkdtempSync(join(baseDir, 'snap-bench-'))
+  const progress = join(dir, 'progress')
+  const child = spawn(worker, ['--threads', '4', '--mib', String(mib), '--progress', progress, '--tick-ms', '1', '--setsid'], { stdio: 'ignore', detached: false })
+  child.unref()
+  const pid = child.pid!
+  await waitFor(() => existsSync(progress) && readProgress(progress).ticks > 0 && readdirSync(`/proc/${pid}/task`).length === 4, 60_000 + mib * 20, 'the target to be ready')
+  return { pid, progress, dir }
+}
+
+/** Resets the target's longest gap; the next reading is the longest pause it saw from now on. */
+async function resetGap(t: Target): Promise<void> {
+  const before = readProgress(t.progress).resets
+  process.kill(t.pid, 'SIGUSR1')
+  await waitFor(() => readProgress(t.progress).resets > before, 5000, 'the gap reset')
+  const ticks = readProgress(t.progress).ticks
+  await waitFor(() => readProgress(t.progress).ticks > ticks + 5, 5000, 'ticks after the reset')
+}
+
+async function settledGapMs(t: Target): Promise<number> {
+  // After the run the target must tick a few more times so the gap that ended with the release is recorded.
+  const ticks = readProgress(t.progress).ticks
+  await waitFor(() => readProgress(t.progress).ticks > ticks + 5, 5000, 'ticks after the run')
+  return readProgress(t.progress).maxGapUs / 1000
+}
+
+interface Run {
+  freezeMs: number
+  totalMs: number
+  bundleBytes: number
+  peakKiB?: number
+  snapFreezeMs?: number
+}
+
+async function runbook(t: Target, work: string): Promise<Run> {
+  const d = mkdtempSync(join(work, 'runbook-'))
+  mkdirSync(join(d, 'img'))
+  // The runbook as an engineer types it: no polling, no checks.
+  const script = [
+    `kill -STOP ${t.pid}`,
+    `gcore -o ${d}/img/core ${t.pid} >/dev/null 2>&1`,
+    `${criu} dump -t ${t.pid} -D ${d}/img --leave-stopped -o dump.log >/dev/null 2>&1`,
+    `kill -CONT ${t.pid}`,
+    `tar -C ${d}/img -cf - . | zstd -T0 -3 -q -o ${d}/bundle.tar.zst`,
+  ].join(' && ')
+  await resetGap(t)
+  const t0 = performance.now()
+  const r = spawnSync('bash', ['-c', script], { stdio: 'inherit' })
+  const totalMs = performance.now() - t0
+  if (r.status !== 0) throw new Error(`runbook failed with ${r.status}`)
+  const freezeMs = await settledGapMs(t)
+  const bundleBytes = statSync(join(d, 'bundle.tar.zst')).size
+  rmSync(d, { recursive: true, force: true })
+  return { freezeMs, totalMs, bundleBytes }
+}
+
+/** Runs a command, sampling its peak resident memory (VmHWM) until it exits. */
+async function runSampled(file: string, args: string[]): Promise<{ code: number | null; stdout: string; ms: number; peakKiB: number }> {
+  const t0 = performance.now()
+  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  let stdout = ''
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  let peakKiB = 0
+  const timer = setInterval(() => {
+    try {
+      const m = /VmHWM:\s*(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))
+      if (m) peakKiB = Math.max(peakKiB, Number(m[1]))
+    } catch {
+      // exited
+    }
+  }, 10)
+  const code = await new Promise<number | null>((r) => child.on('close', r))
+  clearInterval(timer)
+  return { code, stdout, ms: performance.now() - t0, peakKiB }
+}
+
+async function snapDump(t: Target, work: string): Promise<Run & { bundle: string }> {
+  const out = join(work, `snap-${Date.now()}.tar.zst`)
+  await resetGap(t)
+  const r = await runSampled(snapBin, ['dump', String(t.pid), '-o', out, '--json', '-q'])
+  if (r.code !== 0) throw new Error(`snap dump failed with ${r.code}: ${r.stdout}`)
+  const freezeMs = await settledGapMs(t)
+  const result = JSON.parse(r.stdout) as { freezeWindowMs: number; bundleSize: number }
+  return { freezeMs, totalMs: r.ms, bundleBytes: result.bundleSize, peakKiB: r.peakKiB, snapFreezeMs: result.freezeWindowMs, bundle: out }
+}
+
+async function killAndWaitFree(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGKILL')
+  } catch {
+    // gone
+  }
+  await waitFor(() => !existsSync(`/proc/${pid}`), 10_000, `pid ${pid} to be free`)
+}
+
+async function restoreComparison(bundle: string, pid: number, work: string): Promise<{ snapMs: number; snapAfterExtractMs: number; criuMs: number }> {
+  const images = mkdtempSync(join(work, 'images-'))
+  execFileSync('bash', ['-c', `zstd -dc ${bundle} | tar -C ${images} -xf - --wildcards 'criu/*'`])
+  const snapMs: number[] = []
+  const afterExtract: number[] = []
+  const criuMs: number[] = []
+  for (let r = 0; r < rounds; r++) {
+    for (const which of r % 2 ? ['criu', 'snap'] : ['snap', 'criu']) {
+      if (which === 'snap') {
+        const res = await runSampled(snapBin, ['restore', bundle, '--json', '-q', '--leave-stopped'])
+        if (res.code !== 0) throw new Error(`snap restore failed: ${res.stdout}`)
+        const d = (JSON.parse(res.stdout) as { durations: Record<string, number> }).durations
+        snapMs.push(res.ms)
+        afterExtract.push((d['criu-restore'] ?? 0) + (d['check'] ?? 0) + (d['final-state'] ?? 0))
+      } else {
+        const pidfile = join(images, 'pid')
+        rmSync(pidfile, { force: true })
+        const t0 = performance.now()
+        const res = spawnSync(criu, ['restore', '-D', join(images, 'criu'), '--restore-detached', '--pidfile', pidfile, '-o', join(images, 'restore.log')], { stdio: 'ignore' })
+        criuMs.push(performance.now() - t0)
+        if (res.status !== 0) throw new Error('bare criu restore failed')
+      }
+      await killAndWaitFree(pid)
+    }
+  }
+  rmSync(images, { recursive: true, force: true })
+  return { snapMs: median(snapMs), snapAfterExtractMs: median(afterExtract), criuMs: median(criuMs) }
+}
+
+function startupTimes(): { versionMs: number; helpMs: number; nodeMs: number } {
+  const time = (file: string, args: string[]) => {
+    const xs: number[] = []
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now()
+      spawnSync(file, args, { stdio: 'ignore' })
+      xs.push(performance.now() - t0)
+    }
+    return median(xs)
+  }
+  return { versionMs: time(snapBin, ['--version']), helpMs: time(snapBin, ['--help']), nodeMs: time(join(root, 'node_modules/.bin/node'), ['-e', '0']) }
+}
+
+function chart(rows: { mib: number; runbook: number; snap: number }[]): string {
+  const W = 560, H = 320, L = 60, B = 40, T = 20, R = 20
+  const maxY = Math.max(...rows.flatMap((r) => [r.runbook, r.snap])) * 1.15
+  const x = (i: number) => L + ((i + 0.5) * (W - L - R)) / rows.length
+  const y = (v: number) => H - B - (v / maxY) * (H - B - T)
+  const bw = (W - L - R) / rows.length / 3
+  const bars = rows
+    .map((r, i) =>
+      [
+        `<rect x="${x(i) - bw}" y="${y(r.runbook)}" width="${bw}" height="${H - B - y(r.runbook)}" fill="#999"/>`,
+        `<rect x="${x(i)}" y="${y(r.snap)}" width="${bw}" height="${H - B - y(r.snap)}" fill="#2a6"/>`,
+        `<text x="${x(i)}" y="${H - B + 16}" text-anchor="middle" font-size="12">${r.mib} MiB</text>`,
+        `<text x="${x(i) - bw / 2}" y="${y(r.runbook) - 4}" text-anchor="middle" font-size="10">${Math.round(r.runbook)}</text>`,
+        `<text x="${x(i) + bw / 2}" y="${y(r.snap) - 4}" text-anchor="middle" font-size="10">${Math.round(r.snap)}</text>`,
+      ].join(''),
+    )
+    .join('\n')
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="${L}" y="14" font-size="13">Freeze window seen by the target (ms, median): runbook (grey) vs snap dump (green)</text>
+<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>
+<text x="14" y="${(H - B) / 2}" font-size="11" transform="rotate(-90 14 ${(H - B) / 2})">ms</text>
+${bars}
+</svg>
+`
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('the bench needs root (criu and gdb)')
+  mkdirSync(outDir, { recursive: true })
+  const rows: Record<string, unknown>[] = []
+  const chartRows: { mib: number; runbook: number; snap: number }[] = []
+  for (const mib of sizes) {
+    log(`${mib} MiB target: starting`)
+    const work = mkdtempSync(join(baseDir, 'snap-bench-work-'))
+    const t = await startTarget(mib)
+    const rb: Run[] = []
+    const sn: (Run & { bundle: string })[] = []
+    for (let r = 0; r < rounds; r++) {
+      for (const which of r % 2 ? ['snap', 'runbook'] : ['runbook', 'snap']) {
+        if (which === 'runbook') rb.push(await runbook(t, work))
+        else {
+          const s = await snapDump(t, work)
+          if (sn.length > 0) rmSync(sn[sn.length - 1]!.bundle, { force: true })
+          sn.push(s)
+        }
+        log(`${mib} MiB round ${r + 1}: ${which} freeze ${Math.round((which === 'runbook' ? rb.at(-1)! : sn.at(-1)!).freezeMs)} ms`)
+      }
+    }
+    const lastBundle = sn.at(-1)!.bundle
+    await killAndWaitFree(t.pid)
+    const restore = await restoreComparison(lastBundle, t.pid, work)
+    rmSync(work, { recursive: true, force: true })
+    rmSync(t.dir, { recursive: true, force: true })
+    const row = {
+      mib,
+      rounds,
+      runbook: { freezeMs: median(rb.map((r) => r.freezeMs)), totalMs: median(rb.map((r) => r.totalMs)), bundleBytes: median(rb.map((r) => r.bundleBytes)) },
+      snap: {
+        freezeMs: median(sn.map((r) => r.freezeMs)),
+        reportedFreezeMs: median(sn.map((r) => r.snapFreezeMs!)),
+        totalMs: median(sn.map((r) => r.totalMs)),
+        bundleBytes: median(sn.map((r) => r.bundleBytes)),
+        peakKiB: median(sn.map((r) => r.peakKiB!)),
+      },
+      restore,
+    }
+    rows.push(row)
+    chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.snap.freezeMs })
+    log(`${mib} MiB: done`)
+  }
+  const startup = startupTimes()
+  const peak64 = (rows[0] as { snap: { peakKiB: number } }).snap.peakKiB
+  const md = [
+    `| target | freeze: runbook | freeze: snap | ratio | total: runbook | total: snap | ratio | snap peak RSS | vs smallest | bundle: runbook | bundle: snap | restore: bare criu | restore: snap after extraction | ratio | restore: snap whole |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
+    ...rows.map((r0) => {
+      const r = r0 as { mib: number; runbook: { freezeMs: number; totalMs: number; bundleBytes: number }; snap: { freezeMs: number; totalMs: number; bundleBytes: number; peakKiB: number }; restore: { snapMs: number; snapAfterExtractMs: number; criuMs: number } }
+      const f = (ms: number) => `${Math.round(ms)} ms`
+      const mb = (b: number) => `${(b / 1048576).toFixed(0)} MiB`
+      return `| ${r.mib} MiB | ${f(r.runbook.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.runbook.totalMs)} | ${f(r.snap.totalMs)} | ${(r.snap.totalMs / r.runbook.totalMs).toFixed(2)}x | ${(r.snap.peakKiB / 1024).toFixed(0)} MiB | ${(r.snap.peakKiB / peak64).toFixed(2)}x | ${mb(r.runbook.bundleBytes)} | ${mb(r.snap.bundleBytes)} | ${f(r.restore.criuMs)} | ${f(r.restore.snapAfterExtractMs)} | ${(r.restore.snapAfterExtractMs / r.restore.criuMs).toFixed(2)}x | ${f(r.restore.snapMs)} |`
+    }),
+    '',
+    `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
+    `Medians of ${rounds} rounds per size, runbook and snap alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
+  ].join('\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.md'), md + '\n')
+  writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
+  process.stdout.write(md + '\n')
+  log(`wrote ${outDir}/results.json, results.md, freeze.svg`)
+}
+
+await main()
