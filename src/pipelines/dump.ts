@@ -18,8 +18,8 @@ import {
   bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
 } from '../target/stop.js'
 import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, stopConversionScript, type CriuInfo } from '../tools/criu.js'
-import { findGdb, gcoreArgs, type GdbInfo } from '../tools/gdb.js'
-import { round, runTool, stopAllTools, tailLines, type ToolRun } from '../tools/run.js'
+import { findGdb, gcoreCommands, gdbSessionArgs, type GdbInfo } from '../tools/gdb.js'
+import { round, runTool, startTool, stopAllTools, tailLines, type StartedTool, type ToolRun } from '../tools/run.js'
 import { readFileSync } from 'node:fs'
 import type { Progress, ProgressStep } from '../ui/progress.js'
 import { Journal } from './journal.js'
@@ -97,6 +97,8 @@ export class DumpRun {
   private journal?: Journal
   private partial?: string
   private shellJob = false
+  private gdbSession?: StartedTool
+  private readonly toolPids = new Set<number>()
   /** True once criu's post-dump script turned a stop found in place into a SIGSTOP stop. */
   private stopConverted = false
   private touched = false
@@ -192,15 +194,21 @@ export class DumpRun {
       checkTargetAllowed(this.o.pid)
       this.identity = captureIdentity(this.o.pid)
       checkPrivileges(this.o.pid)
-      this.criu = await findCriu(this.o.criu)
-      this.gdb = await findGdb(this.o.gdb)
+      // The tool probes and the target's description are independent: run them side by side (preflight is not
+      // part of the freeze, but it is part of the time an engineer waits). Errors are reported criu first, then gdb.
+      const [criu, gdb] = await Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)])
+      if (criu.status === 'rejected') throw criu.reason
+      if (gdb.status === 'rejected') throw gdb.reason
+      this.criu = criu.value
+      this.gdb = gdb.value
       report(`criu ${this.criu.version} (${this.criu.path}), gdb ${this.gdb.version} (${this.gdb.path})`)
-      if (!this.o.skipCriuCheck) {
-        const check = await criuCheck(this.criu.path)
-        if (!check.ok)
-          throw new ToolError(`\`criu check\` fails on this host: ${check.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
-      }
-      this.target = await describeTarget(this.o.pid, { includeEnv: this.o.includeEnv })
+      const [check, target] = await Promise.all([
+        this.o.skipCriuCheck ? Promise.resolve(undefined) : criuCheck(this.criu.path),
+        describeTarget(this.o.pid, { includeEnv: this.o.includeEnv }),
+      ])
+      if (check && !check.ok)
+        throw new ToolError(`\`criu check\` fails on this host: ${check.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
+      this.target = target
       assertSameProcess(this.identity, 'preflight')
       const rssBytes = (this.target.vmRssKiB ?? 0) * 1024
       // Core + images + bundle can all exist at once before the work directory is removed.
@@ -227,6 +235,7 @@ export class DumpRun {
       this.workDir = mkdtempSync(join(dirname(this.output), `.${basename(this.output)}.work-`))
       mkdirSync(join(this.workDir, 'logs'))
       this.journal.update({ workDir: this.workDir })
+      this.startGdbSession()
     })
   }
 
@@ -268,32 +277,53 @@ export class DumpRun {
     await waitUntilAllStopped(this.identity, this.remainingMs(STOP_TIMEOUT_MS), `re-stopping after ${after}`)
   }
 
+  /**
+   * gdb is started before the target is frozen and waits for its commands on stdin: its own start-up (about 150 ms
+   * here) is then not part of the freeze window.
+   */
+  private startGdbSession(): void {
+    const logFile = join(this.workDir!, 'logs', 'gdb.log')
+    this.gdbSession = startTool(this.gdb.path, gdbSessionArgs(), {
+      cancel: this.o.cancel,
+      logFile,
+      stdin: 'pipe',
+      onSpawn: (pid) => this.trackTool(pid, true),
+    })
+  }
+
+  private trackTool(pid: number, running: boolean): void {
+    if (running) this.toolPids.add(pid)
+    else this.toolPids.delete(pid)
+    this.journal?.update({ toolPids: [...this.toolPids] })
+  }
+
   private async coreDump(report: (d: string) => void): Promise<void> {
     await this.timed('core', async (rec) => {
       this.checkCancelled('the core dump')
       const workDir = this.workDir!
       this.coreFile = join(workDir, `core.${this.o.pid}`)
       const logFile = join(workDir, 'logs', 'gdb.log')
-      const run = await runTool(this.gdb.path, gcoreArgs(this.o.pid, this.coreFile), {
-        timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
-        cancel: this.o.cancel,
-        logFile,
-        onSpawn: (pid) => this.journal?.update({ toolPids: [pid] }),
-      })
-      this.journal?.update({ toolPids: [] })
+      const session = this.gdbSession!
+      const t0 = performance.now()
+      session.armTimeout(this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)))
+      session.write(gcoreCommands(this.o.pid, this.coreFile))
+      const run = await session.done
+      if (session.pid !== undefined) this.trackTool(session.pid, false)
       this.recordTool(rec, run)
+      rec.note = `gdb started before the stop; commands on its stdin: ${gcoreCommands(this.o.pid, this.coreFile).trim().split('\n').join('; ')}`
       this.artifacts.push('logs/gdb.log')
       this.throwIfToolStopped(run, 'the core dump (gdb)')
       // gdb's exit status is not proof of a core: check that an ELF core file is really there.
       if (run.exitCode !== 0 || !isElfCore(this.coreFile)) {
-        const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ '))
+        const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ ') && !/^\(gdb\)\s*$/.test(l))
         throw new StepFailedError(`gdb did not write a core (exit ${run.exitCode}): ${lines.join(' | ') || 'no output'}`, `see ${logFile} (kept until rollback)`)
       }
       this.artifacts.push(basename(this.coreFile))
       await this.recheckStopped('gcore')
-      report(`core ${Math.round(statSync(this.coreFile).size / MiB)} MiB in ${Math.round(run.durationMs)} ms`)
+      report(`core ${Math.round(statSync(this.coreFile).size / MiB)} MiB in ${Math.round(performance.now() - t0)} ms`)
     })
   }
+
 
   private throwIfToolStopped(run: ToolRun, what: string): void {
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, what)
@@ -317,9 +347,9 @@ export class DumpRun {
         timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
         cancel: this.o.cancel,
         logFile: outFile,
-        onSpawn: (pid) => this.journal?.update({ toolPids: [pid] }),
+        onSpawn: (pid) => this.trackTool(pid, true),
       })
-      this.journal?.update({ toolPids: [] })
+      if (run.pid !== undefined) this.trackTool(run.pid, false)
       this.recordTool(rec, run)
       if (existsSync(logFile)) this.artifacts.push('logs/criu-dump.log')
       this.artifacts.push('logs/criu-dump.out')

@@ -22,14 +22,16 @@ export async function findGdb(flag?: string, min: Version = MIN_GDB): Promise<Gd
   return { ...located, version: version.text }
 }
 
-export function gcoreArgs(pid: number, coreFile: string): string[] {
+/** gdb waiting for commands on stdin; the commands are those of the gcore script. */
+export function gdbSessionArgs(): string[] {
   return [
-    '--nx', '--batch', '--readnever',
+    '--nx', '--quiet', '--readnever',
     '-iex', 'set debuginfod enabled off',
+    '-iex', 'set confirm off',
     '-ex', 'set pagination off', '-ex', 'set height 0', '-ex', 'set width 0',
-    '-ex', `attach ${pid}`,
-    '-ex', `gcore ${coreFile}`,
-    '-ex', 'detach',
-    '-ex', 'quit',
   ]
+}
+
+export function gcoreCommands(pid: number, coreFile: string): string {
+  return `attach ${pid}\ngcore ${coreFile}\ndetach\nquit\n`
 }

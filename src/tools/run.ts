@@ -21,6 +21,7 @@ export interface ToolRunOptions {
 export interface ToolRun {
   /** The exact command, as a person could paste it. */
   command: string[]
+  pid: number | undefined
   exitCode: number | null
   signal: string | null
   startedAt: string
@@ -76,7 +77,21 @@ export async function stopAllTools(graceMs = 1000): Promise<void> {
  */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p))
 
-export async function runTool(file: string, args: string[], opts: ToolRunOptions): Promise<ToolRun> {
+export interface StartedTool {
+  pid: number | undefined
+  /** Writes to the tool's stdin (only with `stdin: 'pipe'`). */
+  write(text: string): void
+  /** Starts (or restarts) the deadline from now. */
+  armTimeout(ms: number): void
+  done: Promise<ToolRun>
+}
+
+/**
+ * Starts a tool and returns at once. With `stdin: 'pipe'` the tool can be started early and given its commands later
+ * (gdb, loaded before the target is frozen, so its start-up is not part of the freeze); the deadline then starts
+ * with armTimeout().
+ */
+export function startTool(file: string, args: string[], opts: Omit<ToolRunOptions, 'timeoutMs'> & { timeoutMs?: number; stdin?: 'pipe' }): StartedTool {
   const command = [file, ...args]
   const [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
   const startedAt = new Date()
@@ -86,12 +101,13 @@ export async function runTool(file: string, args: string[], opts: ToolRunOptions
     detached: true, // its own process group, so we can stop it and everything it started
     cleanup: true,
     reject: false,
-    stdin: 'ignore',
+    stdin: opts.stdin === 'pipe' ? 'pipe' : 'ignore',
     stdout: { file: opts.logFile, append: true },
     stderr: { file: opts.logFile, append: true },
     env: opts.env,
     cwd: opts.cwd,
   })
+  child.stdin?.on('error', () => undefined) // a tool that died early: its exit status tells the story
   const pid = child.pid
   let timedOut = false
   let cancelled = false
@@ -99,10 +115,15 @@ export async function runTool(file: string, args: string[], opts: ToolRunOptions
   const stop = () => {
     if (pid !== undefined && !stopping) stopping = stopProcessGroup(pid, opts.graceMs ?? 2000)
   }
-  const timer = setTimeout(() => {
-    timedOut = true
-    stop()
-  }, opts.timeoutMs)
+  let timer: NodeJS.Timeout | undefined
+  const armTimeout = (ms: number) => {
+    clearTimeout(timer)
+    timer = setTimeout(() => {
+      timedOut = true
+      stop()
+    }, ms)
+  }
+  if (opts.timeoutMs !== undefined) armTimeout(opts.timeoutMs)
   const onAbort = () => {
     cancelled = true
     stop()
@@ -113,26 +134,41 @@ export async function runTool(file: string, args: string[], opts: ToolRunOptions
   }
   if (opts.cancel?.aborted) onAbort()
   opts.cancel?.addEventListener('abort', onAbort, { once: true })
-  try {
-    const result = await child
-    if (pid !== undefined && groupAlive(pid)) await stopProcessGroup(pid, 200) // stragglers the tool left
-    await stopping
-    return {
-      command,
-      exitCode: result.exitCode ?? null,
-      signal: result.signal ?? null,
-      startedAt: startedAt.toISOString(),
-      endedAt: new Date().toISOString(),
-      durationMs: round(performance.now() - t0),
-      timedOut,
-      cancelled,
-      logFile: opts.logFile,
+  const done = (async (): Promise<ToolRun> => {
+    try {
+      const result = await child
+      if (pid !== undefined && groupAlive(pid)) await stopProcessGroup(pid, 200) // stragglers the tool left
+      await stopping
+      return {
+        command,
+        pid,
+        exitCode: result.exitCode ?? null,
+        signal: result.signal ?? null,
+        startedAt: startedAt.toISOString(),
+        endedAt: new Date().toISOString(),
+        durationMs: round(performance.now() - t0),
+        timedOut,
+        cancelled,
+        logFile: opts.logFile,
+      }
+    } finally {
+      clearTimeout(timer)
+      opts.cancel?.removeEventListener('abort', onAbort)
+      if (pid !== undefined) running.delete(pid)
     }
-  } finally {
-    clearTimeout(timer)
-    opts.cancel?.removeEventListener('abort', onAbort)
-    if (pid !== undefined) running.delete(pid)
+  })()
+  return {
+    pid,
+    write: (text: string) => {
+      child.stdin?.write(text)
+    },
+    armTimeout,
+    done,
   }
+}
+
+export async function runTool(file: string, args: string[], opts: ToolRunOptions): Promise<ToolRun> {
+  return startTool(file, args, opts).done
 }
 
 export function round(ms: number): number {
