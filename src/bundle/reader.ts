@@ -1,7 +1,6 @@
 // Reads bundles safely. A bundle is input from elsewhere: every entry is checked against strict rules and against
 // the manifest before a byte of it is used, and reading streams, so memory does not grow with the bundle.
 
-import { once } from 'node:events'
 import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { Parser, type ReadEntry } from 'tar'
@@ -196,12 +195,33 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   const stream: Readable = dec ? source.pipe(dec) : source
   source.on('error', (e) => fail(`cannot read: ${e.message}`))
   dec?.on('error', (e) => fail(`damaged ${compression} stream (${e.message}); the bundle is truncated or corrupt`))
+  // An abort (a refused entry, or inspect's early stop) never emits 'drain': waiting for 'drain' alone left the
+  // promise pending with nothing else to do, and node exited 13 with "unsettled top-level await" on every refusal.
+  let parserDone = false
+  const markDone = () => {
+    parserDone = true
+  }
+  parser.once('end', markDone)
+  parser.once('abort', markDone)
+  parser.once('error', markDone)
+  const nextEvent = (events: string[]) =>
+    new Promise<void>((resolve) => {
+      if (parserDone) return resolve()
+      const done = () => {
+        for (const e of events) parser.off(e, done)
+        resolve()
+      }
+      for (const e of events) parser.on(e, done)
+    })
   try {
     for await (const chunk of stream) {
       if (fatal) break
-      if (!parser.write(chunk as Buffer)) await once(parser, 'drain')
+      if (!parser.write(chunk as Buffer) && !fatal) await nextEvent(['drain', 'end', 'abort', 'error'])
     }
-    if (!fatal) parser.end()
+    if (!fatal) {
+      parser.end()
+      await nextEvent(['end', 'abort', 'error'])
+    }
   } catch (e) {
     if (!fatal) fail(`cannot read: ${(e as Error).message}`)
   } finally {

@@ -2,7 +2,7 @@
 // so a valid signature covers the whole bundle.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
-import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs'
+import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { UsageError } from '../errors.js'
 
 function readKey(path: string, kind: 'private' | 'public'): KeyObject {
@@ -44,7 +44,13 @@ export function generateKeyPair(privatePath: string): { privatePath: string; pub
   const publicPath = `${privatePath}.pub`
   try {
     writeExclusive(privatePath, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600)
-    writeExclusive(publicPath, publicKey.export({ type: 'spki', format: 'pem' }).toString(), 0o644)
+    try {
+      writeExclusive(publicPath, publicKey.export({ type: 'spki', format: 'pem' }).toString(), 0o644)
+    } catch (e) {
+      // A private key whose .pub could not be written is a half pair that blocks the next keygen: take it back.
+      unlinkSync(privatePath)
+      throw e
+    }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${privatePath} or ${publicPath} already exists`, 'choose another path')
     throw e

@@ -21,7 +21,8 @@ export async function verifyBundle(path: string, publicKey?: string): Promise<Ve
   try {
     scan = await scanBundle(path)
   } catch (e) {
-    if (e instanceof BundleInvalidError) return { bundle: path, ok: false, compression: 'unknown', artifacts: 0, bytes: 0, signature: 'not-checked', problems: [e.message] }
+    // oneLine(), not message: the hint is part of the problem ("use a newer snap to read it").
+    if (e instanceof BundleInvalidError) return { bundle: path, ok: false, compression: 'unknown', artifacts: 0, bytes: 0, signature: 'not-checked', problems: [e.oneLine()] }
     throw e
   }
   const problems = [...scan.problems]

@@ -27,10 +27,11 @@ export default class Verify extends SnapCommand {
     if (!this.jsonEnabled()) this.log(renderVerify(result))
     if (!result.ok) {
       if (this.jsonEnabled()) {
-        // The result is the JSON document; the exit code says it failed.
-        process.stdout.write(JSON.stringify(result, null, 2) + '\n')
+        // The result is the JSON document (oclif prints what run() returns); the exit code says it failed.
+        // this.exit() here threw an EEXIT that oclif printed as a second JSON document after the result.
         process.stderr.write(`snap: error: ${args.bundle} failed verification: ${result.problems.join('; ')}\n`)
-        return this.exit(new BundleInvalidError('').exitCode)
+        process.exitCode = new BundleInvalidError('').exitCode
+        return result
       }
       throw new BundleInvalidError(`${args.bundle} failed verification: ${result.problems.join('; ')}`, result.problems)
     }

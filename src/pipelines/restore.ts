@@ -131,10 +131,10 @@ export class RestoreRun {
     this.checkCancelled('preflight')
 
     this.enter('restoring')
-    const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu())
+    const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
+    const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu(finalState))
     this.checkCancelled('restoring')
     const threads = await this.timed('check', () => this.checkRestored(pid))
-    const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
     await this.timed('final-state', () => this.applyFinalState(pid, finalState))
     this.enter('restored')
     return {
@@ -151,12 +151,17 @@ export class RestoreRun {
     }
   }
 
-  private async runCriu(): Promise<{ pid: number; pidInNamespace: number }> {
+  private async runCriu(finalState: 'running' | 'stopped'): Promise<{ pid: number; pidInNamespace: number }> {
     const images = join(this.workDir!, 'criu')
     const logFile = join(this.workDir!, 'criu-restore.log')
     const outFile = join(this.workDir!, 'criu-restore.out')
     const pidfile = join(this.workDir!, 'restored.pid')
-    const args = criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu.options)
+    // criu gives a task back in the state its images record, which is not always stopped: one it resumed ran on
+    // until snap's SIGSTOP landed (a paused target came back a tick further on). --leave-stopped never lets it run.
+    const args = [
+      ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu.options),
+      ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
+    ]
     this.restoreStart = Date.now()
     const timeoutMs = this.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
@@ -306,7 +311,7 @@ export class RestoreRun {
   }
 
   private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<void> {
-    // criu gives the tree back in the state it was dumped in: stopped, since snap dumps a SIGSTOP-stopped target.
+    // Asked to run, the tree may still come back stopped (its images say so when it was dumped SIGSTOP-stopped).
     if (final === 'running') {
       process.kill(pid, 'SIGCONT')
       const ok = await pollUntil(() => readThreadStates(pid).every((t) => t.state !== 'T'), { timeoutMs: STATE_WAIT_MS })

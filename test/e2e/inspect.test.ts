@@ -1,0 +1,120 @@
+// `snap inspect` end to end: what it shows people and as JSON, and that it reads only the head of a bundle, so a
+// bundle of a 1 GiB process is inspected as quickly as one of 8 MiB (shown by inspecting a copy cut to its first MiB).
+import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InspectResult } from '../../src/commands/inspect.js';
+import type { Manifest } from '../../src/bundle/manifest.js';
+import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { runSnap, type SnapResult } from '../helpers/cli.js';
+import { cleanupAllTargets, startTarget } from '../helpers/target.js';
+
+let journalDir: string;
+let dir: string;
+beforeAll(() => {
+  journalDir = makeTempDir('snap-test-journal-');
+  dir = makeTempDir('snap-test-inspect-');
+});
+afterAll(async () => {
+  await cleanupAllTargets();
+  removeTempDirs();
+});
+
+function snap(args: string[]): Promise<SnapResult> {
+  return runSnap(args, { env: { SNAP_JOURNAL_DIR: journalDir } });
+}
+
+async function dumpNew(mib: number, name: string, extra: string[] = []): Promise<{ bundle: string; pid: number }> {
+  const target = await startTarget({ threads: 4, mib, group: 'setsid' });
+  const bundle = join(dir, name);
+  const dump = await snap(['dump', String(target.pid), '-o', bundle, '--json', '--quiet', ...extra]);
+  expect(dump.exitCode, dump.stderr).toBe(0);
+  await target.cleanup();
+  return { bundle, pid: target.pid };
+}
+
+/** A new file holding only the first `bytes` bytes of `path`. */
+function headCopy(path: string, bytes: number, output: string): string {
+  const head = Buffer.alloc(bytes);
+  const fd = openSync(path, 'r');
+  try {
+    const got = readSync(fd, head, 0, bytes, 0);
+    writeFileSync(output, head.subarray(0, got), { mode: 0o600 });
+  } finally {
+    closeSync(fd);
+  }
+  return output;
+}
+
+function expectInspectJson(run: SnapResult): InspectResult {
+  expect(run.exitCode, run.stderr).toBe(0);
+  return JSON.parse(run.stdout) as InspectResult;
+}
+
+describe('snap inspect', () => {
+  let small: { bundle: string; pid: number };
+  let manifest: Manifest;
+
+  beforeAll(async () => {
+    small = await dumpNew(8, 'small.tar.zst');
+    manifest = await readBundleManifest(small.bundle);
+  });
+
+  it('shows pid, comm, states, steps and the freeze window to people', async () => {
+    const run = await snap(['inspect', small.bundle]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`pid ${small.pid} worker (`);
+    expect(run.stdout).toContain('4 threads');
+    expect(run.stdout).toMatch(/state\s+found running, left running/);
+    expect(run.stdout).toContain(`freeze window ${manifest.freezeWindowMs.toFixed(1)} ms`);
+    const stepsLine = run.stdout.split('\n').find((l) => l.startsWith('steps'));
+    expect(stepsLine).toBeDefined();
+    for (const step of manifest.steps) expect(stepsLine).toContain(`${step.name} ${Math.round(step.durationMs)} ms`);
+    expect(run.stdout).toContain(`core.${small.pid}`);
+    expect(run.stderr).toBe('');
+  });
+
+  it('--json prints the bundle and its whole manifest, which validates against manifest-v1.schema.json', async () => {
+    const result = expectInspectJson(await snap(['inspect', small.bundle, '--json']));
+    expect(result.bundle).toEqual({ path: small.bundle, size: statSync(small.bundle).size, compression: 'zstd' });
+    expect(schemaProblems(result.manifest)).toEqual([]);
+    expect(result.manifest).toEqual(manifest);
+    expect(result.manifest.target).toMatchObject({ pid: small.pid, comm: 'worker', threads: 4 });
+    expect(result.manifest.originalState.state).toBe('running');
+    expect(result.manifest.finalState).toBe('running');
+    expect(result.manifest.steps.map((s) => s.name)).toEqual(expect.arrayContaining(['stop', 'checkpoint', 'core', 'final-state']));
+    expect(result.manifest.freezeWindowMs).toBeGreaterThan(0);
+  });
+
+  it('reads only the head: a 1 GiB target\'s bundle cut to its first MiB inspects to the same manifest', async () => {
+    const big = await dumpNew(1024, 'big.tar', ['--compression', 'none']);
+    const bigSize = statSync(big.bundle).size;
+    expect(bigSize).toBeGreaterThan(2 * 1024 ** 3); // the core and the criu pages: 1 GiB each
+
+    const smallRun = await snap(['inspect', small.bundle, '--json']);
+    const bigRun = await snap(['inspect', big.bundle, '--json']);
+    const bigResult = expectInspectJson(bigRun);
+    expectInspectJson(smallRun);
+    console.log(
+      `inspect durations (whole CLI run, node start included): ` +
+        `8 MiB target's bundle (${statSync(small.bundle).size} bytes, zstd) ${smallRun.durationMs.toFixed(0)} ms; ` +
+        `1 GiB target's bundle (${bigSize} bytes, uncompressed) ${bigRun.durationMs.toFixed(0)} ms`,
+    );
+    expect(bigResult.manifest.target.vmRssKiB).toBeGreaterThan(1024 * 1024);
+    expect(schemaProblems(bigResult.manifest)).toEqual([]);
+
+    const cut = headCopy(big.bundle, 1 << 20, join(dir, 'big-first-MiB.tar'));
+    const cutResult = expectInspectJson(await snap(['inspect', cut, '--json']));
+    expect(cutResult.manifest).toEqual(bigResult.manifest);
+    expect(cutResult.bundle.size).toBe(1 << 20);
+    // verify, which does read everything, sees the cut.
+    const verify = await snap(['verify', cut]);
+    expect(verify.exitCode).toBe(11);
+  });
+
+  it('reads only the head of a zstd bundle too: the first 256 KiB are enough', async () => {
+    const cut = headCopy(small.bundle, 256 << 10, join(dir, 'small-first-256KiB.tar.zst'));
+    const result = expectInspectJson(await snap(['inspect', cut, '--json']));
+    expect(result.manifest).toEqual(manifest);
+  });
+});
