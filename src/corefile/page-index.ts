@@ -1,0 +1,151 @@
+// Where each dumped page's bytes are: an index over one pagemap image and its pages-N.img, following the `parent`
+// link of an incremental dump (criu dump --prev-images-dir) for the pages flagged as in the parent images.
+// Only the index is held in memory (one record per pagemap run), never the pages.
+
+import { existsSync, statSync } from 'node:fs'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CoreBuildError } from './errors.js'
+import { PAGE_SIZE } from './elf.js'
+import { PE, pagemapFromImage, type DecodedImage } from './images.js'
+
+/** A stretch of memory whose bytes sit contiguously in `file` from `offset`. */
+export interface Extent {
+  vaddr: number
+  bytes: number
+  file: string
+  offset: number
+}
+
+interface IndexedRun {
+  vaddr: number
+  end: number
+  flags: number
+  /** Offset in pages-N.img, for runs flagged PE_PRESENT. */
+  fileOffset: number
+}
+
+/** A chain of incremental dumps deeper than this is taken for a `parent` link loop. */
+const MAX_PARENT_DEPTH = 64
+
+export class PageIndex {
+  private constructor(
+    readonly imagesDir: string,
+    readonly pagesFile: string,
+    private readonly runs: IndexedRun[],
+    readonly parent: PageIndex | undefined,
+  ) {}
+
+  /**
+   * Indexes `pagemapName` (pagemap-PID.img, pagemap-shmem-ID.img) in `imagesDir`, and in its parents as far as
+   * its runs point there. Undefined when the image does not exist in `imagesDir`.
+   */
+  static async open(
+    imagesDir: string,
+    pagemapName: string,
+    decode: (file: string) => Promise<DecodedImage>,
+    depth = 0,
+  ): Promise<PageIndex | undefined> {
+    const pagemapFile = join(imagesDir, pagemapName)
+    if (!existsSync(pagemapFile)) return undefined
+    const pagemap = pagemapFromImage(await decode(pagemapFile), pagemapFile)
+    const pagesFile = join(imagesDir, `pages-${pagemap.pagesId}.img`)
+
+    // pages-N.img holds the PE_PRESENT runs' pages back to back, in pagemap order.
+    let cursor = 0
+    const runs: IndexedRun[] = pagemap.runs.map((run) => {
+      const indexed = { vaddr: run.vaddr, end: run.vaddr + run.pages * PAGE_SIZE, flags: run.flags, fileOffset: cursor }
+      if (run.flags & PE.PRESENT) cursor += run.pages * PAGE_SIZE
+      return indexed
+    })
+    if (cursor > 0) {
+      const size = existsSync(pagesFile) ? statSync(pagesFile).size : -1
+      if (size < 0) throw new CoreBuildError(`${pagemapFile} lists ${cursor} bytes of pages but ${pagesFile} is missing`)
+      if (size < cursor) throw new CoreBuildError(`${pagesFile} holds ${size} bytes; ${pagemapFile} lists ${cursor}`)
+    }
+    runs.sort((a, b) => a.vaddr - b.vaddr)
+
+    let parent: PageIndex | undefined
+    if (runs.some((run) => run.flags & PE.PARENT && !(run.flags & PE.PRESENT))) {
+      if (depth >= MAX_PARENT_DEPTH) throw new CoreBuildError(`more than ${MAX_PARENT_DEPTH} parent image directories from ${imagesDir}`)
+      const parentDir = join(imagesDir, 'parent') // criu's symlink to --prev-images-dir
+      parent = await PageIndex.open(parentDir, pagemapName, decode, depth + 1)
+      if (!parent) {
+        throw new CoreBuildError(
+          `${pagemapFile} has pages in the parent images, but ${join(parentDir, pagemapName)} is missing (is the pre-dump directory still there?)`,
+        )
+      }
+    }
+    return new PageIndex(imagesDir, pagesFile, runs, parent)
+  }
+
+  /** The extents with data inside [from, to), in address order; addresses without data are left out. */
+  extents(from: number, to: number): Extent[] {
+    const out: Extent[] = []
+    for (let i = this.firstRunEndingAfter(from); i < this.runs.length; i++) {
+      const run = this.runs[i]!
+      if (run.vaddr >= to) break
+      const start = Math.max(from, run.vaddr)
+      const end = Math.min(to, run.end)
+      if (end <= start) continue
+      if (run.flags & PE.PRESENT) {
+        pushMerged(out, { vaddr: start, bytes: end - start, file: this.pagesFile, offset: run.fileOffset + (start - run.vaddr) })
+      } else if (run.flags & PE.PARENT && this.parent) {
+        for (const extent of this.parent.extents(start, end)) pushMerged(out, extent)
+      }
+      // A PE_LAZY run without PE_PRESENT lives in a lazy-pages server, not in any image: it reads as zeros.
+    }
+    return out
+  }
+
+  /** Bytes this pagemap says are in the parent images that no parent has (a broken chain): they read as zeros. */
+  bytesMissingFromParents(): number {
+    let missing = 0
+    for (const run of this.runs) {
+      if (run.flags & PE.PRESENT || !(run.flags & PE.PARENT) || !this.parent) continue
+      const found = this.parent.extents(run.vaddr, run.end).reduce((sum, extent) => sum + extent.bytes, 0)
+      missing += run.end - run.vaddr - found
+    }
+    return missing
+  }
+
+  /** Whether any byte of [from, to) has data in the images. */
+  hasData(from: number, to: number): boolean {
+    return this.extents(from, to).length > 0
+  }
+
+  /** Reads [addr, addr + length) from the images, zero where nothing was dumped. For small reads (argv). */
+  async read(addr: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length)
+    for (const extent of this.extents(addr, addr + length)) {
+      const handle = await open(extent.file, 'r')
+      try {
+        await handle.read(out, extent.vaddr - addr, extent.bytes, extent.offset)
+      } finally {
+        await handle.close()
+      }
+    }
+    return out
+  }
+
+  private firstRunEndingAfter(addr: number): number {
+    let lo = 0
+    let hi = this.runs.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (this.runs[mid]!.end <= addr) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+}
+
+/** Appends, joining with the previous extent when both address and file position carry on (criu splits runs). */
+function pushMerged(out: Extent[], extent: Extent): void {
+  const last = out.at(-1)
+  if (last && last.file === extent.file && last.vaddr + last.bytes === extent.vaddr && last.offset + last.bytes === extent.offset) {
+    last.bytes += extent.bytes
+  } else {
+    out.push({ ...extent })
+  }
+}

@@ -1,0 +1,175 @@
+// `snap dump` given something it must refuse: each case exits with its documented code, says so in one line on
+// stderr (no stack trace), leaves no file behind, and never stops the running worker beside it.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT_CODES, type ExitKind } from '../../src/errors.js';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { runSnap, snapEntry, type SnapResult } from '../helpers/cli.js';
+import { nodeBin, repoRoot } from '../helpers/paths.js';
+import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
+
+const fakeTool = (name: string) => join(repoRoot, 'test', 'fixtures', 'fake-tools', name);
+
+let target: Target;
+let journalDir: string;
+
+beforeAll(async () => {
+  target = await startTarget({ threads: 4, group: 'setsid' });
+  journalDir = makeTempDir('snap-test-journal-');
+});
+afterAll(async () => {
+  await cleanupAllTargets();
+  removeTempDirs();
+});
+
+/** Runs `sh -c SCRIPT` and collects its output as runSnap does; `exec` in the script makes snap's pid the shell's. */
+async function runShell(script: string, env: Record<string, string>): Promise<SnapResult> {
+  const started = performance.now();
+  const child = spawn('/bin/sh', ['-c', script], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (c: Buffer) => stdout.push(c));
+  child.stderr.on('data', (c: Buffer) => stderr.push(c));
+  const [exitCode, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  return {
+    exitCode,
+    signal,
+    stdout: Buffer.concat(stdout).toString('utf8'),
+    stderr: Buffer.concat(stderr).toString('utf8'),
+    durationMs: performance.now() - started,
+    timedOut: false,
+  };
+}
+
+/** A pid no process holds: one our own short-lived child had, waited for and reaped. */
+async function reapedPid(): Promise<number> {
+  const child = spawn('/bin/true', { stdio: 'ignore' });
+  await once(child, 'exit');
+  return child.pid!;
+}
+
+interface BadInput {
+  name: string;
+  kind: ExitKind;
+  message: RegExp;
+  /** Prepares the output directory; returns snap's arguments after `dump`. */
+  args: (out: string) => string[] | Promise<string[]>;
+  /** Runs snap itself rather than through runSnap (for the case that needs snap's own pid). */
+  viaShell?: (out: string) => string;
+}
+
+const cases: BadInput[] = [
+  {
+    name: 'a pid that no process holds (just reaped)',
+    kind: 'targetNotFound',
+    message: /no process with pid \d+/,
+    args: async (out) => [String(await reapedPid()), '-o', join(out, 'x.tar.zst')],
+  },
+  {
+    name: 'a pid above kernel.pid_max',
+    kind: 'targetNotFound',
+    message: /no process with pid \d+/,
+    args: (out) => [String(Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()) + 1), '-o', join(out, 'x.tar.zst')],
+  },
+  { name: 'pid 1', kind: 'targetRefused', message: /refusing to stop pid 1/, args: (out) => ['1', '-o', join(out, 'x.tar.zst')] },
+  {
+    name: "snap's own pid",
+    kind: 'targetRefused',
+    message: /refusing to dump snap itself/,
+    args: () => [],
+    // $$ is the shell's pid, and exec makes it snap's.
+    viaShell: (out) => `exec '${nodeBin}' '${snapEntry}' dump $$ -o '${join(out, 'x.tar.zst')}'`,
+  },
+  { name: 'a pid that is not a number', kind: 'usage', message: /'12ab' is not a pid/, args: (out) => ['12ab', '-o', join(out, 'x.tar.zst')] },
+  {
+    name: '-o in a directory that does not exist',
+    kind: 'output',
+    message: /does not exist/,
+    args: (out) => [String(target.pid), '-o', join(out, 'missing', 'x.tar.zst')],
+  },
+  {
+    name: '-o under a path that is a file',
+    kind: 'output',
+    message: /is not a directory/,
+    args: (out) => {
+      writeFileSync(join(out, 'plain-file'), 'not a directory\n');
+      return [String(target.pid), '-o', join(out, 'plain-file', 'x.tar.zst')];
+    },
+  },
+  {
+    name: '-o an existing file',
+    kind: 'output',
+    message: /already exists/,
+    args: (out) => {
+      writeFileSync(join(out, 'x.tar.zst'), 'precious\n');
+      return [String(target.pid), '-o', join(out, 'x.tar.zst')];
+    },
+  },
+  {
+    name: '--criu /nonexistent',
+    kind: 'toolMissing',
+    message: /criu not found at \/nonexistent/,
+    args: (out) => [String(target.pid), '-o', join(out, 'x.tar.zst'), '--criu', '/nonexistent'],
+  },
+  {
+    name: '--gdb /nonexistent',
+    kind: 'toolMissing',
+    message: /gdb not found at \/nonexistent/,
+    args: (out) => [String(target.pid), '-o', join(out, 'x.tar.zst'), '--gdb', '/nonexistent'],
+  },
+  {
+    name: 'a criu older than 4 (3.17.1)',
+    kind: 'toolMissing',
+    message: /criu 3\.17\.1 .* is too old/,
+    args: (out) => [String(target.pid), '-o', join(out, 'x.tar.zst'), '--criu', fakeTool('criu-too-old.sh')],
+  },
+  {
+    name: 'a gdb older than 9 (8.1)',
+    kind: 'toolMissing',
+    message: /gdb 8\.1 .* is too old/,
+    args: (out) => [String(target.pid), '-o', join(out, 'x.tar.zst'), '--gdb', fakeTool('gdb-too-old.sh')],
+  },
+];
+
+describe('snap dump refuses bad input and leaves the target alone', () => {
+  it.each(cases.map((c) => [c.name, EXIT_CODES[c.kind].code, c] as const))('%s: exit %i, one error line, target untouched', async (_name, code, c) => {
+    const out = makeTempDir('snap-test-out-');
+    const args = await c.args(out);
+    const before = readdirSync(out).sort();
+    const contentsBefore = before.map((f) => readFileSync(join(out, f), 'utf8'));
+    const ticksBefore = target.readProgress().ticks;
+
+    // Watch the bystander target the whole time snap runs: not one sample may show a stopped thread.
+    const stoppedSeen: string[] = [];
+    const watch = setInterval(() => {
+      const states = target.threadStates();
+      if (states.includes('T')) stoppedSeen.push(states.join(''));
+    }, 1);
+    let run: SnapResult;
+    try {
+      const env = { SNAP_JOURNAL_DIR: journalDir };
+      run = c.viaShell ? await runShell(c.viaShell(out), env) : await runSnap(['dump', ...args], { env });
+    } finally {
+      clearInterval(watch);
+    }
+
+    expect(run.exitCode, run.stderr).toBe(code);
+    const errorLines = run.stderr.split('\n').filter((line) => line.startsWith('snap: error:'));
+    expect(errorLines, run.stderr).toHaveLength(1);
+    expect(errorLines[0]).toMatch(c.message);
+    expect(run.stderr).not.toContain('    at ');
+    expect(run.stdout).toBe('');
+
+    expect(stoppedSeen).toEqual([]);
+    expect(target.threadStates()).toHaveLength(4);
+    await target.waitUntilTicksAdvance(3);
+    expect(target.readProgress().ticks).toBeGreaterThan(ticksBefore);
+
+    expect(readdirSync(out).sort()).toEqual(before); // no bundle, partial file or work directory
+    expect(before.map((f) => readFileSync(join(out, f), 'utf8'))).toEqual(contentsBefore);
+    expect(readdirSync(journalDir)).toEqual([]);
+  });
+});

@@ -1,0 +1,88 @@
+// The tests' own view of a bundle: extracted with the system tar, hashed and schema-checked here, independent of
+// src/bundle/reader.ts, so that they can judge what `snap dump` wrote.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import type { Manifest } from '../../src/bundle/manifest.js';
+import { repoRoot } from './paths.js';
+
+const execFileAsync = promisify(execFile);
+
+/** A fresh private temporary directory; removeTempDirs() removes every one made so far. */
+const tempDirs = new Set<string>();
+export function makeTempDir(prefix = 'snap-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+export function removeTempDirs(): void {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+/** The first `n` bytes of a file. */
+export function readHead(path: string, n = 512): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(n);
+    const got = readSync(fd, head, 0, n, 0);
+    return head.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tarCompressionFlag(bundle: string): string[] {
+  const head = readHead(bundle, 4);
+  if (head.equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return ['--zstd'];
+  if (head.subarray(0, 2).equals(Buffer.from([0x1f, 0x8b]))) return ['--gzip'];
+  return [];
+}
+
+/** The entry names in archive order, as the system tar lists them. */
+export async function listBundle(bundle: string): Promise<string[]> {
+  const { stdout } = await execFileAsync('tar', [...tarCompressionFlag(bundle), '-tf', bundle], { maxBuffer: 1 << 24 });
+  return stdout.split('\n').filter((line) => line.length > 0);
+}
+
+/** Extracts the bundle with the system tar into a new temporary directory and returns that directory. */
+export async function extractBundle(bundle: string): Promise<string> {
+  const dir = makeTempDir('snap-test-extract-');
+  await execFileAsync('tar', [...tarCompressionFlag(bundle), '-xf', bundle, '-C', dir]);
+  return dir;
+}
+
+export function readExtractedManifest(dir: string): Manifest {
+  return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+}
+
+/** Only manifest.json, read straight out of the bundle. */
+export async function readBundleManifest(bundle: string): Promise<Manifest> {
+  const { stdout } = await execFileAsync('tar', [...tarCompressionFlag(bundle), '-xOf', bundle, 'manifest.json'], { maxBuffer: 1 << 26 });
+  return JSON.parse(stdout) as Manifest;
+}
+
+export function sha256OfFile(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+type Validate = ((data: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
+let validator: Validate | undefined;
+
+/** Problems found by validating against manifests/manifest-v1.schema.json with ajv; empty when valid. */
+export function schemaProblems(manifest: unknown): string[] {
+  if (!validator) {
+    const ajv = new Ajv2020({ allErrors: true, strict: true });
+    const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: unknown) => void;
+    addFormats(ajv);
+    const schema = JSON.parse(readFileSync(join(repoRoot, 'manifests', 'manifest-v1.schema.json'), 'utf8'));
+    validator = ajv.compile(schema) as Validate;
+  }
+  if (validator(manifest)) return [];
+  return (validator.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message ?? 'invalid'}`);
+}
