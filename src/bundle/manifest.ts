@@ -10,7 +10,7 @@ export type RunState = 'running' | 'stopped'
 export type FinalState = 'running' | 'stopped' | 'killed'
 export type StepStatus = 'ok' | 'failed' | 'skipped'
 export type ArtifactKind = 'core' | 'criu-image' | 'log' | 'stacks'
-export type DumpMode = 'standard'
+export type DumpMode = 'standard' | 'short-freeze'
 
 export interface ThreadRecord {
   tid: number

@@ -15,6 +15,7 @@ export default class Dump extends SnapCommand {
     { description: 'Capture pid 4242 into a bundle in the current directory', command: '<%= config.bin %> dump 4242' },
     { description: 'Capture into a chosen file and leave the process stopped for a closer look', command: '<%= config.bin %> dump 4242 -o /var/tmp/api.snap.tar.zst --leave stopped' },
     { description: 'Machine-readable result for a runbook', command: '<%= config.bin %> dump 4242 --json > result.json' },
+    { description: 'Keep the freeze as short as possible (core built after release)', command: '<%= config.bin %> dump 4242 --short-freeze' },
   ]
 
   static override enableJsonFlag = true
@@ -33,6 +34,10 @@ export default class Dump extends SnapCommand {
     'include-env': Flags.boolean({ description: 'record environment VALUES in the manifest (by default only names: values hold secrets)', default: false }),
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
+    'short-freeze': Flags.boolean({
+      description: 'freeze only while criu dumps; build the core from the CRIU images after the target is released (no gcore pass while frozen)',
+      default: false,
+    }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
     'skip-criu-check': Flags.boolean({ hidden: true, default: false }),
   }
@@ -54,6 +59,7 @@ export default class Dump extends SnapCommand {
           includeEnv: flags['include-env'],
           criuExtraOptions: flags['criu-opt'] ?? [],
           skipCriuCheck: flags['skip-criu-check'],
+          shortFreeze: flags['short-freeze'],
           signKeyPath: flags.sign,
           cancel: controller.signal,
           toolVersion: this.config.version,

@@ -18,11 +18,15 @@ import {
   bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
 } from '../target/stop.js'
 import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, stopConversionScript, type CriuInfo } from '../tools/criu.js'
+import { writeCoreFromImages } from '../corefile/index.js'
+import { resolveCrit } from '../corefile/images.js'
 import { findGdb, gcoreCommands, gdbSessionArgs, type GdbInfo } from '../tools/gdb.js'
-import { round, runTool, startTool, stopAllTools, tailLines, type StartedTool, type ToolRun } from '../tools/run.js'
+import { queryTool, round, runTool, startTool, stopAllTools, tailLines, type StartedTool, type ToolRun } from '../tools/run.js'
 import { readFileSync } from 'node:fs'
 import type { Progress, ProgressStep } from '../ui/progress.js'
 import { Journal } from './journal.js'
+import { pollUntil } from '../target/poll.js'
+import { readStat, readStatus } from '../target/proc.js'
 import { signBytes } from '../bundle/signature.js'
 
 export interface DumpOptions {
@@ -38,6 +42,8 @@ export interface DumpOptions {
   includeEnv: boolean
   criuExtraOptions: string[]
   skipCriuCheck?: boolean
+  /** Freeze only for criu dump; build the core from its images after the target is released. */
+  shortFreeze?: boolean
   signKeyPath?: string
   /** Aborted by snap's signal handlers; its reason is the signal name. */
   cancel: AbortSignal
@@ -64,6 +70,17 @@ const MiB = 1024 * 1024
 function toolTimeoutMs(rssKiB: number | null): number {
   const gib = (rssKiB ?? 0) / (1024 * 1024)
   return Math.round(60_000 + 30_000 * gib)
+}
+
+/** The process group of the target's tracer (criu's pid, for criu), or undefined while nothing traces it. */
+function tracerGroup(pid: number): number | undefined {
+  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
+  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
+}
+
+/** "exit 1", or "killed by SIGSEGV" for a tool that crashed. */
+function exitText(run: ToolRun): string {
+  return run.exitCode === null && run.signal ? `killed by ${run.signal}` : `exit ${run.exitCode}`
 }
 
 function isElfCore(path: string): boolean {
@@ -111,6 +128,7 @@ export class DumpRun {
   private coreFile = ''
   private imagesDir = ''
   private criuOptions: string[] = []
+  private crit = 'crit'
 
   constructor(o: DumpOptions, progress: Progress) {
     this.o = o
@@ -130,6 +148,26 @@ export class DumpRun {
 
   private checkCancelled(during: string): void {
     if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, during)
+  }
+
+  /**
+   * Waits for work that takes no cancel signal (the preflight probes, the bundle writer), but not past a signal or the
+   * --timeout: it must not keep snap from stopping. A probe left behind dies with snap (execa's cleanup, pdeathsig).
+   */
+  private unlessStopped<T>(probe: Promise<T>, during: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(new InterruptedError(this.o.cancel.reason as InterruptSignal, during))
+      const left = this.deadline - performance.now()
+      const timer = Number.isFinite(left)
+        ? setTimeout(() => reject(new StepTimeoutError(`${during} ran past the --timeout of ${this.o.timeoutSec} s`)), Math.max(0, left))
+        : undefined
+      if (this.o.cancel.aborted) onAbort()
+      this.o.cancel.addEventListener('abort', onAbort, { once: true })
+      probe.then(resolve, reject).finally(() => {
+        clearTimeout(timer)
+        this.o.cancel.removeEventListener('abort', onAbort)
+      })
+    })
   }
 
   private async timed<T>(name: string, fn: (rec: StepRecord) => Promise<T>): Promise<T> {
@@ -163,8 +201,16 @@ export class DumpRun {
       // criu before gdb: a stop found in place is converted to a SIGSTOP stop while criu holds the threads, and only
       // then does gdb leave the target stopped when it detaches.
       { title: 'Checkpoint with criu dump', run: (r) => this.checkpoint(r) },
-      { title: 'Core dump with gdb (gcore)', run: (r) => this.coreDump(r) },
-      { title: 'Put the target back', run: (r) => this.putBack(r) },
+      // Short freeze: the target is released right after criu, and the core is built from criu's images.
+      ...(this.o.shortFreeze
+        ? [
+            { title: 'Put the target back', run: (r: (d: string) => void) => this.putBack(r) },
+            { title: 'Core file built from the CRIU images', run: (r: (d: string) => void) => this.coreFromImages(r) },
+          ]
+        : [
+            { title: 'Core dump with gdb (gcore)', run: (r: (d: string) => void) => this.coreDump(r) },
+            { title: 'Put the target back', run: (r: (d: string) => void) => this.putBack(r) },
+          ]),
       { title: 'Seal the bundle (manifest, hashes, compression)', run: (r) => this.seal(r) },
     ]
     try {
@@ -191,21 +237,38 @@ export class DumpRun {
 
   private async preflight(report: (d: string) => void): Promise<void> {
     await this.timed('preflight', async () => {
-      checkTargetAllowed(this.o.pid)
       this.identity = captureIdentity(this.o.pid)
+      // The per-target lock comes first: a second snap on this target stops here and names the first, before it reads
+      // a state the first one may be changing (a target the first froze would look "found stopped", and its tracer
+      // would look like a debugger in the way). Nothing has been sent yet, so the recorded states are placeholders.
+      this.journal = Journal.open({
+        operation: 'dump',
+        target: this.identity,
+        originalState: 'running',
+        restoreTo: 'running',
+        step: 'preflight',
+        touched: false,
+        output: null,
+        partialPath: null,
+        workDir: null,
+      })
+      checkTargetAllowed(this.o.pid)
       checkPrivileges(this.o.pid)
       // The tool probes and the target's description are independent: run them side by side (preflight is not
       // part of the freeze, but it is part of the time an engineer waits). Errors are reported criu first, then gdb.
-      const [criu, gdb] = await Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)])
+      const [criu, gdb] = await this.unlessStopped(Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)]), 'preflight (tool versions)')
       if (criu.status === 'rejected') throw criu.reason
       if (gdb.status === 'rejected') throw gdb.reason
       this.criu = criu.value
       this.gdb = gdb.value
       report(`criu ${this.criu.version} (${this.criu.path}), gdb ${this.gdb.version} (${this.gdb.path})`)
-      const [check, target] = await Promise.all([
-        this.o.skipCriuCheck ? Promise.resolve(undefined) : criuCheck(this.criu.path),
-        describeTarget(this.o.pid, { includeEnv: this.o.includeEnv }),
-      ])
+      const [check, target] = await this.unlessStopped(
+        Promise.all([
+          this.o.skipCriuCheck ? Promise.resolve(undefined) : criuCheck(this.criu.path),
+          describeTarget(this.o.pid, { includeEnv: this.o.includeEnv }),
+        ]),
+        'preflight (`criu check`)',
+      )
       if (check && !check.ok)
         throw new ToolError(`\`criu check\` fails on this host: ${check.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
       this.target = target
@@ -220,22 +283,21 @@ export class DumpRun {
       this.original = await observeRunState(this.identity)
       report(`${this.target.comm}: ${this.target.threads} threads, ${this.original.state}, RSS ${Math.round(rssBytes / MiB)} MiB`)
       this.checkCancelled('preflight')
-      // Before the first signal: the journal (and per-target lock) must exist so a crash can be recovered.
-      this.journal = Journal.open({
-        operation: 'dump',
-        target: this.identity,
-        originalState: this.original.state,
-        restoreTo: this.original.state,
-        step: 'preflight',
-        touched: false,
-        output: this.output,
-        partialPath: null,
-        workDir: null,
-      })
-      this.workDir = mkdtempSync(join(dirname(this.output), `.${basename(this.output)}.work-`))
+      // Before the first signal: the journal must say what to put back so a crash can be recovered.
+      this.journal.update({ originalState: this.original.state, restoreTo: this.original.state, output: this.output })
+      // Named with snap's pid, like the partial bundle: if snap dies between creating it and journalling it, `snap
+      // recover` still finds it.
+      this.workDir = mkdtempSync(join(dirname(this.output), `.${basename(this.output)}.work-${process.pid}-`))
       mkdirSync(join(this.workDir, 'logs'))
       this.journal.update({ workDir: this.workDir })
-      this.startGdbSession()
+      if (this.o.shortFreeze) {
+        // Found now, not after the target was frozen and released: a missing crit must cost nothing.
+        this.crit = resolveCrit()
+        if (this.crit === 'crit' && !(await queryTool('crit', ['--help'])).ok)
+          throw new ToolError('--short-freeze needs crit (CRIU image decoder), which was not found', 'run `npm run setup`, or dump without --short-freeze')
+      } else {
+        this.startGdbSession()
+      }
     })
   }
 
@@ -315,8 +377,9 @@ export class DumpRun {
       this.throwIfToolStopped(run, 'the core dump (gdb)')
       // gdb's exit status is not proof of a core: check that an ELF core file is really there.
       if (run.exitCode !== 0 || !isElfCore(this.coreFile)) {
+        assertSameProcess(this.identity, 'the core dump') // a target that died is the story, not gdb's complaint
         const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ ') && !/^\(gdb\)\s*$/.test(l))
-        throw new StepFailedError(`gdb did not write a core (exit ${run.exitCode}): ${lines.join(' | ') || 'no output'}`, `see ${logFile} (kept until rollback)`)
+        throw new StepFailedError(`gdb did not write a core (${exitText(run)}): ${lines.join(' | ') || 'no output'}`, `see ${logFile} (kept until rollback)`)
       }
       this.artifacts.push(basename(this.coreFile))
       await this.recheckStopped('gcore')
@@ -343,13 +406,37 @@ export class DumpRun {
       const actionScript = convert ? join(workDir, 'convert-stop.sh') : undefined
       if (actionScript) writeFileSync(actionScript, stopConversionScript(this.o.pid, marker), { mode: 0o700, flag: 'wx' })
       const args = criuDumpArgs(this.o.pid, this.imagesDir, logFile, { shellJob: this.shellJob, extra: this.o.criuExtraOptions, actionScript })
+      // criu holds the target from seize to unseize, its parasite code running inside it. Stopped then (SIGTERM kills
+      // criu at once: it has no handler), criu can take the target with it: the worker fixture died of SIGPIPE soon
+      // after about one interrupted dump in ten here (the parasite's page pipe lost its reader), and a paused one ran a
+      // step in half the runs. So a signal stops criu only once it has let go of the target, at the end of its memory
+      // dump (0.4 s for 512 MiB here). Its deadline still holds.
+      let criuPid: number | undefined
+      let settled = false
+      const criuStop = new AbortController()
+      const holdsTarget = () => criuPid !== undefined && tracerGroup(this.o.pid) === criuPid
+      const onSignal = () => {
+        if (holdsTarget()) this.progress.note('waiting for criu to let go of the target: stopped while it holds it, criu can take the target down')
+        void pollUntil(() => settled || !holdsTarget(), { timeoutMs: Number.MAX_SAFE_INTEGER, maxIntervalMs: 5 }).then(() =>
+          criuStop.abort(this.o.cancel.reason),
+        )
+      }
+      this.o.cancel.addEventListener('abort', onSignal, { once: true })
       const run = await runTool(this.criu.path, args, {
         timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
-        cancel: this.o.cancel,
+        cancel: criuStop.signal,
+        dieWithSnap: false, // the same reason, if snap is killed: criu finishes, and `snap recover` puts the target back
         logFile: outFile,
-        onSpawn: (pid) => this.trackTool(pid, true),
+        onSpawn: (pid) => {
+          criuPid = pid
+          this.trackTool(pid, true)
+        },
+      }).finally(() => {
+        settled = true
+        this.o.cancel.removeEventListener('abort', onSignal)
       })
       if (run.pid !== undefined) this.trackTool(run.pid, false)
+      this.checkCancelled('the checkpoint (criu dump)')
       this.recordTool(rec, run)
       if (existsSync(logFile)) this.artifacts.push('logs/criu-dump.log')
       this.artifacts.push('logs/criu-dump.out')
@@ -357,14 +444,15 @@ export class DumpRun {
       const images = existsSync(this.imagesDir) ? readdirSync(this.imagesDir).sort() : []
       const complete = images.includes('inventory.img') && images.includes('pstree.img') && images.includes(`core-${this.o.pid}.img`)
       if (run.exitCode !== 0 || !complete) {
+        assertSameProcess(this.identity, 'the checkpoint (criu dump)') // a target that died is the story, not criu's complaint
         let lines: string[] = []
         try {
           lines = criuErrorLines(readFileSync(logFile, 'utf8'), 2)
         } catch {
-          lines = tailLines(outFile, 2)
+          lines = tailLines(outFile, 2, (l) => !l.startsWith('$ ')) // not the command line snap wrote first
         }
         throw new StepFailedError(
-          `criu dump failed (exit ${run.exitCode}${complete ? '' : ', images incomplete'}): ${lines.join(' | ') || 'no error lines'}`,
+          `criu dump failed (${exitText(run)}${complete ? '' : ', images incomplete'}): ${lines.join(' | ') || 'no error lines'}`,
           `the target was put back; criu's log was ${logFile}`,
         )
       }
@@ -398,12 +486,34 @@ export class DumpRun {
 
   private artifactRecords: ArtifactRecord[] = []
 
+  /** Short freeze: the core comes from criu's images, after the target is back in its final state. */
+  private async coreFromImages(report: (d: string) => void): Promise<void> {
+    await this.timed('core', async (rec) => {
+      this.checkCancelled('building the core')
+      this.coreFile = join(this.workDir!, `core.${this.o.pid}`)
+      const t0 = performance.now()
+      const built = await this.unlessStopped(
+        writeCoreFromImages({ imagesDir: this.imagesDir, pid: this.o.pid, output: this.coreFile, crit: this.crit }),
+        'building the core',
+      )
+      if (!isElfCore(this.coreFile)) throw new StepFailedError('the core built from the CRIU images is not an ELF core')
+      for (const w of built.warnings) {
+        this.warnings.push(`core: ${w}`)
+        this.progress.warn(`core: ${w}`)
+      }
+      rec.note = `built from the CRIU images after the target was released (${built.threads} threads, ${built.loadSegments} segments, copy: ${built.copyMethod})`
+      this.artifacts.push(basename(this.coreFile))
+      report(`core ${Math.round(built.bytes / MiB)} MiB (apparent) in ${Math.round(performance.now() - t0)} ms, ${built.threads} threads`)
+    })
+  }
+
   private async seal(report: (d: string) => void): Promise<void> {
     await this.timed('seal', async () => {
       this.checkCancelled('sealing the bundle')
       const signKey = this.o.signKeyPath
       const createdAt = new Date().toISOString()
-      const written = await writeBundle({
+      let abandoned = false
+      const writing = writeBundle({
         workDir: this.workDir!,
         artifacts: this.artifacts.map((path) => ({
           path,
@@ -414,11 +524,27 @@ export class DumpRun {
         output: this.output,
         compression: this.o.compression,
         onPartial: (p) => {
+          if (abandoned) return
           this.partial = p
           this.journal?.update({ partialPath: p ?? null })
         },
       })
+      // The writer cannot be stopped half way (writing 1 GiB took 13 s here), so on a signal or the deadline it is
+      // abandoned: the rollback unlinks its partial file, and then the writer can never link it under the final name.
+      writing.catch(() => undefined)
+      let written: Awaited<typeof writing>
+      try {
+        written = await this.unlessStopped(writing, 'sealing the bundle')
+      } catch (e) {
+        abandoned = true
+        throw e
+      }
       this.artifactRecords = written.manifest.artifacts
+      if (this.o.cancel.aborted) {
+        // The signal came just as the bundle was linked into place: the person asked snap to stop, so it goes.
+        rmSync(written.path, { force: true })
+        this.checkCancelled('sealing the bundle')
+      }
       report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${this.o.compression})`)
       if (this.finalState === 'killed') await bringToFinalState(this.identity, 'killed', STOP_TIMEOUT_MS)
     })
@@ -430,7 +556,7 @@ export class DumpRun {
       schemaVersion: MANIFEST_SCHEMA_VERSION,
       tool: { name: 'procsnap', version: this.o.toolVersion },
       createdAt,
-      mode: 'standard',
+      mode: this.o.shortFreeze ? 'short-freeze' : 'standard',
       host: describeHost(),
       custody: describeCustody(this.startedAt),
       target: this.target,

@@ -23,6 +23,8 @@ export interface JournalEntry {
   partialPath: string | null
   workDir: string | null
   toolPids: number[]
+  /** Start time of each of toolPids (same order), so `snap recover` never kills a later process that got the pid. */
+  toolStartTimes?: (number | null)[]
   startedAt: string
   updatedAt: string
 }
@@ -124,6 +126,7 @@ export class Journal {
   }
 
   update(patch: Partial<JournalEntry>): void {
+    if (patch.toolPids) patch = { ...patch, toolStartTimes: patch.toolPids.map((pid) => readStat(pid)?.startTime ?? null) }
     this.entry = { ...this.entry, ...patch, updatedAt: new Date().toISOString() }
     // Write-then-rename so a crash mid-write never leaves a half journal.
     const tmp = `${this.path}.tmp-${process.pid}`

@@ -1,10 +1,12 @@
 // `snap recover`: finishes what a snap that died left half done. Each journal whose snap is gone names a target and
 // the state it must be left in; the target is touched only if its pid still has the recorded start time.
 
-import { rmSync } from 'node:fs'
+import { readdirSync, rmSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { checkIdentity } from '../target/identity.js'
 import { bringToFinalState } from '../target/stop.js'
-import { readStat } from '../target/proc.js'
+import { pollUntil } from '../target/poll.js'
+import { readStat, readStatus } from '../target/proc.js'
 import { listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 
 export interface RecoveryAction {
@@ -15,20 +17,63 @@ export interface RecoveryAction {
   actions: string[]
 }
 
-function killLeftoverTool(pid: number, entry: JournalEntry, actions: string[]): void {
-  const s = readStat(pid)
-  // A tool snap started is younger than snap itself; an older process with that pid is not ours.
-  if (!s || s.startTime < entry.snapStartTime) return
+/**
+ * A tool is the leader of its own process group. When snap dies the kernel kills the leader (setpriv --pdeathsig),
+ * but whatever the tool started lives on in the group: the group is what must go. While any member is left the kernel
+ * does not hand the group's id out again, so with the leader gone every member is ours. With the leader still there,
+ * it is ours only if it has the recorded start time (or, for an older journal, if it is younger than snap).
+ */
+function killLeftoverTool(pid: number, startTime: number | null | undefined, entry: JournalEntry, actions: string[]): void {
+  const leader = readStat(pid)
+  if (leader) {
+    const ours = startTime != null ? leader.startTime === startTime : leader.startTime >= entry.snapStartTime
+    if (!ours) return
+  }
+  const members = groupMembers(pid)
+  if (members.length === 0) return
   try {
     process.kill(-pid, 'SIGKILL')
   } catch {
-    try {
-      process.kill(pid, 'SIGKILL')
-    } catch {
-      return
-    }
+    return
   }
-  actions.push(`killed leftover ${s.comm} (pid ${pid})`)
+  actions.push(`killed leftover ${members.map((m) => `${m.comm} (pid ${m.pid})`).join(', ')}`)
+}
+
+/** The process group of the target's tracer, or undefined while nothing traces it. */
+function tracerGroup(pid: number): number | undefined {
+  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
+  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
+}
+
+function groupMembers(pgid: number): { pid: number; comm: string }[] {
+  let names: string[] = []
+  try {
+    names = readdirSync('/proc')
+  } catch {
+    return []
+  }
+  return names
+    .filter((n) => /^\d+$/.test(n))
+    .map((n) => readStat(Number(n)))
+    .filter((s): s is NonNullable<typeof s> => !!s && s.pgrp === pgid && s.state !== 'Z')
+    .map((s) => ({ pid: s.pid, comm: s.comm }))
+}
+
+/**
+ * The partial bundle and the work directory carry the dead snap's pid in their names (.NAME.partial-PID-*,
+ * .NAME.work-PID-*): found beside the output even when snap died between creating one and journalling it.
+ */
+function leftoversBesideOutput(entry: JournalEntry): string[] {
+  if (!entry.output) return []
+  const dir = dirname(entry.output)
+  const prefixes = [`.${basename(entry.output)}.partial-${entry.snapPid}-`, `.${basename(entry.output)}.work-${entry.snapPid}-`]
+  try {
+    return readdirSync(dir)
+      .filter((n) => prefixes.some((p) => n.startsWith(p)))
+      .map((n) => join(dir, n))
+  } catch {
+    return []
+  }
 }
 
 export async function recoverAll(): Promise<RecoveryAction[]> {
@@ -44,7 +89,19 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
       out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'in-progress', actions: [`snap ${entry.snapPid} is still running; left alone`] })
       continue
     }
-    for (const pid of entry.toolPids) killLeftoverTool(pid, entry, actions)
+    // A criu still holding the target is let finish first: killed then, it can take the target down (see checkpoint()
+    // in dump.ts). It lets go at the end of its memory dump, normally seconds; one that does not is killed all the same.
+    if (checkIdentity(entry.target) === 'same') {
+      const holder = entry.toolPids.find((pid) => tracerGroup(entry.target.pid) === pid)
+      if (holder !== undefined) {
+        const t0 = performance.now()
+        const released = await pollUntil(() => tracerGroup(entry.target.pid) !== holder, { timeoutMs: 60_000, maxIntervalMs: 50 })
+        actions.push(`${released ? 'waited' : 'gave up after'} ${Math.round(performance.now() - t0)} ms for ${readStat(holder)?.comm ?? 'the tool'} (pid ${holder}) to let go of the target`)
+      }
+    }
+    entry.toolPids.forEach((pid, i) => killLeftoverTool(pid, entry.toolStartTimes?.[i], entry, actions))
+    // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
+    await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
     if (check !== 'same') {
@@ -61,7 +118,7 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
     } else {
       actions.push(`target ${entry.target.pid} was never signalled`)
     }
-    for (const p of [entry.partialPath, entry.workDir]) {
+    for (const p of new Set([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)])) {
       if (p) {
         rmSync(p, { recursive: true, force: true })
         actions.push(`removed ${p}`)

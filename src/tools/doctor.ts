@@ -1,5 +1,6 @@
 // `snap doctor`: what snap would use on this host and what is wrong, each problem with its fix.
 
+import { existsSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope } from '../target/proc.js'
@@ -22,8 +23,18 @@ export interface DoctorReport {
   ptraceScope: number | null
   uid: number
   capabilities: { sysPtrace: boolean; sysAdmin: boolean; checkpointRestore: boolean }
+  /** Programs snap uses besides criu and gdb; `required: false` ones have a fallback or serve one option. */
+  helpers: { name: string; path: string | null; required: boolean; usedFor: string }[]
   problems: { what: string; fix: string }[]
 }
+
+const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: string }[] = [
+  { name: 'setpriv', paths: ['/usr/bin/setpriv', '/bin/setpriv'], required: true, usedFor: 'kills gdb/criu if snap dies (parent-death signal)' },
+  { name: 'zstd', paths: ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd'], required: false, usedFor: 'fast multi-core bundle compression (else Node, one core)' },
+  { name: 'unshare', paths: ['/usr/bin/unshare', '/bin/unshare'], required: false, usedFor: 'restore --new-pidns' },
+  { name: 'crit', paths: ['/opt/procsnap/bin/crit', '/usr/bin/crit', '/usr/local/bin/crit'], required: false, usedFor: 'dump --short-freeze (core built from the CRIU images)' },
+  { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'dump --short-freeze: in-kernel page copy (else slower)' },
+]
 
 async function probe<T extends { path: string; version: string }>(find: () => Promise<T>, name: 'criu' | 'gdb', flag?: string): Promise<ToolReport> {
   try {
@@ -61,6 +72,9 @@ export async function diagnose(flags: { criu?: string; gdb?: string }): Promise<
   if (!capabilities.sysPtrace) problems.push({ what: 'no CAP_SYS_PTRACE: only processes of this uid can be captured', fix: 'run snap as root' })
   const ptraceScope = readPtraceScope() ?? null
   if (ptraceScope === 3) problems.push({ what: 'kernel.yama.ptrace_scope is 3: tracing is disabled until reboot', fix: 'reboot with ptrace_scope < 3' })
+  const helpers = HELPERS.map((h) => ({ name: h.name, path: h.paths.find((p) => existsSync(p)) ?? null, required: h.required, usedFor: h.usedFor }))
+  for (const h of helpers)
+    if (!h.path && h.required) problems.push({ what: `${h.name} not found (${h.usedFor})`, fix: 'run `npm run setup` (util-linux provides setpriv)' })
   return {
     ok: problems.length === 0,
     criu: { ...criu, minimum: MIN_CRIU.text, check },
@@ -69,6 +83,7 @@ export async function diagnose(flags: { criu?: string; gdb?: string }): Promise<
     ptraceScope,
     uid: process.geteuid?.() ?? 0,
     capabilities,
+    helpers,
     problems,
   }
 }

@@ -1,9 +1,10 @@
 // Runs one external tool (gdb, criu) as its own process group, with a deadline, a cancel signal, and its output
 // in a log file. The group is what gets killed: a tool's own children must not outlive it.
 
-import { appendFileSync, existsSync, readFileSync } from 'node:fs'
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { pollUntil } from '../target/poll.js'
+import { readStat } from '../target/proc.js'
 
 export interface ToolRunOptions {
   timeoutMs: number
@@ -16,6 +17,11 @@ export interface ToolRunOptions {
   cwd?: string
   /** Called with the tool's pid as soon as it exists (the journal records it). */
   onSpawn?: (pid: number) => void
+  /**
+   * Killed by the kernel if snap dies (setpriv --pdeathsig SIGKILL). Default true. criu is not: killed while it holds
+   * the target it can take the target with it, so it finishes and leaves the target stopped for `snap recover`.
+   */
+  dieWithSnap?: boolean
 }
 
 export interface ToolRun {
@@ -39,13 +45,27 @@ export function runningToolPids(): number[] {
   return [...running.keys()]
 }
 
+/**
+ * True while a process of the group is alive. A zombie is not: it let go of the target when it exited (ptrace detaches
+ * then), and one whose parent died first (a tool's child) waits for init to reap it, which here took over a second.
+ */
 function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0)
-    return true
   } catch {
     return false
   }
+  let names: string[]
+  try {
+    names = readdirSync('/proc')
+  } catch {
+    return true
+  }
+  return names.some((n) => {
+    if (!/^\d+$/.test(n)) return false
+    const s = readStat(Number(n))
+    return s !== undefined && s.pgrp === pgid && s.state !== 'Z' && s.state !== 'X'
+  })
 }
 
 function signalGroup(pgid: number, signal: NodeJS.Signals): void {
@@ -66,8 +86,15 @@ export async function stopProcessGroup(pgid: number, graceMs: number): Promise<v
   await pollUntil(() => !groupAlive(pgid), { timeoutMs: 2000, maxIntervalMs: 20 })
 }
 
+/**
+ * How long a tool gets to exit after SIGTERM before SIGKILL. Short because the target stays frozen until the tool is
+ * gone: criu (curing its parasite) and gdb (mid-gcore) both exit within tens of ms of SIGTERM here, and a SIGKILLed one
+ * is detached by the kernel, criu's parasite restoring the thread it ran in.
+ */
+export const STOP_GRACE_MS = 500
+
 /** Stops every tool still running (used on SIGINT/SIGTERM/SIGHUP). */
-export async function stopAllTools(graceMs = 1000): Promise<void> {
+export async function stopAllTools(graceMs = STOP_GRACE_MS): Promise<void> {
   await Promise.all(runningToolPids().map((pid) => stopProcessGroup(pid, graceMs)))
 }
 
@@ -93,7 +120,7 @@ export interface StartedTool {
  */
 export function startTool(file: string, args: string[], opts: Omit<ToolRunOptions, 'timeoutMs'> & { timeoutMs?: number; stdin?: 'pipe' }): StartedTool {
   const command = [file, ...args]
-  const [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
+  const [bin, binArgs] = SETPRIV && opts.dieWithSnap !== false ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
   const startedAt = new Date()
   const t0 = performance.now()
   appendFileSync(opts.logFile, `$ ${command.map(shellQuote).join(' ')}\n`, { mode: 0o600 })
@@ -113,7 +140,7 @@ export function startTool(file: string, args: string[], opts: Omit<ToolRunOption
   let cancelled = false
   let stopping: Promise<void> | undefined
   const stop = () => {
-    if (pid !== undefined && !stopping) stopping = stopProcessGroup(pid, opts.graceMs ?? 2000)
+    if (pid !== undefined && !stopping) stopping = stopProcessGroup(pid, opts.graceMs ?? STOP_GRACE_MS)
   }
   let timer: NodeJS.Timeout | undefined
   const armTimeout = (ms: number) => {
@@ -179,10 +206,32 @@ export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`
 }
 
-/** The last lines of a log, for error messages: the tool's own words. */
+/**
+ * A tool's line made fit for a one-line message: terminal escape sequences and control characters removed (a tool
+ * that prints garbage must not clear the screen or retitle the terminal of the person reading the error), and cut short.
+ */
+export function printableLine(line: string, max = 200): string {
+  const text = line
+    .replace(/\x1b\[[0-?]*[ -/]*[@-~]/g, '') // CSI: colours, cursor moves, clear screen
+    .replace(/\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?/g, '') // OSC: window titles
+    .replace(/[\x00-\x1f\x7f-\x9f]+/g, ' ')
+    .trim()
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text
+}
+
+/** Bytes that are not text (a tool printing a core to its stdout): many of them did not decode as UTF-8. */
+function looksBinary(line: string): boolean {
+  const undecodable = line.length - line.replaceAll('\uFFFD', '').length
+  return undecodable > 0 && undecodable / line.length > 0.05
+}
+
+/** The last lines of a log, for error messages: the tool's own words, made printable; binary junk left out. */
 export function tailLines(file: string, n: number, filter?: (line: string) => boolean): string[] {
   try {
-    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0)
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .map((l) => printableLine(l))
+      .filter((l) => l.length > 0 && !looksBinary(l))
     return (filter ? lines.filter(filter) : lines).slice(-n)
   } catch {
     return []
@@ -191,8 +240,11 @@ export function tailLines(file: string, n: number, filter?: (line: string) => bo
 
 /** Runs a quick query (a --version) and returns its output; never throws. */
 export async function queryTool(file: string, args: string[], timeoutMs = 15000): Promise<{ ok: boolean; output: string; exitCode?: number }> {
+  // setpriv --pdeathsig as for the tools themselves: a `criu check` that hangs must not outlive a snap killed by SIGKILL
+  // (execa's cleanup runs only when snap exits normally).
+  const [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args]
   try {
-    const r = await execa(file, args, { reject: false, timeout: timeoutMs, stdin: 'ignore', all: true, cleanup: true })
+    const r = await execa(bin, binArgs, { reject: false, timeout: timeoutMs, stdin: 'ignore', all: true, cleanup: true })
     return { ok: r.exitCode === 0, output: String(r.all ?? ''), exitCode: r.exitCode ?? undefined }
   } catch (e) {
     return { ok: false, output: e instanceof Error ? e.message : String(e) }

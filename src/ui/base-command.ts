@@ -4,6 +4,7 @@
 import { Command, Flags } from '@oclif/core'
 import { EXIT_CODES, SnapError, type InterruptSignal } from '../errors.js'
 import { staleJournals } from '../pipelines/journal.js'
+import { printableLine } from '../tools/run.js'
 
 export abstract class SnapCommand extends Command {
   static override baseFlags = {
@@ -17,6 +18,9 @@ export abstract class SnapCommand extends Command {
   override async init(): Promise<void> {
     // Cores and images hold the target's secrets: everything snap creates is private from the first byte.
     process.umask(0o077)
+    // After SIGHUP the terminal is gone and a write fails with EIO (EPIPE for a closed pipe). Unhandled, that error
+    // would end snap in the middle of a rollback and leave the target frozen: output is lost, the work goes on.
+    for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined)
     await super.init()
     if (this.id !== 'recover') {
       const stale = staleJournals()
@@ -59,7 +63,7 @@ export abstract class SnapCommand extends Command {
           JSON.stringify({ error: { kind: err.kind, exitCode: err.exitCode, message: err.message, hint: err.hint ?? null, meaning: EXIT_CODES[err.kind].meaning } }, null, 2) + '\n',
         )
       }
-      safeStderr(`snap: error: ${err.oneLine()}\n`)
+      safeStderr(`snap: error: ${printableLine(err.oneLine(), 1000)}\n`)
       if (debug && err.stack) safeStderr(`${err.stack}\n`)
       process.exitCode = err.exitCode
       return this.exit(err.exitCode)

@@ -63,6 +63,8 @@ export function renderDoctor(r: DoctorReport): string {
     `     kernel  ${r.kernel.release} ${r.kernel.arch}; ptrace_scope ${r.ptraceScope ?? 'absent (no Yama)'}`,
     `     access  uid ${r.uid}; CAP_SYS_PTRACE ${r.capabilities.sysPtrace ? 'yes' : 'no'}, CAP_SYS_ADMIN ${r.capabilities.sysAdmin ? 'yes' : 'no'}, CAP_CHECKPOINT_RESTORE ${r.capabilities.checkpointRestore ? 'yes' : 'no'}`,
   ]
+  for (const h of r.helpers)
+    lines.push(`${h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss')} ${h.name.padEnd(7)} ${h.path ?? 'not found'} (${h.usedFor})`)
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
   if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))
   return lines.join('\n')
