@@ -7,7 +7,7 @@ import { checkIdentity } from '../target/identity.js'
 import { bringToFinalState } from '../target/stop.js'
 import { pollUntil } from '../target/poll.js'
 import { readStat, readStatus } from '../target/proc.js'
-import { listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
+import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 
 export interface RecoveryAction {
   journal: string
@@ -76,8 +76,25 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
   }
 }
 
+/** A journal update is written to target-PID.json.tmp-SNAPPID, then renamed: a snap killed in between leaves it. */
+function removeHalfWrittenUpdates(out: RecoveryAction[]): void {
+  let names: string[] = []
+  try {
+    names = readdirSync(journalDir())
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const m = /^target-(\d+)\.json\.tmp-(\d+)$/.exec(name)
+    if (!m || readStat(Number(m[2]))) continue
+    removeJournalFile(join(journalDir(), name))
+    out.push({ journal: join(journalDir(), name), targetPid: Number(m[1]), snapPid: Number(m[2]), outcome: 'unreadable', actions: ['removed a half-written journal update'] })
+  }
+}
+
 export async function recoverAll(): Promise<RecoveryAction[]> {
   const out: RecoveryAction[] = []
+  removeHalfWrittenUpdates(out)
   for (const { path, entry } of listJournals()) {
     if (!entry) {
       removeJournalFile(path)

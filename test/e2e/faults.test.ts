@@ -1,0 +1,204 @@
+// Fault injection: fake criu and gdb (test/fixtures/fake-tools) that fail, crash, hang, print garbage or exit 0
+// without writing anything; a --timeout; the target killed or its pid handed to another process mid-dump; a disk
+// that fills up while the bundle is written. Each test checks what snap left: the target as it was found, no process,
+// no bundle, no partial file, no journal, the exit code and one printable line.
+import { execFileSync } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import {
+  expectCleanFailure, expectNoJournal, expectNoLeftovers, expectNoOutput, expectOneErrorLine, expectRunning, expectStopped, fake, REAL_CRIU,
+  REAL_GDB, record, startDump, startTargetWithPid,
+} from '../helpers/faults.js';
+import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
+
+afterAll(removeTempDirs);
+
+interface ToolFault {
+  criu?: string;
+  gdb?: string;
+  message: RegExp;
+}
+
+/** Exit 8: the step failed, the target was put back. */
+const STEP_FAULTS: ToolFault[] = [
+  { criu: 'criu-fail', message: /criu dump failed \(exit 1, images incomplete\): .*Dumping FAILED/ },
+  { criu: 'criu-crash', message: /criu dump failed \(killed by SIGSEGV, images incomplete\)/ },
+  { criu: 'criu-garbage', message: /criu dump failed \(exit 3, images incomplete\)/ },
+  { criu: 'criu-noimages', message: /criu dump failed \(exit 0, images incomplete\)/ },
+  { gdb: 'gdb-fail', message: /gdb did not write a core \(exit 1\): .*Operation not permitted/ },
+  { gdb: 'gdb-crash', message: /gdb did not write a core \(killed by SIGSEGV\)/ },
+  { gdb: 'gdb-garbage', message: /gdb did not write a core \(exit 3\)/ },
+  { gdb: 'gdb-nocore', message: /gdb did not write a core \(exit 0\)/ },
+  { gdb: 'gdb-badcore', message: /gdb did not write a core \(exit 0\)/ },
+];
+
+describe('a running target, faulty tools', () => {
+  let target: Target;
+  beforeAll(async () => {
+    target = await startTarget({ threads: 4, group: 'setsid' });
+  });
+  afterAll(cleanupAllTargets);
+  afterEach(async () => {
+    // A test that failed half way may leave the target frozen: thaw it so the next test starts from a running one.
+    if (target.threadStates().every((s) => s === 'T')) await target.resume();
+  });
+
+  for (const fault of STEP_FAULTS) {
+    const name = fault.criu ?? fault.gdb!;
+    it(`${name}: exit 8 with one line, target running, nothing left`, async () => {
+      const dump = startDump(target, { criu: fault.criu ? fake(fault.criu) : REAL_CRIU, gdb: fault.gdb ? fake(fault.gdb) : REAL_GDB });
+      const result = await dump.result;
+      const line = await expectCleanFailure(dump, result, 8, fault.message);
+      expect(dump.markerLines().map((m) => m.mode), 'the fake ran its step').toContain(name.replace(/^(criu|gdb)-/, ''));
+      expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was/);
+      await expectRunning(target);
+      record(`${name}: exit ${result.exitCode} after ${dump.runMs.toFixed(0)} ms: ${line}`);
+    });
+  }
+
+  for (const [criu, gdb, step] of [
+    ['criu-hang', undefined, 'the checkpoint \\(criu dump\\)'],
+    ['criu-hang-hard', undefined, 'the checkpoint \\(criu dump\\)'],
+    [undefined, 'gdb-hang', 'the core dump \\(gdb\\)'],
+  ] as const) {
+    const name = criu ?? gdb;
+    it(`${name} with --timeout 5: snap gives up in well under 30 s, the fake and its child killed, target running`, async () => {
+      const dump = startDump(target, { criu: criu ? fake(criu) : REAL_CRIU, gdb: gdb ? fake(gdb) : REAL_GDB, args: ['--timeout', '5'] });
+      const result = await dump.result;
+      record(`${name} --timeout 5: snap exited ${(dump.runMs / 1000).toFixed(2)} s after it started (exit ${result.exitCode})`);
+      expect(dump.runMs).toBeLessThan(10_000);
+      await expectCleanFailure(dump, result, 10, new RegExp(`${step} did not finish in time; it was killed`));
+      expect(dump.markerLines()).toHaveLength(1);
+      await expectRunning(target);
+    });
+  }
+
+  it('a `criu check` that hangs, with --timeout 5: exit 10 after about 5 s, target never stopped', async () => {
+    await target.resetMaxGap();
+    const dump = startDump(target, { criu: fake('criu-check-hang'), gdb: REAL_GDB, args: ['--timeout', '5'] });
+    const result = await dump.result;
+    record(`criu-check-hang --timeout 5: snap exited ${(dump.runMs / 1000).toFixed(2)} s after it started`);
+    expect(dump.runMs).toBeLessThan(10_000);
+    await expectCleanFailure(dump, result, 10, /preflight \(`criu check`\) ran past the --timeout of 5 s/);
+    expect(target.readProgress().maxGapUs).toBeLessThan(300_000);
+    await expectRunning(target);
+  });
+});
+
+describe('a target paused with SIGSTOP, faulty tools', () => {
+  let target: Target;
+  beforeAll(async () => {
+    target = await startTarget({ threads: 4, group: 'setsid' });
+    await target.pauseWith('SIGSTOP');
+  });
+  afterAll(cleanupAllTargets);
+
+  for (const [criu, gdb] of [
+    ['criu-fail', undefined],
+    [undefined, 'gdb-crash'],
+    ['criu-hang', undefined],
+  ] as const) {
+    it(`${criu ?? gdb}: the target is still paused and did not advance`, async () => {
+      const before = target.readProgress().ticks;
+      const dump = startDump(target, {
+        criu: criu ? fake(criu) : REAL_CRIU,
+        gdb: gdb ? fake(gdb) : REAL_GDB,
+        args: criu === 'criu-hang' ? ['--timeout', '3'] : [],
+      });
+      const result = await dump.result;
+      await expectCleanFailure(dump, result, criu === 'criu-hang' ? 10 : 8, /./);
+      expect(result.stderr).toMatch(/rolled back: target \d+ left stopped as it was/);
+      await expectStopped(target);
+      expect(target.readProgress().ticks).toBe(before);
+    });
+  }
+});
+
+describe('the target itself goes away mid-dump', () => {
+  afterEach(cleanupAllTargets);
+
+  it('target killed while criu runs: exit 9 "target exited", nothing sent to it, nothing left', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    const dump = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '1' } });
+    await dump.waitForMarker('criu to start');
+    await target.kill();
+    const result = await dump.result;
+    await expectCleanFailure(dump, result, 9, new RegExp(`target ${target.pid} exited during the checkpoint \\(criu dump\\)`));
+    expect(result.stderr).toMatch(new RegExp(`target ${target.pid} is gone \\(gone\\); nothing sent to it`));
+  });
+
+  it('target killed while gdb runs: exit 9 "target exited", nothing left', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-slow'), env: { SNAP_FAKE_DELAY: '1' } });
+    await dump.waitForMarker('gdb to be given its commands');
+    await target.kill();
+    const result = await dump.result;
+    await expectCleanFailure(dump, result, 9, new RegExp(`target ${target.pid} exited during the core dump`));
+  });
+
+  it('pid handed to another process mid-dump: exit 9, and the newcomer is never signalled', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    const pid = target.pid;
+    // criu-fail waits 2 s, then fails: time to kill the target and start another process under its pid.
+    const dump = startDump(target, { criu: fake('criu-fail'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '2' } });
+    await dump.waitForMarker('criu to start');
+    await target.kill();
+    const newcomer = await startTargetWithPid(pid);
+    await newcomer.resetMaxGap();
+    const result = await dump.result;
+    await expectCleanFailure(dump, result, 9, new RegExp(`pid ${pid} now belongs to another process \\(start time changed\\) during the checkpoint`));
+    expect(result.stderr).toMatch(new RegExp(`target ${pid} is gone \\(reused\\); nothing sent to it`));
+    // Never stopped: its longest pause since the reset is a scheduling hiccup, not a SIGSTOP.
+    await newcomer.waitUntilTicksAdvance(5);
+    expect(newcomer.readProgress().maxGapUs).toBeLessThan(300_000);
+    expect(newcomer.threadStates().every((s) => s !== 'T')).toBe(true);
+  });
+});
+
+
+describe('a disk that is full', () => {
+  const mounts: string[] = [];
+  function tmpfs(size: string): string {
+    const dir = makeTempDir('snap-fault-tmpfs-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir]);
+    mounts.push(dir);
+    return dir;
+  }
+  afterEach(async () => {
+    await cleanupAllTargets();
+    for (const dir of mounts.splice(0)) execFileSync('umount', [dir]);
+  });
+
+  it('no room for the bundle at preflight (8 MiB tmpfs): exit 7 before the target is touched', async () => {
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    await target.resetMaxGap();
+    const dump = startDump(target, { outDir: tmpfs('8m'), criu: REAL_CRIU, gdb: REAL_GDB, args: ['--compression', 'none'] });
+    const result = await dump.result;
+    await expectCleanFailure(dump, result, 7, /not enough room in .*: .* free, about .* needed/);
+    expect(result.stderr).not.toMatch(/\[start\] Stop the target/);
+    expect(target.readProgress().maxGapUs).toBeLessThan(300_000);
+    await expectRunning(target);
+  });
+
+  it('the disk fills up while the bundle is written: exit 7, no partial file, target running', async () => {
+    // 64 MiB of random memory: core and images about 66 MiB each, the uncompressed bundle their sum. The preflight
+    // estimate (4 x RSS) fits in 300 MiB; after gcore, the fake gdb fills the disk up to the last 20 MiB.
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const outDir = tmpfs('300m');
+    const dump = startDump(target, {
+      outDir,
+      criu: REAL_CRIU,
+      gdb: fake('gdb-fill'),
+      args: ['--compression', 'none'],
+      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '20' },
+    });
+    const result = await dump.result;
+    expect(result.stderr, 'the seal started: the estimate passed').toMatch(/\[start\] Seal the bundle/);
+    expect(result.exitCode, result.stderr).toBe(7);
+    expectOneErrorLine(result, /no space left while writing the bundle in /);
+    await expectNoLeftovers(dump);
+    expectNoOutput(dump, ['filler']);
+    expectNoJournal(dump);
+    await expectRunning(target);
+  });
+});
