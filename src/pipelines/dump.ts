@@ -18,6 +18,7 @@ import {
   bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
 } from '../target/stop.js'
 import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, stopConversionScript, type CriuInfo } from '../tools/criu.js'
+import { keepLog } from '../tools/kept-log.js'
 import { writeCoreFromImages } from '../corefile/index.js'
 import { resolveCrit } from '../corefile/images.js'
 import { findGdb, gcoreCommands, gdbSessionArgs, type GdbInfo } from '../tools/gdb.js'
@@ -76,6 +77,12 @@ function toolTimeoutMs(rssKiB: number | null): number {
 function tracerGroup(pid: number): number | undefined {
   const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
   return tracer > 0 ? readStat(tracer)?.pgrp : undefined
+}
+
+/** The rollback removes the work directory: the failed tool's log is kept elsewhere and named. */
+function keptHint(logFile: string, label: string, outcome = 'the target was put back'): string {
+  const kept = keepLog(logFile, label)
+  return kept ? `${outcome}; the tool's log: ${kept}` : outcome
 }
 
 /** "exit 1", or "killed by SIGSEGV" for a tool that crashed. */
@@ -379,7 +386,7 @@ export class DumpRun {
       if (run.exitCode !== 0 || !isElfCore(this.coreFile)) {
         assertSameProcess(this.identity, 'the core dump') // a target that died is the story, not gdb's complaint
         const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ ') && !/^\(gdb\)\s*$/.test(l))
-        throw new StepFailedError(`gdb did not write a core (${exitText(run)}): ${lines.join(' | ') || 'no output'}`, `see ${logFile} (kept until rollback)`)
+        throw new StepFailedError(`gdb did not write a core (${exitText(run)}): ${lines.join(' | ') || 'no output'}`, keptHint(logFile, 'gdb'))
       }
       this.artifacts.push(basename(this.coreFile))
       await this.recheckStopped('gcore')
@@ -453,7 +460,7 @@ export class DumpRun {
         }
         throw new StepFailedError(
           `criu dump failed (${exitText(run)}${complete ? '' : ', images incomplete'}): ${lines.join(' | ') || 'no error lines'}`,
-          `the target was put back; criu's log was ${logFile}`,
+          keptHint(logFile, 'criu-dump'),
         )
       }
       for (const img of images) this.artifacts.push(`criu/${img}`)
@@ -462,7 +469,7 @@ export class DumpRun {
         if (!existsSync(marker))
           throw new StepFailedError(
             "criu's post-dump script did not convert the target's stop to a SIGSTOP stop",
-            `the target was left stopped as it was; criu's log was ${logFile}`,
+            keptHint(logFile, 'criu-dump', 'the target was left stopped as it was'),
           )
         this.stopConverted = true
       }

@@ -12,6 +12,7 @@ import { BundleInvalidError, InterruptedError, RestoreFailedError, SnapError, St
 import { pollUntil } from '../target/poll.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../target/proc.js'
 import { criuErrorLines, criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
+import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
 import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
@@ -271,24 +272,11 @@ export class RestoreRun {
     } catch {
       lines = []
     }
-    const kept = this.keepLog(logFile)
+    const kept = keepLog(logFile, 'criu-restore')
     return new RestoreFailedError(
       `criu restore failed${exitCode !== null ? ` (exit ${exitCode})` : ''}: ${lines.join(' | ') || 'no error lines in its log'}`,
       kept ? `criu's log: ${kept}` : undefined,
     )
-  }
-
-  /** The work directory is removed at the end; a failed restore's log is worth keeping. */
-  private keepLog(logFile: string): string | undefined {
-    if (!existsSync(logFile)) return undefined
-    const dest = join(this.o.workDirParent ?? tmpdir(), `snap-restore-${process.pid}-${Date.now()}.log`)
-    try {
-      rmSync(dest, { force: true })
-      writeFileSync(dest, readFileSync(logFile), { flag: 'wx', mode: 0o600 })
-      return dest
-    } catch {
-      return undefined
-    }
   }
 
   /** The restored root must be the process we dumped: same exe, same cmdline, every thread back. */
