@@ -16,6 +16,7 @@ export const EXIT_CODES = {
   restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
   locked: { code: 14, meaning: 'another snap is already working on this target' },
   rollbackIncomplete: { code: 15, meaning: 'the target could not be put back in its original state: act on the message now' },
+  internal: { code: 70, meaning: 'a bug in snap (an unexpected error); the target was put back; run again with --debug and report it' },
   interruptedHup: { code: 129, meaning: 'snap got SIGHUP; it rolled back and stopped' },
   interruptedInt: { code: 130, meaning: 'snap got SIGINT (Ctrl+C); it rolled back and stopped' },
   interruptedTerm: { code: 143, meaning: 'snap got SIGTERM; it rolled back and stopped' },
@@ -129,6 +130,13 @@ export class LockedError extends SnapError {
 export class RollbackIncompleteError extends SnapError {
   constructor(message: string, hint?: string) {
     super('rollbackIncomplete', message, hint)
+  }
+}
+
+export class InternalError extends SnapError {
+  constructor(cause: Error) {
+    super('internal', `unexpected error: ${cause.message}`, 'run again with --debug for the stack trace', { cause })
+    this.stack = cause.stack
   }
 }
 

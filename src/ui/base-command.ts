@@ -2,7 +2,7 @@
 // unfinished work left by a snap that died, and SIGINT/SIGTERM/SIGHUP turned into a rollback instead of an exit.
 
 import { Command, Flags } from '@oclif/core'
-import { EXIT_CODES, SnapError, type InterruptSignal } from '../errors.js'
+import { EXIT_CODES, InternalError, SnapError, type InterruptSignal } from '../errors.js'
 import { staleJournals } from '../pipelines/journal.js'
 import { printableLine } from '../tools/run.js'
 
@@ -68,7 +68,23 @@ export abstract class SnapCommand extends Command {
       process.exitCode = err.exitCode
       return this.exit(err.exitCode)
     }
-    return super.catch(err)
+    // oclif's parse errors (unknown flag, missing argument, bad option value): one line, exit 2 (usage).
+    if (err.oclif?.exit === 2 && err.name !== 'ExitError') {
+      const first = err.message
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !/^(See more help|Note:)/.test(l) && !/^The following errors occurred:?$/.test(l))
+        .join(' ')
+        .replace(/:\s+/g, ': ')
+      if (this.jsonRequested()) process.stdout.write(JSON.stringify({ error: { kind: 'usage', exitCode: 2, message: first, hint: null, meaning: EXIT_CODES.usage.meaning } }, null, 2) + '\n')
+      safeStderr(`snap: error: ${first}; see \`snap ${this.id ?? ''} --help\`\n`)
+      process.exitCode = 2
+      return this.exit(2)
+    }
+    // An exit already decided keeps oclif's handling.
+    if (err.oclif?.exit !== undefined || err.name === 'ExitError' || /^(EEXIT|ECONFIG)/.test(String((err as { code?: string }).code))) return super.catch(err)
+    // Anything else is a bug in snap. Every pipeline has already rolled back by the time it gets here.
+    return this.catch(new InternalError(err))
   }
 }
 

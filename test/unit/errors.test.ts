@@ -1,7 +1,7 @@
 // The exit codes are a documented interface: each must name one kind of failure, and each error class must use its own.
 import { describe, expect, it } from 'vitest';
 import {
-  BundleInvalidError, EXIT_CODES, InterruptedError, LockedError, OutputPathError, PermissionDeniedError, RestoreFailedError,
+  BundleInvalidError, EXIT_CODES, InternalError, InterruptedError, LockedError, OutputPathError, PermissionDeniedError, RestoreFailedError,
   RestoreRefusedError, RollbackIncompleteError, SnapError, StepFailedError, StepTimeoutError, TargetChangedError,
   TargetNotFoundError, TargetRefusedError, ToolError, UsageError, isSnapError,
 } from '../../src/errors.js';
@@ -47,6 +47,7 @@ describe('error classes', () => {
     [new RestoreFailedError('x'), 'restoreFailed'],
     [new LockedError('x'), 'locked'],
     [new RollbackIncompleteError('x'), 'rollbackIncomplete'],
+    [new InternalError(new Error('x')), 'internal'],
     [new InterruptedError('SIGHUP', 'x'), 'interruptedHup'],
     [new InterruptedError('SIGINT', 'x'), 'interruptedInt'],
     [new InterruptedError('SIGTERM', 'x'), 'interruptedTerm'],
