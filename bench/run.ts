@@ -132,10 +132,10 @@ async function runSampled(file: string, args: string[]): Promise<{ code: number 
   return { code, stdout, ms: performance.now() - t0, peakKiB }
 }
 
-async function snapDump(t: Target, work: string): Promise<Run & { bundle: string }> {
+async function snapDump(t: Target, work: string, extra: string[] = []): Promise<Run & { bundle: string }> {
   const out = join(work, `snap-${Date.now()}.tar.zst`)
   await resetGap(t)
-  const r = await runSampled(snapBin, ['dump', String(t.pid), '-o', out, '--json', '-q'])
+  const r = await runSampled(snapBin, ['dump', String(t.pid), '-o', out, '--json', '-q', ...extra])
   if (r.code !== 0) throw new Error(`snap dump failed with ${r.code}: ${r.stdout}`)
   const freezeMs = await settledGapMs(t)
   const result = JSON.parse(r.stdout) as { freezeWindowMs: number; bundleSize: number }
@@ -193,26 +193,28 @@ function startupTimes(): { versionMs: number; helpMs: number; nodeMs: number } {
   return { versionMs: time(snapBin, ['--version']), helpMs: time(snapBin, ['--help']), nodeMs: time(join(root, 'node_modules/.bin/node'), ['-e', '0']) }
 }
 
-function chart(rows: { mib: number; runbook: number; snap: number }[]): string {
+function chart(rows: { mib: number; runbook: number; snap: number; short: number }[]): string {
   const W = 560, H = 320, L = 60, B = 40, T = 20, R = 20
-  const maxY = Math.max(...rows.flatMap((r) => [r.runbook, r.snap])) * 1.15
+  const maxY = Math.max(...rows.flatMap((r) => [r.runbook, r.snap, r.short])) * 1.15
   const x = (i: number) => L + ((i + 0.5) * (W - L - R)) / rows.length
   const y = (v: number) => H - B - (v / maxY) * (H - B - T)
-  const bw = (W - L - R) / rows.length / 3
+  const bw = (W - L - R) / rows.length / 4
   const bars = rows
     .map((r, i) =>
       [
-        `<rect x="${x(i) - bw}" y="${y(r.runbook)}" width="${bw}" height="${H - B - y(r.runbook)}" fill="#999"/>`,
-        `<rect x="${x(i)}" y="${y(r.snap)}" width="${bw}" height="${H - B - y(r.snap)}" fill="#2a6"/>`,
+        `<rect x="${x(i) - 1.5 * bw}" y="${y(r.runbook)}" width="${bw}" height="${H - B - y(r.runbook)}" fill="#999"/>`,
+        `<rect x="${x(i) - 0.5 * bw}" y="${y(r.snap)}" width="${bw}" height="${H - B - y(r.snap)}" fill="#2a6"/>`,
+        `<rect x="${x(i) + 0.5 * bw}" y="${y(r.short)}" width="${bw}" height="${H - B - y(r.short)}" fill="#36c"/>`,
+        `<text x="${x(i) + bw}" y="${y(r.short) - 4}" text-anchor="middle" font-size="10">${Math.round(r.short)}</text>`,
         `<text x="${x(i)}" y="${H - B + 16}" text-anchor="middle" font-size="12">${r.mib} MiB</text>`,
-        `<text x="${x(i) - bw / 2}" y="${y(r.runbook) - 4}" text-anchor="middle" font-size="10">${Math.round(r.runbook)}</text>`,
-        `<text x="${x(i) + bw / 2}" y="${y(r.snap) - 4}" text-anchor="middle" font-size="10">${Math.round(r.snap)}</text>`,
+        `<text x="${x(i) - bw}" y="${y(r.runbook) - 4}" text-anchor="middle" font-size="10">${Math.round(r.runbook)}</text>`,
+        `<text x="${x(i)}" y="${y(r.snap) - 4}" text-anchor="middle" font-size="10">${Math.round(r.snap)}</text>`,
       ].join(''),
     )
     .join('\n')
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${L}" y="14" font-size="13">Freeze window seen by the target (ms, median): runbook (grey) vs snap dump (green)</text>
+<text x="${L}" y="14" font-size="13">Freeze seen by the target (ms, median): runbook (grey), snap dump (green), --short-freeze (blue)</text>
 <line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>
 <text x="14" y="${(H - B) / 2}" font-size="11" transform="rotate(-90 14 ${(H - B) / 2})">ms</text>
 ${bars}
@@ -224,22 +226,28 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the bench needs root (criu and gdb)')
   mkdirSync(outDir, { recursive: true })
   const rows: Record<string, unknown>[] = []
-  const chartRows: { mib: number; runbook: number; snap: number }[] = []
+  const chartRows: { mib: number; runbook: number; snap: number; short: number }[] = []
   for (const mib of sizes) {
     log(`${mib} MiB target: starting`)
     const work = mkdtempSync(join(baseDir, 'snap-bench-work-'))
     const t = await startTarget(mib)
     const rb: Run[] = []
     const sn: (Run & { bundle: string })[] = []
+    const sf: Run[] = []
     for (let r = 0; r < rounds; r++) {
-      for (const which of r % 2 ? ['snap', 'runbook'] : ['runbook', 'snap']) {
+      for (const which of r % 2 ? ['short-freeze', 'snap', 'runbook'] : ['runbook', 'snap', 'short-freeze']) {
         if (which === 'runbook') rb.push(await runbook(t, work))
-        else {
+        else if (which === 'short-freeze') {
+          const s = await snapDump(t, work, ['--short-freeze'])
+          rmSync(s.bundle, { force: true })
+          sf.push(s)
+        } else {
           const s = await snapDump(t, work)
           if (sn.length > 0) rmSync(sn[sn.length - 1]!.bundle, { force: true })
           sn.push(s)
         }
-        log(`${mib} MiB round ${r + 1}: ${which} freeze ${Math.round((which === 'runbook' ? rb.at(-1)! : sn.at(-1)!).freezeMs)} ms`)
+        const last = which === 'runbook' ? rb.at(-1)! : which === 'snap' ? sn.at(-1)! : sf.at(-1)!
+        log(`${mib} MiB round ${r + 1}: ${which} freeze ${Math.round(last.freezeMs)} ms, total ${Math.round(last.totalMs)} ms`)
       }
     }
     const lastBundle = sn.at(-1)!.bundle
@@ -258,10 +266,11 @@ async function main(): Promise<void> {
         bundleBytes: median(sn.map((r) => r.bundleBytes)),
         peakKiB: median(sn.map((r) => r.peakKiB!)),
       },
+      shortFreeze: { freezeMs: median(sf.map((r) => r.freezeMs)), totalMs: median(sf.map((r) => r.totalMs)), peakKiB: median(sf.map((r) => r.peakKiB!)) },
       restore,
     }
     rows.push(row)
-    chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.snap.freezeMs })
+    chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.snap.freezeMs, short: row.shortFreeze.freezeMs })
     log(`${mib} MiB: done`)
   }
   const startup = startupTimes()
@@ -274,6 +283,13 @@ async function main(): Promise<void> {
       const f = (ms: number) => `${Math.round(ms)} ms`
       const mb = (b: number) => `${(b / 1048576).toFixed(0)} MiB`
       return `| ${r.mib} MiB | ${f(r.runbook.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.runbook.totalMs)} | ${f(r.snap.totalMs)} | ${(r.snap.totalMs / r.runbook.totalMs).toFixed(2)}x | ${(r.snap.peakKiB / 1024).toFixed(0)} MiB | ${(r.snap.peakKiB / peak64).toFixed(2)}x | ${mb(r.runbook.bundleBytes)} | ${mb(r.snap.bundleBytes)} | ${f(r.restore.criuMs)} | ${f(r.restore.snapAfterExtractMs)} | ${(r.restore.snapAfterExtractMs / r.restore.criuMs).toFixed(2)}x | ${f(r.restore.snapMs)} |`
+    }),
+    '',
+    `| target | freeze: runbook | freeze: snap --short-freeze | ratio | total: snap --short-freeze | ratio to runbook |`,
+    `| --- | --- | --- | --- | --- | --- |`,
+    ...rows.map((r0) => {
+      const r = r0 as { mib: number; runbook: { freezeMs: number; totalMs: number }; shortFreeze: { freezeMs: number; totalMs: number } }
+      return `| ${r.mib} MiB | ${Math.round(r.runbook.freezeMs)} ms | ${Math.round(r.shortFreeze.freezeMs)} ms | ${(r.shortFreeze.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${Math.round(r.shortFreeze.totalMs)} ms | ${(r.shortFreeze.totalMs / r.runbook.totalMs).toFixed(2)}x |`
     }),
     '',
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,

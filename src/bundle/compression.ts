@@ -5,7 +5,7 @@
 
 import { spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
-import { Duplex, PassThrough, type Transform } from 'node:stream'
+import { Duplex, PassThrough, type Transform, type Writable } from 'node:stream'
 import zlib from 'node:zlib'
 
 export type Compression = 'zstd' | 'gzip' | 'none'
@@ -63,6 +63,33 @@ function programFilter(file: string, args: string[]): Duplex {
     if (child.exitCode === null) child.kill('SIGKILL')
   })
   return duplex
+}
+
+/**
+ * zstd writing straight into an open file at the file's current offset: the compressed bytes never pass through
+ * snap. Returns its stdin and a promise that settles when it has exited (rejecting with its own words on failure).
+ */
+export function zstdIntoFile(fd: number): { input: Writable; done: Promise<void> } | undefined {
+  const program = findZstdProgram()
+  if (!program) return undefined
+  const child = spawn(program, ['-3', '-T0', '-q', '-c'], { stdio: ['pipe', fd, 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (c: Buffer) => {
+    stderr += c.toString()
+  })
+  const done = new Promise<void>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve()
+      else {
+        const err = new Error(stderr.trim().split('\n').at(-1) || `${program} exited with ${code ?? signal}`) as NodeJS.ErrnoException
+        if (/No space left/i.test(stderr)) err.code = 'ENOSPC'
+        reject(err)
+      }
+    })
+  })
+  done.catch(() => undefined)
+  return { input: child.stdin!, done }
 }
 
 export function compressor(c: Compression): Transform | Duplex | undefined {

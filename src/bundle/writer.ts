@@ -6,13 +6,13 @@
 // bundle under its final name is always whole, and an existing file is never overwritten.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, createReadStream, createWriteStream, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, createReadStream, createWriteStream, fstatSync, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Header } from 'tar'
 import { OutputPathError } from '../errors.js'
-import { compressSmall, compressor, filler, type Compression } from './compression.js'
+import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 
 const BLOCK = 512
@@ -120,14 +120,21 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
   try {
     const records: ArtifactRecord[] = []
     const body = Readable.from(artifactEntries(input.workDir, input.artifacts, records), { objectMode: false })
-    const out = createWriteStream('', { fd, start: reserve, autoClose: false })
-    const z = compressor(input.compression)
-    if (z) await pipeline(body, z, out)
-    else await pipeline(body, out)
+    const direct = input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
+    if (direct) {
+      // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
+      writeSync(fd, Buffer.alloc(reserve))
+      await Promise.all([pipeline(body, direct.input), direct.done])
+    } else {
+      const out = createWriteStream('', { fd, start: reserve, autoClose: false })
+      const z = compressor(input.compression)
+      if (z) await pipeline(body, z, out)
+      else await pipeline(body, out)
+    }
     manifest = input.manifest(records)
     const head = buildHead(input, manifest, reserve)
     writeSync(fd, head, 0, head.length, 0)
-    size = reserve + out.bytesWritten
+    size = fstatSync(fd).size
     fsyncSync(fd)
     closeSync(fd)
   } catch (e) {
