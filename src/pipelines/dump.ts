@@ -245,6 +245,8 @@ export class DumpRun {
   private async preflight(report: (d: string) => void): Promise<void> {
     await this.timed('preflight', async () => {
       this.identity = captureIdentity(this.o.pid)
+      // Who may do this is decided from /proc alone, before the lock: a refusal must leave nothing behind.
+      checkPrivileges(this.o.pid)
       // The per-target lock comes first: a second snap on this target stops here and names the first, before it reads
       // a state the first one may be changing (a target the first froze would look "found stopped", and its tracer
       // would look like a debugger in the way). Nothing has been sent yet, so the recorded states are placeholders.
@@ -260,7 +262,6 @@ export class DumpRun {
         workDir: null,
       })
       checkTargetAllowed(this.o.pid)
-      checkPrivileges(this.o.pid)
       // The tool probes and the target's description are independent: run them side by side (preflight is not
       // part of the freeze, but it is part of the time an engineer waits). Errors are reported criu first, then gdb.
       const [criu, gdb] = await this.unlessStopped(Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)]), 'preflight (tool versions)')

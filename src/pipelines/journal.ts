@@ -2,6 +2,7 @@
 // dies a later `snap recover` knows what to put back. Creating it with O_EXCL is also the per-target lock.
 
 import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync, unlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LockedError } from '../errors.js'
 import type { TargetIdentity } from '../target/identity.js'
@@ -32,8 +33,9 @@ export interface JournalEntry {
 export function journalDir(): string {
   if (process.env.SNAP_JOURNAL_DIR) return process.env.SNAP_JOURNAL_DIR
   const isRoot = process.getuid?.() === 0
-  if (!isRoot && process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'snap')
-  return '/run/snap'
+  if (isRoot) return '/run/snap'
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'snap')
+  return join(tmpdir(), `snap-${process.getuid?.() ?? 'user'}`)
 }
 
 function pathFor(pid: number): string {
