@@ -11,7 +11,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
     // Kills any target a test file left running, even when the file forgot its own afterAll.
-    setupFiles: ['test/helpers/kill-leftover-targets.ts'],
+    setupFiles: ['test/helpers/kill-leftover-targets.ts', 'test/helpers/private-tmpdir.ts'],
     // The plain summary must come after the default reporter: CI reads the run's last line.
     reporters: ['default', './test/reporters/plain-summary.ts'],
   },
