@@ -92,10 +92,9 @@ export function zstdIntoFile(fd: number): { input: Writable; done: Promise<void>
   return { input: child.stdin!, done }
 }
 
-export function compressor(c: Compression): Transform | Duplex | undefined {
+/** An in-process compressor: gzip, or zstd when the zstd program is missing (with it, see zstdIntoFile). */
+export function compressor(c: Compression): Transform | undefined {
   if (c === 'zstd') {
-    const program = findZstdProgram()
-    if (program) return programFilter(program, ['-3', '-T0', '-q', '-c'])
     return zlib.createZstdCompress({ params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 } })
   }
   if (c === 'gzip') return zlib.createGzip({ level: 6 })

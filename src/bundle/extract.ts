@@ -1,8 +1,8 @@
 // Verifies and extracts a bundle in one streaming pass into a private work directory. Every byte is hashed on the
 // way; if anything fails, the directory is removed and nothing extracted is used.
 
-import { closeSync, constants, mkdirSync, openSync, rmSync, writeSync } from 'node:fs'
-import { dirname, join, relative, resolve } from 'node:path'
+import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs'
+import { dirname, relative, resolve } from 'node:path'
 import { BundleInvalidError } from '../errors.js'
 import { scanBundle, type ScanResult } from './reader.js'
 import type { ArtifactRecord } from './manifest.js'
@@ -58,8 +58,4 @@ export async function verifyAndExtract(o: ExtractOptions): Promise<ScanResult> {
     throw new BundleInvalidError(`cannot extract into ${root}: ${code ?? writeError.message}`, [], code === 'ENOSPC' ? 'free space or give --work-dir elsewhere' : undefined)
   }
   return result
-}
-
-export function removeDir(path: string): void {
-  rmSync(path, { recursive: true, force: true })
 }

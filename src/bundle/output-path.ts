@@ -1,7 +1,7 @@
 // Where the bundle goes: checked before the target is touched, so a bad path costs nothing.
 
 import { accessSync, constants, lstatSync, statfsSync, statSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 import { OutputPathError } from '../errors.js'
 import { EXTENSION, type Compression } from './compression.js'
 
@@ -59,6 +59,18 @@ export function checkOutputPath(output: string, estimateBytes: number): string {
       'free space or give --output on a larger filesystem',
     )
   return path
+}
+
+/**
+ * Names of the temporaries snap keeps beside the output while it works: hidden, and carrying snap's pid, so that
+ * `snap recover` finds them by name even when snap died before it could journal them.
+ */
+export function partialPrefix(output: string, snapPid: number): string {
+  return `.${basename(output)}.partial-${snapPid}-`
+}
+
+export function workDirPrefix(output: string, snapPid: number): string {
+  return `.${basename(output)}.work-${snapPid}-`
 }
 
 export { humanBytes }

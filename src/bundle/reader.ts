@@ -1,6 +1,7 @@
 // Reads bundles safely. A bundle is input from elsewhere: every entry is checked against strict rules and against
 // the manifest before a byte of it is used, and reading streams, so memory does not grow with the bundle.
 
+import { createHash } from 'node:crypto'
 import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { Parser, type ReadEntry } from 'tar'
@@ -96,7 +97,6 @@ class StopReading extends Error {}
  */
 export async function scanBundle(path: string, visitor: EntryVisitor = {}): Promise<ScanResult> {
   const { compression } = openBundleHead(path)
-  const { createHash } = await import('node:crypto')
   const parser = new Parser({ strict: true })
   let fatal: Error | undefined
   let manifest: Manifest | undefined

@@ -7,11 +7,12 @@
 
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, constants, createReadStream, createWriteStream, fstatSync, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Header } from 'tar'
 import { OutputPathError } from '../errors.js'
+import { partialPrefix } from './output-path.js'
 import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 
@@ -31,8 +32,8 @@ export interface SealInput {
   onPartial?: (path: string | undefined) => void
 }
 
-export function partialPathFor(output: string): string {
-  return join(dirname(output), `.${basename(output)}.partial-${process.pid}-${randomBytes(4).toString('hex')}`)
+function partialPathFor(output: string): string {
+  return join(dirname(output), `${partialPrefix(output, process.pid)}${randomBytes(4).toString('hex')}`)
 }
 
 function tarHeader(path: string, size: number, mtime: Date): Buffer {

@@ -1,11 +1,11 @@
 // The dump, start to finish: preflight -> stop -> checkpoint -> core -> final state -> seal. The order of the steps
 // lives here and only here. Every failure path puts the target back as it was found and removes what was written.
 
-import { mkdtempSync, openSync, readSync, closeSync, existsSync, rmSync, readdirSync, mkdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, openSync, readSync, closeSync, existsSync, rmSync, readdirSync, readFileSync, mkdirSync, statSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { ArtifactRecord, FinalState, Manifest, StepRecord, TargetRecord } from '../bundle/manifest.js'
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../bundle/manifest.js'
-import { checkOutputPath, defaultOutputName } from '../bundle/output-path.js'
+import { checkOutputPath, defaultOutputName, workDirPrefix } from '../bundle/output-path.js'
 import { writeBundle } from '../bundle/writer.js'
 import type { Compression } from '../bundle/compression.js'
 import {
@@ -23,8 +23,8 @@ import { writeCoreFromImages } from '../corefile/index.js'
 import { resolveCrit } from '../corefile/images.js'
 import { findGdb, gcoreCommands, gdbSessionArgs, type GdbInfo } from '../tools/gdb.js'
 import { queryTool, round, runTool, startTool, stopAllTools, tailLines, type StartedTool, type ToolRun } from '../tools/run.js'
-import { readFileSync } from 'node:fs'
 import type { Progress, ProgressStep } from '../ui/progress.js'
+import { OperationBudget } from './budget.js'
 import { Journal } from './journal.js'
 import { pollUntil } from '../target/poll.js'
 import { readStat, readStatus } from '../target/proc.js'
@@ -109,7 +109,7 @@ export class DumpRun {
   private readonly o: DumpOptions
   private readonly progress: Progress
   private readonly startedAt = new Date()
-  private readonly deadline: number
+  private readonly budget: OperationBudget
   private identity!: TargetIdentity
   private target!: TargetRecord
   private original!: ObservedState
@@ -140,41 +140,11 @@ export class DumpRun {
   constructor(o: DumpOptions, progress: Progress) {
     this.o = o
     this.progress = progress
-    this.deadline = o.timeoutSec ? performance.now() + o.timeoutSec * 1000 : Number.POSITIVE_INFINITY
+    this.budget = new OperationBudget(o.cancel, o.timeoutSec, 'the dump')
   }
 
   private get finalState(): FinalState {
     return this.o.leave ?? this.original.state
-  }
-
-  private remainingMs(stepDefault: number): number {
-    const left = this.deadline - performance.now()
-    if (left <= 0) throw new StepTimeoutError(`the dump ran past its --timeout of ${this.o.timeoutSec} s`)
-    return Math.min(stepDefault, Math.floor(left))
-  }
-
-  private checkCancelled(during: string): void {
-    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, during)
-  }
-
-  /**
-   * Waits for work that takes no cancel signal (the preflight probes, the bundle writer), but not past a signal or the
-   * --timeout: it must not keep snap from stopping. A probe left behind dies with snap (execa's cleanup, pdeathsig).
-   */
-  private unlessStopped<T>(probe: Promise<T>, during: string): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = () => reject(new InterruptedError(this.o.cancel.reason as InterruptSignal, during))
-      const left = this.deadline - performance.now()
-      const timer = Number.isFinite(left)
-        ? setTimeout(() => reject(new StepTimeoutError(`${during} ran past the --timeout of ${this.o.timeoutSec} s`)), Math.max(0, left))
-        : undefined
-      if (this.o.cancel.aborted) onAbort()
-      this.o.cancel.addEventListener('abort', onAbort, { once: true })
-      probe.then(resolve, reject).finally(() => {
-        clearTimeout(timer)
-        this.o.cancel.removeEventListener('abort', onAbort)
-      })
-    })
   }
 
   private async timed<T>(name: string, fn: (rec: StepRecord) => Promise<T>): Promise<T> {
@@ -264,13 +234,13 @@ export class DumpRun {
       checkTargetAllowed(this.o.pid)
       // The tool probes and the target's description are independent: run them side by side (preflight is not
       // part of the freeze, but it is part of the time an engineer waits). Errors are reported criu first, then gdb.
-      const [criu, gdb] = await this.unlessStopped(Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)]), 'preflight (tool versions)')
+      const [criu, gdb] = await this.budget.unlessStopped(Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)]), 'preflight (tool versions)')
       if (criu.status === 'rejected') throw criu.reason
       if (gdb.status === 'rejected') throw gdb.reason
       this.criu = criu.value
       this.gdb = gdb.value
       report(`criu ${this.criu.version} (${this.criu.path}), gdb ${this.gdb.version} (${this.gdb.path})`)
-      const [check, target] = await this.unlessStopped(
+      const [check, target] = await this.budget.unlessStopped(
         Promise.all([
           this.o.skipCriuCheck ? Promise.resolve(undefined) : criuCheck(this.criu.path),
           describeTarget(this.o.pid, { includeEnv: this.o.includeEnv }),
@@ -290,12 +260,12 @@ export class DumpRun {
       this.criuOptions = [...(this.shellJob ? ['--shell-job'] : []), ...this.o.criuExtraOptions]
       this.original = await observeRunState(this.identity)
       report(`${this.target.comm}: ${this.target.threads} threads, ${this.original.state}, RSS ${Math.round(rssBytes / MiB)} MiB`)
-      this.checkCancelled('preflight')
+      this.budget.checkCancelled('preflight')
       // Before the first signal: the journal must say what to put back so a crash can be recovered.
       this.journal.update({ originalState: this.original.state, restoreTo: this.original.state, output: this.output })
       // Named with snap's pid, like the partial bundle: if snap dies between creating it and journalling it, `snap
       // recover` still finds it.
-      this.workDir = mkdtempSync(join(dirname(this.output), `.${basename(this.output)}.work-${process.pid}-`))
+      this.workDir = mkdtempSync(join(dirname(this.output), workDirPrefix(this.output, process.pid)))
       mkdirSync(join(this.workDir, 'logs'))
       this.journal.update({ workDir: this.workDir })
       if (this.o.shortFreeze) {
@@ -311,11 +281,11 @@ export class DumpRun {
 
   private async stopTarget(report: (d: string) => void): Promise<void> {
     await this.timed('stop', async (rec) => {
-      this.checkCancelled('stopping the target')
+      this.budget.checkCancelled('stopping the target')
       this.freezeStart = performance.now()
       this.touched = true
       this.journal?.update({ touched: true })
-      this.stop = await bringToSigstopStop(this.identity, this.original.state, this.remainingMs(STOP_TIMEOUT_MS))
+      this.stop = await bringToSigstopStop(this.identity, this.original.state, this.budget.remainingMs(STOP_TIMEOUT_MS))
       rec.note = this.normalizationRecord().note
       report(rec.note)
     })
@@ -344,7 +314,7 @@ export class DumpRun {
     this.warnings.push(warning)
     this.progress.warn(warning)
     process.kill(this.identity.pid, 'SIGSTOP')
-    await waitUntilAllStopped(this.identity, this.remainingMs(STOP_TIMEOUT_MS), `re-stopping after ${after}`)
+    await waitUntilAllStopped(this.identity, this.budget.remainingMs(STOP_TIMEOUT_MS), `re-stopping after ${after}`)
   }
 
   /**
@@ -369,13 +339,13 @@ export class DumpRun {
 
   private async coreDump(report: (d: string) => void): Promise<void> {
     await this.timed('core', async (rec) => {
-      this.checkCancelled('the core dump')
+      this.budget.checkCancelled('the core dump')
       const workDir = this.workDir!
       this.coreFile = join(workDir, `core.${this.o.pid}`)
       const logFile = join(workDir, 'logs', 'gdb.log')
       const session = this.gdbSession!
       const t0 = performance.now()
-      session.armTimeout(this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)))
+      session.armTimeout(this.budget.remainingMs(toolTimeoutMs(this.target.vmRssKiB)))
       session.write(gcoreCommands(this.o.pid, this.coreFile))
       const run = await session.done
       if (session.pid !== undefined) this.trackTool(session.pid, false)
@@ -395,7 +365,6 @@ export class DumpRun {
     })
   }
 
-
   private throwIfToolStopped(run: ToolRun, what: string): void {
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, what)
     if (run.timedOut) throw new StepTimeoutError(`${what} did not finish in time; it was killed`, 'raise --timeout if the target is large')
@@ -403,7 +372,7 @@ export class DumpRun {
 
   private async checkpoint(report: (d: string) => void): Promise<void> {
     await this.timed('checkpoint', async (rec) => {
-      this.checkCancelled('the checkpoint')
+      this.budget.checkCancelled('the checkpoint')
       const workDir = this.workDir!
       this.imagesDir = join(workDir, 'criu')
       mkdirSync(this.imagesDir)
@@ -431,7 +400,7 @@ export class DumpRun {
       }
       this.o.cancel.addEventListener('abort', onSignal, { once: true })
       const run = await runTool(this.criu.path, args, {
-        timeoutMs: this.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
+        timeoutMs: this.budget.remainingMs(toolTimeoutMs(this.target.vmRssKiB)),
         cancel: criuStop.signal,
         dieWithSnap: false, // the same reason, if snap is killed: criu finishes, and `snap recover` puts the target back
         logFile: outFile,
@@ -444,7 +413,7 @@ export class DumpRun {
         this.o.cancel.removeEventListener('abort', onSignal)
       })
       if (run.pid !== undefined) this.trackTool(run.pid, false)
-      this.checkCancelled('the checkpoint (criu dump)')
+      this.budget.checkCancelled('the checkpoint (criu dump)')
       this.recordTool(rec, run)
       if (existsSync(logFile)) this.artifacts.push('logs/criu-dump.log')
       this.artifacts.push('logs/criu-dump.out')
@@ -483,7 +452,7 @@ export class DumpRun {
     await this.timed('final-state', async (rec) => {
       // A target to be killed is killed only after the bundle is sealed: if sealing fails, it is still there.
       const now: FinalState = this.finalState === 'killed' ? 'stopped' : this.finalState
-      await bringToFinalState(this.identity, now, this.remainingMs(STOP_TIMEOUT_MS))
+      await bringToFinalState(this.identity, now, this.budget.remainingMs(STOP_TIMEOUT_MS))
       this.finalApplied = true
       this.freezeWindowMs = round(performance.now() - (this.freezeStart ?? performance.now()))
       this.journal?.update({ step: 'seal', restoreTo: now })
@@ -497,10 +466,10 @@ export class DumpRun {
   /** Short freeze: the core comes from criu's images, after the target is back in its final state. */
   private async coreFromImages(report: (d: string) => void): Promise<void> {
     await this.timed('core', async (rec) => {
-      this.checkCancelled('building the core')
+      this.budget.checkCancelled('building the core')
       this.coreFile = join(this.workDir!, `core.${this.o.pid}`)
       const t0 = performance.now()
-      const built = await this.unlessStopped(
+      const built = await this.budget.unlessStopped(
         writeCoreFromImages({ imagesDir: this.imagesDir, pid: this.o.pid, output: this.coreFile, crit: this.crit }),
         'building the core',
       )
@@ -517,7 +486,7 @@ export class DumpRun {
 
   private async seal(report: (d: string) => void): Promise<void> {
     await this.timed('seal', async () => {
-      this.checkCancelled('sealing the bundle')
+      this.budget.checkCancelled('sealing the bundle')
       const signKey = this.o.signKeyPath
       const createdAt = new Date().toISOString()
       let abandoned = false
@@ -542,7 +511,7 @@ export class DumpRun {
       writing.catch(() => undefined)
       let written: Awaited<typeof writing>
       try {
-        written = await this.unlessStopped(writing, 'sealing the bundle')
+        written = await this.budget.unlessStopped(writing, 'sealing the bundle')
       } catch (e) {
         abandoned = true
         throw e
@@ -551,7 +520,7 @@ export class DumpRun {
       if (this.o.cancel.aborted) {
         // The signal came just as the bundle was linked into place: the person asked snap to stop, so it goes.
         rmSync(written.path, { force: true })
-        this.checkCancelled('sealing the bundle')
+        this.budget.checkCancelled('sealing the bundle')
       }
       report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${this.o.compression})`)
       if (this.finalState === 'killed') await bringToFinalState(this.identity, 'killed', STOP_TIMEOUT_MS)

@@ -2,7 +2,8 @@
 // the state it must be left in; the target is touched only if its pid still has the recorded start time.
 
 import { readdirSync, rmSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
 import { checkIdentity } from '../target/identity.js'
 import { bringToFinalState } from '../target/stop.js'
 import { pollUntil } from '../target/poll.js'
@@ -66,7 +67,7 @@ function groupMembers(pgid: number): { pid: number; comm: string }[] {
 function leftoversBesideOutput(entry: JournalEntry): string[] {
   if (!entry.output) return []
   const dir = dirname(entry.output)
-  const prefixes = [`.${basename(entry.output)}.partial-${entry.snapPid}-`, `.${basename(entry.output)}.work-${entry.snapPid}-`]
+  const prefixes = [partialPrefix(entry.output, entry.snapPid), workDirPrefix(entry.output, entry.snapPid)]
   try {
     return readdirSync(dir)
       .filter((n) => prefixes.some((p) => n.startsWith(p)))

@@ -2,7 +2,7 @@
 // "restoring": every path out of here reports restored or failed, and a failure kills what was partly restored.
 
 import { spawn } from 'node:child_process'
-import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
@@ -15,6 +15,7 @@ import { criuErrorLines, criuRestoreArgs, findCriu, type CriuInfo } from '../too
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
+import { OperationBudget } from './budget.js'
 import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
 
 export type RestoreState = 'verifying' | 'extracting' | 'preflight' | 'restoring' | 'restored' | 'failed'
@@ -59,28 +60,18 @@ export class RestoreRun {
   private restoreStart = 0
   private holderPid?: number
   private restoredPids: number[] = []
-  private readonly deadline: number
+  private readonly budget: OperationBudget
 
   constructor(
     private readonly o: RestoreOptions,
     private readonly progress: Progress,
   ) {
-    this.deadline = o.timeoutSec ? performance.now() + o.timeoutSec * 1000 : Number.POSITIVE_INFINITY
+    this.budget = new OperationBudget(o.cancel, o.timeoutSec, 'restore')
   }
 
   private enter(state: RestoreState): void {
     this.states.push({ state, at: new Date().toISOString() })
     this.progress.note(`state: ${state}`)
-  }
-
-  private checkCancelled(during: string): void {
-    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, during)
-  }
-
-  private remainingMs(stepDefault: number): number {
-    const left = this.deadline - performance.now()
-    if (left <= 0) throw new StepTimeoutError(`restore ran past its --timeout of ${this.o.timeoutSec} s`)
-    return Math.min(stepDefault, Math.floor(left))
   }
 
   private async timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -119,7 +110,7 @@ export class RestoreRun {
       if (!verifyBytes(this.o.publicKey, scan.manifestBytes, scan.signature))
         throw new BundleInvalidError(`${this.o.bundle}: the manifest signature does not match ${this.o.publicKey}`, ['manifest.sig'])
     }
-    this.checkCancelled('extracting')
+    this.budget.checkCancelled('extracting')
 
     this.enter('preflight')
     await this.timed('preflight', async () => {
@@ -129,12 +120,12 @@ export class RestoreRun {
       if (!this.o.newPidns) checkPidsFree(this.manifest)
     })
     for (const w of this.warnings) this.progress.warn(w)
-    this.checkCancelled('preflight')
+    this.budget.checkCancelled('preflight')
 
     this.enter('restoring')
     const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
     const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu(finalState))
-    this.checkCancelled('restoring')
+    this.budget.checkCancelled('restoring')
     const threads = await this.timed('check', () => this.checkRestored(pid))
     await this.timed('final-state', () => this.applyFinalState(pid, finalState))
     this.enter('restored')
@@ -164,7 +155,7 @@ export class RestoreRun {
       ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
     ]
     this.restoreStart = Date.now()
-    const timeoutMs = this.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
+    const timeoutMs = this.budget.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
     const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs)
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
@@ -252,7 +243,7 @@ export class RestoreRun {
       }
     }
     const done = await pollUntil(() => success() || exited || this.o.cancel.aborted, { timeoutMs, maxIntervalMs: 50 })
-    if (this.o.cancel.aborted) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
+    this.budget.checkCancelled('criu restore')
     if (!done) throw new StepTimeoutError('criu restore in a new pid namespace did not finish in time; it was killed')
     if (!success()) throw this.criuFailure(logFile, null)
     // unshare -> criu (pid 1 inside) -> restored root.
