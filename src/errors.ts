@@ -4,7 +4,7 @@
 export const EXIT_CODES = {
   usage: { code: 2, meaning: 'bad arguments: a pid that is not a number, conflicting flags' },
   targetNotFound: { code: 3, meaning: 'the target pid does not exist (or exited before anything was done)' },
-  targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced' },
+  targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced, a session criu cannot dump' },
   permission: { code: 5, meaning: 'not allowed to trace the target (uid, capabilities, ptrace_scope)' },
   toolMissing: { code: 6, meaning: 'criu or gdb missing, too old, or `criu check` fails' },
   output: { code: 7, meaning: 'the output path is unusable: missing directory, not a directory, exists, no room, unsafe' },

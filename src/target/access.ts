@@ -41,6 +41,20 @@ export function checkTargetAllowed(pid: number, ownPids: number[] = []): void {
       'detach that debugger first; two tracers cannot attach at once',
     )
   }
+  if (sessionLeaderHidden(status?.['NSsid']))
+    throw new TargetRefusedError(
+      `pid ${pid} (${stat.comm}) is in a session whose leader is outside its PID namespace (session id 0 there); criu cannot checkpoint it`,
+      'start the process in a session of its own (setsid), as a service manager or an interactive shell does',
+    )
+}
+
+/** NSsid lists the session id as seen from each PID namespace down to the task's own; the last is what the task
+ *  itself sees. It is 0 when the session leader lives in an outer namespace (a process started by a container
+ *  runtime's exec without a terminal, say), and criu refuses such a task outright, after it has already frozen it. */
+export function sessionLeaderHidden(nssid: string | undefined): boolean {
+  if (nssid === undefined) return false // a kernel without the field: let criu be the judge
+  const ids = nssid.trim().split(/\s+/)
+  return ids.at(-1) === '0'
 }
 
 /** Refuses, with the reason, when this user could not ptrace the target or run criu. */

@@ -173,3 +173,50 @@ describe('snap dump refuses bad input and leaves the target alone', () => {
     expect(readdirSync(journalDir)).toEqual([]);
   });
 });
+
+describe('a process whose session leader is outside its PID namespace', () => {
+  it('is refused before any signal (criu would freeze it, then fail), exit 4, the process never stopped', async () => {
+    // unshare's child is init of a new PID namespace and still in our session, whose leader it cannot see.
+    const holder = spawn('unshare', ['--pid', '--fork', '--kill-child', '--', 'sleep', '600'], { stdio: 'ignore' });
+    await once(holder, 'spawn');
+    try {
+      let pid = 0;
+      for (let i = 0; i < 500 && pid === 0; i++) {
+        const children = readFileSafe(`/proc/${holder.pid}/task/${holder.pid}/children`).trim();
+        if (children !== '' && readFileSafe(`/proc/${children}/comm`).trim() === 'sleep') pid = Number(children);
+        else await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(pid, 'the sleep inside the new PID namespace').toBeGreaterThan(0);
+      expect(readFileSafe(`/proc/${pid}/status`)).toMatch(/^NSsid:\s+\d+\s+0$/m);
+
+      const out = makeTempDir('snap-test-out-');
+      const states: string[] = [];
+      const watch = setInterval(() => states.push(readFileSafe(`/proc/${pid}/stat`).split(') ')[1]?.[0] ?? '?'), 1);
+      let run: SnapResult;
+      try {
+        run = await runSnap(['dump', String(pid), '-o', join(out, 'x.tar.zst')], { env: { SNAP_JOURNAL_DIR: journalDir } });
+      } finally {
+        clearInterval(watch);
+      }
+      expect(run.exitCode, run.stderr).toBe(EXIT_CODES.targetRefused.code);
+      const errorLines = run.stderr.split('\n').filter((line) => line.startsWith('snap: error:'));
+      expect(errorLines).toHaveLength(1);
+      expect(errorLines[0]).toMatch(new RegExp(`pid ${pid} \\(sleep\\) is in a session whose leader is outside its PID namespace`));
+      expect(states.length).toBeGreaterThan(0);
+      expect(states.filter((s) => s !== 'S')).toEqual([]);
+      expect(readdirSync(out)).toEqual([]);
+      expect(readdirSync(journalDir)).toEqual([]);
+    } finally {
+      holder.kill('SIGKILL'); // its namespace's init, the sleep, dies with it
+      await once(holder, 'exit').catch(() => undefined);
+    }
+  });
+});
+
+function readFileSafe(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}

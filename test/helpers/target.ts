@@ -389,6 +389,8 @@ export async function startTarget(options: TargetOptions = {}): Promise<Target> 
       },
     );
     const stat = target.stat();
+    if (group === 'own-pgrp' && stat?.session === 0)
+      throw new Error(`worker ${target.pid} is in a session whose leader is outside this PID namespace, which criu refuses; run the suite with npm test`);
     const grouped =
       group === 'setsid' ? stat?.session === target.pid : group === 'own-pgrp' ? stat?.pgrp === target.pid && stat.session !== target.pid : true;
     if (!grouped) throw new Error(`worker ${target.pid} is not in the ${group} arrangement: pgrp ${stat?.pgrp}, session ${stat?.session}`);
