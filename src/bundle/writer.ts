@@ -6,7 +6,7 @@
 // bundle under its final name is always whole, and an existing file is never overwritten.
 
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, createWriteStream, fstatSync, fsyncSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, createWriteStream, fdatasync, fstatSync, fsyncSync, linkSync, openSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { open } from 'node:fs/promises'
 import type { Writable } from 'node:stream'
@@ -144,6 +144,32 @@ function buildHead(input: SealInput, manifest: Manifest, reserve: number): Buffe
   return Buffer.concat([compressed, filler(input.compression, reserve - compressed.length)])
 }
 
+/**
+ * Flushes the bundle to disk while it is still being written, one fdatasync at a time on a worker thread, so the
+ * fsync that makes it durable at the end has little left to do. Measured here on a 1 GiB bundle: that final fsync
+ * alone took 0.6-1 s when every page was still dirty, about the time it takes to compress the whole of it.
+ */
+class BackgroundFlush {
+  private inFlight: Promise<void> | undefined
+  private readonly timer: NodeJS.Timeout
+
+  constructor(private readonly fd: number, intervalMs = 200) {
+    this.timer = setInterval(() => {
+      if (this.inFlight) return
+      this.inFlight = new Promise<void>((resolve) => fdatasync(this.fd, () => resolve())).finally(() => {
+        this.inFlight = undefined
+      })
+    }, intervalMs)
+    this.timer.unref()
+  }
+
+  /** Stops flushing and waits for a flush still under way (its errors are the final fsync's to report). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer)
+    await this.inFlight
+  }
+}
+
 export interface SealResult {
   path: string
   size: number
@@ -160,16 +186,21 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
   let size: number
   try {
     const records: ArtifactRecord[] = []
-    const direct = input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
-    if (direct) {
-      // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
-      writeSync(fd, Buffer.alloc(reserve))
-      await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, records), direct.done])
-    } else {
-      const out = createWriteStream('', { fd, start: reserve, autoClose: false })
-      const z = compressor(input.compression)
-      if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, records), pipeline(z, out)])
-      else await writeEntries(out, input.workDir, input.artifacts, records)
+    const flushing = new BackgroundFlush(fd)
+    try {
+      const direct = input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
+      if (direct) {
+        // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
+        writeSync(fd, Buffer.alloc(reserve))
+        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, records), direct.done])
+      } else {
+        const out = createWriteStream('', { fd, start: reserve, autoClose: false })
+        const z = compressor(input.compression)
+        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, records), pipeline(z, out)])
+        else await writeEntries(out, input.workDir, input.artifacts, records)
+      }
+    } finally {
+      await flushing.stop()
     }
     manifest = input.manifest(records)
     const head = buildHead(input, manifest, reserve)
