@@ -232,24 +232,25 @@ export class DumpRun {
         workDir: null,
       })
       checkTargetAllowed(this.o.pid)
-      // The tool probes and the target's description are independent: run them side by side (preflight is not
-      // part of the freeze, but it is part of the time an engineer waits). Errors are reported criu first, then gdb.
-      const [criu, gdb] = await this.budget.unlessStopped(Promise.allSettled([findCriu(this.o.criu), findGdb(this.o.gdb)]), 'preflight (tool versions)')
+      // The tool probes, `criu check` and the target's description are independent: run them side by side (preflight
+      // is not part of the freeze, but it is part of the time an engineer waits; gdb alone takes 0.1 s to say its
+      // version here). Errors are reported in this order: criu, gdb, `criu check`, the target.
+      const criuFound = findCriu(this.o.criu)
+      const checked = this.o.skipCriuCheck ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c.path))
+      const [criu, gdb, check, target] = await this.budget.unlessStopped(
+        Promise.allSettled([criuFound, findGdb(this.o.gdb), checked, describeTarget(this.o.pid, { includeEnv: this.o.includeEnv })]),
+        'preflight (tool versions and `criu check`)',
+      )
       if (criu.status === 'rejected') throw criu.reason
       if (gdb.status === 'rejected') throw gdb.reason
       this.criu = criu.value
       this.gdb = gdb.value
       report(`criu ${this.criu.version} (${this.criu.path}), gdb ${this.gdb.version} (${this.gdb.path})`)
-      const [check, target] = await this.budget.unlessStopped(
-        Promise.all([
-          this.o.skipCriuCheck ? Promise.resolve(undefined) : criuCheck(this.criu.path),
-          describeTarget(this.o.pid, { includeEnv: this.o.includeEnv }),
-        ]),
-        'preflight (`criu check`)',
-      )
-      if (check && !check.ok)
-        throw new ToolError(`\`criu check\` fails on this host: ${check.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
-      this.target = target
+      if (check.status === 'rejected') throw check.reason
+      if (check.value && !check.value.ok)
+        throw new ToolError(`\`criu check\` fails on this host: ${check.value.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
+      if (target.status === 'rejected') throw target.reason
+      this.target = target.value
       assertSameProcess(this.identity, 'preflight')
       const rssBytes = (this.target.vmRssKiB ?? 0) * 1024
       // Core + images + bundle can all exist at once before the work directory is removed.

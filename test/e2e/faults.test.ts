@@ -79,7 +79,7 @@ describe('a running target, faulty tools', () => {
     const result = await dump.result;
     record(`criu-check-hang --timeout 5: snap exited ${(dump.runMs / 1000).toFixed(2)} s after it started`);
     expect(dump.runMs).toBeLessThan(10_000);
-    await expectCleanFailure(dump, result, 10, /preflight \(`criu check`\) ran past the --timeout of 5 s/);
+    await expectCleanFailure(dump, result, 10, /preflight \(tool versions and `criu check`\) ran past the --timeout of 5 s/);
     expect(target.readProgress().maxGapUs).toBeLessThan(300_000);
     await expectRunning(target);
   });

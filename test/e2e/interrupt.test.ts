@@ -127,7 +127,7 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
     dump.signal('SIGINT');
     const result = await dump.result;
     expect(performance.now() - dump.signalledAt!).toBeLessThan(3000);
-    await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during preflight \(`criu check`\); rolled back/);
+    await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during preflight \(tool versions and `criu check`\); rolled back/);
     expect(result.stderr).not.toMatch(/\[start\] Stop the target/);
     // Never stopped: the worker's longest pause since the reset is a scheduling hiccup, not a freeze.
     expect(target.readProgress().maxGapUs).toBeLessThan(300_000);
