@@ -31,7 +31,13 @@ function readMemory(pid: number, address: number, bytes: number): Buffer {
   const fd = openSync(`/proc/${pid}/mem`, 'r');
   try {
     const buffer = Buffer.alloc(bytes);
-    readSync(fd, buffer, 0, bytes, address);
+    // /proc/PID/mem may return less than asked for; an unread tail would look like zero pages.
+    let done = 0;
+    while (done < bytes) {
+      const n = readSync(fd, buffer, done, bytes - done, address + done);
+      if (n === 0) throw new Error(`/proc/${pid}/mem ended at ${done} of ${bytes} bytes`);
+      done += n;
+    }
     return buffer;
   } finally {
     closeSync(fd);
@@ -136,7 +142,10 @@ describe('worker fixture and target helpers', () => {
     for (let page = 0; page < memory.length; page += 4096) {
       if (memory.subarray(page, page + 4096).every((byte) => byte === 0)) zeroPages++;
     }
-    expect(zeroPages).toBe(0);
+    // The kernel merges the buffer with an adjacent anonymous mapping of the same kind (seen once: one zero page more
+    // than the buffer), so only the mapping's excess over the buffer may hold zero pages.
+    const excessPages = (end - start - (16 << 20)) / 4096;
+    expect(zeroPages, `${zeroPages} zero pages in a mapping of ${(end - start) / 4096} pages`).toBeLessThanOrEqual(excessPages);
 
     await target.waitUntilTicksAdvance(20);
     const later = readMemory(target.pid, start, end - start);
