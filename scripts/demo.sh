@@ -50,7 +50,8 @@ T_BACK=$(ticks)
 sleep 0.5
 T_LATER=$(ticks)
 echo "restored pid $RESTORED, state $(state $RESTORED), $(ls /proc/$RESTORED/task | wc -l) threads"
-echo "ticks: at the dump ~$T_DUMP, at the kill $T_KILL, right after restore $T_BACK, half a second later $T_LATER"
+# The capture point is the freeze, before the bundle was sealed, so the restored count starts below $T_DUMP.
+echo "ticks: when the dump finished $T_DUMP, at the kill $T_KILL, right after restore $T_BACK, half a second later $T_LATER"
 if [ "$T_BACK" -lt "$T_KILL" ] && [ "$T_LATER" -gt "$T_BACK" ]; then
   echo "=> the process came back from the capture point and its work goes on"
 else
