@@ -9,7 +9,7 @@ import { EXIT_CODES, type ExitKind } from '../../src/errors.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap, snapEntry, type SnapResult } from '../helpers/cli.js';
 import { nodeBin, repoRoot } from '../helpers/paths.js';
-import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
+import { cleanupAllTargets, readProcFile, readProcStat, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 const fakeTool = (name: string) => join(repoRoot, 'test', 'fixtures', 'fake-tools', name);
 
@@ -180,18 +180,18 @@ describe('a process whose session leader is outside its PID namespace', () => {
     const holder = spawn('unshare', ['--pid', '--fork', '--kill-child', '--', 'sleep', '600'], { stdio: 'ignore' });
     await once(holder, 'spawn');
     try {
-      let pid = 0;
-      for (let i = 0; i < 500 && pid === 0; i++) {
-        const children = readFileSafe(`/proc/${holder.pid}/task/${holder.pid}/children`).trim();
-        if (children !== '' && readFileSafe(`/proc/${children}/comm`).trim() === 'sleep') pid = Number(children);
-        else await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      expect(pid, 'the sleep inside the new PID namespace').toBeGreaterThan(0);
-      expect(readFileSafe(`/proc/${pid}/status`)).toMatch(/^NSsid:\s+\d+\s+0$/m);
+      const pid = await waitFor(
+        () => {
+          const child = Number(readProcFile(`/proc/${holder.pid}/task/${holder.pid}/children`)?.trim() || 0);
+          return child > 0 && readProcStat(child)?.comm === 'sleep' ? child : undefined;
+        },
+        { what: 'the sleep inside the new PID namespace' },
+      );
+      expect(readProcFile(`/proc/${pid}/status`)).toMatch(/^NSsid:\s+\d+\s+0$/m);
 
       const out = makeTempDir('snap-test-out-');
       const states: string[] = [];
-      const watch = setInterval(() => states.push(readFileSafe(`/proc/${pid}/stat`).split(') ')[1]?.[0] ?? '?'), 1);
+      const watch = setInterval(() => states.push(readProcStat(pid)?.state ?? '?'), 1);
       let run: SnapResult;
       try {
         run = await runSnap(['dump', String(pid), '-o', join(out, 'x.tar.zst')], { env: { SNAP_JOURNAL_DIR: journalDir } });
@@ -212,11 +212,3 @@ describe('a process whose session leader is outside its PID namespace', () => {
     }
   });
 });
-
-function readFileSafe(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}

@@ -70,7 +70,7 @@ export function parseProcStat(line: string): ProcStat {
 }
 
 /** Reads a /proc file of a process that may exit at any moment; undefined once it is gone. */
-function readProcFile(path: string): string | undefined {
+export function readProcFile(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
