@@ -11,12 +11,12 @@ import type { Compression } from '../bundle/compression.js'
 import {
   InterruptedError, RollbackIncompleteError, SnapError, StepFailedError, StepTimeoutError, ToolError, type InterruptSignal,
 } from '../errors.js'
-import { checkPrivileges, checkTargetAllowed } from '../target/access.js'
-import { describeCustody, describeHost, describeTarget } from '../target/describe.js'
-import { assertSameProcess, captureIdentity, checkIdentity, type TargetIdentity } from '../target/identity.js'
+import { checkPrivileges, checkTargetAllowed } from '../process/access.js'
+import { describeCustody, describeHost, describeTarget } from '../process/describe.js'
+import { assertSameProcess, captureIdentity, checkIdentity, type TargetIdentity } from '../process/identity.js'
 import {
   bringToFinalState, bringToSigstopStop, observeRunState, threadsNotStopped, waitUntilAllStopped, type ObservedState, type StopResult,
-} from '../target/stop.js'
+} from '../process/stop.js'
 import { criuCheck, criuDumpArgs, criuErrorLines, findCriu, stopConversionScript, type CriuInfo } from '../tools/criu.js'
 import { keepLog } from '../tools/kept-log.js'
 import { writeCoreFromImages } from '../corefile/index.js'
@@ -26,8 +26,8 @@ import { queryTool, round, runTool, startTool, stopAllTools, tailLines, type Sta
 import type { Progress, ProgressStep } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
 import { Journal } from './journal.js'
-import { pollUntil } from '../target/poll.js'
-import { readStat, readStatus } from '../target/proc.js'
+import { pollUntil } from '../process/poll.js'
+import { readStat, readStatus } from '../process/proc.js'
 import { signBytes } from '../bundle/signature.js'
 
 export interface DumpOptions {

@@ -5,8 +5,8 @@ import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, r
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LockedError } from '../errors.js'
-import type { TargetIdentity } from '../target/identity.js'
-import { readStat } from '../target/proc.js'
+import type { TargetIdentity } from '../process/identity.js'
+import { readStat } from '../process/proc.js'
 
 export interface JournalEntry {
   version: 1

@@ -4,10 +4,10 @@
 import { readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
-import { checkIdentity } from '../target/identity.js'
-import { bringToFinalState } from '../target/stop.js'
-import { pollUntil } from '../target/poll.js'
-import { readStat, readStatus } from '../target/proc.js'
+import { checkIdentity } from '../process/identity.js'
+import { bringToFinalState } from '../process/stop.js'
+import { pollUntil } from '../process/poll.js'
+import { readStat, readStatus } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 
 export interface RecoveryAction {

@@ -8,7 +8,7 @@ import { sha256File } from '../bundle/hash.js'
 import type { Manifest } from '../bundle/manifest.js'
 import { RestoreRefusedError } from '../errors.js'
 import { compareVersions, parseVersion } from '../tools/locate.js'
-import { readStat } from '../target/proc.js'
+import { readStat } from '../process/proc.js'
 
 export interface PreflightFindings {
   warnings: string[]

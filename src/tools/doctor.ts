@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { SnapError } from '../errors.js'
-import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope } from '../target/proc.js'
+import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
 import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
 import { findGdb, MIN_GDB } from './gdb.js'
 import { locateTool } from './locate.js'

@@ -3,8 +3,8 @@
 
 import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs'
 import { execa } from 'execa'
-import { pollUntil } from '../target/poll.js'
-import { readStat } from '../target/proc.js'
+import { pollUntil } from '../process/poll.js'
+import { readStat } from '../process/proc.js'
 
 export interface ToolRunOptions {
   timeoutMs: number

@@ -1,6 +1,6 @@
 // parseStat: /proc/PID/stat lines whose comm holds spaces and parentheses, which a naive split gets wrong.
 import { describe, expect, it } from 'vitest';
-import { parseStat } from '../../src/target/proc.js';
+import { parseStat } from '../../src/process/proc.js';
 
 /** A stat line with every field up to 22 (start time); fields 8-19 and 21 are filler. */
 function statLine(pid: number, comm: string, state: string, opts: { ppid?: number; threads?: number; start?: number } = {}): string {

@@ -1,6 +1,6 @@
 // sessionLeaderHidden: reading /proc/PID/status NSsid, whose last id is the one the task itself sees.
 import { describe, expect, it } from 'vitest';
-import { sessionLeaderHidden } from '../../src/target/access.js';
+import { sessionLeaderHidden } from '../../src/process/access.js';
 
 describe('sessionLeaderHidden', () => {
   it('a session visible in the only namespace', () => {
