@@ -6,11 +6,17 @@
 #
 #   1. apt packages: gdb (gcore), elfutils (eu-stack), zstd, gcc, libc6-dev, make, python3,
 #      python3-protobuf (for crit); npm too if there is none.
-#   2. CRIU >= 4. Debian 12's criu 3.17 fails on recent kernels, and installing trixie's criu would
-#      upgrade libc6 and friends. Instead, trixie's criu and exactly the libraries it links are
-#      unpacked into the private prefix /opt/procsnap/criu and run through that prefix's own
-#      loader by the wrapper /opt/procsnap/bin/criu (linked from /usr/local/sbin/criu).
-#      trixie's pure-Python crit goes in the same prefix, run by /usr/bin/python3 (/opt/procsnap/bin/crit).
+#   2. CRIU >= 4.2. Debian 12's criu 3.17 fails on recent kernels, and 4.1 cannot dump a process
+#      holding any AF_INET socket on them. Installing forky's criu 4.2 would upgrade libc6 and
+#      friends. Instead, forky's criu (with its libcompel1, libnet9 and libnl-3-200) and exactly the
+#      trixie libraries it links are unpacked into the private prefix /opt/procsnap/criu and run
+#      through that prefix's own loader by the wrapper /opt/procsnap/bin/criu (linked from
+#      /usr/local/sbin/criu). An older prefix (4.1) is replaced. crit must come from the same CRIU
+#      (4.2 moved the pagemap's page count): forky's pure-Python crit goes in the same prefix, run
+#      by /usr/bin/python3 (/opt/procsnap/bin/crit).
+#   2b. The real services the tests capture, from Debian (redis, nginx, PostgreSQL, a JRE, runc,
+#      busybox-static) and iptables, which criu needs to lock the network around established TCP
+#      connections. Installed with service start-up disabled: nothing is left listening.
 #   3. npm ci when node_modules is missing or stale (Node 24 comes from the `node` devDependency).
 #   4. tsc when src/, manifests/, tsconfig.json or package.json changed since dist/.build-stamp.
 #   5. test/fixtures/*.c -> test/fixtures/bin/NAME when missing or older than the source.
@@ -42,20 +48,25 @@ CRIT_WRAPPER=$PREFIX_ROOT/bin/crit
 CRIU_LINK=/usr/local/sbin/criu
 APT_SOURCE=/etc/apt/sources.list.d/procsnap-trixie.list
 APT_PIN=/etc/apt/preferences.d/procsnap-trixie
+FORKY_SOURCE=/etc/apt/sources.list.d/procsnap-forky.list
+FORKY_PIN=/etc/apt/preferences.d/procsnap-forky
+CRIU_MIN_MINOR=2 # criu 4.x with x >= this
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
-APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf)
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables)
+# The real services the tests capture (each test starts its own instance on 127.0.0.1).
+SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jre-headless runc busybox-static)
 
-# trixie packages unpacked into the prefix: criu, its declared Depends closure (checked against the
-# NEEDED closure of /usr/sbin/criu: every one of these sonames is linked; nothing else is), and crit.
+# forky packages unpacked into the prefix: criu 4.2 and what it needs newer than trixie has, and crit.
+FORKY_PACKAGES=(criu libcompel1 libnet9 libnl-3-200 python3-pycriu)
+# trixie packages unpacked beside them: the rest of criu's declared Depends closure (checked against the
+# NEEDED closure of /usr/sbin/criu: every one of these sonames is linked; nothing else is).
 TRIXIE_PACKAGES=(
-  criu libcompel1
   libc6 libgcc-s1
   libbsd0 libmd0
   libgnutls30t64 libnettle8t64 libhogweed6t64 libgmp10 libp11-kit0 libffi8 libidn2-0 libunistring5 libtasn1-6
   libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4
-  libnet1 libnl-3-200 libprotobuf-c1 libuuid1
-  python3-pycriu
+  libprotobuf-c1 libuuid1
 )
 
 CLEANUP=()
@@ -75,13 +86,15 @@ apt_update_once() {
 
 # ---------------------------------------------------------------- CRIU probes
 
-# criu_ok CMD...: CMD reports version >= 4 and (as root) `criu check` passes.
+# criu_ok CMD...: CMD reports version >= 4.$CRIU_MIN_MINOR and (as root) `criu check` passes.
 # Judged by exit status only: every criu run here prints an rlimit "Error" line and still succeeds.
 criu_ok() {
-  local out major
+  local out major minor
   out=$("$@" --version 2>/dev/null) || return 1
   major=$(sed -n 's/^Version: *\([0-9][0-9]*\)\..*/\1/p' <<<"$out" | head -n1)
-  [[ -n $major ]] && ((major >= 4)) || return 1
+  minor=$(sed -n 's/^Version: *[0-9][0-9]*\.\([0-9][0-9]*\).*/\1/p' <<<"$out" | head -n1)
+  [[ -n $major && -n $minor ]] || return 1
+  ((major > 4 || (major == 4 && minor >= CRIU_MIN_MINOR))) || return 1
   [[ $EUID -ne 0 ]] && return 0 # criu check needs root; the version is all we can tell
   "$@" check >/dev/null 2>&1
 }
@@ -106,23 +119,33 @@ fi
 # ---------------------------------------------------------------- 1. apt packages
 
 missing=()
-installed=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${APT_PACKAGES[@]}" 2>/dev/null || true)
-for p in "${APT_PACKAGES[@]}"; do
+ALL_PACKAGES=("${APT_PACKAGES[@]}" "${SERVICE_PACKAGES[@]}")
+installed=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' "${ALL_PACKAGES[@]}" 2>/dev/null || true)
+for p in "${ALL_PACKAGES[@]}"; do
   grep -qx "installed $p" <<<"$installed" || missing+=("$p")
 done
 command -v npm >/dev/null || missing+=(npm)
 
+# pin_release NAME SOURCE PIN: release NAME in its own sources file, pinned at priority 1 so that no upgrade ever
+# comes from it (it is only there for `apt-get download`).
+pin_release() {
+  local name=$1 src_file=$2 pin_file=$3 want_src want_pin
+  want_src="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $name main"
+  want_pin="# procsnap: $name is only here so scripts/setup.sh can apt-get download criu into /opt/procsnap."$'\n'"# Priority 1: nothing installed is ever upgraded from $name."$'\n'"Package: *"$'\n'"Pin: release n=$name"$'\n'"Pin-Priority: 1"
+  if [[ ! -f $pin_file || $(<"$pin_file") != "$want_pin" ]]; then
+    printf '%s\n' "$want_pin" >"$pin_file.tmp" && mv -f "$pin_file.tmp" "$pin_file"
+    APT_UPDATED=0
+  fi
+  if [[ ! -f $src_file || $(<"$src_file") != "$want_src" ]]; then
+    printf '%s\n' "$want_src" >"$src_file.tmp" && mv -f "$src_file.tmp" "$src_file"
+    APT_UPDATED=0
+  fi
+}
+
 if [[ $CRIU_STATE == install ]]; then
   need_root "installing CRIU"
-  # trixie in its own sources file, pinned at priority 1 so that no upgrade ever comes from it
-  want_src='deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main'
-  want_pin=$'# procsnap: trixie is only here so scripts/setup.sh can apt-get download criu 4 into /opt/procsnap.\n# Priority 1: nothing installed is ever upgraded from trixie.\nPackage: *\nPin: release n=trixie\nPin-Priority: 1'
-  if [[ ! -f $APT_PIN || $(<"$APT_PIN") != "$want_pin" ]]; then
-    printf '%s\n' "$want_pin" >"$APT_PIN.tmp" && mv -f "$APT_PIN.tmp" "$APT_PIN"
-  fi
-  if [[ ! -f $APT_SOURCE || $(<"$APT_SOURCE") != "$want_src" ]]; then
-    printf '%s\n' "$want_src" >"$APT_SOURCE.tmp" && mv -f "$APT_SOURCE.tmp" "$APT_SOURCE"
-  fi
+  pin_release trixie "$APT_SOURCE" "$APT_PIN"
+  pin_release forky "$FORKY_SOURCE" "$FORKY_PIN"
 fi
 
 if ((${#missing[@]})) || [[ $CRIU_STATE == install ]]; then
@@ -132,6 +155,13 @@ fi
 
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
+  # Packaged services must not start (or stay) running on the host: the tests start their own instances on
+  # loopback. A policy-rc.d that says "not now" is how Debian lets an installer ask for that.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\n# procsnap setup: no service starts while packages are installed\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    CLEANUP+=(/usr/sbin/policy-rc.d)
+  fi
   apt-get install -y -q --no-install-recommends \
     -o DPkg::Lock::Timeout=300 \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
@@ -144,7 +174,7 @@ write_wrappers() {
   mkdir -p "$PREFIX_ROOT/bin"
   cat >"$CRIU_WRAPPER.tmp" <<EOF
 #!/bin/sh
-# Written by procsnap scripts/setup.sh: Debian trixie's criu, run through its own loader and libraries
+# Written by procsnap scripts/setup.sh: Debian forky's criu, run through its own loader and libraries
 # in $CRIU_PREFIX (the system's libc is too old for it; nothing on the system was upgraded).
 P=$CRIU_PREFIX
 L=\$P/usr/lib/x86_64-linux-gnu
@@ -171,7 +201,7 @@ ensure_crit() {
   [[ -f $CRIU_PREFIX/usr/bin/crit && -x $SYS_PYTHON ]] || return 0
   cat >"$CRIT_WRAPPER.tmp" <<EOF
 #!/bin/sh
-# Written by procsnap scripts/setup.sh: Debian trixie's crit (pure Python) on the system python3.
+# Written by procsnap scripts/setup.sh: Debian forky's crit (pure Python, the same CRIU version) on the system python3.
 PYTHONPATH=$CRIU_PREFIX/usr/lib/python3/dist-packages exec $SYS_PYTHON -s $CRIU_PREFIX/usr/bin/crit "\$@"
 EOF
   chmod 0755 "$CRIT_WRAPPER.tmp"
@@ -184,14 +214,14 @@ EOF
 }
 
 install_criu() {
-  log "installing CRIU 4 from Debian trixie into $CRIU_PREFIX"
+  log "installing CRIU 4.2 from Debian forky (libraries from trixie) into $CRIU_PREFIX"
   mkdir -p "$PREFIX_ROOT"
   local debs stage old
   debs=$(mktemp -d /tmp/procsnap-debs.XXXXXX)
   CLEANUP+=("$debs")
   chown _apt "$debs" 2>/dev/null || true # lets apt download without its "unsandboxed" warning
-  (cd "$debs" && apt-get download -qq "${TRIXIE_PACKAGES[@]/%//trixie}" </dev/null) ||
-    die "apt-get download of trixie packages failed"
+  (cd "$debs" && apt-get download -qq "${FORKY_PACKAGES[@]/%//forky}" "${TRIXIE_PACKAGES[@]/%//trixie}" </dev/null) ||
+    die "apt-get download of the forky and trixie packages failed"
 
   stage=$(mktemp -d "$PREFIX_ROOT/.criu.new.XXXXXX")
   CLEANUP+=("$stage")
