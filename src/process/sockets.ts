@@ -1,0 +1,445 @@
+// The sockets a process tree holds, as the kernel describes them in /proc: which fd is which socket, its address,
+// state and queue. Read-only; the decisions about them are in dump-plan.ts.
+
+import { execFileSync } from 'node:child_process'
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { endianness } from 'node:os'
+
+export type SocketFamily = 'inet' | 'inet6' | 'unix' | 'netlink' | 'other'
+
+export interface HeldSocket {
+  fd: number
+  inode: number
+  family: SocketFamily
+  /** 'tcp', 'udp', 'raw' for inet; 'stream', 'dgram', 'seqpacket' for unix; the protocol number for netlink; '' when unknown. */
+  proto: string
+  /** TCP state names for inet (UDP uses them too: ESTABLISHED is a connected UDP socket, CLOSE an unconnected one);
+   *  LISTEN, CONNECTED, UNCONNECTED, CONNECTING, DISCONNECTING for unix; '' when unknown. */
+  state: string
+  /** "127.0.0.1:8080", "[::1]:8080"; a unix socket's path ('@' starts an abstract name), '' when unbound. */
+  local: string
+  remote: string
+  localPort?: number
+  remotePort?: number
+  /** LISTEN TCP (rx_queue) and listening unix (ss Recv-Q): connections waiting in the accept queue. */
+  acceptBacklog?: number
+  /** unix: the bound path, when it has one. */
+  path?: string
+  /** unix: the inode of the socket at the other end, from sock_diag through `ss` (absent when ss could not be asked). */
+  peer?: number
+  /** unix: the peer's bound path, when it has one. */
+  peerPath?: string
+}
+
+export interface FdLink {
+  fd: number
+  link: string
+}
+
+export interface TreeSockets {
+  byPid: Record<number, HeldSocket[]>
+  /** fds whose link is anon_inode:[io_uring]. */
+  ioUringFds: Record<number, number[]>
+  /** Whether unix peers are known: /proc/net/unix does not show them, `ss` (sock_diag UNIX_DIAG_PEER) does. */
+  unixPeers: 'ss' | 'unknown'
+  /** What could not be read, for the person reading the plan. */
+  notes: string[]
+}
+
+/** Every fd and what it points to. A fd closed between the listing and the readlink is left out. */
+export function readFdLinks(pid: number): FdLink[] {
+  let names: string[]
+  try {
+    names = readdirSync(`/proc/${pid}/fd`)
+  } catch {
+    return []
+  }
+  const out: FdLink[] = []
+  for (const name of names) {
+    try {
+      out.push({ fd: Number(name), link: readlinkSync(`/proc/${pid}/fd/${name}`) })
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out.sort((a, b) => a.fd - b.fd)
+}
+
+export function socketInodeOf(link: string): number | undefined {
+  const m = /^socket:\[(\d+)\]$/.exec(link)
+  return m?.[1] ? Number(m[1]) : undefined
+}
+
+export const IO_URING_LINK = 'anon_inode:[io_uring]'
+
+// include/net/tcp_states.h
+const TCP_STATES: Record<number, string> = {
+  0x01: 'ESTABLISHED',
+  0x02: 'SYN_SENT',
+  0x03: 'SYN_RECV',
+  0x04: 'FIN_WAIT1',
+  0x05: 'FIN_WAIT2',
+  0x06: 'TIME_WAIT',
+  0x07: 'CLOSE',
+  0x08: 'CLOSE_WAIT',
+  0x09: 'LAST_ACK',
+  0x0a: 'LISTEN',
+  0x0b: 'CLOSING',
+  0x0c: 'NEW_SYN_RECV',
+}
+
+export function tcpStateName(hex: string): string {
+  return TCP_STATES[parseInt(hex, 16)] ?? `UNKNOWN(${hex})`
+}
+
+export interface InetRow {
+  family: 'inet' | 'inet6'
+  local: string
+  remote: string
+  localAddress: string
+  localPort: number
+  remoteAddress: string
+  remotePort: number
+  stateHex: string
+  state: string
+  txQueue: number
+  rxQueue: number
+  uid: number
+  inode: number
+}
+
+/** The kernel prints each 32-bit word of the address in host order (%08X): on a little-endian CPU its bytes are
+ *  reversed from the network order. */
+function addressBytes(hex: string, littleEndian: boolean): number[] {
+  const bytes: number[] = []
+  for (let w = 0; w < hex.length; w += 8) {
+    const word = hex.slice(w, w + 8)
+    const wb = [0, 2, 4, 6].map((i) => parseInt(word.slice(i, i + 2), 16))
+    bytes.push(...(littleEndian ? wb.reverse() : wb))
+  }
+  return bytes
+}
+
+/** RFC 5952 text: the longest run of zero groups (two or more) becomes '::'; an IPv4-mapped address ends dotted. */
+export function formatIpv6(bytes: number[]): string {
+  const groups: number[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0))
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${bytes.slice(12).join('.')}`
+  let bestStart = -1
+  let bestLen = 0
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++
+      continue
+    }
+    let j = i
+    while (j < 8 && groups[j] === 0) j++
+    if (j - i > bestLen) {
+      bestStart = i
+      bestLen = j - i
+    }
+    i = j
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(':')
+  if (bestLen < 2) return hex(groups)
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`
+}
+
+function decodeEndpoint(text: string, littleEndian: boolean): { family: 'inet' | 'inet6'; address: string; port: number; shown: string } {
+  const [hex = '', portHex = '0'] = text.split(':')
+  const port = parseInt(portHex, 16)
+  const bytes = addressBytes(hex, littleEndian)
+  if (hex.length === 8) {
+    const address = bytes.join('.')
+    return { family: 'inet', address, port, shown: `${address}:${port}` }
+  }
+  const address = formatIpv6(bytes)
+  return { family: 'inet6', address, port, shown: `[${address}]:${port}` }
+}
+
+/**
+ * /proc/net/{tcp,tcp6,udp,udp6,raw,raw6}: one socket a line, "sl local rem st tx_queue:rx_queue tr:when retrnsmt uid
+ * timeout inode ...". The family follows from the address width (8 hex digits or 32).
+ */
+export function parseInetTable(text: string, littleEndian = endianness() === 'LE'): InetRow[] {
+  const rows: InetRow[] = []
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/)
+    if (f.length < 10 || !/^\d+:$/.test(f[0] ?? '')) continue
+    const local = decodeEndpoint(f[1]!, littleEndian)
+    const remote = decodeEndpoint(f[2]!, littleEndian)
+    const [tx = '0', rx = '0'] = (f[4] ?? '').split(':')
+    rows.push({
+      family: local.family,
+      local: local.shown,
+      remote: remote.shown,
+      localAddress: local.address,
+      localPort: local.port,
+      remoteAddress: remote.address,
+      remotePort: remote.port,
+      stateHex: f[3]!.toUpperCase(),
+      state: tcpStateName(f[3]!),
+      txQueue: parseInt(tx, 16),
+      rxQueue: parseInt(rx, 16),
+      uid: Number(f[7]),
+      inode: Number(f[9]),
+    })
+  }
+  return rows
+}
+
+/** The TCP tables are the inet format; the name says which table the caller reads. */
+export const parseTcpTable = parseInetTable
+
+export interface UnixRow {
+  inode: number
+  refCount: number
+  flags: number
+  type: string
+  state: string
+  /** __SO_ACCEPTCON in Flags: the socket called listen(). */
+  listening: boolean
+  path?: string
+}
+
+// include/linux/net.h: socket types and socket_state.
+const UNIX_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 3: 'raw', 4: 'rdm', 5: 'seqpacket' }
+const SOCKET_STATES: Record<number, string> = { 0: 'FREE', 1: 'UNCONNECTED', 2: 'CONNECTING', 3: 'CONNECTED', 4: 'DISCONNECTING' }
+const SO_ACCEPTCON = 0x10000
+
+/** /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path". The path is the rest of the line (it may hold
+ *  spaces); an abstract name starts with '@'. It shows no peer. An embryo waiting in an accept queue has inode 0. */
+export function parseUnixTable(text: string): UnixRow[] {
+  const rows: UnixRow[] = []
+  for (const line of text.split('\n')) {
+    const m = /^\s*[0-9a-fA-F]+:\s+([0-9a-fA-F]+)\s+[0-9a-fA-F]+\s+([0-9a-fA-F]+)\s+([0-9a-fA-F]+)\s+([0-9a-fA-F]+)\s+(\d+)(?: (.*))?$/.exec(line)
+    if (!m) continue
+    const flags = parseInt(m[2]!, 16)
+    const listening = (flags & SO_ACCEPTCON) !== 0
+    const type = parseInt(m[3]!, 16)
+    const st = parseInt(m[4]!, 16)
+    const row: UnixRow = {
+      inode: Number(m[5]),
+      refCount: parseInt(m[1]!, 16),
+      flags,
+      type: UNIX_TYPES[type] ?? `type${type}`,
+      state: listening ? 'LISTEN' : (SOCKET_STATES[st] ?? `state${st}`),
+      listening,
+    }
+    if (m[6] !== undefined && m[6].length > 0) row.path = m[6]
+    rows.push(row)
+  }
+  return rows
+}
+
+export interface InodeRow {
+  inode: number
+  protocol: number
+}
+
+/** /proc/net/netlink ("sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode") and /proc/net/packet ("sk RefCnt Type
+ *  Proto Iface R Rmem User Inode"): the inode is the last column. An unbound netlink socket is not listed. */
+export function parseLastColumnInodes(text: string, protocolColumn: number): InodeRow[] {
+  const rows: InodeRow[] = []
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/)
+    if (f.length < 2) continue
+    const inode = Number(f.at(-1))
+    if (Number.isInteger(inode)) rows.push({ inode, protocol: parseInt(f[protocolColumn] ?? '0', 16) })
+  }
+  return rows
+}
+
+export interface SsUnixRow {
+  netid: string
+  state: string
+  recvQ: number
+  sendQ: number
+  local: string
+  inode: number
+  peerName: string
+  peer: number
+}
+
+/**
+ * `ss -xan` (iproute2): "Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port", where the unix "port" is the
+ * inode and a missing name is '*'. For a listening socket Recv-Q is the accept backlog. A name with spaces is taken
+ * whole: the two inodes are the last numbers before an optional users:(...) column.
+ */
+export function parseSsUnix(text: string): SsUnixRow[] {
+  const rows: SsUnixRow[] = []
+  for (const line of text.split('\n')) {
+    const m = /^(u_\w+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(.*?)\s+(\d+)\s+(.*?)\s+(\d+)(?:\s+users:.*)?\s*$/.exec(line)
+    if (!m) continue
+    rows.push({
+      netid: m[1]!,
+      state: m[2]!,
+      recvQ: Number(m[3]),
+      sendQ: Number(m[4]),
+      local: m[5]!,
+      inode: Number(m[6]),
+      peerName: m[7]!,
+      peer: Number(m[8]),
+    })
+  }
+  return rows
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
+interface NetnsTables {
+  inet: Map<number, InetRow & { proto: string }>
+  unix: Map<number, UnixRow>
+  netlink: Map<number, InodeRow>
+  packet: Map<number, InodeRow>
+  ss?: Map<number, SsUnixRow>
+}
+
+/** One netns's tables, read through a process in it: /proc/PID/net is the net namespace of PID, not of the reader. */
+function readNetnsTables(pid: number): NetnsTables {
+  const inet = new Map<number, InetRow & { proto: string }>()
+  for (const proto of ['tcp', 'udp', 'raw']) {
+    for (const table of [proto, `${proto}6`]) {
+      for (const row of parseInetTable(readText(`/proc/${pid}/net/${table}`))) {
+        // A TCP socket in its accept queue or in TIME_WAIT has inode 0: it belongs to no fd.
+        if (row.inode !== 0) inet.set(row.inode, { ...row, proto })
+      }
+    }
+  }
+  const unix = new Map(parseUnixTable(readText(`/proc/${pid}/net/unix`)).filter((r) => r.inode !== 0).map((r) => [r.inode, r]))
+  const netlink = new Map(parseLastColumnInodes(readText(`/proc/${pid}/net/netlink`), 1).map((r) => [r.inode, r]))
+  const packet = new Map(parseLastColumnInodes(readText(`/proc/${pid}/net/packet`), 3).map((r) => [r.inode, r]))
+  return { inet, unix, netlink, packet }
+}
+
+/** Where `ss` and `nsenter` are; by default found on PATH when run. */
+export interface PeerTools {
+  ss?: string
+  nsenter?: string
+}
+
+/**
+ * The unix peers of one netns from `ss -xan` (sock_diag UNIX_DIAG_PEER): /proc shows no peers. A netns other than
+ * snap's own is entered with nsenter, which needs CAP_SYS_ADMIN (snap runs as root for criu anyway). Undefined when
+ * neither can be run.
+ */
+function readSsPeers(pid: number, ownNetns: boolean, tools: PeerTools): Map<number, SsUnixRow> | undefined {
+  const ss = tools.ss ?? 'ss'
+  const [command, args] = ownNetns ? [ss, ['-xan']] : [tools.nsenter ?? 'nsenter', [`--net=/proc/${pid}/ns/net`, '--', ss, '-xan']]
+  try {
+    const out = execFileSync(command, args, { encoding: 'utf8', timeout: 10_000, maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'ignore'] })
+    return new Map(parseSsUnix(out).map((r) => [r.inode, r]))
+  } catch {
+    return undefined
+  }
+}
+
+function describeSocket(fd: number, inode: number, t: NetnsTables): HeldSocket {
+  const inet = t.inet.get(inode)
+  if (inet) {
+    const s: HeldSocket = {
+      fd,
+      inode,
+      family: inet.family,
+      proto: inet.proto,
+      state: inet.state,
+      local: inet.local,
+      remote: inet.remote,
+      localPort: inet.localPort,
+      remotePort: inet.remotePort,
+    }
+    // For a LISTEN socket the kernel reports sk_ack_backlog, the accept queue's length, as rx_queue.
+    if (inet.proto === 'tcp' && inet.state === 'LISTEN') s.acceptBacklog = inet.rxQueue
+    return s
+  }
+  const unix = t.unix.get(inode)
+  if (unix) {
+    const s: HeldSocket = { fd, inode, family: 'unix', proto: unix.type, state: unix.state, local: unix.path ?? '', remote: '' }
+    if (unix.path !== undefined) s.path = unix.path
+    const ss = t.ss?.get(inode)
+    if (ss) {
+      s.peer = ss.peer
+      const peerPath = ss.peer !== 0 ? (t.unix.get(ss.peer)?.path ?? (ss.peerName !== '*' ? ss.peerName : undefined)) : undefined
+      if (peerPath !== undefined) {
+        s.peerPath = peerPath
+        s.remote = peerPath
+      }
+      if (unix.listening) s.acceptBacklog = ss.recvQ
+    }
+    return s
+  }
+  const nl = t.netlink.get(inode)
+  if (nl) return { fd, inode, family: 'netlink', proto: String(nl.protocol), state: '', local: '', remote: '' }
+  const packet = t.packet.get(inode)
+  if (packet) return { fd, inode, family: 'other', proto: 'packet', state: '', local: '', remote: '' }
+  return { fd, inode, family: 'other', proto: '', state: '', local: '', remote: '' }
+}
+
+/** What is known of one netns so far: its tables, and whether `ss` was asked for its unix peers yet. */
+interface NetnsState {
+  tables: NetnsTables
+  ssTried: boolean
+  /** The tables were read again, once, for a socket they did not list (made after the first read). */
+  refreshed: boolean
+}
+
+function isListed(t: NetnsTables, inode: number): boolean {
+  return t.inet.has(inode) || t.unix.has(inode) || t.netlink.has(inode) || t.packet.has(inode)
+}
+
+/**
+ * The sockets (and io_uring instances) each pid holds. The tables are read once per network namespace, through the
+ * first pid seen in it (again, once, if a later pid holds a socket they do not list). fdLinks, when the caller already
+ * read them, saves reading every fd link twice.
+ */
+export function readTreeSockets(pids: number[], fdLinks?: Map<number, FdLink[]>, tools: PeerTools = {}): TreeSockets {
+  const result: TreeSockets = { byPid: {}, ioUringFds: {}, unixPeers: 'ss', notes: [] }
+  const ownNetns = readLinkOrEmpty('/proc/self/ns/net')
+  const byNetns = new Map<string, NetnsState>()
+  for (const pid of pids) {
+    const links = fdLinks?.get(pid) ?? readFdLinks(pid)
+    const sockets = links.flatMap((l) => {
+      const inode = socketInodeOf(l.link)
+      return inode === undefined ? [] : [{ fd: l.fd, inode }]
+    })
+    result.ioUringFds[pid] = links.filter((l) => l.link === IO_URING_LINK).map((l) => l.fd)
+    result.byPid[pid] = []
+    if (sockets.length === 0) continue
+    const netns = readLinkOrEmpty(`/proc/${pid}/ns/net`) || `pid ${pid}`
+    let state = byNetns.get(netns)
+    if (!state) {
+      state = { tables: readNetnsTables(pid), ssTried: false, refreshed: false }
+      byNetns.set(netns, state)
+    } else if (!state.refreshed && sockets.some((s) => !isListed(state!.tables, s.inode))) {
+      // Peers are asked again too, if needed: the new socket's would not be in the first answer.
+      state = { tables: readNetnsTables(pid), ssTried: false, refreshed: true }
+      byNetns.set(netns, state)
+    }
+    const tables = state.tables
+    if (!state.ssTried && sockets.some((s) => tables.unix.has(s.inode))) {
+      state.ssTried = true
+      const ss = readSsPeers(pid, netns === ownNetns, tools)
+      if (ss) tables.ss = ss
+      else {
+        result.unixPeers = 'unknown'
+        result.notes.push(`unix socket peers in ${netns} unknown: \`ss -xan\`${netns === ownNetns ? '' : ' through nsenter'} could not be run`)
+      }
+    }
+    result.byPid[pid] = sockets.map((s) => describeSocket(s.fd, s.inode, tables))
+  }
+  return result
+}
+
+function readLinkOrEmpty(path: string): string {
+  try {
+    return readlinkSync(path)
+  } catch {
+    return ''
+  }
+}
