@@ -4,7 +4,7 @@
 export const EXIT_CODES = {
   usage: { code: 2, meaning: 'bad arguments: a pid that is not a number, conflicting flags' },
   targetNotFound: { code: 3, meaning: 'the target pid does not exist (or exited before anything was done)' },
-  targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced, a session criu cannot dump' },
+  targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced, a session criu cannot dump, or a tree criu cannot checkpoint (io_uring, SysV shm of the host, another uid without CAP_SYS_RESOURCE, a nested PID namespace, a worker instead of its master): nothing was sent; `--core-only` still takes the cores' },
   permission: { code: 5, meaning: 'not allowed to trace the target (uid, capabilities, ptrace_scope)' },
   toolMissing: { code: 6, meaning: 'criu or gdb missing, too old, or `criu check` fails' },
   output: { code: 7, meaning: 'the output path is unusable: missing directory, not a directory, exists, no room, unsafe' },
@@ -15,7 +15,7 @@ export const EXIT_CODES = {
   restoreRefused: { code: 12, meaning: 'restore preflight refused: pid taken, file changed, host differs' },
   restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
   locked: { code: 14, meaning: 'another snap is already working on this target' },
-  rollbackIncomplete: { code: 15, meaning: 'the target could not be put back in its original state: act on the message now' },
+  rollbackIncomplete: { code: 15, meaning: 'a process of the tree could not be put back in its found state, or died while a tool held it (never reported as put back): act on the message now' },
   internal: { code: 70, meaning: 'a bug in snap (an unexpected error); the target was put back; run again with --debug and report it' },
   interruptedHup: { code: 129, meaning: 'snap got SIGHUP; it rolled back and stopped' },
   interruptedInt: { code: 130, meaning: 'snap got SIGINT (Ctrl+C); it rolled back and stopped' },

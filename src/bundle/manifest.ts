@@ -1,8 +1,10 @@
 // The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v1.schema.json
-// is its JSON Schema; test/unit/manifest-schema.test.ts validates real manifests against it so the two agree.
+// (and v1 before it, still read) is its JSON Schema; test/unit/manifest-schema.test.ts validates real manifests against it so the two agree.
 
 export const MANIFEST_FORMAT = 'procsnap-bundle'
-export const MANIFEST_SCHEMA_VERSION = 1
+/** v2: the tree (processes), a core per process, why each criu option, core-only bundles. v1 bundles still read. */
+export const MANIFEST_SCHEMA_VERSION = 2
+export const OLDEST_READ_SCHEMA_VERSION = 1
 export const MANIFEST_ENTRY = 'manifest.json'
 export const SIGNATURE_ENTRY = 'manifest.sig'
 
@@ -10,7 +12,7 @@ export type RunState = 'running' | 'stopped'
 export type FinalState = 'running' | 'stopped' | 'killed'
 export type StepStatus = 'ok' | 'failed' | 'skipped'
 export type ArtifactKind = 'core' | 'criu-image' | 'log' | 'stacks'
-export type DumpMode = 'standard' | 'short-freeze'
+export type DumpMode = 'standard' | 'short-freeze' | 'core-only'
 
 export interface ThreadRecord {
   tid: number
@@ -53,6 +55,25 @@ export interface TargetRecord {
   treePids: number[]
 }
 
+/** One process of the dumped tree. */
+export interface ProcessRecord {
+  pid: number
+  ppid: number
+  pgid: number | null
+  sid: number | null
+  comm: string
+  threads: number
+  tids: number[]
+  /** The state it was found in, before any signal. */
+  found: RunState
+  /** The state it was left in, confirmed in /proc ('killed' with --leave killed). */
+  left: RunState | 'killed' | 'gone' | 'unknown'
+  /** The bundle entry of its core, or null when it got none (--cores root). */
+  core: string | null
+  /** Where the record comes from: criu's pstree.img (what was dumped) or /proc (core-only: what was stopped). */
+  source: 'pstree.img' | 'proc'
+}
+
 export interface StepRecord {
   name: string
   status: StepStatus
@@ -81,6 +102,10 @@ export interface Manifest {
   custody: { uid: number; user: string; argv: string[]; cwd: string; startedAt: string }
   target: TargetRecord
   originalState: { state: RunState; threads: ThreadRecord[] }
+  /** v2: every process of the tree, root first. */
+  processes?: ProcessRecord[]
+  /** v2: which processes got a core. */
+  cores?: 'all' | 'root'
   normalization: {
     action: 'sigstop' | 'converted'
     conversionWindowUs: number | null
@@ -92,7 +117,8 @@ export interface Manifest {
   freezeWindowMs: number
   finalState: FinalState
   tools: {
-    criu: { path: string; version: string; options: string[] }
+    /** null in a core-only bundle (no checkpoint). reasons (v2): why each option was chosen. */
+    criu: { path: string; version: string; options: string[]; reasons?: { option: string; reason: string }[] } | null
     gdb: { path: string; version: string }
   }
   artifacts: ArtifactRecord[]

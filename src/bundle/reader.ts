@@ -60,7 +60,7 @@ function parseManifestBytes(path: string, bytes: Buffer): Manifest {
   }
   const d = data as Partial<Manifest>
   if (d?.format !== MANIFEST_FORMAT) throw new BundleInvalidError(`${path} is not a snap bundle (its manifest has no procsnap format mark)`, [MANIFEST_ENTRY])
-  if (typeof d.schemaVersion !== 'number' || d.schemaVersion > MANIFEST_SCHEMA_VERSION)
+  if (typeof d.schemaVersion !== 'number' || d.schemaVersion > MANIFEST_SCHEMA_VERSION || d.schemaVersion < 1)
     throw new BundleInvalidError(
       `${path} was written with manifest schema version ${String(d.schemaVersion)}; this snap reads up to ${MANIFEST_SCHEMA_VERSION}`,
       [MANIFEST_ENTRY],

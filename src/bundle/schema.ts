@@ -4,25 +4,29 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormatsModule from 'ajv-formats'
-import { MANIFEST_SCHEMA_VERSION } from './manifest.js'
+import { MANIFEST_SCHEMA_VERSION, OLDEST_READ_SCHEMA_VERSION } from './manifest.js'
 
 export const schemaPath = (version: number = MANIFEST_SCHEMA_VERSION): string =>
   fileURLToPath(new URL(`../../manifests/manifest-v${version}.schema.json`, import.meta.url))
 
 type Validate = ((data: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null }
-let validator: Validate | undefined
+const validators = new Map<number, Validate>()
 
-function compile(): Validate {
+function compile(version: number): Validate {
   const ajv = new Ajv2020({ allErrors: true, strict: true })
   // ajv-formats is CommonJS; its default export arrives wrapped under ESM.
   const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: unknown) => void
   addFormats(ajv)
-  return ajv.compile(JSON.parse(readFileSync(schemaPath(), 'utf8'))) as Validate
+  return ajv.compile(JSON.parse(readFileSync(schemaPath(version), 'utf8'))) as Validate
 }
 
-/** Returns the list of problems (empty when valid), each as "path: message". */
+/** Returns the list of problems (empty when valid), each as "path: message". A manifest is checked against the schema
+ *  of the version it declares (older bundles keep reading); an unknown version is checked against the newest. */
 export function validateManifest(data: unknown): string[] {
-  validator ??= compile()
+  const declared = (data as { schemaVersion?: unknown } | null)?.schemaVersion
+  const version = typeof declared === 'number' && Number.isInteger(declared) && declared >= OLDEST_READ_SCHEMA_VERSION && declared <= MANIFEST_SCHEMA_VERSION ? declared : MANIFEST_SCHEMA_VERSION
+  let validator = validators.get(version)
+  if (!validator) validators.set(version, (validator = compile(version)))
   if (validator(data)) return []
   return (validator.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message ?? 'invalid'}`)
 }

@@ -9,13 +9,14 @@ import { renderDumpResult } from '../ui/render.js'
 
 export default class Dump extends SnapCommand {
   static override description =
-    'Capture a live process: stop it with SIGSTOP (verified), take a gdb core and a CRIU checkpoint, put it back as it was, and seal everything in one bundle.'
+    'Capture a live process and its whole tree (a master and its workers): stop every process with SIGSTOP (verified), take a CRIU checkpoint and a gdb core of each process, put each back as it was found, and seal everything in one bundle.'
 
   static override examples = [
     { description: 'Capture pid 4242 into a bundle in the current directory', command: '<%= config.bin %> dump 4242' },
     { description: 'Capture into a chosen file and leave the process stopped for a closer look', command: '<%= config.bin %> dump 4242 -o /var/tmp/api.snap.tar.zst --leave stopped' },
     { description: 'Machine-readable result for a runbook', command: '<%= config.bin %> dump 4242 --json > result.json' },
-    { description: 'Keep the freeze as short as possible (core built after release)', command: '<%= config.bin %> dump 4242 --short-freeze' },
+    { description: 'Keep the freeze as short as possible (cores built after release)', command: '<%= config.bin %> dump 4242 --short-freeze' },
+    { description: 'Cores of every process without a checkpoint, for what criu cannot dump (io_uring, SysV shm, another uid)', command: '<%= config.bin %> dump 4242 --core-only' },
   ]
 
   static override enableJsonFlag = true
@@ -38,6 +39,12 @@ export default class Dump extends SnapCommand {
       description: 'freeze only while criu dumps; build the core from the CRIU images after the target is released (no gcore pass while frozen)',
       default: false,
     }),
+    'core-only': Flags.boolean({
+      description: 'take the cores only, no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
+      default: false,
+      exclusive: ['short-freeze', 'criu-opt'],
+    }),
+    cores: Flags.string({ description: 'which processes get a core: every process of the tree, or the root only', options: ['all', 'root'], default: 'all' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
     'skip-criu-check': Flags.boolean({ hidden: true, default: false }),
   }
@@ -60,6 +67,8 @@ export default class Dump extends SnapCommand {
           criuExtraOptions: flags['criu-opt'] ?? [],
           skipCriuCheck: flags['skip-criu-check'],
           shortFreeze: flags['short-freeze'],
+          coreOnly: flags['core-only'],
+          cores: flags.cores as 'all' | 'root',
           signKeyPath: flags.sign,
           cancel: controller.signal,
           toolVersion: this.config.version,

@@ -17,6 +17,8 @@ export interface JournalEntry {
   originalState: 'running' | 'stopped'
   /** What the target should be left as if snap dies now. */
   restoreTo: 'running' | 'stopped'
+  /** Every process of the tree (the root too) and what each should be left as if snap dies now. */
+  members?: { id: TargetIdentity; restoreTo: 'running' | 'stopped' }[]
   step: string
   /** True once a signal has been sent to the target. */
   touched: boolean

@@ -136,6 +136,25 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
     } else {
       actions.push(`target ${entry.target.pid} was never signalled`)
     }
+    // The rest of the tree: each process back to its own found state. One that is gone is said to be gone (a tool that
+    // died holding it may have taken it down), never counted as put back.
+    if (entry.touched) {
+      for (const m of (entry.members ?? []).filter((x) => x.id.pid !== entry.target.pid)) {
+        const mcheck = checkIdentity(m.id)
+        if (mcheck !== 'same') {
+          outcome = outcome === 'recovered' ? 'target-gone' : outcome
+          actions.push(mcheck === 'gone' ? `process ${m.id.pid} of the tree has exited (it may have been damaged while snap's tools held it)` : `pid ${m.id.pid} now belongs to another process; not touched`)
+          continue
+        }
+        try {
+          await bringToFinalState(m.id, m.restoreTo, 5000)
+          actions.push(`process ${m.id.pid} ${m.restoreTo === 'running' ? 'resumed' : 'left stopped, as it was found'}`)
+        } catch (e) {
+          outcome = 'failed'
+          actions.push(`could not put process ${m.id.pid} back: ${(e as Error).message}`)
+        }
+      }
+    }
     for (const p of new Set([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)])) {
       if (p) {
         rmSync(p, { recursive: true, force: true })

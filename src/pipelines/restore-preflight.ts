@@ -15,6 +15,7 @@ export interface PreflightFindings {
 }
 
 export function checkCriuVersion(manifest: Manifest, here: string): void {
+  if (!manifest.tools.criu) return // core-only: refused before this, nothing for criu to restore
   const dumped = parseVersion(manifest.tools.criu.version)
   const local = parseVersion(here)
   if (dumped && local && compareVersions(local, dumped) < 0)

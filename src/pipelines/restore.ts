@@ -8,10 +8,11 @@ import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
 import type { FinalState, Manifest } from '../bundle/manifest.js'
 import { verifyBytes } from '../bundle/signature.js'
-import { BundleInvalidError, InterruptedError, RestoreFailedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
+import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../process/proc.js'
-import { criuErrorLines, criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
+import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
+import { diagnoseCriuLog } from '../tools/criu-log.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
@@ -105,6 +106,11 @@ export class RestoreRun {
     if (scan.problems.length > 0)
       throw new BundleInvalidError(`${this.o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems, 'nothing was restored')
     this.manifest = scan.manifest
+    if (!this.manifest.tools.criu || this.manifest.mode === 'core-only')
+      throw new RestoreRefusedError(
+        `${this.o.bundle} holds cores only (taken with --core-only): there is no checkpoint to restore`,
+        'open its cores with gdb instead',
+      )
     if (this.o.publicKey) {
       if (!scan.signature) throw new BundleInvalidError(`${this.o.bundle} is not signed`, ['manifest.sig'])
       if (!verifyBytes(this.o.publicKey, scan.manifestBytes, scan.signature))
@@ -151,7 +157,7 @@ export class RestoreRun {
     // criu gives a task back in the state its images record, which is not always stopped: one it resumed ran on
     // until snap's SIGSTOP landed (a paused target came back a tick further on). --leave-stopped never lets it run.
     const args = [
-      ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu.options),
+      ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu!.options),
       ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
     ]
     this.restoreStart = Date.now()
@@ -257,16 +263,16 @@ export class RestoreRun {
   }
 
   private criuFailure(logFile: string, exitCode: number | null): RestoreFailedError {
-    let lines: string[] = []
+    let why: { cause: string; hint?: string } = { cause: 'no error lines in its log' }
     try {
-      lines = criuErrorLines(readFileSync(logFile, 'utf8'), 3)
+      why = diagnoseCriuLog(readFileSync(logFile, 'utf8'))
     } catch {
-      lines = []
+      // no log: criu did not get far enough to write one
     }
     const kept = keepLog(logFile, 'criu-restore')
     return new RestoreFailedError(
-      `criu restore failed${exitCode !== null ? ` (exit ${exitCode})` : ''}: ${lines.join(' | ') || 'no error lines in its log'}`,
-      kept ? `criu's log: ${kept}` : undefined,
+      `criu restore failed${exitCode !== null ? ` (exit ${exitCode})` : ''}: ${why.cause}`,
+      [why.hint, kept ? `criu's log: ${kept}` : undefined].filter(Boolean).join('; ') || undefined,
     )
   }
 

@@ -51,7 +51,11 @@ export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o:
     'dump',
     '--tree', String(pid),
     '--images-dir', imagesDir,
-    '--leave-stopped', // criu's default after a dump is to KILL the tree
+    // criu's default after a dump is to KILL the tree. --leave-running, not --leave-stopped: snap stopped every
+    // process before criu seized it, and criu puts a task it found stopped back stopped, so nothing runs before snap
+    // says so. But criu unlocks the network (takes the TCP connections out of repair mode, drops its iptables rules)
+    // only when its final state is "alive": with --leave-stopped the live process's connections stay dead.
+    '--leave-running',
     '--log-file', logFile,
     '-v4',
     ...(o.shellJob ? ['--shell-job'] : []),
@@ -68,13 +72,14 @@ export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o:
  * file tells snap the signals were sent. It exits 0 whatever happens: criu fails the whole dump when a
  * post-dump script fails, and snap judges the conversion by the marker instead.
  */
-export function stopConversionScript(pid: number, marker: string): string {
+export function stopConversionScript(pids: number[], marker: string): string {
   const quoted = `'${marker.replaceAll("'", `'\\''`)}'`
+  const list = pids.join(' ')
   return [
     '#!/bin/sh',
     '# Written by snap dump for one criu run; see stopConversionScript in src/tools/criu.ts.',
     '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0',
-    `kill -CONT ${pid} && kill -STOP ${pid} && echo converted > ${quoted}`,
+    `kill -CONT ${list} && kill -STOP ${list} && echo converted > ${quoted}`,
     'exit 0',
     '',
   ].join('\n')
@@ -93,13 +98,4 @@ export function criuRestoreArgs(imagesDir: string, logFile: string, pidfile: str
     '-v4',
     ...dumpOptions.filter((o) => RESTORE_REPEATED_OPTIONS.has(o)),
   ]
-}
-
-/** The lines of a criu log worth showing a person when it failed. */
-export function criuErrorLines(logText: string, n = 4): string[] {
-  return logText
-    .split('\n')
-    .filter((l) => /Error|error|fail/i.test(l) && !/RLIMIT_NOFILE/.test(l))
-    .slice(-n)
-    .map((l) => l.replace(/^\(\s*[\d.]+\)\s*/, '').trim())
 }

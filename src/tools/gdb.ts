@@ -32,6 +32,7 @@ export function gdbSessionArgs(): string[] {
   ]
 }
 
-export function gcoreCommands(pid: number, coreFile: string): string {
-  return `attach ${pid}\ngcore ${coreFile}\ndetach\nquit\n`
+/** One gdb takes every core in turn: attach, gcore, detach per process, so a tree costs one gdb start-up. */
+export function gcoreCommands(cores: { pid: number; file: string }[]): string {
+  return cores.map((c) => `attach ${c.pid}\ngcore ${c.file}\ndetach\n`).join('') + 'quit\n'
 }

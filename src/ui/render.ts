@@ -12,7 +12,9 @@ import type { RecoveryAction } from '../pipelines/recover.js'
 export function renderDumpResult(r: DumpResult): string {
   const lines = [
     `${chalk.green('bundle')}        ${r.bundle} (${humanBytes(r.bundleSize)})`,
-    `target        pid ${r.pid}: was ${r.originalState}, now ${r.finalState}`,
+    `target        pid ${r.pid}: was ${r.originalState}, now ${r.finalState}${r.mode === 'core-only' ? ' (cores only, no checkpoint)' : ''}`,
+    ...r.processes.map((p) => `process       ${p.pid} ${p.comm}: ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...r.criuOptions.map((c) => `criu option   ${c.option}: ${c.reason}`),
     `stop          ${r.normalization.note}`,
     `freeze window ${r.freezeWindowMs.toFixed(1)} ms`,
     `steps         ${r.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms`).join(', ')}`,
@@ -40,9 +42,11 @@ export function renderInspect(r: InspectResult): string {
     `target        pid ${t.pid} ${t.comm} (${t.exe}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
     `command       ${t.cmdline.join(' ')}`,
     `state         found ${m.originalState.state}, left ${m.finalState}; ${m.normalization.note}`,
+    ...(m.processes ?? []).map((p) => `process       ${p.pid} ${p.comm} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...(m.tools.criu?.reasons ?? []).map((c) => `criu option   ${c.option}: ${c.reason}`),
     `freeze window ${m.freezeWindowMs.toFixed(1)} ms`,
     `steps         ${m.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms${s.status === 'ok' ? '' : ` (${s.status})`}`).join(', ')}`,
-    `tools         criu ${m.tools.criu.version} ${m.tools.criu.options.join(' ')}; gdb ${m.tools.gdb.version}`,
+    `tools         ${m.tools.criu ? `criu ${m.tools.criu.version} ${m.tools.criu.options.join(' ')}` : 'no checkpoint (core-only)'}; gdb ${m.tools.gdb.version}`,
     `artifacts     ${m.artifacts.length} files, ${humanBytes(m.artifacts.reduce((s, a) => s + a.size, 0))}`,
   ]
   for (const a of m.artifacts.filter((a) => a.kind !== 'criu-image')) lines.push(`              ${a.path} ${humanBytes(a.size)}`)

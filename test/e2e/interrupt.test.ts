@@ -58,8 +58,8 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
       dump.signal(signal);
       const latency = await waitUntilRunning(target, dump.signalledAt!);
       const result = await dump.result;
-      // Not stopped while it held the target: criu let go first (see checkpoint() in src/pipelines/dump.ts).
-      expect(result.stderr).toMatch(/waiting for criu to let go of the target/);
+      // Not stopped while it held the target: criu let go first (see src/pipelines/dump/checkpoint.ts).
+      expect(result.stderr).toMatch(/waiting for criu to let go of the tree/);
       record(`${signal} during criu dump (512 MiB): target running ${latency.toFixed(0)} ms after the signal; snap exited after ${dump.signalToExitMs.toFixed(0)} ms`);
       expect(latency).toBeLessThan(1000);
       await expectCleanFailure(dump, result, EXIT[signal], new RegExp(`interrupted by ${signal} during the checkpoint \\(criu dump\\); rolled back`));
@@ -128,7 +128,7 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
     const result = await dump.result;
     expect(performance.now() - dump.signalledAt!).toBeLessThan(3000);
     await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during preflight \(tool versions and `criu check`\); rolled back/);
-    expect(result.stderr).not.toMatch(/\[start\] Stop the target/);
+    expect(result.stderr).not.toMatch(/\[start\] Stop every process/);
     // Never stopped: the worker's longest pause since the reset is a scheduling hiccup, not a freeze.
     expect(target.readProgress().maxGapUs).toBeLessThan(300_000);
     await expectRunning(target);
@@ -164,7 +164,7 @@ describe('a Ctrl+Z-paused 256 MiB target, interrupted', () => {
     dump.signal('SIGINT');
     const result = await dump.result;
     record(`SIGINT during criu dump of a paused 256 MiB target: snap exited ${dump.signalToExitMs.toFixed(0)} ms after the signal`);
-    expect(result.stderr).toMatch(/waiting for criu to let go of the target: stopped while it holds it, criu can take the target down/);
+    expect(result.stderr).toMatch(/waiting for criu to let go of the tree: stopped while it holds it, criu can take a process down/);
     await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during the checkpoint \(criu dump\); rolled back/);
     await expectStopped(target);
     expect(target.readProgress().ticks).toBe(before);

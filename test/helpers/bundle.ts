@@ -72,16 +72,20 @@ export function sha256OfFile(path: string): string {
 }
 
 type Validate = ((data: unknown) => boolean) & { errors?: { instancePath: string; message?: string }[] | null };
-let validator: Validate | undefined;
+const validators = new Map<number, Validate>();
 
-/** Problems found by validating against manifests/manifest-v1.schema.json with ajv; empty when valid. */
+/** Problems found by validating against manifests/manifest-vN.schema.json (N: the version the manifest declares) with
+ *  ajv, read here independently of src/; empty when valid. */
 export function schemaProblems(manifest: unknown): string[] {
+  const version = Number((manifest as { schemaVersion?: unknown })?.schemaVersion) === 1 ? 1 : 2;
+  let validator = validators.get(version);
   if (!validator) {
     const ajv = new Ajv2020({ allErrors: true, strict: true });
     const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: unknown) => void;
     addFormats(ajv);
-    const schema = JSON.parse(readFileSync(join(repoRoot, 'manifests', 'manifest-v1.schema.json'), 'utf8'));
+    const schema = JSON.parse(readFileSync(join(repoRoot, 'manifests', `manifest-v${version}.schema.json`), 'utf8'));
     validator = ajv.compile(schema) as Validate;
+    validators.set(version, validator);
   }
   if (validator(manifest)) return [];
   return (validator.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message ?? 'invalid'}`);

@@ -1,0 +1,121 @@
+// Stage 3: criu dump of the whole tree, with the options the preflight chose for it. criu seizes the stopped tree,
+// writes its images, and lets go, leaving every process stopped (it was stopped when seized) and, because its final
+// state is "alive", the network unlocked: the live process keeps its connections.
+
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { StepFailedError } from '../../errors.js'
+import { readStat, readStatus } from '../../process/proc.js'
+import { pollUntil } from '../../process/poll.js'
+import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
+import { diagnoseCriuLog } from '../../tools/criu-log.js'
+import { readPstreeImage } from '../../tools/criu-pstree.js'
+import { runTool, tailLines } from '../../tools/run.js'
+import { recheckStopped } from './freeze.js'
+import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
+import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
+
+/** The process group of a process's tracer (criu's pid, for criu), or undefined while nothing traces it. */
+function tracerGroup(pid: number): number | undefined {
+  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
+  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
+}
+
+export async function checkpoint(s: DumpState, report: (d: string) => void): Promise<void> {
+  const o = s.o
+  await s.timed('checkpoint', async (rec) => {
+    s.budget.checkCancelled('the checkpoint')
+    const workDir = s.workDir!
+    s.imagesDir = join(workDir, 'criu')
+    mkdirSync(s.imagesDir)
+    const logFile = join(workDir, 'logs', 'criu-dump.log')
+    const outFile = join(workDir, 'logs', 'criu-dump.out')
+    const toConvert = s.members.filter((m) => m.found === 'stopped').map((m) => m.id.pid)
+    const marker = join(workDir, 'stop-converted')
+    const actionScript = toConvert.length > 0 ? join(workDir, 'convert-stop.sh') : undefined
+    if (actionScript) writeFileSync(actionScript, stopConversionScript(toConvert, marker), { mode: 0o700, flag: 'wx' })
+    const args = criuDumpArgs(o.pid, s.imagesDir, logFile, { shellJob: false, extra: s.criuOptions, actionScript })
+    // criu holds the tree from seize to unseize, its parasite code running inside each process. Stopped then (SIGTERM
+    // kills criu at once: it has no handler), criu can take a process with it. So a signal stops criu only once it has
+    // let go of the root, at the end of its memory dump. Its deadline still holds.
+    let criuPid: number | undefined
+    let settled = false
+    const criuStop = new AbortController()
+    const holdsTarget = () => criuPid !== undefined && tracerGroup(o.pid) === criuPid
+    const onSignal = () => {
+      if (holdsTarget()) s.progress.note('waiting for criu to let go of the tree: stopped while it holds it, criu can take a process down')
+      void pollUntil(() => settled || !holdsTarget(), { timeoutMs: Number.MAX_SAFE_INTEGER, maxIntervalMs: 5 }).then(() =>
+        criuStop.abort(o.cancel.reason),
+      )
+    }
+    o.cancel.addEventListener('abort', onSignal, { once: true })
+    s.toolHolds = 'criu'
+    const run = await runTool(s.criu!.path, args, {
+      timeoutMs: s.budget.remainingMs(toolTimeoutMs(totalRssKiB(s))),
+      cancel: criuStop.signal,
+      dieWithSnap: false, // the same reason, if snap is killed: criu finishes, and `snap recover` puts the tree back
+      logFile: outFile,
+      onSpawn: (pid) => {
+        criuPid = pid
+        s.trackTool(pid, true)
+      },
+    }).finally(() => {
+      settled = true
+      o.cancel.removeEventListener('abort', onSignal)
+    })
+    if (run.pid !== undefined) s.trackTool(run.pid, false)
+    // Whatever criu says, a process that died while it held the tree is the story.
+    assertTreeIntact(s, 'the checkpoint (criu dump)')
+    s.toolHolds = undefined
+    s.budget.checkCancelled('the checkpoint (criu dump)')
+    recordTool(rec, run)
+    if (existsSync(logFile)) s.addArtifact('logs/criu-dump.log', 'log')
+    s.addArtifact('logs/criu-dump.out', 'log')
+    throwIfToolStopped(s, run, 'the checkpoint (criu dump)')
+    const images = existsSync(s.imagesDir) ? readdirSync(s.imagesDir).sort() : []
+    const complete = images.includes('inventory.img') && images.includes('pstree.img')
+    if (run.exitCode !== 0 || !complete) {
+      let why: { cause: string; hint?: string }
+      try {
+        why = diagnoseCriuLog(readFileSync(logFile, 'utf8'))
+      } catch {
+        why = { cause: tailLines(outFile, 2, (l) => !l.startsWith('$ ')).join(' | ') || 'no error lines' }
+      }
+      throw new StepFailedError(
+        `criu dump failed (${exitText(run)}${complete ? '' : ', images incomplete'}): ${why.cause}`,
+        [why.hint, keptHint(logFile, 'criu-dump')].filter(Boolean).join('; '),
+      )
+    }
+    // What was dumped is what criu wrote, not the list read before the stop. A PID namespace's init has its images
+    // named by its pid inside the namespace (core-1.img), so the tree is taken from pstree.img, not from file names.
+    s.dumped = readPstreeImage(join(s.imagesDir, 'pstree.img'))
+    const missing = s.dumped.filter((t) => !images.includes(`core-${t.pid}.img`))
+    if (missing.length > 0)
+      throw new StepFailedError(`criu dump wrote no core image for ${missing.map((t) => t.pid).join(', ')} of the tree in pstree.img`, keptHint(logFile, 'criu-dump'))
+    const known = new Set(s.members.map((m) => m.id.pid))
+    const strangers = s.dumped.filter((t) => !known.has(t.pid))
+    if (strangers.length > 0 && s.dumped[0]?.pid === o.pid)
+      s.warn(`criu dumped ${strangers.length} process(es) snap had not seen in the tree: ${strangers.map((t) => t.pid).join(', ')}`)
+    for (const img of images) s.addArtifact(`criu/${img}`, 'criu-image')
+    if (toConvert.length > 0) {
+      // Without the conversion gdb would resume a Ctrl+Z-stopped process when it detaches: do not go on.
+      if (!existsSync(marker))
+        throw new StepFailedError(
+          "criu's post-dump script did not convert the stops found in place to SIGSTOP stops",
+          keptHint(logFile, 'criu-dump', 'the tree was left stopped as it was'),
+        )
+      s.stopConverted = true
+    }
+    await recheckStopped(s, 'criu dump')
+    report(`${s.dumped.length} process(es), ${images.length} image files; criu options: ${s.criuOptions.join(' ') || '(none)'}`)
+  })
+}
+
+function totalRssKiB(s: DumpState): number {
+  let kib = 0
+  for (const m of s.members) {
+    const rss = /(\d+)/.exec(readStatus(m.id.pid)?.['VmRSS'] ?? '')
+    if (rss?.[1]) kib += Number(rss[1])
+  }
+  return kib
+}

@@ -1,0 +1,100 @@
+// Stage 4: a core for every process of the tree (or the root only, with --cores root), each checked to be an ELF
+// core: by gdb's gcore while the tree is frozen, or, with --short-freeze, built from criu's images after release.
+
+import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { StepFailedError } from '../../errors.js'
+import { writeCoreFromImages } from '../../corefile/index.js'
+import { gcoreCommands } from '../../tools/gdb.js'
+import { tailLines } from '../../tools/run.js'
+import { recheckStopped } from './freeze.js'
+import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
+import { exitText, MiB, recordTool, toolTimeoutMs, type DumpState } from './state.js'
+
+export function isElfCore(path: string): boolean {
+  let fd: number | undefined
+  try {
+    fd = openSync(path, 'r')
+    const h = Buffer.alloc(18)
+    if (readSync(fd, h, 0, 18, 0) < 18) return false
+    // ELF magic, then e_type (little-endian at offset 16) == ET_CORE (4).
+    return h.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46])) && h.readUInt16LE(16) === 4
+  } catch {
+    return false
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
+}
+
+/** The processes that get a core, root first. */
+function corePids(s: DumpState): number[] {
+  const pids = s.members.map((m) => m.id.pid)
+  return s.o.cores === 'root' ? [s.o.pid] : pids
+}
+
+export async function coresWithGdb(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('core', async (rec) => {
+    s.budget.checkCancelled('the core dump')
+    const cores = corePids(s).map((pid) => ({ pid, file: join(s.workDir!, `core.${pid}`) }))
+    const logFile = join(s.workDir!, 'logs', 'gdb.log')
+    const session = s.gdbSession!
+    const t0 = performance.now()
+    const rssKiB = (s.target.vmRssKiB ?? 0) * cores.length
+    session.armTimeout(s.budget.remainingMs(toolTimeoutMs(rssKiB)))
+    const commands = gcoreCommands(cores)
+    s.toolHolds = 'gdb'
+    session.write(commands)
+    const run = await session.done
+    if (session.pid !== undefined) s.trackTool(session.pid, false)
+    assertTreeIntact(s, 'the core dump (gdb)')
+    s.toolHolds = undefined
+    recordTool(rec, run)
+    rec.note = `gdb started before the stop; ${cores.length} core(s); commands on its stdin: ${commands.trim().split('\n').join('; ')}`
+    s.addArtifact('logs/gdb.log', 'log')
+    throwIfToolStopped(s, run, 'the core dump (gdb)')
+    // gdb's exit status is not proof of a core: check that an ELF core file is really there, for every process.
+    const bad = cores.filter((c) => !isElfCore(c.file))
+    if (run.exitCode !== 0 || bad.length > 0) {
+      const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ ') && !/^\(gdb\)\s*$/.test(l))
+      const which = bad.length > 0 ? ` for ${bad.map((c) => c.pid).join(', ')}` : ''
+      throw new StepFailedError(`gdb did not write a core${which} (${exitText(run)}): ${lines.join(' | ') || 'no output'}`, keptHint(logFile, 'gdb'))
+    }
+    let bytes = 0
+    for (const c of cores) {
+      s.coreFiles.set(c.pid, c.file)
+      s.addArtifact(`core.${c.pid}`, 'core')
+      bytes += statSync(c.file).size
+    }
+    await recheckStopped(s, 'gcore')
+    report(`${cores.length} core(s), ${Math.round(bytes / MiB)} MiB in ${Math.round(performance.now() - t0)} ms`)
+  })
+}
+
+/** Short freeze: the cores come from criu's images, after the tree is back in its final state. */
+export async function coresFromImages(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('core', async (rec) => {
+    s.budget.checkCancelled('building the cores')
+    const t0 = performance.now()
+    const notes: string[] = []
+    let bytes = 0
+    // The images name each process by the pid criu saw it under: pstree.img's order is the dumped tree's.
+    const dumped = s.dumped ?? []
+    const wanted = new Set(corePids(s))
+    const pids = dumped.map((t) => t.pid).filter((pid, i) => wanted.has(pid) || (i === 0 && wanted.has(s.o.pid)))
+    for (const pid of pids) {
+      const file = join(s.workDir!, `core.${pid}`)
+      const built = await s.budget.unlessStopped(
+        writeCoreFromImages({ imagesDir: s.imagesDir, pid, output: file, crit: s.crit }),
+        `building the core of ${pid}`,
+      )
+      if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)
+      for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
+      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}`)
+      s.coreFiles.set(pid, file)
+      s.addArtifact(`core.${pid}`, 'core')
+      bytes += built.bytes
+    }
+    rec.note = `built from the CRIU images after the tree was released (${notes.join('; ')})`
+    report(`${pids.length} core(s), ${Math.round(bytes / MiB)} MiB (apparent) in ${Math.round(performance.now() - t0)} ms`)
+  })
+}

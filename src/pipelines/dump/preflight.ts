@@ -1,0 +1,129 @@
+// Stage 1, before any signal: who may do this, the lock, the tools, the whole tree as it is now, what criu could not
+// dump (refused here, naming the process, the cause and the way out), the criu options the tree needs and why, room.
+
+import { mkdirSync, mkdtempSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { checkOutputPath, defaultOutputName, workDirPrefix } from '../../bundle/output-path.js'
+import { TargetRefusedError, ToolError } from '../../errors.js'
+import { checkPrivileges, checkTargetAllowed } from '../../process/access.js'
+import { estimateCapture } from '../../process/capture-size.js'
+import { describeTarget } from '../../process/describe.js'
+import { chooseCriuOptions, findRefusals } from '../../process/dump-plan.js'
+import { assertSameProcess, captureIdentity } from '../../process/identity.js'
+import { readTreeFacts } from '../../process/tree-facts.js'
+import { discoverTree } from '../../process/tree.js'
+import { resolveCrit } from '../../corefile/images.js'
+import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
+import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
+import { queryTool, startTool } from '../../tools/run.js'
+import { Journal } from '../journal.js'
+import { MiB, type DumpState } from './state.js'
+
+export async function preflight(s: DumpState, report: (d: string) => void): Promise<void> {
+  const o = s.o
+  await s.timed('preflight', async (rec) => {
+    s.identity = captureIdentity(o.pid)
+    // Who may do this is decided from /proc alone, before the lock: a refusal must leave nothing behind.
+    checkPrivileges(o.pid)
+    // The per-target lock comes first: a second snap on this target stops here and names the first, before it reads
+    // a state the first one may be changing. Nothing has been sent yet, so the recorded states are placeholders.
+    s.journal = Journal.open({
+      operation: 'dump',
+      target: s.identity,
+      originalState: 'running',
+      restoreTo: 'running',
+      step: 'preflight',
+      touched: false,
+      output: null,
+      partialPath: null,
+      workDir: null,
+    })
+    checkTargetAllowed(o.pid)
+    // The tool probes, `criu check` and the target's description are independent: run them side by side.
+    const needCriu = !o.coreOnly
+    const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
+    const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c!.path))
+    const [criu, gdb, check, target] = await s.budget.unlessStopped(
+      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv })]),
+      'preflight (tool versions and `criu check`)',
+    )
+    if (criu.status === 'rejected') throw criu.reason
+    if (gdb.status === 'rejected') throw gdb.reason
+    s.criu = criu.value
+    s.gdb = gdb.value
+    report(`${s.criu ? `criu ${s.criu.version} (${s.criu.path}), ` : ''}gdb ${s.gdb.version} (${s.gdb.path})`)
+    if (check.status === 'rejected') throw check.reason
+    if (check.value && !check.value.ok)
+      throw new ToolError(`\`criu check\` fails on this host: ${check.value.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
+    if (target.status === 'rejected') throw target.reason
+    s.target = target.value
+
+    // The tree as it is now: every process, each with its own found state.
+    s.members = await discoverTree(s.identity)
+    assertSameProcess(s.identity, 'preflight')
+    const pids = s.members.map((m) => m.id.pid)
+    s.target.treePids = pids
+    const facts = readTreeFacts(o.pid, pids)
+    if (!o.coreOnly) {
+      // What criu cannot dump is found now, before any signal, not after the freeze.
+      const refusals = findRefusals(facts, { criuExtraOptions: o.criuExtraOptions })
+      if (refusals.length > 0) {
+        const first = refusals[0]!
+        const more = refusals.length > 1 ? ` (and ${refusals.length - 1} more: ${refusals.slice(1).map((r) => `${r.pid} ${r.code}`).join(', ')})` : ''
+        throw new TargetRefusedError(`cannot checkpoint process ${first.pid} (${first.comm}): ${first.cause}${more}`, first.hint)
+      }
+      const plan = chooseCriuOptions(facts)
+      s.criuReasons = [...plan.reasons]
+      const extra = o.criuExtraOptions.filter((x) => !plan.options.includes(x))
+      for (const x of extra) s.criuReasons.push({ option: x, reason: 'given with --criu-opt' })
+      s.criuOptions = [...plan.options, ...extra]
+    }
+    rec.note = s.criuReasons.map((r) => `${r.option}: ${r.reason}`).join('; ') || undefined
+
+    const corePids = new Set(o.cores === 'root' ? [o.pid] : pids)
+    const estimate = estimateCapture(pids, corePids, !o.coreOnly)
+    const name = o.output ?? defaultOutputName(s.target.comm, o.pid, s.startedAt, o.compression)
+    s.output = checkOutputPath(name, estimate.totalBytes)
+    const stopped = s.members.filter((m) => m.found === 'stopped').length
+    report(
+      `${s.target.comm}: ${s.members.length} process${s.members.length === 1 ? '' : 'es'} (${stopped} found stopped), ` +
+        `${s.target.threads} threads in the root; ` +
+        `about ${Math.round(estimate.totalBytes / MiB)} MiB to write`,
+    )
+    for (const r of s.criuReasons) report(`criu ${r.option}: ${r.reason}`)
+    s.budget.checkCancelled('preflight')
+    // Before the first signal: the journal must say what to put back, for every process, so a crash can be recovered.
+    s.journal.update({
+      originalState: s.members[0]!.found,
+      restoreTo: s.members[0]!.found,
+      members: s.members.map((m) => ({ id: m.id, restoreTo: m.found })),
+      output: s.output,
+    })
+    // Named with snap's pid, like the partial bundle: if snap dies between creating it and journalling it, `snap
+    // recover` still finds it.
+    s.workDir = mkdtempSync(join(dirname(s.output), workDirPrefix(s.output, process.pid)))
+    mkdirSync(join(s.workDir, 'logs'))
+    s.journal.update({ workDir: s.workDir })
+    if (o.shortFreeze) {
+      // Found now, not after the tree was frozen and released: a missing crit must cost nothing.
+      s.crit = resolveCrit()
+      if (s.crit === 'crit' && !(await queryTool('crit', ['--help'])).ok)
+        throw new ToolError('--short-freeze needs crit (CRIU image decoder), which was not found', 'run `npm run setup`, or dump without --short-freeze')
+    } else {
+      startGdbSession(s)
+    }
+  })
+}
+
+/**
+ * gdb is started before the tree is frozen and waits for its commands on stdin: its own start-up (about 150 ms here)
+ * is then not part of the freeze window.
+ */
+function startGdbSession(s: DumpState): void {
+  s.gdbSession = startTool(s.gdb!.path, gdbSessionArgs(), {
+    cancel: s.o.cancel,
+    logFile: join(s.workDir!, 'logs', 'gdb.log'),
+    stdin: 'pipe',
+    onSpawn: (pid) => s.trackTool(pid, true),
+  })
+}

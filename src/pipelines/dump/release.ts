@@ -1,0 +1,24 @@
+// Stage 5: every process of the tree back in its own state, each confirmed in /proc: running ones resumed, paused
+// ones still paused (or all as --leave says). Killing, if asked, waits until the bundle is sealed.
+
+import { putTreeBack } from '../../process/tree.js'
+import { round } from '../../tools/run.js'
+import { assertTreeIntact } from './outcome.js'
+import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
+
+export async function releaseTree(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('final-state', async (rec) => {
+    assertTreeIntact(s, 'the capture')
+    s.outcomes = await putTreeBack(s.members, (m) => s.leaveFor(m), s.budget.remainingMs(STOP_TIMEOUT_MS))
+    s.released = true
+    s.freezeWindowMs = round(performance.now() - (s.freezeStart ?? performance.now()))
+    assertTreeIntact(s, 'putting the tree back')
+    s.journal?.update({ step: 'seal', restoreTo: s.leaveFor(s.members[0]!), members: s.members.map((m) => ({ id: m.id, restoreTo: s.leaveFor(m) })) })
+    const running = s.outcomes.filter((x) => x.left === 'running').length
+    const stopped = s.outcomes.filter((x) => x.left === 'stopped').length
+    rec.note =
+      `${running} process(es) running, ${stopped} stopped${s.finalState === 'killed' ? ' (to be killed after sealing)' : ''}; ` +
+      `freeze window ${s.freezeWindowMs.toFixed(1)} ms`
+    report(rec.note)
+  })
+}

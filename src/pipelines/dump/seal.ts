@@ -1,0 +1,123 @@
+// Stage 6: the bundle: manifest first (what was dumped, per process, and why each criu option), every artifact
+// hashed while it is compressed, written under a temporary name and linked into place. Killing, if asked, comes last.
+
+import { rmSync } from 'node:fs'
+import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manifest.js'
+import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../../bundle/manifest.js'
+import { signBytes } from '../../bundle/signature.js'
+import { writeBundle } from '../../bundle/writer.js'
+import { describeCustody, describeHost } from '../../process/describe.js'
+import { killTree } from '../../process/tree.js'
+import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
+import { normalizationRecord } from './freeze.js'
+
+export async function seal(s: DumpState, report: (d: string) => void): Promise<ArtifactRecord[]> {
+  return s.timed('seal', async () => {
+    s.budget.checkCancelled('sealing the bundle')
+    const signKey = s.o.signKeyPath
+    const createdAt = new Date().toISOString()
+    let abandoned = false
+    const writing = writeBundle({
+      workDir: s.workDir!,
+      artifacts: s.artifacts,
+      manifest: (records) => buildManifest(s, records, createdAt),
+      sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
+      output: s.output,
+      compression: s.o.compression,
+      onPartial: (p) => {
+        if (abandoned) return
+        s.partial = p
+        s.journal?.update({ partialPath: p ?? null })
+      },
+    })
+    // The writer cannot be stopped half way, so on a signal or the deadline it is abandoned: the rollback unlinks its
+    // partial file, and then the writer can never link it under the final name.
+    writing.catch(() => undefined)
+    let written: Awaited<typeof writing>
+    try {
+      written = await s.budget.unlessStopped(writing, 'sealing the bundle')
+    } catch (e) {
+      abandoned = true
+      throw e
+    }
+    if (s.o.cancel.aborted) {
+      // The signal came just as the bundle was linked into place: the person asked snap to stop, so it goes.
+      rmSync(written.path, { force: true })
+      s.budget.checkCancelled('sealing the bundle')
+    }
+    report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${s.o.compression})`)
+    if (s.finalState === 'killed') await killTree(s.members, STOP_TIMEOUT_MS)
+    return written.manifest.artifacts
+  })
+}
+
+/** One record per process: the tree criu dumped (pstree.img) when there is a checkpoint, else the one snap stopped. */
+export function processRecords(s: DumpState): ProcessRecord[] {
+  const byPid = new Map(s.members.map((m) => [m.id.pid, m]))
+  const left = new Map(s.outcomes.map((x) => [x.pid, x.left]))
+  const leftFor = (pid: number) => (s.finalState === 'killed' ? 'killed' : (left.get(pid) ?? 'unknown'))
+  if (s.dumped) {
+    return s.dumped.map((t) => {
+      const m = byPid.get(t.pid)
+      return {
+        pid: t.pid,
+        ppid: t.ppid,
+        pgid: t.pgid,
+        sid: t.sid,
+        comm: m?.comm ?? '',
+        threads: t.threads.length,
+        tids: t.threads,
+        found: m?.found ?? 'running',
+        left: leftFor(t.pid),
+        core: s.coreFiles.has(t.pid) ? `core.${t.pid}` : null,
+        source: 'pstree.img',
+      }
+    })
+  }
+  return s.members.map((m) => ({
+    pid: m.id.pid,
+    ppid: m.ppid,
+    pgid: null,
+    sid: null,
+    comm: m.comm,
+    threads: m.threadsAtStop.length,
+    tids: m.threadsAtStop.map((t) => t.tid),
+    found: m.found,
+    left: leftFor(m.id.pid),
+    core: s.coreFiles.has(m.id.pid) ? `core.${m.id.pid}` : null,
+    source: 'proc',
+  }))
+}
+
+function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: string): Manifest {
+  const root = s.members[0]!
+  const processes = processRecords(s)
+  const rootRecord = processes.find((p) => p.pid === s.o.pid)
+  // The root's threads as dumped: a thread born between the preflight and the stop is in the images, so it counts.
+  const target = rootRecord ? { ...s.target, threads: rootRecord.threads, threadIds: [...rootRecord.tids].sort((a, b) => a - b) } : s.target
+  target.treePids = processes.map((p) => p.pid)
+  return {
+    format: MANIFEST_FORMAT,
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    tool: { name: 'procsnap', version: s.o.toolVersion },
+    createdAt,
+    mode: s.mode,
+    host: describeHost(),
+    custody: describeCustody(s.startedAt),
+    target,
+    originalState: { state: root.found, threads: root.threadsFound.map((t) => ({ tid: t.tid, state: t.state })) },
+    processes,
+    cores: s.o.cores ?? 'all',
+    normalization: normalizationRecord(s),
+    steps: s.steps.filter((x) => x.name !== 'seal'),
+    freezeWindowMs: s.freezeWindowMs,
+    finalState: s.finalState,
+    tools: {
+      criu: s.criu ? { path: s.criu.path, version: s.criu.version, options: s.criuOptions, reasons: s.criuReasons } : null,
+      gdb: { path: s.gdb!.path, version: s.gdb!.version },
+    },
+    artifacts,
+    warnings: s.warnings,
+    signed: s.o.signKeyPath !== undefined,
+  }
+}

@@ -1,0 +1,163 @@
+// The one state a dump's stages share, as criu's cr-dump.c shares its dump state: each stage in this folder is a
+// function of it. What the options say, what was found, what was done so far (the rollback reads it to undo).
+
+import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../bundle/manifest.js'
+import type { Compression } from '../../bundle/compression.js'
+import { SnapError } from '../../errors.js'
+import type { TargetIdentity } from '../../process/identity.js'
+import type { MemberOutcome, TreeMember } from '../../process/tree.js'
+import type { CriuInfo } from '../../tools/criu.js'
+import type { DumpedTask } from '../../tools/criu-pstree.js'
+import type { GdbInfo } from '../../tools/gdb.js'
+import { round, type StartedTool, type ToolRun } from '../../tools/run.js'
+import type { Progress } from '../../ui/progress.js'
+import type { OperationBudget } from '../budget.js'
+import type { Journal } from '../journal.js'
+
+export type CoresScope = 'all' | 'root'
+
+export interface DumpOptions {
+  pid: number
+  output?: string
+  /** Overrides the default final state (each process's own found state). */
+  leave?: FinalState
+  compression: Compression
+  criu?: string
+  gdb?: string
+  /** Deadline for the whole dump, in seconds. */
+  timeoutSec?: number
+  includeEnv: boolean
+  criuExtraOptions: string[]
+  skipCriuCheck?: boolean
+  /** Freeze only for criu dump; build the cores from its images after the tree is released. */
+  shortFreeze?: boolean
+  /** Cores only, no checkpoint: for what criu cannot dump. */
+  coreOnly?: boolean
+  /** Which processes get a core: every process of the tree (default) or the root only. */
+  cores?: CoresScope
+  signKeyPath?: string
+  /** Aborted by snap's signal handlers; its reason is the signal name. */
+  cancel: AbortSignal
+  toolVersion: string
+}
+
+export interface CriuOptionReason {
+  option: string
+  reason: string
+}
+
+export class DumpState {
+  readonly startedAt = new Date()
+  identity!: TargetIdentity
+  /** The root's description, read from /proc before any signal. */
+  target!: TargetRecord
+  /** Every process of the tree, root first, with the state each was found in. */
+  members: TreeMember[] = []
+  /** What putting the tree back did, per process. */
+  outcomes: MemberOutcome[] = []
+  /** The tree criu dumped (pstree.img). */
+  dumped?: DumpedTask[]
+  stopSettleMs = 0
+  bornDuringStop: number[] = []
+  criu?: CriuInfo
+  gdb?: GdbInfo
+  crit = 'crit'
+  output!: string
+  workDir?: string
+  journal?: Journal
+  partial?: string
+  gdbSession?: StartedTool
+  readonly toolPids = new Set<number>()
+  /** True once criu's post-dump script turned the stops found in place into SIGSTOP stops. */
+  stopConverted = false
+  /** True once the first signal went to the tree: from then on the rollback has something to put back. */
+  touched = false
+  /** True while criu or gdb holds the tree under ptrace: a process dying then was damaged by the tool. */
+  toolHolds?: string
+  released = false
+  freezeStart?: number
+  freezeWindowMs = 0
+  readonly steps: StepRecord[] = []
+  readonly warnings: string[] = []
+  readonly artifacts: { path: string; kind: ArtifactKind }[] = []
+  /** pid -> core file (in the work directory). */
+  readonly coreFiles = new Map<number, string>()
+  imagesDir = ''
+  criuOptions: string[] = []
+  criuReasons: CriuOptionReason[] = []
+
+  constructor(
+    readonly o: DumpOptions,
+    readonly progress: Progress,
+    readonly budget: OperationBudget,
+  ) {}
+
+  get mode(): 'standard' | 'short-freeze' | 'core-only' {
+    return this.o.coreOnly ? 'core-only' : this.o.shortFreeze ? 'short-freeze' : 'standard'
+  }
+
+  /** The state a process is to be left in: the one asked for, else its own found state. Killing comes after the seal. */
+  leaveFor(m: TreeMember): 'running' | 'stopped' {
+    const leave = this.o.leave
+    if (leave === 'running' || leave === 'stopped') return leave
+    if (leave === 'killed') return 'stopped'
+    return m.found
+  }
+
+  /** The final state reported for the root. */
+  get finalState(): FinalState {
+    return this.o.leave ?? this.members[0]?.found ?? 'running'
+  }
+
+  warn(text: string): void {
+    this.warnings.push(text)
+    this.progress.warn(text)
+  }
+
+  addArtifact(path: string, kind: ArtifactKind): void {
+    if (!this.artifacts.some((a) => a.path === path)) this.artifacts.push({ path, kind })
+  }
+
+  trackTool(pid: number, running: boolean): void {
+    if (running) this.toolPids.add(pid)
+    else this.toolPids.delete(pid)
+    this.journal?.update({ toolPids: [...this.toolPids] })
+  }
+
+  async timed<T>(name: string, fn: (rec: StepRecord) => Promise<T>): Promise<T> {
+    const startedAt = new Date()
+    const t0 = performance.now()
+    const rec: StepRecord = { name, status: 'ok', startedAt: startedAt.toISOString(), endedAt: '', durationMs: 0 }
+    this.steps.push(rec)
+    this.journal?.update({ step: name })
+    try {
+      return await fn(rec)
+    } catch (e) {
+      rec.status = 'failed'
+      rec.note = e instanceof SnapError ? e.message : String(e)
+      throw e
+    } finally {
+      rec.endedAt = new Date().toISOString()
+      rec.durationMs = round(performance.now() - t0)
+    }
+  }
+}
+
+export function recordTool(rec: StepRecord, run: ToolRun): void {
+  rec.command = run.command
+  rec.exitCode = run.exitCode
+}
+
+/** "exit 1", or "killed by SIGSEGV" for a tool that crashed. */
+export function exitText(run: ToolRun): string {
+  return run.exitCode === null && run.signal ? `killed by ${run.signal}` : `exit ${run.exitCode}`
+}
+
+/** gcore and criu both write about the target's resident memory; allow a minute plus 30 s per GiB. */
+export function toolTimeoutMs(rssKiB: number | null): number {
+  const gib = (rssKiB ?? 0) / (1024 * 1024)
+  return Math.round(60_000 + 30_000 * gib)
+}
+
+export const STOP_TIMEOUT_MS = 5000
+export const MiB = 1024 * 1024
