@@ -10,6 +10,7 @@ import type { FinalState, Manifest } from '../bundle/manifest.js'
 import { verifyBytes } from '../bundle/signature.js'
 import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
+import { readDescendants } from '../process/tree.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
@@ -295,17 +296,27 @@ export class RestoreRun {
     return n
   }
 
+  /**
+   * Every restored process to its state: the one asked for (--resume, --leave-stopped), else each its own found state
+   * as the manifest records it (a worker paused at the dump comes back paused). criu gives the tree back as its images
+   * say, and a tree snap dumped was SIGSTOP-stopped then: without this, the workers of a restored master stay frozen.
+   */
   private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<void> {
-    // Asked to run, the tree may still come back stopped (its images say so when it was dumped SIGSTOP-stopped).
-    if (final === 'running') {
-      process.kill(pid, 'SIGCONT')
-      const ok = await pollUntil(() => readThreadStates(pid).every((t) => t.state !== 'T'), { timeoutMs: STATE_WAIT_MS })
-      if (!ok) throw new RestoreFailedError(`restored process ${pid} did not resume`)
-    } else {
-      const stopped = () => readThreadStates(pid).every((t) => t.state === 'T')
-      if (!stopped()) process.kill(pid, 'SIGSTOP')
-      const ok = await pollUntil(stopped, { timeoutMs: STATE_WAIT_MS })
-      if (!ok) throw new RestoreFailedError(`restored process ${pid} did not stop`)
+    const found = new Map((this.o.newPidns ? [] : (this.manifest.processes ?? [])).map((p) => [p.pid, p.found]))
+    const tree = [pid, ...readDescendants(pid)].reverse() // workers before their master
+    const want = (p: number): 'running' | 'stopped' => (this.o.final ?? found.get(p) ?? final)
+    for (const p of tree) {
+      const stopped = () => readThreadStates(p).every((t) => t.state === 'T')
+      if (want(p) === 'running') process.kill(p, 'SIGCONT')
+      else if (!stopped()) process.kill(p, 'SIGSTOP')
+    }
+    for (const p of tree) {
+      const target = want(p)
+      const ok = await pollUntil(() => {
+        const ts = readThreadStates(p)
+        return ts.length > 0 && (target === 'running' ? ts.every((t) => t.state !== 'T') : ts.every((t) => t.state === 'T'))
+      }, { timeoutMs: STATE_WAIT_MS })
+      if (!ok) throw new RestoreFailedError(`restored process ${p} did not ${target === 'running' ? 'resume' : 'stop'}`)
     }
   }
 

@@ -24,6 +24,10 @@ export interface NginxOptions {
   contentBytes?: number;
   /** Lines added to the http block (e.g. 'keepalive_timeout 5s;'). */
   httpExtra?: string[];
+  /** The error_log level: 'notice' unless told. nginx's own default, 'error', logs nothing in normal operation. */
+  errorLogLevel?: 'notice' | 'error';
+  /** false: no access log (a log that grows after a dump makes criu refuse the restore). true unless told. */
+  accessLog?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -56,20 +60,20 @@ function nginxWorkers(master: number): number[] {
   return childPids(master).filter((pid) => readCmdline(pid)?.startsWith('nginx: worker process'));
 }
 
-export function nginxConfig(dir: string, port: number, workers: number, user: string, httpExtra: string[]): string {
+export function nginxConfig(dir: string, port: number, workers: number, user: string, httpExtra: string[], errorLogLevel = 'notice', accessLog = true): string {
   const tmp = join(dir, 'tmp');
   return [
     `user ${user};`, // for root: `user root;` (the group defaults to the user's name: root, www-data)
     `worker_processes ${workers};`,
     'master_process on;',
     `pid ${join(dir, 'nginx.pid')};`,
-    `error_log ${join(dir, 'error.log')} notice;`,
+    `error_log ${join(dir, 'error.log')} ${errorLogLevel};`,
     'events { worker_connections 512; }',
     'http {',
     // No include of /etc/nginx/mime.types: nothing of the system's config.
     '  types { text/html html; text/plain txt; }',
     '  default_type application/octet-stream;',
-    `  access_log ${join(dir, 'access.log')};`,
+    accessLog ? `  access_log ${join(dir, 'access.log')};` : '  access_log off;',
     `  client_body_temp_path ${join(tmp, 'client_body')};`,
     `  proxy_temp_path ${join(tmp, 'proxy')};`,
     `  fastcgi_temp_path ${join(tmp, 'fastcgi')};`,
@@ -90,7 +94,7 @@ export function nginxConfig(dir: string, port: number, workers: number, user: st
 
 /** ready: the master has exactly `workers` worker children running as `user`, and GET / answers 200 with the page. */
 export async function startNginx(options: NginxOptions = {}): Promise<NginxService> {
-  const { workers = 2, user = 'root', contentBytes = 4096, httpExtra = [], readyTimeoutMs = 15_000 } = options;
+  const { workers = 2, user = 'root', contentBytes = 4096, httpExtra = [], readyTimeoutMs = 15_000, errorLogLevel = 'notice', accessLog = true } = options;
   return inServiceDir('nginx', async (dir) => {
     const content = makeContent('nginx', contentBytes);
     mkdirSync(join(dir, 'www'), { mode: 0o755 });
@@ -103,7 +107,7 @@ export async function startNginx(options: NginxOptions = {}): Promise<NginxServi
       dir,
       extraLogs: [join(dir, 'error.log')],
       build: (port) => {
-        writeFileSync(configPath, nginxConfig(dir, port, workers, user, httpExtra));
+        writeFileSync(configPath, nginxConfig(dir, port, workers, user, httpExtra, errorLogLevel, accessLog));
         return { command: 'nginx', args: ['-c', configPath, '-g', 'daemon off;', '-p', dir, '-e', join(dir, 'error.log')], cwd: dir };
       },
     });
