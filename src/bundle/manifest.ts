@@ -57,7 +57,10 @@ export interface TargetRecord {
 
 /** One process of the dumped tree. */
 export interface ProcessRecord {
+  /** As criu's images name it: in the tree's own PID namespace (a container's init is 1). */
   pid: number
+  /** The pid snap saw it under on the host, when that differs (a container). */
+  hostPid?: number
   ppid: number
   pgid: number | null
   sid: number | null
@@ -106,6 +109,8 @@ export interface Manifest {
   processes?: ProcessRecord[]
   /** v2: which processes got a core. */
   cores?: 'all' | 'root'
+  /** v2: the tree was a container's: where its root is on the host and the mounts bound in from the host. */
+  container?: { rootfs: string; externalMounts: { key: string; hostPath: string; fstype: string }[] }
   normalization: {
     action: 'sigstop' | 'converted'
     conversionWindowUs: number | null

@@ -3,6 +3,7 @@
 
 import { statSync } from 'node:fs'
 import { arch, release } from 'node:os'
+import { join } from 'node:path'
 import { readdirSync } from 'node:fs'
 import { sha256File } from '../bundle/hash.js'
 import type { Manifest } from '../bundle/manifest.js'
@@ -35,9 +36,11 @@ export function checkHost(manifest: Manifest, warnings: string[]): void {
 /** criu checks that files the process had open or mapped still have their size at dump time; check first. */
 export async function checkFiles(manifest: Manifest): Promise<void> {
   const t = manifest.target
+  // A container's paths are inside its root filesystem.
+  const onHost = (p: string): string => (manifest.container ? join(manifest.container.rootfs, p) : p)
   const size = (p: string): number | undefined => {
     try {
-      return statSync(p).size
+      return statSync(onHost(p)).size
     } catch {
       return undefined
     }
@@ -46,12 +49,15 @@ export async function checkFiles(manifest: Manifest): Promise<void> {
     const now = size(t.exe)
     if (now === undefined) throw new RestoreRefusedError(`executable ${t.exe} is missing on this host`, 'install the same build of the program')
     if (t.exeSha256) {
-      const { sha256 } = await sha256File(t.exe)
+      const { sha256 } = await sha256File(onHost(t.exe))
       if (sha256 !== t.exeSha256)
         throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')
     }
   }
   for (const f of [...t.openFiles, ...t.mappedFiles]) {
+    // A file deleted while open (a ghost, a memfd, an unlinked fifo) is carried in criu's own images: nothing on this
+    // host has to match it.
+    if (f.path.endsWith(' (deleted)') || f.path.startsWith('/memfd:')) continue
     const now = size(f.path)
     if (now === undefined) throw new RestoreRefusedError(`file ${f.path} that the process had open is missing`, 'put it back before restoring')
     if (now !== f.size)

@@ -2,7 +2,7 @@
 // "restoring": every path out of here reports restored or failed, and a failure kills what was partly restored.
 
 import { spawn } from 'node:child_process'
-import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
@@ -10,7 +10,7 @@ import type { FinalState, Manifest } from '../bundle/manifest.js'
 import { verifyBytes } from '../bundle/signature.js'
 import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
-import { readDescendants } from '../process/tree.js'
+import { innerPidOf, readDescendants } from '../process/tree.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
@@ -124,7 +124,8 @@ export class RestoreRun {
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
       await checkFiles(this.manifest)
-      if (!this.o.newPidns) checkPidsFree(this.manifest)
+      // A container comes back in a PID namespace of its own: its pids are free there whatever the host holds.
+      if (!this.o.newPidns && !this.manifest.container) checkPidsFree(this.manifest)
     })
     for (const w of this.warnings) this.progress.warn(w)
     this.budget.checkCancelled('preflight')
@@ -157,14 +158,16 @@ export class RestoreRun {
     const pidfile = join(this.workDir!, 'restored.pid')
     // criu gives a task back in the state its images record, which is not always stopped: one it resumed ran on
     // until snap's SIGSTOP landed (a paused target came back a tick further on). --leave-stopped never lets it run.
+    const container = this.manifest.container
     const args = [
       ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu!.options),
       ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
+      ...(container ? containerRestoreArgs(container) : []),
     ]
     this.restoreStart = Date.now()
     const timeoutMs = this.budget.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
-    const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs)
+    const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs, container?.rootfs)
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
     if (run.timedOut) throw new StepTimeoutError('criu restore did not finish in time; it was killed')
     if (run.exitCode !== 0 || !existsSync(pidfile)) throw this.criuFailure(logFile, run.exitCode)
@@ -181,11 +184,22 @@ export class RestoreRun {
    * stopped as criu's child, sat in an orphaned group with a stopped member the moment criu exited, and the kernel
    * then sends SIGHUP (which kills it) and SIGCONT. A session of its own keeps that from happening when snap exits.
    */
-  private async runCriuDetached(args: string[], outFile: string, timeoutMs: number): Promise<{ exitCode: number | null; timedOut: boolean; cancelled: boolean }> {
+  private async runCriuDetached(
+    args: string[],
+    outFile: string,
+    timeoutMs: number,
+    containerRoot?: string,
+  ): Promise<{ exitCode: number | null; timedOut: boolean; cancelled: boolean }> {
     appendFileSync(outFile, `$ ${[this.criu.path, ...args].map(shellQuote).join(' ')}\n`, { mode: 0o600 })
     const out = openSync(outFile, 'a', 0o600)
     // setpriv --pdeathsig: criu dies with snap, even if snap is SIGKILLed mid-restore.
-    const [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', this.criu.path, ...args]] : [this.criu.path, args]
+    let [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', this.criu.path, ...args]] : [this.criu.path, args]
+    if (containerRoot) {
+      // criu pivots into a container's root, which must be a mount point: bound onto itself in a mount namespace of
+      // criu's own, so the host keeps no trace of it (as runc does before it restores).
+      binArgs = ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount --bind "$1" "$1" && shift && exec "$@"', 'sh', containerRoot, bin, ...binArgs]
+      bin = '/usr/bin/unshare'
+    }
     const child = spawn(bin, binArgs, { detached: true, stdio: ['ignore', out, out] })
     closeSync(out)
     const exited = new Promise<number | null>((resolve) => {
@@ -304,7 +318,9 @@ export class RestoreRun {
   private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<void> {
     const found = new Map((this.o.newPidns ? [] : (this.manifest.processes ?? [])).map((p) => [p.pid, p.found]))
     const tree = [pid, ...readDescendants(pid)].reverse() // workers before their master
-    const want = (p: number): 'running' | 'stopped' => (this.o.final ?? found.get(p) ?? final)
+    // A container's processes are named in the manifest by their pids inside its namespace.
+    const key = (p: number) => (this.manifest.container ? innerPidOf(p) : p)
+    const want = (p: number): 'running' | 'stopped' => (this.o.final ?? found.get(key(p)) ?? final)
     for (const p of tree) {
       const stopped = () => readThreadStates(p).every((t) => t.state === 'T')
       if (want(p) === 'running') process.kill(p, 'SIGCONT')
@@ -344,6 +360,18 @@ export class RestoreRun {
     const why = cause instanceof SnapError ? cause.message : String(cause)
     this.progress.note(`restore failed: ${why}${killed.length ? `; killed partly restored ${killed.join(', ')}` : ''}`)
   }
+}
+
+/** criu restore options for a container: its root, and each mount bound in from the host, bound again from where it
+ *  is on this host. A cgroup directory the original's runtime removed is made again (mkdir in a cgroup filesystem
+ *  creates the cgroup). */
+function containerRestoreArgs(c: NonNullable<Manifest['container']>): string[] {
+  const args = ['--root', c.rootfs]
+  for (const m of c.externalMounts) {
+    if (!existsSync(m.hostPath) && (m.fstype === 'cgroup' || m.fstype === 'cgroup2')) mkdirSync(m.hostPath, { recursive: true })
+    args.push('--external', `mnt[${m.key}]:${m.hostPath}`)
+  }
+  return args
 }
 
 function processStartedAfter(pid: number, epochSec: number): boolean {

@@ -4,11 +4,14 @@
 import { RollbackIncompleteError, StepTimeoutError, TargetChangedError } from '../errors.js'
 import { captureIdentity, checkIdentity, type IdentityCheck, type TargetIdentity } from './identity.js'
 import { pollUntil } from './poll.js'
-import { readChildren, readStat, readThreadStates, type ThreadSnapshot } from './proc.js'
+import { readChildren, readStat, readStatus, readThreadStates, type ThreadSnapshot } from './proc.js'
 import { observeRunState, type RunState } from './stop.js'
 
 export interface TreeMember {
   id: TargetIdentity
+  /** Its pid in its own PID namespace (the last of NSpid): how criu's images name it when the root is a
+   *  namespace's init (a container's), and the host pid otherwise. */
+  innerPid: number
   ppid: number
   comm: string
   /** The state it was found in, observed before any signal (or, for a process born during the stop, running). */
@@ -28,6 +31,13 @@ export interface MemberOutcome {
   left: LeftState
   /** How the identity check saw it when it was not put back. */
   check?: IdentityCheck
+}
+
+/** The last NSpid entry: the pid as the process's own PID namespace sees it. */
+export function innerPidOf(pid: number): number {
+  const nspid = readStatus(pid)?.['NSpid']?.trim().split(/\s+/)
+  const last = Number(nspid?.at(-1))
+  return Number.isInteger(last) && last > 0 ? last : pid
 }
 
 const isStopped = (t: ThreadSnapshot) => t.state === 'T'
@@ -67,7 +77,7 @@ export async function discoverTree(root: TargetIdentity): Promise<TreeMember[]> 
     const stat = readStat(pid)
     if (!stat) continue
     const observed = await observeRunState(id)
-    members.push({ id, ppid: stat.ppid, comm: stat.comm, found: observed.state, threadsFound: observed.threads, threadsAtStop: [] })
+    members.push({ id, innerPid: innerPidOf(pid), ppid: stat.ppid, comm: stat.comm, found: observed.state, threadsFound: observed.threads, threadsAtStop: [] })
   }
   return members
 }
@@ -112,7 +122,7 @@ export async function stopTree(members: TreeMember[], timeoutMs: number, cancell
         const stat = readStat(pid)
         if (!stat) continue
         // Born after the look: it was running, whatever it shows now (a fork of a stopping parent can start stopped).
-        fresh.push({ id, ppid: stat.ppid, comm: stat.comm, found: 'running', threadsFound: [], threadsAtStop: [] })
+        fresh.push({ id, innerPid: innerPidOf(pid), ppid: stat.ppid, comm: stat.comm, found: 'running', threadsFound: [], threadsAtStop: [] })
       } catch {
         // gone already
       }

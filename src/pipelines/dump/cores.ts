@@ -80,11 +80,13 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
     // The images name each process by the pid criu saw it under: pstree.img's order is the dumped tree's.
     const dumped = s.dumped ?? []
     const wanted = new Set(corePids(s))
-    const pids = dumped.map((t) => t.pid).filter((pid, i) => wanted.has(pid) || (i === 0 && wanted.has(s.o.pid)))
-    for (const pid of pids) {
+    // The images name a process by its pid in the tree's own PID namespace; the core is named by the host's pid.
+    const hostOf = new Map(s.members.map((m) => [s.container ? m.innerPid : m.id.pid, m.id.pid]))
+    const pids = dumped.map((t) => ({ image: t.pid, host: hostOf.get(t.pid) })).filter((p): p is { image: number; host: number } => p.host !== undefined && wanted.has(p.host))
+    for (const { image, host: pid } of pids) {
       const file = join(s.workDir!, `core.${pid}`)
       const built = await s.budget.unlessStopped(
-        writeCoreFromImages({ imagesDir: s.imagesDir, pid, output: file, crit: s.crit }),
+        writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file, crit: s.crit }),
         `building the core of ${pid}`,
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)

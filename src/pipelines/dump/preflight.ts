@@ -12,6 +12,8 @@ import { chooseCriuOptions, findRefusals } from '../../process/dump-plan.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
 import { discoverTree } from '../../process/tree.js'
+import { describeContainer } from '../../process/container.js'
+import { readLink } from '../../process/proc.js'
 import { resolveCrit } from '../../corefile/images.js'
 import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
@@ -74,9 +76,20 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
       }
       const plan = chooseCriuOptions(facts)
       s.criuReasons = [...plan.reasons]
-      const extra = o.criuExtraOptions.filter((x) => !plan.options.includes(x))
+      s.criuOptions = [...plan.options]
+      // A container's init: the mounts bound in from the host are named to criu as external, the way runc does.
+      s.container = describeContainer(o.pid, readLink)
+      if (s.container) {
+        if (s.container.problems.length > 0)
+          throw new TargetRefusedError(`cannot checkpoint the container of ${o.pid}: ${s.container.problems.join('; ')}`, `take cores without a checkpoint: snap dump --core-only ${o.pid}`)
+        for (const m of s.container.externalMounts) {
+          s.criuOptions.push('--external', `mnt[${m.key}]:${m.key}`)
+          s.criuReasons.push({ option: `--external mnt[${m.key}]`, reason: `${m.key} (${m.fstype}) is bound into the container from the host's ${m.hostPath}` })
+        }
+      }
+      const extra = o.criuExtraOptions.filter((x) => !s.criuOptions.includes(x))
       for (const x of extra) s.criuReasons.push({ option: x, reason: 'given with --criu-opt' })
-      s.criuOptions = [...plan.options, ...extra]
+      s.criuOptions.push(...extra)
     }
     rec.note = s.criuReasons.map((r) => `${r.option}: ${r.reason}`).join('; ') || undefined
 

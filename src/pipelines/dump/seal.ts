@@ -53,14 +53,17 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
 
 /** One record per process: the tree criu dumped (pstree.img) when there is a checkpoint, else the one snap stopped. */
 export function processRecords(s: DumpState): ProcessRecord[] {
-  const byPid = new Map(s.members.map((m) => [m.id.pid, m]))
+  // pstree.img names each process by its pid in the tree's own PID namespace (a container's init is 1 there).
+  const byInnerPid = new Map(s.members.map((m) => [s.container ? m.innerPid : m.id.pid, m]))
   const left = new Map(s.outcomes.map((x) => [x.pid, x.left]))
-  const leftFor = (pid: number) => (s.finalState === 'killed' ? 'killed' : (left.get(pid) ?? 'unknown'))
+  const leftFor = (pid: number | undefined) => (s.finalState === 'killed' ? 'killed' : ((pid !== undefined ? left.get(pid) : undefined) ?? 'unknown'))
   if (s.dumped) {
     return s.dumped.map((t) => {
-      const m = byPid.get(t.pid)
+      const m = byInnerPid.get(t.pid)
+      const hostPid = m?.id.pid
       return {
         pid: t.pid,
+        ...(hostPid !== undefined && hostPid !== t.pid ? { hostPid } : {}),
         ppid: t.ppid,
         pgid: t.pgid,
         sid: t.sid,
@@ -68,8 +71,8 @@ export function processRecords(s: DumpState): ProcessRecord[] {
         threads: t.threads.length,
         tids: t.threads,
         found: m?.found ?? 'running',
-        left: leftFor(t.pid),
-        core: s.coreFiles.has(t.pid) ? `core.${t.pid}` : null,
+        left: leftFor(hostPid),
+        core: hostPid !== undefined && s.coreFiles.has(hostPid) ? `core.${hostPid}` : null,
         source: 'pstree.img',
       }
     })
@@ -92,10 +95,10 @@ export function processRecords(s: DumpState): ProcessRecord[] {
 function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: string): Manifest {
   const root = s.members[0]!
   const processes = processRecords(s)
-  const rootRecord = processes.find((p) => p.pid === s.o.pid)
+  const rootRecord = processes.find((p) => (p.hostPid ?? p.pid) === s.o.pid)
   // The root's threads as dumped: a thread born between the preflight and the stop is in the images, so it counts.
   const target = rootRecord ? { ...s.target, threads: rootRecord.threads, threadIds: [...rootRecord.tids].sort((a, b) => a - b) } : s.target
-  target.treePids = processes.map((p) => p.pid)
+  target.treePids = processes.map((p) => p.hostPid ?? p.pid)
   return {
     format: MANIFEST_FORMAT,
     schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -108,6 +111,7 @@ function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: str
     originalState: { state: root.found, threads: root.threadsFound.map((t) => ({ tid: t.tid, state: t.state })) },
     processes,
     cores: s.o.cores ?? 'all',
+    ...(s.container ? { container: { rootfs: s.container.rootfs, externalMounts: s.container.externalMounts } } : {}),
     normalization: normalizationRecord(s),
     steps: s.steps.filter((x) => x.name !== 'seal'),
     freezeWindowMs: s.freezeWindowMs,

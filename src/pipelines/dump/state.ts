@@ -5,6 +5,7 @@ import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../b
 import type { Compression } from '../../bundle/compression.js'
 import { SnapError } from '../../errors.js'
 import type { TargetIdentity } from '../../process/identity.js'
+import type { ContainerPlan } from '../../process/container.js'
 import type { MemberOutcome, TreeMember } from '../../process/tree.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../tools/criu-pstree.js'
@@ -85,6 +86,8 @@ export class DumpState {
   imagesDir = ''
   criuOptions: string[] = []
   criuReasons: CriuOptionReason[] = []
+  /** Set when the target is a container's init: its root on the host and the mounts criu must be told about. */
+  container?: ContainerPlan
 
   constructor(
     readonly o: DumpOptions,

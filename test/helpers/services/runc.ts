@@ -181,6 +181,9 @@ async function makeRootfs(rootfs: string): Promise<void> {
 export function counterScript(tickMs: number): string {
   const seconds = (tickMs / 1000).toFixed(3);
   return [
+    // The container's own /dev/null, as a runtime's shim gives a container pipes: runc's stdio here are the host's log
+    // files, which a checkpoint from the host cannot carry (criu finds no mount for them in the container).
+    'exec </dev/null >/dev/null 2>&1',
     'mkfifo /tick && exec 3<>/tick && rm -f /tick',
     'i=0',
     // 1<> opens without truncating: the host never reads an empty file.
