@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
+import { CAP_SYS_RESOURCE } from '../process/tree-facts.js'
+import { runCanary, type CanaryReport } from './canary.js'
 import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
 import { findGdb, MIN_GDB } from './gdb.js'
 import { locateTool } from './locate.js'
@@ -26,6 +28,10 @@ export interface DoctorReport {
   /** Programs snap uses besides criu and gdb; `required: false` ones have a fallback or serve one option. */
   helpers: { name: string; path: string | null; required: boolean; usedFor: string }[]
   problems: { what: string; fix: string }[]
+  /** What this host cannot capture, and why: each a missing program or capability and what it rules out. */
+  ruledOut: { missing: string; rulesOut: string }[]
+  /** A canary with a listening socket and an established connection, dumped and restored (null: not run). */
+  canary: CanaryReport | null
 }
 
 const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: string }[] = [
@@ -33,7 +39,9 @@ const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: stri
   { name: 'zstd', paths: ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd'], required: false, usedFor: 'fast multi-core bundle compression (else Node, one core)' },
   { name: 'unshare', paths: ['/usr/bin/unshare', '/bin/unshare'], required: false, usedFor: 'restore --new-pidns' },
   { name: 'crit', paths: ['/opt/procsnap/bin/crit', '/usr/bin/crit', '/usr/local/bin/crit'], required: false, usedFor: 'dump --short-freeze (core built from the CRIU images)' },
-  { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'dump --short-freeze: in-kernel page copy (else slower)' },
+  { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'dump --short-freeze: in-kernel page copy (else slower); the doctor\'s canary' },
+  { name: 'iptables', paths: ['/usr/sbin/iptables', '/sbin/iptables', '/usr/bin/iptables'], required: false, usedFor: 'criu --tcp-established: locks the network around established connections' },
+  { name: 'nft', paths: ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'], required: false, usedFor: 'only with --criu-opt --network-lock=nftables' },
 ]
 
 async function probe<T extends { path: string; version: string }>(find: () => Promise<T>, name: 'criu' | 'gdb', flag?: string): Promise<ToolReport> {
@@ -51,7 +59,10 @@ async function probe<T extends { path: string; version: string }>(find: () => Pr
   }
 }
 
-export async function diagnose(flags: { criu?: string; gdb?: string }): Promise<DoctorReport> {
+export async function diagnose(
+  flags: { criu?: string; gdb?: string },
+  canary?: { toolVersion: string; cancel: AbortSignal },
+): Promise<DoctorReport> {
   const problems: DoctorReport['problems'] = []
   const criu = await probe(() => findCriu(flags.criu), 'criu', flags.criu)
   const gdb = await probe(() => findGdb(flags.gdb), 'gdb', flags.gdb)
@@ -75,8 +86,32 @@ export async function diagnose(flags: { criu?: string; gdb?: string }): Promise<
   const helpers = HELPERS.map((h) => ({ name: h.name, path: h.paths.find((p) => existsSync(p)) ?? null, required: h.required, usedFor: h.usedFor }))
   for (const h of helpers)
     if (!h.path && h.required) problems.push({ what: `${h.name} not found (${h.usedFor})`, fix: 'run `npm run setup` (util-linux provides setpriv)' })
+  const ruledOut: DoctorReport['ruledOut'] = []
+  const has = (name: string) => helpers.some((h) => h.name === name && h.path)
+  if (!has('iptables'))
+    ruledOut.push({ missing: 'iptables', rulesOut: 'checkpointing any process with an established TCP connection (criu locks the network with it); --core-only still works' })
+  if (!hasCap(caps, CAP_SYS_RESOURCE))
+    ruledOut.push({
+      missing: 'CAP_SYS_RESOURCE',
+      rulesOut: 'checkpointing a process of another uid (nginx workers as www-data, PostgreSQL): criu must read its rlimits; --core-only still works',
+    })
+  if (!has('crit')) ruledOut.push({ missing: 'crit', rulesOut: 'dump --short-freeze (cores built from the CRIU images)' })
+  // The canary only where criu could run at all: as root with a working criu and gdb.
+  let canaryReport: CanaryReport | null = null
+  if (canary && criu.ok && gdb.ok && (check?.ok ?? false) && (capabilities.sysAdmin || capabilities.checkpointRestore)) {
+    canaryReport = await runCanary({ criu: flags.criu, gdb: flags.gdb, ...canary })
+    if (!canaryReport.ok) {
+      const failed = canaryReport.steps.find((s) => !s.ok)
+      problems.push({
+        what: `the canary (a listening socket and an established connection) ${failed ? `failed at "${failed.what}": ${failed.detail}` : `was skipped: ${canaryReport.skipped}`}`,
+        fix: 'fix what the step names; `snap dump` of a real service would fail the same way',
+      })
+    }
+  }
   return {
     ok: problems.length === 0,
+    ruledOut,
+    canary: canaryReport,
     criu: { ...criu, minimum: MIN_CRIU.text, check },
     gdb: { ...gdb, minimum: MIN_GDB.text },
     kernel: { release: release(), arch: arch() },

@@ -69,6 +69,8 @@ export function renderDoctor(r: DoctorReport): string {
   ]
   for (const h of r.helpers)
     lines.push(`${h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss')} ${h.name.padEnd(7)} ${h.path ?? 'not found'} (${h.usedFor})`)
+  for (const x of r.ruledOut) lines.push(chalk.yellow(`without ${x.missing}: no ${x.rulesOut}`))
+  if (r.canary) for (const s of r.canary.steps) lines.push(`${mark(s.ok)} canary  ${s.what}: ${s.detail}`)
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
   if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))
   return lines.join('\n')

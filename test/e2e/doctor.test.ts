@@ -1,0 +1,59 @@
+// `snap doctor` proves readiness: a canary holding a listening socket and an established connection is dumped, keeps
+// its connections, and is restored after a kill. A criu that cannot do that makes the doctor fail, naming the step.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { DoctorReport } from '../../src/tools/doctor.js';
+import { makeTempDir } from '../helpers/bundle.js';
+import { runSnap } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/paths.js';
+
+/** Processes whose cwd is a canary directory: none may be left behind, whatever the outcome. */
+function canaryProcesses(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readlinkSync(`/proc/${name}/cwd`).includes('snap-canary-')) out.push(Number(name));
+    } catch {
+      // gone, or a kernel thread
+    }
+  }
+  return out;
+}
+
+const hasSysResource = (() => {
+  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? ((BigInt('0x' + m[1]) >> 24n) & 1n) === 1n : false;
+})();
+
+describe('snap doctor', () => {
+  it('dumps and restores the canary: every step ok, its connections working, nothing left; says what a missing capability rules out', async () => {
+    const run = await runSnap(['doctor', '--json'], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
+    const report = JSON.parse(run.stdout) as DoctorReport;
+    expect(run.exitCode, `${run.stderr}\n${JSON.stringify(report.problems)}`).toBe(0);
+    expect(report.canary?.ok).toBe(true);
+    expect(report.canary?.steps.map((s) => s.what)).toEqual([
+      'start the canary', 'dump it', 'its connections work after the dump', 'restore it after a kill', 'the restored canary answers',
+    ]);
+    expect(report.canary?.steps.find((s) => s.what === 'dump it')?.detail).toMatch(/--tcp-established/);
+    expect(report.ruledOut.some((r) => r.missing === 'CAP_SYS_RESOURCE')).toBe(!hasSysResource);
+    expect(canaryProcesses()).toEqual([]);
+  });
+
+  it('a criu whose dump fails: exit 6, the problem names the canary step, nothing left', async () => {
+    const criu = join(repoRoot, 'test', 'fixtures', 'fake-tools', 'criu-fail');
+    const run = await runSnap(['doctor', '--json', '--criu', criu], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
+    expect(run.exitCode, run.stderr).toBe(6);
+    const report = JSON.parse(run.stdout) as DoctorReport;
+    expect(report.problems.map((p) => p.what).join('\n')).toMatch(/canary .*failed at "dump it"/);
+    expect(canaryProcesses()).toEqual([]);
+  });
+
+  it('--no-canary only looks', async () => {
+    const run = await runSnap(['doctor', '--json', '--no-canary'], { timeoutMs: 60_000 });
+    const report = JSON.parse(run.stdout) as DoctorReport;
+    expect(report.canary).toBeNull();
+    expect(canaryProcesses()).toEqual([]);
+  });
+});
