@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import { open } from 'node:fs/promises'
 import type { Writable } from 'node:stream'
 import { finished, pipeline } from 'node:stream/promises'
-import { Header } from 'tar'
+import { Header, Pax } from 'tar'
 import { OutputPathError } from '../errors.js'
 import { partialPrefix } from './output-path.js'
 import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
@@ -37,11 +37,17 @@ function partialPathFor(output: string): string {
   return join(dirname(output), `${partialPrefix(output, process.pid)}${randomBytes(4).toString('hex')}`)
 }
 
-function tarHeader(path: string, size: number, mtime: Date): Buffer {
+/**
+ * The header of one entry. A core of a JVM passes 8 GiB, past what the header's octal size field holds: then a pax
+ * extended header carries the size (POSIX, read by every tar and by snap's reader), and the plain header holds it in
+ * base-256 as GNU tar writes it, for readers that skip pax records.
+ */
+export function tarHeader(path: string, size: number, mtime: Date): Buffer {
+  if (Buffer.byteLength(path) > 100) throw new Error(`artifact name too long for a tar header: ${path}`)
   const block = Buffer.alloc(BLOCK)
   const needPax = new Header({ path, mode: 0o600, uid: 0, gid: 0, size, mtime, type: 'File' }).encode(block, 0)
-  if (needPax) throw new Error(`artifact name too long for a plain tar header: ${path}`)
-  return block
+  if (!needPax) return block
+  return Buffer.concat([new Pax({ path, size, mtime }).encode(), block])
 }
 
 const padding = (n: number) => Buffer.alloc((BLOCK - (n % BLOCK)) % BLOCK)
