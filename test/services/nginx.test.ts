@@ -57,6 +57,18 @@ describe('nginx', () => {
     }
   });
 
+  it('pointed at a worker: refused before any signal, naming the master to dump instead', async () => {
+    const nginx = await startNginx({ user: 'root' });
+    await nginx.ready;
+    const pids = nginx.pids();
+    const worker = pids.find((p) => p !== nginx.pid)!;
+    const { value: d, stoppedSeen } = await watchNeverStopped(pids, dumpService('nginx-worker', worker));
+    expect(d.run.exitCode, d.run.stderr).toBe(4);
+    expect(d.run.stderr).toMatch(new RegExp(`snap dump ${nginx.pid}\\b`));
+    expect(stoppedSeen).toEqual([]);
+    expectTreeRunning(pids);
+  });
+
   it.skipIf(hasSysResource)('workers as www-data on a host without CAP_SYS_RESOURCE: refused before any signal naming the capability; --core-only gives every core', async () => {
     const nginx = await startNginx({ user: 'www-data' });
     await nginx.ready;
