@@ -3,6 +3,7 @@
 
 import chalk from 'chalk'
 import { Listr, ListrLogger, ProcessOutput } from 'listr2'
+import { printable } from './printable.js'
 
 export interface ProgressStep {
   title: string
@@ -26,11 +27,15 @@ export class Progress {
   /** A free-standing line (a warning, a rollback action). */
   note(line: string): void {
     if (this.mode === 'silent') return
+    line = printable(line)
     process.stderr.write(this.mode === 'plain' ? `${stamp()} ${line}\n` : `${line}\n`)
   }
 
   warn(line: string): void {
-    this.note(this.mode === 'tty' ? chalk.yellow(`warning: ${line}`) : `warning: ${line}`)
+    // Made printable here, before the colour: note() would otherwise escape chalk's own sequences.
+    const text = printable(line)
+    if (this.mode === 'silent') return
+    process.stderr.write(this.mode === 'plain' ? `${stamp()} warning: ${text}\n` : `${chalk.yellow(`warning: ${text}`)}\n`)
   }
 
   async run(steps: ProgressStep[]): Promise<void> {
@@ -52,10 +57,10 @@ export class Progress {
     const processOutput = new ProcessOutput(process.stderr, process.stderr)
     const list = new Listr(
       steps.map((s) => ({
-        title: s.title,
+        title: printable(s.title),
         task: async (_ctx: unknown, task: { output: string }) => {
           await s.run((d) => {
-            task.output = d
+            task.output = printable(d)
           })
         },
       })),
