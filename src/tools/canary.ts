@@ -14,6 +14,7 @@ import { pollUntil } from '../process/poll.js'
 import { readStat } from '../process/proc.js'
 import { Progress } from '../ui/progress.js'
 import { SnapError } from '../errors.js'
+import { generateKeyPair } from '../bundle/signature.js'
 
 export interface CanaryStep {
   what: string
@@ -84,7 +85,6 @@ export async function runCanary(o: { criu?: string; gdb?: string; toolVersion: s
   const dir = mkdtempSync(join(tmpdir(), 'snap-canary-'))
   const portFile = join(dir, 'port')
   const child = spawn(PYTHON, ['-c', CANARY, portFile], { detached: true, stdio: 'ignore', cwd: dir })
-  child.unref()
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   let canary: TargetIdentity | undefined
   let restored: TargetIdentity | undefined
@@ -100,9 +100,11 @@ export async function runCanary(o: { criu?: string; gdb?: string; toolVersion: s
     step('start the canary', true, `pid ${canary.pid}, listening on 127.0.0.1:${port}, one established connection`)
 
     const bundle = join(dir, 'canary.snap.tar.zst')
+    // Signed with a key made for this run, and restored trusting only that key: the path a real restore takes.
+    const { privatePath, publicPath } = generateKeyPair(join(dir, 'canary.key'))
     try {
       const r = await new DumpRun(
-        { pid: canary.pid, output: bundle, compression: 'zstd', criu: o.criu, gdb: o.gdb, includeEnv: false, criuExtraOptions: [], cores: 'root', cancel: o.cancel, toolVersion: o.toolVersion, timeoutSec: 120 },
+        { pid: canary.pid, output: bundle, compression: 'zstd', criu: o.criu, gdb: o.gdb, includeEnv: false, criuExtraOptions: [], cores: 'root', signKeyPath: privatePath, cancel: o.cancel, toolVersion: o.toolVersion, timeoutSec: 120 },
         new Progress('silent'),
       ).execute()
       step('dump it', true, `criu options ${r.criuOptions.map((c) => c.option).join(' ') || '(none)'}; freeze ${Math.round(r.freezeWindowMs)} ms`)
@@ -127,9 +129,9 @@ export async function runCanary(o: { criu?: string; gdb?: string; toolVersion: s
     await exited
     await pollUntil(() => !readStat(canary!.pid), { timeoutMs: 10_000 })
     try {
-      const r = await new RestoreRun({ bundle, newPidns: false, criu: o.criu, cancel: o.cancel, timeoutSec: 120 }, new Progress('silent')).execute()
+      const r = await new RestoreRun({ bundle, newPidns: false, criu: o.criu, publicKey: publicPath, cancel: o.cancel, timeoutSec: 120 }, new Progress('silent')).execute()
       restored = captureIdentity(r.pid)
-      step('restore it after a kill', true, `pid ${r.pid}`)
+      step('restore it after a kill', true, `pid ${r.pid}, signature checked against the run's own key`)
     } catch (e) {
       step('restore it after a kill', false, e instanceof SnapError ? e.oneLine() : String(e))
       return { ok: false, steps }

@@ -30,6 +30,7 @@ const hasSysResource = (() => {
 describe('snap doctor', () => {
   it('dumps and restores the canary: every step ok, its connections working, nothing left; says what a missing capability rules out', async () => {
     const run = await runSnap(['doctor', '--json'], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
+    expect(run.stdout.trim().startsWith('{'), `exit ${run.exitCode} ${run.signal ?? ''}\n${run.stderr}`).toBe(true);
     const report = JSON.parse(run.stdout) as DoctorReport;
     expect(run.exitCode, `${run.stderr}\n${JSON.stringify(report.problems)}`).toBe(0);
     expect(report.canary?.ok).toBe(true);
