@@ -160,7 +160,7 @@ async function restoreComparison(bundle: string, pid: number, work: string): Pro
   for (let r = 0; r < rounds; r++) {
     for (const which of r % 2 ? ['criu', 'snap'] : ['snap', 'criu']) {
       if (which === 'snap') {
-        const res = await runSampled(snapBin, ['restore', bundle, '--json', '-q', '--leave-stopped'])
+        const res = await runSampled(snapBin, ['restore', bundle, '--json', '-q', '--leave-stopped', '--allow-unsigned'])
         if (res.code !== 0) throw new Error(`snap restore failed: ${res.stdout}`)
         const d = (JSON.parse(res.stdout) as { durations: Record<string, number> }).durations
         snapMs.push(res.ms)

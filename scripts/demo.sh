@@ -31,20 +31,21 @@ echo "pid $PID, state $(state $PID), $(ls /proc/$PID/task | wc -l) threads, tick
 say "2. Check this host: snap doctor"
 "$SNAP" doctor
 
-say "3. Capture it: snap dump $PID"
-"$SNAP" dump "$PID" -o "$DIR/demo.tar.zst"
+say "3. Capture it, signed with a key made for this demo: snap keygen, snap dump $PID --sign KEY"
+"$SNAP" keygen "$DIR/demo.key"
+"$SNAP" dump "$PID" -o "$DIR/demo.tar.zst" --sign "$DIR/demo.key"
 T_DUMP=$(ticks)
 echo "after the dump: state $(state $PID), ticks $T_DUMP (it runs on)"
 
 say "4. What the bundle holds: snap inspect, then snap verify"
 "$SNAP" inspect "$DIR/demo.tar.zst"
-"$SNAP" verify "$DIR/demo.tar.zst"
+"$SNAP" verify "$DIR/demo.tar.zst" --key "$DIR/demo.key.pub"
 
 sleep 1
 T_KILL=$(ticks)
-say "5. Kill the original (ticks reached $T_KILL), then restore it: snap restore"
+say "5. Kill the original (ticks reached $T_KILL), then restore it, trusting the demo's key: snap restore --key"
 kill -KILL "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-"$SNAP" restore "$DIR/demo.tar.zst" --json -q > "$DIR/restore.json"
+"$SNAP" restore "$DIR/demo.tar.zst" --key "$DIR/demo.key.pub" --json -q > "$DIR/restore.json"
 RESTORED=$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' "$DIR/restore.json")
 T_BACK=$(ticks)
 sleep 0.5

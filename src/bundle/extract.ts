@@ -4,7 +4,7 @@
 import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs'
 import { dirname, relative, resolve } from 'node:path'
 import { BundleInvalidError } from '../errors.js'
-import { scanBundle, type ScanResult } from './reader.js'
+import { scanBundle, type EntryVisitor, type ScanResult } from './reader.js'
 import type { ArtifactRecord } from './manifest.js'
 
 export interface ExtractOptions {
@@ -13,6 +13,8 @@ export interface ExtractOptions {
   into: string
   /** Which artifacts to write out; the others are still hashed. */
   want: (a: ArtifactRecord) => boolean
+  /** Decides on the head (manifest, signature) before anything is written; throwing stops the extraction. */
+  onHead?: EntryVisitor['onHead']
 }
 
 function insideDir(root: string, name: string): string {
@@ -27,6 +29,7 @@ export async function verifyAndExtract(o: ExtractOptions): Promise<ScanResult> {
   const root = resolve(o.into)
   let writeError: Error | undefined
   const result = await scanBundle(o.bundle, {
+    onHead: o.onHead,
     onArtifact(entry, record) {
       if (!o.want(record)) return
       let fd: number | undefined

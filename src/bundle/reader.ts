@@ -11,7 +11,9 @@ import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENT
 import { validateManifest } from './schema.js'
 
 /** A manifest larger than this is not one we wrote; refusing it bounds what a hostile first entry can cost. */
-const MAX_MANIFEST_BYTES = 16 << 20
+/** A real manifest is tens of KiB (a tree of hundreds of processes, thousands of images); a 16 MiB one cost 1.4 GB to
+ *  parse and check. This bound keeps any bundle's head within a few hundred MiB of snap's memory. */
+const MAX_MANIFEST_BYTES = 4 << 20
 const MAX_SIGNATURE_BYTES = 4096
 
 export function openBundleHead(path: string): { compression: Compression; size: number } {
@@ -76,6 +78,12 @@ export interface EntryVisitor {
   /** Called for each artifact entry, in order, with its record; consume the stream synchronously via 'data'. */
   onArtifact?(entry: ReadEntry, record: ArtifactRecord): void
   onSignature?(bytes: Buffer): void
+  /**
+   * Called once the head is read (the manifest, and the signature when there is one), before the first artifact: a
+   * restore decides there whether to trust the bundle and whether this host can take it, before anything is written.
+   * Throwing stops the pass with that error.
+   */
+  onHead?(head: { manifest: Manifest; manifestBytes: Buffer; signature?: Buffer }): void
   /** Stop after the manifest: what inspect needs, so its cost does not grow with the bundle. */
   manifestOnly?: boolean
 }
@@ -111,6 +119,19 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   let maxBytes = MAX_MANIFEST_BYTES
 
   let totalBytes = 0
+  let headDone = false
+  const head = (): boolean => {
+    if (headDone || !manifest || !manifestBytes) return true
+    headDone = true
+    try {
+      visitor.onHead?.({ manifest, manifestBytes, signature })
+      return true
+    } catch (e) {
+      fatal ??= e as Error
+      parser.abort(fatal)
+      return false
+    }
+  }
   const fail = (msg: string, entry?: string) => {
     fatal ??= new BundleInvalidError(`${path}: ${msg}`, entry ? [entry] : [])
     parser.abort(fatal)
@@ -133,6 +154,8 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     if (names.has(name)) return fail(`entry '${name}' appears twice`, name)
     names.add(name)
     if (position >= maxEntries) return fail(`more entries than the manifest declares (entry '${name}' is number ${position + 1})`, name)
+    if (position === 0 && entry.size > MAX_MANIFEST_BYTES)
+      return fail(`${MANIFEST_ENTRY} is ${entry.size} bytes, too large for a real manifest (at most ${MAX_MANIFEST_BYTES})`, name)
     totalBytes += entry.size
     if (totalBytes > maxBytes) return fail(`more bytes than the manifest declares (at entry '${name}')`, name)
 
@@ -169,6 +192,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       })
       return
     }
+    if (!head()) return entry.resume()
     const record = declared.get(name)
     if (!record) return fail(`entry '${name}' is not listed in the manifest`, name)
     if (entry.size !== record.size) {
@@ -230,6 +254,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   }
   if (fatal && !(fatal instanceof StopReading)) throw fatal
   if (!manifest || !manifestBytes) throw new BundleInvalidError(`${path} is empty or cut before its manifest ended`, [MANIFEST_ENTRY])
+  if (!visitor.manifestOnly && !head()) throw fatal!
   if (!visitor.manifestOnly) {
     for (const a of manifest.artifacts) if (!seen.has(a.path)) problems.push(`${a.path}: missing (the bundle is cut or incomplete)`)
   }

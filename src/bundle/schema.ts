@@ -13,7 +13,9 @@ type Validate = ((data: unknown) => boolean) & { errors?: { instancePath: string
 const validators = new Map<number, Validate>()
 
 function compile(version: number): Validate {
-  const ajv = new Ajv2020({ allErrors: true, strict: true })
+  // allErrors off: the first problem is enough to refuse, and collecting every one of a hostile manifest's millions of
+  // errors ran snap out of memory.
+  const ajv = new Ajv2020({ allErrors: false, strict: true })
   // ajv-formats is CommonJS; its default export arrives wrapped under ESM.
   const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: unknown) => void
   addFormats(ajv)

@@ -5,6 +5,8 @@ import { BundleInvalidError } from '../errors.js'
 import { scanBundle } from './reader.js'
 import { SIGNATURE_ENTRY } from './manifest.js'
 import { verifyBytes } from './signature.js'
+import { loadTrustedKeys, trustedKeysDir } from './trust.js'
+import { verify } from 'node:crypto'
 
 export interface VerifyResult {
   bundle: string
@@ -13,6 +15,10 @@ export interface VerifyResult {
   artifacts: number
   bytes: number
   signature: 'valid' | 'invalid' | 'absent' | 'not-checked'
+  /** The key the signature was checked against and matched (--key, or a key of the trusted-keys directory). */
+  signedBy: string | null
+  /** What the signature line means, for people: a signature present but not checked is said to be so. */
+  signatureNote: string
   problems: string[]
 }
 
@@ -22,24 +28,50 @@ export async function verifyBundle(path: string, publicKey?: string): Promise<Ve
     scan = await scanBundle(path)
   } catch (e) {
     // oneLine(), not message: the hint is part of the problem ("use a newer snap to read it").
-    if (e instanceof BundleInvalidError) return { bundle: path, ok: false, compression: 'unknown', artifacts: 0, bytes: 0, signature: 'not-checked', problems: [e.oneLine()] }
+    if (e instanceof BundleInvalidError)
+      return { bundle: path, ok: false, compression: 'unknown', artifacts: 0, bytes: 0, signature: 'not-checked', signedBy: null, signatureNote: 'not checked', problems: [e.oneLine()] }
     throw e
   }
   const problems = [...scan.problems]
   let signature: VerifyResult['signature'] = 'not-checked'
+  let signedBy: string | null = null
+  let signatureNote = ''
   if (publicKey) {
     if (!scan.signature) {
       signature = 'absent'
       problems.push(`${SIGNATURE_ENTRY}: missing (the bundle is not signed)`)
     } else if (verifyBytes(publicKey, scan.manifestBytes, scan.signature)) {
       signature = 'valid'
+      signedBy = publicKey
     } else {
       signature = 'invalid'
       problems.push(`${SIGNATURE_ENTRY}: does not match the manifest with this key (manifest changed, or another key)`)
     }
   } else if (!scan.signature) {
     signature = 'absent'
+  } else {
+    // No --key: a signature by a key this host trusts is checked; any other is present, and said to be unchecked.
+    const dir = trustedKeysDir()
+    const match = loadTrustedKeys(dir).find((k) => {
+      try {
+        return verify(null, scan.manifestBytes, k.key, scan.signature!)
+      } catch {
+        return false
+      }
+    })
+    if (match) {
+      signature = 'valid'
+      signedBy = match.path
+    }
   }
+  signatureNote =
+    signature === 'valid'
+      ? `valid (${signedBy})`
+      : signature === 'absent'
+        ? 'absent: the bundle is not signed, and restore refuses it without --allow-unsigned'
+        : signature === 'invalid'
+          ? 'INVALID'
+          : `present but NOT checked: no --key given and no key in ${trustedKeysDir()} matches it`
   return {
     bundle: path,
     ok: problems.length === 0,
@@ -47,6 +79,8 @@ export async function verifyBundle(path: string, publicKey?: string): Promise<Ve
     artifacts: scan.manifest.artifacts.length,
     bytes: [...scan.seen.values()].reduce((s, a) => s + a.size, 0),
     signature,
+    signedBy,
+    signatureNote,
     problems,
   }
 }

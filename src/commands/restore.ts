@@ -12,6 +12,7 @@ export default class Restore extends SnapCommand {
     { description: 'Restore in the state it was captured in', command: '<%= config.bin %> restore snap-api-4242-20261123T030000Z.tar.zst' },
     { description: 'Restore and let it run, even if it was captured paused', command: '<%= config.bin %> restore bundle.tar.zst --resume' },
     { description: 'The original still runs: restore a copy in a new pid namespace', command: '<%= config.bin %> restore bundle.tar.zst --new-pidns' },
+    { description: 'Trust a signature by this key (or put it in /etc/procsnap/trusted-keys/)', command: '<%= config.bin %> restore bundle.tar.zst --key team.key.pub' },
   ]
 
   static override enableJsonFlag = true
@@ -25,7 +26,8 @@ export default class Restore extends SnapCommand {
     criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
     'work-dir': Flags.string({ description: 'where to extract the images (a private directory is made inside; default: the system temp dir)' }),
     timeout: Flags.integer({ description: 'give up after this many seconds; anything partly restored is killed', min: 1 }),
-    key: Flags.string({ description: 'refuse unless the bundle is signed by this Ed25519 public key' }),
+    key: Flags.string({ description: 'trust only a signature by this Ed25519 public key (default: the keys in $SNAP_TRUSTED_KEYS, else /etc/procsnap/trusted-keys/)' }),
+    'allow-unsigned': Flags.boolean({ description: 'restore a bundle that is not signed (its images run as root); warned and recorded', default: false }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
   }
 
@@ -42,6 +44,7 @@ export default class Restore extends SnapCommand {
           workDirParent: flags['work-dir'],
           timeoutSec: flags.timeout,
           publicKey: flags.key,
+          allowUnsigned: flags['allow-unsigned'],
           cancel: controller.signal,
         },
         new Progress(chooseProgressMode({ quiet: flags.quiet })),

@@ -9,6 +9,7 @@ import { bringToFinalState } from '../process/stop.js'
 import { pollUntil } from '../process/poll.js'
 import { readStat, readStatus } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
+import { readPstreeImage } from '../tools/criu-pstree.js'
 
 export interface RecoveryAction {
   journal: string
@@ -38,6 +39,21 @@ function killLeftoverTool(pid: number, startTime: number | null | undefined, ent
     return
   }
   actions.push(`killed leftover ${members.map((m) => `${m.comm} (pid ${m.pid})`).join(', ')}`)
+}
+
+/** Processes of the images' tree (pstree.img in the restore's work directory) born after the restoring snap. */
+function partlyRestored(entry: JournalEntry): number[] {
+  if (!entry.workDir) return []
+  let pids: number[] = []
+  try {
+    pids = readPstreeImage(join(entry.workDir, 'criu', 'pstree.img')).flatMap((t) => [t.pid, ...t.threads])
+  } catch {
+    return []
+  }
+  return [...new Set(pids)].filter((pid) => {
+    const s = readStat(pid)
+    return !!s && s.state !== 'Z' && s.startTime >= entry.snapStartTime
+  })
 }
 
 /** The process group of the target's tracer, or undefined while nothing traces it. */
@@ -118,6 +134,28 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
       }
     }
     entry.toolPids.forEach((pid, i) => killLeftoverTool(pid, entry.toolStartTimes?.[i], entry, actions))
+    if (entry.operation === 'restore') {
+      // A restore that died: what criu had restored of the images' tree (their pids, started after that snap) goes;
+      // nothing else is touched, and there is no original to put back.
+      const partly = partlyRestored(entry)
+      for (const pid of partly) {
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // gone
+        }
+      }
+      if (partly.length > 0) actions.push(`killed partly restored ${partly.join(', ')}`)
+      for (const p of new Set([entry.workDir, ...leftoversBesideOutput(entry)])) {
+        if (p) {
+          rmSync(p, { recursive: true, force: true })
+          actions.push(`removed ${p}`)
+        }
+      }
+      removeJournalFile(path)
+      out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.length ? actions : ['nothing was left of the restore'] })
+      continue
+    }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
     await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
     let outcome: RecoveryAction['outcome'] = 'recovered'

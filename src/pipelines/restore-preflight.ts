@@ -49,6 +49,9 @@ export async function checkFiles(manifest: Manifest): Promise<void> {
     const now = size(t.exe)
     if (now === undefined) throw new RestoreRefusedError(`executable ${t.exe} is missing on this host`, 'install the same build of the program')
     if (t.exeSha256) {
+      // Opened as a regular file only: a manifest naming /dev/zero or a FIFO would be hashed forever.
+      const st = statSync(onHost(t.exe))
+      if (!st.isFile()) throw new RestoreRefusedError(`executable ${t.exe} on this host is not a regular file`, 'the bundle names something that is not a program; nothing was restored')
       const { sha256 } = await sha256File(onHost(t.exe))
       if (sha256 !== t.exeSha256)
         throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')

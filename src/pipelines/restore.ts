@@ -2,22 +2,25 @@
 // "restoring": every path out of here reports restored or failed, and a failure kills what was partly restored.
 
 import { spawn } from 'node:child_process'
-import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
 import type { FinalState, Manifest } from '../bundle/manifest.js'
-import { verifyBytes } from '../bundle/signature.js'
+import { humanBytes } from '../bundle/output-path.js'
+import { judgeTrust } from '../bundle/trust.js'
 import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { innerPidOf, readDescendants } from '../process/tree.js'
 import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
+import { readPstreeImage } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
+import { Journal } from './journal.js'
 import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
 
 export type RestoreState = 'verifying' | 'extracting' | 'preflight' | 'restoring' | 'restored' | 'failed'
@@ -31,6 +34,8 @@ export interface RestoreOptions {
   workDirParent?: string
   timeoutSec?: number
   publicKey?: string
+  /** Restore a bundle that is not signed (warned and recorded). */
+  allowUnsigned?: boolean
   cancel: AbortSignal
 }
 
@@ -44,6 +49,8 @@ export interface RestoreResult {
   threads: number
   finalState: 'running' | 'stopped'
   newPidns: boolean
+  /** The key whose signature made the bundle trusted, or null when it was restored unsigned (--allow-unsigned). */
+  signedBy: string | null
   states: { state: RestoreState; at: string }[]
   warnings: string[]
   durations: Record<string, number>
@@ -57,11 +64,13 @@ export class RestoreRun {
   private readonly warnings: string[] = []
   private readonly durations: Record<string, number> = {}
   private workDir?: string
+  private signedBy: string | null = null
   private manifest!: Manifest
   private criu!: CriuInfo
   private restoreStart = 0
   private holderPid?: number
   private restoredPids: number[] = []
+  private journal?: Journal
   private readonly budget: OperationBudget
 
   constructor(
@@ -93,7 +102,46 @@ export class RestoreRun {
       throw e
     } finally {
       if (this.workDir) rmSync(this.workDir, { recursive: true, force: true })
+      this.journal?.remove()
     }
+  }
+
+  /**
+   * The head of the bundle, before a byte of it is written: a signature by a trusted key (or --allow-unsigned, said
+   * out loud), a bundle that holds a checkpoint at all, the pids it needs free, and room for its images.
+   */
+  private checkHead(manifest: Manifest, head: { manifestBytes: Buffer; signature?: Buffer }): void {
+    const verdict = judgeTrust(this.o.bundle, head, { key: this.o.publicKey, allowUnsigned: this.o.allowUnsigned })
+    if (verdict.trusted) this.signedBy = verdict.by
+    else {
+      this.warnings.push(verdict.warning)
+      this.progress.warn(verdict.warning)
+    }
+    if (!manifest.tools.criu || manifest.mode === 'core-only')
+      throw new RestoreRefusedError(`${this.o.bundle} holds cores only (taken with --core-only): there is no checkpoint to restore`, 'open its cores with gdb instead')
+    // One restore of a tree at a time: a second restore of the same bundle (or of another capture of the same pid)
+    // stops here, so its clean-up can never kill the first one's restored process. The journal also lets `snap
+    // recover` clean up after a restore that was killed.
+    this.journal = Journal.open({
+      operation: 'restore',
+      target: { pid: manifest.target.pid, startTime: 0, bootId: manifest.host.bootId },
+      originalState: 'running',
+      restoreTo: 'running',
+      step: 'extracting',
+      touched: false,
+      output: null,
+      partialPath: null,
+      workDir: this.workDir ?? null,
+    })
+    if (!this.o.newPidns && !manifest.container) checkPidsFree(manifest)
+    const need = manifest.artifacts.filter((a) => a.kind === 'criu-image').reduce((n, a) => n + a.size, 0)
+    const st = statfsSync(this.workDir!)
+    const free = Number(st.bavail) * Number(st.bsize)
+    if (need > free)
+      throw new RestoreRefusedError(
+        `the bundle's images need ${humanBytes(need)} and ${this.workDir} has ${humanBytes(free)} free`,
+        'free space, or give --work-dir on a larger filesystem',
+      )
   }
 
   private async run(): Promise<RestoreResult> {
@@ -101,22 +149,18 @@ export class RestoreRun {
     this.criu = await findCriu(this.o.criu)
     this.workDir = mkdtempSync(join(this.o.workDirParent ?? tmpdir(), 'snap-restore-'))
     this.enter('extracting')
+    // Trust, the tree's pids and room for the images are decided on the bundle's head, before anything is written.
     const scan = await this.timed('verify-extract', () =>
-      verifyAndExtract({ bundle: this.o.bundle, into: this.workDir!, want: (a) => a.kind === 'criu-image' }),
+      verifyAndExtract({
+        bundle: this.o.bundle,
+        into: this.workDir!,
+        want: (a) => a.kind === 'criu-image',
+        onHead: (head) => this.checkHead(head.manifest, head),
+      }),
     )
     if (scan.problems.length > 0)
       throw new BundleInvalidError(`${this.o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems, 'nothing was restored')
     this.manifest = scan.manifest
-    if (!this.manifest.tools.criu || this.manifest.mode === 'core-only')
-      throw new RestoreRefusedError(
-        `${this.o.bundle} holds cores only (taken with --core-only): there is no checkpoint to restore`,
-        'open its cores with gdb instead',
-      )
-    if (this.o.publicKey) {
-      if (!scan.signature) throw new BundleInvalidError(`${this.o.bundle} is not signed`, ['manifest.sig'])
-      if (!verifyBytes(this.o.publicKey, scan.manifestBytes, scan.signature))
-        throw new BundleInvalidError(`${this.o.bundle}: the manifest signature does not match ${this.o.publicKey}`, ['manifest.sig'])
-    }
     this.budget.checkCancelled('extracting')
 
     this.enter('preflight')
@@ -145,6 +189,7 @@ export class RestoreRun {
       threads,
       finalState,
       newPidns: this.o.newPidns,
+      signedBy: this.signedBy,
       states: this.states,
       warnings: this.warnings,
       durations: this.durations,
@@ -201,6 +246,7 @@ export class RestoreRun {
       bin = '/usr/bin/unshare'
     }
     const child = spawn(bin, binArgs, { detached: true, stdio: ['ignore', out, out] })
+    if (child.pid !== undefined) this.journal?.update({ step: "restoring", touched: true, toolPids: [child.pid] })
     closeSync(out)
     const exited = new Promise<number | null>((resolve) => {
       child.once('exit', (code) => resolve(code))
@@ -336,16 +382,30 @@ export class RestoreRun {
     }
   }
 
+  /** The pids of the tree in the extracted pstree.img (criu's view), or none when it is not there. */
+  private imageTreePids(): number[] {
+    try {
+      return readPstreeImage(join(this.workDir!, 'criu', 'pstree.img')).flatMap((t) => [t.pid, ...t.threads])
+    } catch {
+      return []
+    }
+  }
+
   /** Kills anything partly restored and reports failed. */
   private async fail(cause: unknown): Promise<void> {
     await stopAllTools()
     const started = Math.floor(this.restoreStart / 1000)
     const killed: number[] = []
     if (this.restoreStart > 0 && this.manifest) {
-      // Only processes that appeared after criu started and hold a pid of the tree: never the original or a stranger.
-      const candidates = new Set([...this.restoredPids, ...(this.o.newPidns ? [] : this.manifest.target.treePids)])
+      // What criu restored, found from what criu itself reports: the root in its pidfile and everything under it, and
+      // every pid of the images' own tree that appeared after criu started. Never filtered by what the manifest
+      // claims (the manifest is exactly what a failed identity check found to lie).
+      const fromPidfile = Number(readFileSafe(join(this.workDir ?? '/nonexistent', 'restored.pid'))?.trim())
+      const roots = [...this.restoredPids, ...(Number.isInteger(fromPidfile) && fromPidfile > 1 ? [fromPidfile] : [])]
+      const candidates = new Set(roots.flatMap((p) => [p, ...readDescendants(p)]))
+      if (!this.o.newPidns && !this.manifest.container) for (const p of this.imageTreePids()) candidates.add(p)
       for (const pid of candidates) {
-        if (readStat(pid) && readLink(`/proc/${pid}/exe`) === this.manifest.target.exe && processStartedAfter(pid, started)) {
+        if (readStat(pid) && processStartedAfter(pid, started)) {
           try {
             process.kill(pid, 'SIGKILL')
             killed.push(pid)
@@ -372,6 +432,14 @@ function containerRestoreArgs(c: NonNullable<Manifest['container']>): string[] {
     args.push('--external', `mnt[${m.key}]:${m.hostPath}`)
   }
   return args
+}
+
+function readFileSafe(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
 }
 
 function processStartedAfter(pid: number, epochSec: number): boolean {

@@ -1,6 +1,7 @@
 // Human renderings of command results. Each is a pure function of the result object that --json prints.
 
 import chalk from 'chalk'
+import { printableInline as P } from './printable.js'
 import type { DumpResult } from '../pipelines/dump.js'
 import { humanBytes } from '../bundle/output-path.js'
 import type { RestoreResult } from '../pipelines/restore.js'
@@ -11,25 +12,26 @@ import type { RecoveryAction } from '../pipelines/recover.js'
 
 export function renderDumpResult(r: DumpResult): string {
   const lines = [
-    `${chalk.green('bundle')}        ${r.bundle} (${humanBytes(r.bundleSize)})`,
+    `${chalk.green('bundle')}        ${P(r.bundle)} (${humanBytes(r.bundleSize)})`,
     `target        pid ${r.pid}: was ${r.originalState}, now ${r.finalState}${r.mode === 'core-only' ? ' (cores only, no checkpoint)' : ''}`,
-    ...r.processes.map((p) => `process       ${p.pid} ${p.comm}: ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
-    ...r.criuOptions.map((c) => `criu option   ${c.option}: ${c.reason}`),
-    `stop          ${r.normalization.note}`,
+    ...r.processes.map((p) => `process       ${p.pid} ${P(p.comm)}: ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...r.criuOptions.map((c) => `criu option   ${P(c.option)}: ${P(c.reason)}`),
+    `stop          ${P(r.normalization.note)}`,
     `freeze window ${r.freezeWindowMs.toFixed(1)} ms`,
     `steps         ${r.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms`).join(', ')}`,
   ]
-  for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${w}`))
+  for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
   return lines.join('\n')
 }
 
 export function renderRestoreResult(r: RestoreResult): string {
   const lines = [
+    `${r.signedBy ? `trust         signed by ${P(r.signedBy)}` : chalk.yellow('trust         NOT SIGNED: restored because of --allow-unsigned')}`,
     `${chalk.green('restored')}      pid ${r.pid}${r.newPidns ? ` (pid ${r.pidInNamespace} in its new pid namespace)` : ''}, ${r.threads} threads, ${r.finalState}`,
     `states        ${r.states.map((s) => s.state).join(' -> ')}`,
     `durations     ${Object.entries(r.durations).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(', ')}`,
   ]
-  for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${w}`))
+  for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
   return lines.join('\n')
 }
 
@@ -37,26 +39,26 @@ export function renderInspect(r: InspectResult): string {
   const m = r.manifest
   const t = m.target
   const lines = [
-    `bundle        ${r.bundle.path} (${humanBytes(r.bundle.size)}, ${r.bundle.compression}, schema v${m.schemaVersion}, ${m.signed ? 'signed' : 'unsigned'})`,
-    `captured      ${m.createdAt} on ${m.host.hostname} (${m.host.kernelRelease}, ${m.host.arch}) by ${m.custody.user} with ${m.tool.name} ${m.tool.version}`,
-    `target        pid ${t.pid} ${t.comm} (${t.exe}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
-    `command       ${t.cmdline.join(' ')}`,
-    `state         found ${m.originalState.state}, left ${m.finalState}; ${m.normalization.note}`,
-    ...(m.processes ?? []).map((p) => `process       ${p.pid} ${p.comm} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
-    ...(m.tools.criu?.reasons ?? []).map((c) => `criu option   ${c.option}: ${c.reason}`),
+    `bundle        ${P(r.bundle.path)} (${humanBytes(r.bundle.size)}, ${r.bundle.compression}, schema v${m.schemaVersion}, ${m.signed ? 'signed' : 'unsigned'})`,
+    `captured      ${P(m.createdAt)} on ${P(m.host.hostname)} (${P(m.host.kernelRelease)}, ${P(m.host.arch)}) by ${P(m.custody.user)} with ${P(m.tool.name)} ${P(m.tool.version)}`,
+    `target        pid ${t.pid} ${P(t.comm)} (${P(t.exe)}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
+    `command       ${P(t.cmdline.join(' '))}`,
+    `state         found ${m.originalState.state}, left ${m.finalState}; ${P(m.normalization.note)}`,
+    ...(m.processes ?? []).map((p) => `process       ${p.pid} ${P(p.comm)} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...(m.tools.criu?.reasons ?? []).map((c) => `criu option   ${P(c.option)}: ${P(c.reason)}`),
     `freeze window ${m.freezeWindowMs.toFixed(1)} ms`,
-    `steps         ${m.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms${s.status === 'ok' ? '' : ` (${s.status})`}`).join(', ')}`,
-    `tools         ${m.tools.criu ? `criu ${m.tools.criu.version} ${m.tools.criu.options.join(' ')}` : 'no checkpoint (core-only)'}; gdb ${m.tools.gdb.version}`,
+    `steps         ${m.steps.map((s) => `${P(s.name)} ${Math.round(s.durationMs)} ms${s.status === 'ok' ? '' : ` (${s.status})`}`).join(', ')}`,
+    `tools         ${m.tools.criu ? `criu ${P(m.tools.criu.version)} ${P(m.tools.criu.options.join(' '))}` : 'no checkpoint (core-only)'}; gdb ${P(m.tools.gdb.version)}`,
     `artifacts     ${m.artifacts.length} files, ${humanBytes(m.artifacts.reduce((s, a) => s + a.size, 0))}`,
   ]
-  for (const a of m.artifacts.filter((a) => a.kind !== 'criu-image')) lines.push(`              ${a.path} ${humanBytes(a.size)}`)
-  for (const w of m.warnings) lines.push(chalk.yellow(`warning       ${w}`))
+  for (const a of m.artifacts.filter((a) => a.kind !== 'criu-image')) lines.push(`              ${P(a.path)} ${humanBytes(a.size)}`)
+  for (const w of m.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
   return lines.join('\n')
 }
 
 export function renderVerify(r: VerifyResult): string {
-  if (r.ok) return `${chalk.green('ok')}  ${r.bundle}: ${r.artifacts} artifacts, ${humanBytes(r.bytes)} checked, signature ${r.signature}`
-  return [`${chalk.red('FAILED')}  ${r.bundle}`, ...r.problems.map((p) => `  ${p}`)].join('\n')
+  if (r.ok) return `${chalk.green('ok')}  ${P(r.bundle)}: ${r.artifacts} artifacts, ${humanBytes(r.bytes)} checked, signature ${r.signatureNote}`
+  return [`${chalk.red('FAILED')}  ${P(r.bundle)}`, ...r.problems.map((p) => `  ${P(p)}`)].join('\n')
 }
 
 export function renderDoctor(r: DoctorReport): string {
@@ -78,5 +80,5 @@ export function renderDoctor(r: DoctorReport): string {
 
 export function renderRecover(rs: RecoveryAction[]): string {
   if (rs.length === 0) return 'nothing to recover'
-  return rs.map((r) => `${r.outcome.padEnd(12)} target ${r.targetPid ?? '?'} (snap ${r.snapPid ?? '?'}): ${r.actions.join('; ')}`).join('\n')
+  return rs.map((r) => `${r.outcome.padEnd(12)} target ${r.targetPid ?? '?'} (snap ${r.snapPid ?? '?'}): ${P(r.actions.join('; '))}`).join('\n')
 }

@@ -144,7 +144,8 @@ describe('hostile archives are refused and nothing is written outside the work d
       // Run from inside the work dir, so a relative escape from the cwd would land in `root` as well.
       const verify = await snap(['verify', bundle], layout.work);
       expectRefused(verify, 11, `'${c.entry}'`);
-      const restore = await snap(['restore', bundle, '--work-dir', layout.work, '--quiet'], layout.work);
+      // --allow-unsigned: what is tested here is the structure check, which must hold even for a trusted bundle.
+      const restore = await snap(['restore', bundle, '--work-dir', layout.work, '--allow-unsigned', '--quiet'], layout.work);
       expectRefused(restore, 11, `'${c.entry}'`);
       expect(restore.stderr).not.toContain('state: restoring');
 
@@ -349,7 +350,7 @@ describe('what snap creates, and its modes', () => {
     expect(dump.exitCode, dump.stderr).toBe(0);
     await target.kill();
 
-    const restoring = startSnap(['restore', bundle, '--work-dir', work, '--json'], { env });
+    const restoring = startSnap(['restore', bundle, '--work-dir', work, '--allow-unsigned', '--json'], { env });
     const restoreSeen = await watchModes([work, journal], restoring.result);
     const restore = await restoring.result;
     expect(restore.exitCode, restore.stderr).toBe(0);

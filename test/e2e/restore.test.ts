@@ -31,7 +31,8 @@ afterAll(async () => {
 });
 
 function snap(args: string[]): Promise<SnapResult> {
-  const extra = args[0] === 'restore' ? ['--work-dir', workDir] : [];
+  // Unsigned test bundles: trust has its own tests (restore-trust.test.ts).
+  const extra = args[0] === 'restore' ? ['--work-dir', workDir, ...(args.includes('--key') ? [] : ['--allow-unsigned'])] : [];
   return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journalDir } });
 }
 
@@ -223,11 +224,13 @@ describe('restore while the original still runs', () => {
     bundle = await dump(target);
   });
 
-  it('is refused with exit 12 naming the pid and its holder, before criu runs; the original is untouched', async () => {
+  it('is refused with exit 12 naming the pid and its holder, before anything is extracted; the original is untouched', async () => {
     const before = target.stat()!;
     const run = await snap(['restore', bundle]);
     expectRefused(run, 12, `pid ${target.pid}`, `process ${target.pid} (worker)`);
-    expect(run.stderr).toContain('state: preflight');
+    // Decided on the bundle's head: no image was written, let alone run.
+    expect(run.stderr).not.toContain('state: preflight');
+    expect(readdirSync(workDir)).toEqual([]);
     expectCriuNeverRan(run);
     const after = target.stat()!;
     expect(after.startTime).toBe(before.startTime);

@@ -124,7 +124,7 @@ describe('snap dump of a process tree', () => {
     const entries = await listBundle(bundle);
     expect(entries.filter((e) => e.startsWith('criu/'))).toEqual([]);
     for (const pid of pids) expect(entries).toContain(`core.${pid}`);
-    const restore = await runSnap(['restore', bundle], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const restore = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(restore.exitCode, restore.stderr).toBe(12);
     expect(restore.stderr).toMatch(/cores only/);
   });

@@ -1,0 +1,146 @@
+// Restoring a bundle runs its images as root, so trust comes from a signature by a key this host trusts: --key, or the
+// keys in the trusted-keys directory ($SNAP_TRUSTED_KEYS). Unsigned, garbage-signed or foreign-signed bundles are
+// refused with exit 11 before anything is extracted or run; --allow-unsigned restores one anyway, and says so.
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { RestoreResult } from '../../src/pipelines/restore.js';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { repackBundle } from '../helpers/bundles.js';
+import { runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
+import { cleanupAllTargets, killPid, processExists, startTarget, waitFor, type Target } from '../helpers/target.js';
+
+let dir: string;
+let work: string;
+let trusted: string;
+let journal: string;
+let target: Target;
+let signed: string;
+let unsigned: string;
+const restored: number[] = [];
+
+function snap(args: string[], trustedDir = trusted): Promise<SnapResult> {
+  const extra = args[0] === 'restore' ? ['--work-dir', work] : [];
+  return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: trustedDir } });
+}
+
+function expectRefusedBeforeAnything(run: SnapResult, needle: RegExp): void {
+  expect(run.exitCode, run.stderr).toBe(11);
+  const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
+  expect(errors).toHaveLength(1);
+  expect(errors[0]).toMatch(needle);
+  expect(run.stderr).not.toContain('state: restoring');
+  expect(readdirSync(work), 'nothing extracted').toEqual([]);
+  expect(processExists(target.pid), 'nothing of the bundle runs').toBe(false);
+}
+
+beforeAll(async () => {
+  dir = makeTempDir('snap-trust-');
+  work = makeTempDir('snap-trust-work-');
+  journal = makeTempDir('snap-trust-journal-');
+  trusted = join(dir, 'trusted-keys');
+  mkdirSync(trusted);
+  for (const name of ['team', 'stranger']) expect((await snap(['keygen', join(dir, `${name}.key`)])).exitCode).toBe(0);
+  target = await startTarget({ threads: 2, group: 'setsid' });
+  signed = join(dir, 'signed.tar.zst');
+  expect((await snap(['dump', String(target.pid), '-o', signed, '--sign', join(dir, 'team.key'), '--quiet'])).exitCode).toBe(0);
+  // A bundle as an unsigned dump writes it: no signature entry at all.
+  unsigned = await repackBundle(signed, join(dir, 'unsigned.tar.zst'), (extracted, manifest) => {
+    rmSync(join(extracted, 'manifest.sig'));
+    manifest.signed = false;
+    writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  });
+  await target.kill();
+  await waitFor(() => !processExists(target.pid), { what: 'the target to be gone' });
+});
+afterEach(async () => {
+  for (const pid of restored.splice(0)) await killPid(pid);
+});
+afterAll(async () => {
+  await cleanupAllTargets();
+  removeTempDirs();
+});
+
+function expectRestored(run: SnapResult): RestoreResult {
+  expect(run.exitCode, run.stderr).toBe(0);
+  const result = JSON.parse(run.stdout) as RestoreResult;
+  restored.push(result.pid);
+  return result;
+}
+
+describe('restore trusts only signed bundles', () => {
+  it('an unsigned bundle: refused with exit 11 before anything is extracted or run; --allow-unsigned restores it with a warning', async () => {
+    expectRefusedBeforeAnything(await snap(['restore', unsigned]), /not signed.*--allow-unsigned/);
+    const run = await snap(['restore', unsigned, '--allow-unsigned', '--json']);
+    const result = expectRestored(run);
+    expect(result.signedBy).toBeNull();
+    expect(result.warnings.join('\n')).toMatch(/not signed/);
+    expect(run.stderr).toMatch(/warning: .*not signed/);
+  });
+
+  it('"signed": true beside a manifest.sig of 4,000 zero bytes: refused, with and without trusted keys', async () => {
+    const garbage = await repackBundle(signed, join(dir, 'garbage.tar.zst'), (extracted) => writeFileSync(join(extracted, 'manifest.sig'), Buffer.alloc(4000)));
+    expectRefusedBeforeAnything(await snap(['restore', garbage]), /no trusted key is installed|not signed by any/);
+    copyFileSync(join(dir, 'team.key.pub'), join(trusted, 'team.pub'));
+    try {
+      expectRefusedBeforeAnything(await snap(['restore', garbage]), /not signed by any of the 1 trusted key/);
+    } finally {
+      writeFileSync(join(trusted, 'team.pub'), ''); // an empty file is not a key: the directory trusts nothing again
+    }
+  });
+
+  it('signed by a key that is not trusted: refused; with --key of another key: refused', async () => {
+    copyFileSync(join(dir, 'stranger.key.pub'), join(trusted, 'stranger.pub'));
+    expectRefusedBeforeAnything(await snap(['restore', signed]), /not signed by any of the 1 trusted key/);
+    expectRefusedBeforeAnything(await snap(['restore', signed, '--key', join(dir, 'stranger.key.pub')]), /signature does not match/);
+  });
+
+  it('signed, its key in the trusted directory: restored without --key, and the result names the key', async () => {
+    const own = makeTempDir('snap-trust-keys-');
+    copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
+    const result = expectRestored(await snap(['restore', signed, '--json'], own));
+    expect(result.signedBy).toBe(join(own, 'team.pub'));
+    expect(readFileSync(`/proc/${result.pid}/cmdline`, 'utf8')).toContain('worker');
+  });
+
+  it('two restores of one bundle at once: exactly one restores, the other is refused with a lock error, the winner lives', async () => {
+    const own = makeTempDir('snap-trust-keys-');
+    copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
+    const runs = await Promise.all([snap(['restore', signed, '--json'], own), snap(['restore', signed, '--json'], own)]);
+    const winners = runs.filter((r) => r.exitCode === 0);
+    const losers = runs.filter((r) => r.exitCode !== 0);
+    expect(winners, runs.map((r) => r.stderr).join('\n----\n')).toHaveLength(1);
+    const result = expectRestored(winners[0]!);
+    expect(losers[0]!.exitCode, losers[0]!.stderr).toBe(14);
+    expect(losers[0]!.stderr).toMatch(/already working on target/);
+    await waitFor(() => processExists(result.pid), { what: 'the winner to be running' });
+    expect(readFileSync(`/proc/${result.pid}/stat`, 'utf8')).not.toMatch(/\) [ZX] /);
+  });
+
+  it('snap killed with SIGKILL while criu restores: snap recover leaves nothing behind (no process of the tree, no work dir, no journal)', async () => {
+    const own = makeTempDir('snap-trust-keys-');
+    copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
+    const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
+    const restoring = startSnap(['restore', signed, '--work-dir', work], { env });
+    let seen = '';
+    restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
+    await waitFor(() => seen.includes('state: restoring'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
+    restoring.child.kill('SIGKILL');
+    await restoring.result;
+    expect(readdirSync(journal).length, 'the dead restore left its journal').toBe(1);
+    const recover = await runSnap(['recover'], { env });
+    expect(recover.exitCode, recover.stderr).toBe(0);
+    expect(readdirSync(journal)).toEqual([]);
+    expect(readdirSync(work)).toEqual([]);
+    await waitFor(() => !processExists(target.pid) || readFileSync(`/proc/${target.pid}/stat`, 'utf8').includes(') Z '), {
+      what: 'no process of the restored tree to be left',
+      timeoutMs: 10_000,
+    });
+  });
+
+  it('snap verify says plainly when a signature is present but not checked', async () => {
+    const run = await snap(['verify', signed]);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/signature present but NOT checked/);
+  });
+});
