@@ -27,6 +27,8 @@ export default class Restore extends SnapCommand {
     'work-dir': Flags.string({ description: 'where to extract the images (a private directory is made inside; default: the system temp dir)' }),
     timeout: Flags.integer({ description: 'give up after this many seconds; anything partly restored is killed', min: 1 }),
     key: Flags.string({ description: 'trust only a signature by this Ed25519 public key (default: the keys in $SNAP_TRUSTED_KEYS, else /etc/procsnap/trusted-keys/)' }),
+    'tcp-close': Flags.boolean({ description: 'restore its TCP connections closed (for study away from its peers; criu --tcp-close)', default: false }),
+    'criu-opt': Flags.string({ description: 'extra criu restore option, given as it is (e.g. --tcp-close)', multiple: true }),
     'allow-unsigned': Flags.boolean({ description: 'restore a bundle that is not signed (its images run as root); warned and recorded', default: false }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
   }
@@ -45,6 +47,8 @@ export default class Restore extends SnapCommand {
           timeoutSec: flags.timeout,
           publicKey: flags.key,
           allowUnsigned: flags['allow-unsigned'],
+          tcpClose: flags['tcp-close'],
+          criuExtraOptions: flags['criu-opt'] ?? [],
           cancel: controller.signal,
         },
         new Progress(chooseProgressMode({ quiet: flags.quiet })),

@@ -10,6 +10,7 @@ import type { Manifest } from '../bundle/manifest.js'
 import { RestoreRefusedError } from '../errors.js'
 import { compareVersions, parseVersion } from '../tools/locate.js'
 import { readStat } from '../process/proc.js'
+import type { ImageIdentity } from '../tools/criu-identity.js'
 
 export interface PreflightFindings {
   warnings: string[]
@@ -97,4 +98,31 @@ export function checkPidsFree(manifest: Manifest): void {
     }
     if (why) throw new RestoreRefusedError(why, 'stop that process first, or restore into a new pid namespace with --new-pidns')
   }
+}
+
+/**
+ * What the images would bring back must be what the manifest says: the same tree, the root run with the recorded
+ * uid and gid, from the recorded executable. A bundle whose manifest was edited (or written for other images) is
+ * refused here, before criu runs, naming every difference.
+ */
+export function checkImageIdentity(manifest: Manifest, images: ImageIdentity): void {
+  const t = manifest.target
+  const problems: string[] = []
+  const c = images.creds
+  const uids = [c.uid, c.euid, c.suid]
+  const gids = [c.gid, c.egid, c.sgid]
+  if (uids.some((u) => u !== t.uid)) problems.push(`the images run the process as uid ${[...new Set(uids)].join('/')}, the manifest says uid ${t.uid}`)
+  if (gids.some((g) => g !== t.gid)) problems.push(`the images run the process as gid ${[...new Set(gids)].join('/')}, the manifest says gid ${t.gid}`)
+  if (images.exe !== undefined && t.exe && !t.exe.endsWith(' (deleted)') && images.exe !== t.exe)
+    problems.push(`the images' executable is ${images.exe}, the manifest says ${t.exe}`)
+  const dumped = images.tree.map((p) => p.pid)
+  if (manifest.processes) {
+    const recorded = manifest.processes.map((p) => p.pid)
+    const same = recorded.length === dumped.length && recorded.every((p) => dumped.includes(p))
+    if (!same) problems.push(`the images hold processes ${dumped.join(', ')}, the manifest lists ${recorded.join(', ')}`)
+  } else if (dumped[0] !== t.pid) {
+    problems.push(`the images' root is pid ${dumped[0]}, the manifest's is ${t.pid}`)
+  }
+  if (problems.length > 0)
+    throw new RestoreRefusedError(`the bundle's images do not match its manifest: ${problems.join('; ')}`, 'nothing was restored; the bundle was edited or put together from another capture')
 }

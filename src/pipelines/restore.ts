@@ -21,7 +21,8 @@ import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.
 import type { Progress } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
 import { Journal } from './journal.js'
-import { checkCriuVersion, checkFiles, checkHost, checkPidsFree } from './restore-preflight.js'
+import { checkCriuVersion, checkFiles, checkHost, checkImageIdentity, checkPidsFree } from './restore-preflight.js'
+import { readImageIdentity, type ImageIdentity } from '../tools/criu-identity.js'
 
 export type RestoreState = 'verifying' | 'extracting' | 'preflight' | 'restoring' | 'restored' | 'failed'
 
@@ -36,6 +37,10 @@ export interface RestoreOptions {
   publicKey?: string
   /** Restore a bundle that is not signed (warned and recorded). */
   allowUnsigned?: boolean
+  /** Bring the process back with its TCP connections closed: for study away from its peers. */
+  tcpClose?: boolean
+  /** Extra criu restore options, given as they are. */
+  criuExtraOptions?: string[]
   cancel: AbortSignal
 }
 
@@ -71,6 +76,8 @@ export class RestoreRun {
   private holderPid?: number
   private restoredPids: number[] = []
   private journal?: Journal
+  /** The root's thread count as criu dumped it (pstree.img): what the restored process must have. */
+  private imageThreads?: number
   private readonly budget: OperationBudget
 
   constructor(
@@ -165,6 +172,15 @@ export class RestoreRun {
 
     this.enter('preflight')
     await this.timed('preflight', async () => {
+      // Who the images would bring back, read from them: the manifest's word is checked against it.
+      let identity: ImageIdentity
+      try {
+        identity = readImageIdentity(join(this.workDir!, 'criu'))
+      } catch (e) {
+        throw new BundleInvalidError(`${this.o.bundle}: its CRIU images cannot be read (${(e as Error).message})`, [], 'nothing was restored')
+      }
+      checkImageIdentity(this.manifest, identity)
+      this.imageThreads = identity.tree[0]!.threads.length
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
       await checkFiles(this.manifest)
@@ -208,6 +224,8 @@ export class RestoreRun {
       ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu!.options),
       ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
       ...(container ? containerRestoreArgs(container) : []),
+      ...(this.o.tcpClose ? ['--tcp-close'] : []),
+      ...(this.o.criuExtraOptions ?? []),
     ]
     this.restoreStart = Date.now()
     const timeoutMs = this.budget.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
@@ -342,7 +360,7 @@ export class RestoreRun {
     const t = this.manifest.target
     const seen = await pollUntil(() => {
       const threads = readThreadStates(pid)
-      return threads.length >= t.threads ? threads : undefined
+      return threads.length >= (this.imageThreads ?? t.threads) ? threads : undefined
     }, { timeoutMs: STATE_WAIT_MS })
     const problems: string[] = []
     if (!readStat(pid)) problems.push(`restored pid ${pid} does not exist`)
@@ -351,7 +369,8 @@ export class RestoreRun {
     const cmd = readCmdline(pid)
     if (JSON.stringify(cmd) !== JSON.stringify(t.cmdline)) problems.push(`cmdline differs`)
     const n = seen?.length ?? readThreadStates(pid).length
-    if (n !== t.threads) problems.push(`${n} threads, expected ${t.threads}`)
+    const expected = this.imageThreads ?? t.threads
+    if (n !== expected) problems.push(`${n} threads, expected ${expected}`)
     if (problems.length > 0) throw new RestoreFailedError(`the restored process does not match the bundle: ${problems.join('; ')}`)
     return n
   }

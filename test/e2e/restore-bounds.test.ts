@@ -2,11 +2,13 @@
 // executable, a manifest too large to be real or listing a million artifacts. Each is refused quickly, with snap's
 // memory bounded; nothing is extracted or run.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { zstdCompressSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { artifactRecord, craftedManifest, manifestEntry, writeCraftedBundle } from '../helpers/bundles.js';
+import { artifactRecord, buildTar, craftedManifest, manifestEntry, repackBundle, writeCraftedBundle } from '../helpers/bundles.js';
+import { startTarget } from '../helpers/target.js';
 import { runSnap, snapEntry } from '../helpers/cli.js';
 
 afterAll(removeTempDirs);
@@ -20,23 +22,44 @@ function snapWithPeak(args: string[], env: Record<string, string>): { run: { exi
   return { run: { exitCode: Number(code), stderr: r.stderr }, peakKiB: Number(peak) };
 }
 
+describe('a bundle with an entry hidden after the end of its tar', () => {
+  it('in a second zstd frame: verify and restore refuse it with exit 11, naming data after the end', async () => {
+    const dir = makeTempDir('snap-hidden-');
+    const image = Buffer.from('image');
+    const honest = writeCraftedBundle(join(dir, 'honest.tar.zst'), [manifestEntry(craftedManifest([artifactRecord('criu/inventory.img', image)])), { name: 'criu/inventory.img', data: image }]);
+    const verifyHonest = await runSnap(['verify', honest]);
+    expect(verifyHonest.exitCode, verifyHonest.stderr).toBe(0);
+    const hidden = join(dir, 'hidden.tar.zst');
+    writeFileSync(hidden, Buffer.concat([readFileSync(honest), zstdCompressSync(buildTar([{ name: 'criu/evil.img', data: Buffer.from('payload') }]))]));
+    for (const args of [['verify', hidden], ['restore', hidden, '--allow-unsigned']]) {
+      const run = await runSnap(args);
+      expect(run.exitCode, run.stderr).toBe(11);
+      expect(run.stderr).toMatch(/data after the end of the tar archive/);
+    }
+  });
+});
+
 describe('restore bounds what a bundle can make it do', () => {
   const dir = makeTempDir('snap-bounds-');
   const work = makeTempDir('snap-bounds-work-');
   const env = { SNAP_JOURNAL_DIR: makeTempDir('snap-bounds-journal-') };
 
   for (const [what, exe] of [['/dev/zero', '/dev/zero'], ['a FIFO', join(dir, 'fifo')]] as const) {
-    it(`a manifest naming ${what} as the executable: refused, nothing restored`, async () => {
+    it(`a real bundle whose manifest names ${what} as the executable: refused at once, nothing hashed forever, nothing restored`, async () => {
       if (exe !== '/dev/zero') execFileSync('mkfifo', [exe]);
-      const image = Buffer.from('image');
-      const manifest = craftedManifest([artifactRecord('criu/inventory.img', image)]);
-      manifest.target.exe = exe;
-      manifest.target.exeSha256 = '0'.repeat(64);
-      const bundle = writeCraftedBundle(join(dir, `exe-${what.replace(/\W/g, '')}.tar.zst`), [manifestEntry(manifest), { name: 'criu/inventory.img', data: image }]);
+      const target = await startTarget({ threads: 1, group: 'setsid' });
+      const real = join(dir, `real-${what.replace(/\W/g, '')}.tar.zst`);
+      expect((await runSnap(['dump', String(target.pid), '-o', real, '--quiet'], { env })).exitCode).toBe(0);
+      await target.kill();
+      const bundle = await repackBundle(real, join(dir, `exe-${what.replace(/\W/g, '')}.tar.zst`), (extracted, manifest) => {
+        manifest.target.exe = exe;
+        writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      });
       const run = await runSnap(['restore', bundle, '--allow-unsigned', '--work-dir', work], { env, timeoutMs: 20_000 });
       expect(run.timedOut, 'snap did not hang on it').toBe(false);
       expect(run.exitCode, run.stderr).toBe(12);
-      expect(run.stderr).toMatch(/not a regular file/);
+      expect(run.stderr).toContain(`the manifest says ${exe}`);
+      expect(run.stderr).not.toContain('state: restoring');
       expect(readdirSync(work)).toEqual([]);
     });
   }

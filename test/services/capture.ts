@@ -63,9 +63,9 @@ export async function watchNeverStopped<T>(pids: number[], work: Promise<T>): Pr
 }
 
 /** `snap restore BUNDLE` once the original's pids are free; returns the restored root pid. */
-export async function restoreBundle(bundle: string, pids: number[]): Promise<{ run: SnapResult; pid?: number }> {
+export async function restoreBundle(bundle: string, pids: number[], extra: string[] = []): Promise<{ run: SnapResult; pid?: number }> {
   await waitFor(() => pids.every((p) => readThreadStates(p).length === 0), { what: `pids ${pids.join(',')} to be free`, timeoutMs: 15_000 });
-  const run = await runSnap(['restore', bundle, '--allow-unsigned', '--json'], { env: snapEnv(), timeoutMs: 300_000 });
+  const run = await runSnap(['restore', bundle, '--allow-unsigned', '--json', ...extra], { env: snapEnv(), timeoutMs: 300_000 });
   const pid = run.exitCode === 0 ? (JSON.parse(run.stdout) as { pid: number }).pid : undefined;
   return { run, pid };
 }

@@ -65,5 +65,15 @@ describe('redis', () => {
     } finally {
       if (restored.pid) await killTree([restored.pid], { what: 'the restored redis' });
     }
+
+    // Again with --tcp-close: the client's connection is not brought back, redis answers new ones.
+    const closed = await restoreBundle(d.bundle, pids, ['--tcp-close']);
+    expect(closed.run.exitCode, `snap restore --tcp-close failed:\n${closed.run.stderr}`).toBe(0);
+    try {
+      expect(await redisPing(redis.port, 5000)).toBe('+PONG');
+      expect(await redisGet(redis.port, 'procsnap:k:0')).toMatch(/^v_\d+$/);
+    } finally {
+      if (closed.pid) await killTree([closed.pid], { what: 'the restored redis' });
+    }
   });
 });

@@ -1,0 +1,174 @@
+// Who a bundle's images would bring back, read from the images themselves (not from the manifest, which is what a
+// hostile or mistaken bundle lies in): the tree (pstree.img), the root's credentials (core-PID.img) and its
+// executable (mm-PID.img -> files.img). Read with a small protobuf reader, bounded, without crit.
+
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { join } from 'node:path'
+import { readPstreeImage, type DumpedTask } from './criu-pstree.js'
+
+const IMG_COMMON_MAGIC = 0x54564319
+const CORE_MAGIC = 0x55053847
+const MM_MAGIC = 0x57492820
+const FILES_MAGIC = 0x56303138
+/** core, mm and files images of a real process are KiB to a few MiB: more is not an image snap will parse. */
+const MAX_IMAGE_BYTES = 64 << 20
+
+export class ImageIdentityError extends Error {}
+
+type Field = number | Buffer
+
+function varint(buf: Buffer, at: number): [number, number] {
+  let value = 0
+  let shift = 0
+  for (let i = at; i < buf.length && i < at + 10; i++) {
+    const b = buf[i]!
+    value += (b & 0x7f) * 2 ** shift
+    shift += 7
+    if ((b & 0x80) === 0) return [value, i + 1]
+  }
+  throw new ImageIdentityError('truncated varint')
+}
+
+/** A protobuf message as field number -> values (varints as numbers, length-delimited as bytes). */
+export function decodeMessage(msg: Buffer): Map<number, Field[]> {
+  const fields = new Map<number, Field[]>()
+  const put = (n: number, v: Field) => {
+    const list = fields.get(n)
+    if (list) list.push(v)
+    else fields.set(n, [v])
+  }
+  let at = 0
+  while (at < msg.length) {
+    const [key, afterKey] = varint(msg, at)
+    const n = Math.floor(key / 8)
+    const wire = key & 7
+    at = afterKey
+    if (wire === 0) {
+      const [v, next] = varint(msg, at)
+      put(n, v)
+      at = next
+    } else if (wire === 2) {
+      const [len, next] = varint(msg, at)
+      if (next + len > msg.length) throw new ImageIdentityError('truncated field')
+      put(n, msg.subarray(next, next + len))
+      at = next + len
+    } else if (wire === 1) at += 8
+    else if (wire === 5) at += 4
+    else throw new ImageIdentityError(`unexpected wire type ${wire}`)
+  }
+  return fields
+}
+
+function readBounded(file: string): Buffer {
+  const fd = openSync(file, 'r')
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new ImageIdentityError(`${file} is not a regular file`)
+    if (st.size > MAX_IMAGE_BYTES) throw new ImageIdentityError(`${file} is ${st.size} bytes, larger than any such image`)
+    const buf = Buffer.alloc(st.size)
+    let off = 0
+    while (off < buf.length) {
+      const n = readSync(fd, buf, off, buf.length - off, off)
+      if (n === 0) break
+      off += n
+    }
+    return buf.subarray(0, off)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** The entries of an image (magic, then u32 size + message, repeated). */
+export function imageEntries(buf: Buffer, magic: number, name: string): Buffer[] {
+  let at = 0
+  if (buf.length >= 4 && buf.readUInt32LE(0) === IMG_COMMON_MAGIC) at = 4
+  if (buf.length < at + 4 || buf.readUInt32LE(at) !== magic) throw new ImageIdentityError(`${name} does not start with its magic`)
+  at += 4
+  const out: Buffer[] = []
+  while (at < buf.length) {
+    if (at + 4 > buf.length) throw new ImageIdentityError(`${name}: truncated entry size`)
+    const len = buf.readUInt32LE(at)
+    at += 4
+    if (at + len > buf.length) throw new ImageIdentityError(`${name}: truncated entry`)
+    out.push(buf.subarray(at, at + len))
+    at += len
+  }
+  return out
+}
+
+const num = (f: Map<number, Field[]>, n: number): number | undefined => {
+  const v = f.get(n)?.[0]
+  return typeof v === 'number' ? v : undefined
+}
+const msgOf = (f: Map<number, Field[]>, n: number): Map<number, Field[]> | undefined => {
+  const v = f.get(n)?.[0]
+  return Buffer.isBuffer(v) ? decodeMessage(v) : undefined
+}
+const str = (f: Map<number, Field[]>, n: number): string | undefined => {
+  const v = f.get(n)?.[0]
+  return Buffer.isBuffer(v) ? v.toString('utf8') : undefined
+}
+
+export interface ImageCreds {
+  uid: number
+  gid: number
+  euid: number
+  egid: number
+  suid: number
+  sgid: number
+}
+
+export interface ImageIdentity {
+  tree: DumpedTask[]
+  /** The root's credentials as criu will give them back (core_entry.thread_core.creds). */
+  creds: ImageCreds
+  comm: string | undefined
+  /** The root's executable as criu recorded it (mm exe_file_id -> files.img reg name). */
+  exe: string | undefined
+}
+
+/** images/core.proto: core_entry { tc = 3 { comm = 6 }, thread_core = 5 { creds = 10 { uid 1 .. sgid 6 } } }. */
+export function credsFromCore(entry: Buffer): { creds: ImageCreds; comm: string | undefined } {
+  const core = decodeMessage(entry)
+  const creds = msgOf(msgOf(core, 5) ?? new Map(), 10)
+  if (!creds) throw new ImageIdentityError('the core image holds no credentials')
+  const field = (n: number) => {
+    const v = num(creds, n)
+    if (v === undefined) throw new ImageIdentityError(`the core image's credentials lack field ${n}`)
+    return v
+  }
+  return {
+    creds: { uid: field(1), gid: field(2), euid: field(3), egid: field(4), suid: field(5), sgid: field(6) },
+    comm: str(msgOf(core, 3) ?? new Map(), 6),
+  }
+}
+
+/** images/mm.proto exe_file_id = 12; images/fdinfo.proto file_entry { id = 2, reg = 3 { name = 6 } }. */
+export function exeFromImages(mm: Buffer, files: Buffer[]): string | undefined {
+  const exeId = num(decodeMessage(mm), 12)
+  if (exeId === undefined) return undefined
+  for (const f of files) {
+    const entry = decodeMessage(f)
+    if (num(entry, 2) !== exeId) continue
+    const reg = msgOf(entry, 3)
+    return reg ? str(reg, 6) : undefined
+  }
+  return undefined
+}
+
+export function readImageIdentity(imagesDir: string): ImageIdentity {
+  const tree = readPstreeImage(join(imagesDir, 'pstree.img'))
+  const root = tree[0]!.pid
+  const core = imageEntries(readBounded(join(imagesDir, `core-${root}.img`)), CORE_MAGIC, `core-${root}.img`)[0]
+  if (!core) throw new ImageIdentityError(`core-${root}.img holds no entry`)
+  const { creds, comm } = credsFromCore(core)
+  let exe: string | undefined
+  try {
+    const mm = imageEntries(readBounded(join(imagesDir, `mm-${root}.img`)), MM_MAGIC, `mm-${root}.img`)[0]
+    const files = imageEntries(readBounded(join(imagesDir, 'files.img')), FILES_MAGIC, 'files.img')
+    exe = mm ? exeFromImages(mm, files) : undefined
+  } catch (e) {
+    if (!(e instanceof ImageIdentityError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+  }
+  return { tree, creds, comm, exe }
+}
