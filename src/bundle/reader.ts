@@ -7,6 +7,7 @@ import { Readable } from 'node:stream'
 import { Parser, type ReadEntry } from 'tar'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { decompressor, detectCompression, type Compression } from './compression.js'
+import { TarEndGuard } from './tar-end.js'
 import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 import { validateManifest } from './schema.js'
 
@@ -214,6 +215,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     visitor.onArtifact?.(entry, record)
   })
 
+  const trailer = new TarEndGuard()
   const source = createReadStream(path, { highWaterMark: 1 << 20 })
   const dec = decompressor(compression)
   const stream: Readable = dec ? source.pipe(dec) : source
@@ -240,8 +242,10 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   try {
     for await (const chunk of stream) {
       if (fatal) break
+      trailer.feed(chunk as Buffer)
       if (!parser.write(chunk as Buffer) && !fatal) await nextEvent(['drain', 'end', 'abort', 'error'])
     }
+    if (!fatal && trailer.problem) fail(trailer.problem)
     if (!fatal) {
       parser.end()
       await nextEvent(['end', 'abort', 'error'])
