@@ -35,7 +35,7 @@ export function checkHost(manifest: Manifest, warnings: string[]): void {
 }
 
 /** criu checks that files the process had open or mapped still have their size at dump time; check first. */
-export async function checkFiles(manifest: Manifest): Promise<void> {
+export async function checkFiles(manifest: Manifest, imageFiles?: { path: string; size: number }[]): Promise<void> {
   const t = manifest.target
   // A container's paths are inside its root filesystem.
   const onHost = (p: string): string => (manifest.container ? join(manifest.container.rootfs, p) : p)
@@ -58,12 +58,18 @@ export async function checkFiles(manifest: Manifest): Promise<void> {
         throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')
     }
   }
-  for (const f of [...t.openFiles, ...t.mappedFiles]) {
+  // The sizes to match are criu's, from its images, for every process of the tree: it recorded them at the freeze and
+  // will refuse any other. The manifest's (read before the freeze, for the root only) are the fallback.
+  const files = imageFiles ?? [...t.openFiles, ...t.mappedFiles]
+  for (const f of files) {
     // A file deleted while open (a ghost, a memfd, an unlinked fifo) is carried in criu's own images: nothing on this
     // host has to match it.
     if (f.path.endsWith(' (deleted)') || f.path.startsWith('/memfd:')) continue
     const now = size(f.path)
-    if (now === undefined) throw new RestoreRefusedError(`file ${f.path} that the process had open is missing`, 'put it back before restoring')
+    if (now === undefined) {
+      if (imageFiles) continue // criu knows whether it carries it (a ghost) or needs it, and says which
+      throw new RestoreRefusedError(`file ${f.path} that the process had open is missing`, 'put it back before restoring')
+    }
     if (now !== f.size)
       throw new RestoreRefusedError(
         `file ${f.path} that the process had open changed size (${now} bytes now, ${f.size} at dump)`,

@@ -183,7 +183,7 @@ export class RestoreRun {
       this.imageThreads = identity.tree[0]!.threads.length
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
-      await checkFiles(this.manifest)
+      await checkFiles(this.manifest, identity.files)
       // A container comes back in a PID namespace of its own: its pids are free there whatever the host holds.
       if (!this.o.newPidns && !this.manifest.container) checkPidsFree(this.manifest)
     })

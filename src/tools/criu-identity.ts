@@ -125,6 +125,8 @@ export interface ImageIdentity {
   comm: string | undefined
   /** The root's executable as criu recorded it (mm exe_file_id -> files.img reg name). */
   exe: string | undefined
+  /** Every regular file of the tree criu recorded with its size at the freeze (files.img reg entries). */
+  files: { path: string; size: number }[]
 }
 
 /** images/core.proto: core_entry { tc = 3 { comm = 6 }, thread_core = 5 { creds = 10 { uid 1 .. sgid 6 } } }. */
@@ -156,6 +158,20 @@ export function exeFromImages(mm: Buffer, files: Buffer[]): string | undefined {
   return undefined
 }
 
+/** Regular files with the size criu saw at the freeze: criu refuses a restore where one has another size. */
+export function regularFiles(files: Buffer[]): { path: string; size: number }[] {
+  const out: { path: string; size: number }[] = []
+  for (const f of files) {
+    const entry = decodeMessage(f)
+    const reg = msgOf(entry, 3)
+    if (!reg) continue
+    const path = str(reg, 6)
+    const size = num(reg, 8)
+    if (path !== undefined && size !== undefined) out.push({ path: path.startsWith('/') ? path : `/${path}`, size })
+  }
+  return out
+}
+
 export function readImageIdentity(imagesDir: string): ImageIdentity {
   const tree = readPstreeImage(join(imagesDir, 'pstree.img'))
   const root = tree[0]!.pid
@@ -163,12 +179,14 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
   if (!core) throw new ImageIdentityError(`core-${root}.img holds no entry`)
   const { creds, comm } = credsFromCore(core)
   let exe: string | undefined
+  let regular: { path: string; size: number }[] = []
   try {
-    const mm = imageEntries(readBounded(join(imagesDir, `mm-${root}.img`)), MM_MAGIC, `mm-${root}.img`)[0]
     const files = imageEntries(readBounded(join(imagesDir, 'files.img')), FILES_MAGIC, 'files.img')
+    regular = regularFiles(files)
+    const mm = imageEntries(readBounded(join(imagesDir, `mm-${root}.img`)), MM_MAGIC, `mm-${root}.img`)[0]
     exe = mm ? exeFromImages(mm, files) : undefined
   } catch (e) {
     if (!(e instanceof ImageIdentityError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
-  return { tree, creds, comm, exe }
+  return { tree, creds, comm, exe, files: regular }
 }

@@ -1,7 +1,7 @@
 // A target is a tree: after `snap dump` of a master, every process of its tree is back in its OWN found state
 // (running ones running, a paused child still paused), each has a core, and the manifest lists the tree criu dumped.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DumpResult } from '../../src/pipelines/dump.js';
@@ -110,6 +110,34 @@ describe('snap dump of a process tree', () => {
     expect(byPid.get(paused!)).toMatchObject({ found: 'stopped', left: 'stopped' });
     expect(byPid.get(other!)).toMatchObject({ found: 'running', left: 'running' });
     expect(byPid.get(root.pid!)).toMatchObject({ found: 'running', left: 'running' });
+  });
+
+  it('a parent with two children each holding a log file: one that grew blocks the restore, named, unless opened for append (criu keeps no size for those); put back, the whole tree comes back running', async () => {
+    const logs = makeTempDir('snap-tree-logs-');
+    // Child 1 appends (>>, O_APPEND), as a service's log does; child 2 holds its file open for plain writing (>).
+    const child = (n: number, redirect: string) => `sh -c 'echo child${n} > ${logs}/c${n}.log; exec 3${redirect}${logs}/c${n}.log; exec sleep 1000' &`;
+    const root = startRoot('/bin/bash', ['-c', `${child(1, '>>')} ${child(2, '<>')} wait`]);
+    const pids = await waitFor(() => {
+      const d = descendants(root.pid!);
+      return d.length === 2 && d.every((p) => readProcStat(p)?.comm === 'sleep') ? [root.pid!, ...d] : undefined;
+    }, { what: 'bash and its two children' });
+    const { bundle } = await dumpTree(root.pid!);
+    for (const pid of [...pids].reverse()) await killPid(pid);
+    await waitFor(() => pids.every((p) => readProcStat(p) === undefined), { what: 'the tree to be gone', timeoutMs: 15_000 });
+    const before = readFileSync(`${logs}/c2.log`);
+    appendFileSync(`${logs}/c1.log`, 'more\n');
+    appendFileSync(`${logs}/c2.log`, 'more\n');
+    const refused = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(refused.exitCode, refused.stderr).toBe(12);
+    expect(refused.stderr).toContain(`${logs}/c2.log that the process had open changed size`);
+    writeFileSync(`${logs}/c2.log`, before);
+    const restored = await runSnap(['restore', bundle, '--allow-unsigned', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    try {
+      for (const pid of pids) expect(everyThread(pid, (s) => s !== 'T' && s !== 't'), `restored ${pid} runs`).toBe(true);
+    } finally {
+      for (const pid of [...pids].reverse()) await killPid(pid);
+    }
   });
 
   it('--core-only takes a core of every process without a checkpoint, and the tree runs on', async () => {
