@@ -1,7 +1,8 @@
 // Whether a bundle may be restored: restoring runs its images as root, so trust comes from a signature by a key this
 // host trusts (`--key PUB`, or the keys in the trusted-keys directory), never from what the manifest says of itself.
 
-import { closeSync, constants, fstatSync, openSync, readdirSync, readSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
+import { readBoundedRegularFile } from './bounded-read.js'
 import { createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { join } from 'node:path'
 import { BundleInvalidError } from '../errors.js'
@@ -17,25 +18,12 @@ export function trustedKeysDir(): string {
   return process.env[TRUSTED_KEYS_ENV] || DEFAULT_TRUSTED_KEYS_DIR
 }
 
-/** A regular file, opened without following a link, read up to a bound; undefined for anything else. */
+/** A regular file read up to a bound; undefined for anything else (a link, a FIFO, a huge file). */
 function readSmallRegular(path: string): Buffer | undefined {
-  let fd: number | undefined
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const st = fstatSync(fd)
-    if (!st.isFile() || st.size > MAX_KEY_BYTES) return undefined
-    const buf = Buffer.alloc(st.size)
-    let off = 0
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off)
-      if (n === 0) break
-      off += n
-    }
-    return buf.subarray(0, off)
+    return readBoundedRegularFile(path, MAX_KEY_BYTES)
   } catch {
     return undefined
-  } finally {
-    if (fd !== undefined) closeSync(fd)
   }
 }
 

@@ -2,99 +2,15 @@
 // hostile or mistaken bundle lies in): the tree (pstree.img), the root's credentials (core-PID.img) and its
 // executable (mm-PID.img -> files.img). Read with a small protobuf reader, bounded, without crit.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
+import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
+import { CORE_MAGIC, decodeMessage, FILES_MAGIC, ImageFormatError, imageEntries, MM_MAGIC, type Field } from './criu-image-format.js'
 import { readPstreeImage, type DumpedTask } from './criu-pstree.js'
 
-const IMG_COMMON_MAGIC = 0x54564319
-const CORE_MAGIC = 0x55053847
-const MM_MAGIC = 0x57492820
-const FILES_MAGIC = 0x56303138
 /** core, mm and files images of a real process are KiB to a few MiB: more is not an image snap will parse. */
 const MAX_IMAGE_BYTES = 64 << 20
 
-export class ImageIdentityError extends Error {}
-
-type Field = number | Buffer
-
-function varint(buf: Buffer, at: number): [number, number] {
-  let value = 0
-  let shift = 0
-  for (let i = at; i < buf.length && i < at + 10; i++) {
-    const b = buf[i]!
-    value += (b & 0x7f) * 2 ** shift
-    shift += 7
-    if ((b & 0x80) === 0) return [value, i + 1]
-  }
-  throw new ImageIdentityError('truncated varint')
-}
-
-/** A protobuf message as field number -> values (varints as numbers, length-delimited as bytes). */
-export function decodeMessage(msg: Buffer): Map<number, Field[]> {
-  const fields = new Map<number, Field[]>()
-  const put = (n: number, v: Field) => {
-    const list = fields.get(n)
-    if (list) list.push(v)
-    else fields.set(n, [v])
-  }
-  let at = 0
-  while (at < msg.length) {
-    const [key, afterKey] = varint(msg, at)
-    const n = Math.floor(key / 8)
-    const wire = key & 7
-    at = afterKey
-    if (wire === 0) {
-      const [v, next] = varint(msg, at)
-      put(n, v)
-      at = next
-    } else if (wire === 2) {
-      const [len, next] = varint(msg, at)
-      if (next + len > msg.length) throw new ImageIdentityError('truncated field')
-      put(n, msg.subarray(next, next + len))
-      at = next + len
-    } else if (wire === 1) at += 8
-    else if (wire === 5) at += 4
-    else throw new ImageIdentityError(`unexpected wire type ${wire}`)
-  }
-  return fields
-}
-
-function readBounded(file: string): Buffer {
-  const fd = openSync(file, 'r')
-  try {
-    const st = fstatSync(fd)
-    if (!st.isFile()) throw new ImageIdentityError(`${file} is not a regular file`)
-    if (st.size > MAX_IMAGE_BYTES) throw new ImageIdentityError(`${file} is ${st.size} bytes, larger than any such image`)
-    const buf = Buffer.alloc(st.size)
-    let off = 0
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off)
-      if (n === 0) break
-      off += n
-    }
-    return buf.subarray(0, off)
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/** The entries of an image (magic, then u32 size + message, repeated). */
-export function imageEntries(buf: Buffer, magic: number, name: string): Buffer[] {
-  let at = 0
-  if (buf.length >= 4 && buf.readUInt32LE(0) === IMG_COMMON_MAGIC) at = 4
-  if (buf.length < at + 4 || buf.readUInt32LE(at) !== magic) throw new ImageIdentityError(`${name} does not start with its magic`)
-  at += 4
-  const out: Buffer[] = []
-  while (at < buf.length) {
-    if (at + 4 > buf.length) throw new ImageIdentityError(`${name}: truncated entry size`)
-    const len = buf.readUInt32LE(at)
-    at += 4
-    if (at + len > buf.length) throw new ImageIdentityError(`${name}: truncated entry`)
-    out.push(buf.subarray(at, at + len))
-    at += len
-  }
-  return out
-}
+const readBounded = (file: string): Buffer => readBoundedRegularFile(file, MAX_IMAGE_BYTES)
 
 const num = (f: Map<number, Field[]>, n: number): number | undefined => {
   const v = f.get(n)?.[0]
@@ -133,10 +49,10 @@ export interface ImageIdentity {
 export function credsFromCore(entry: Buffer): { creds: ImageCreds; comm: string | undefined } {
   const core = decodeMessage(entry)
   const creds = msgOf(msgOf(core, 5) ?? new Map(), 10)
-  if (!creds) throw new ImageIdentityError('the core image holds no credentials')
+  if (!creds) throw new ImageFormatError('the core image holds no credentials')
   const field = (n: number) => {
     const v = num(creds, n)
-    if (v === undefined) throw new ImageIdentityError(`the core image's credentials lack field ${n}`)
+    if (v === undefined) throw new ImageFormatError(`the core image's credentials lack field ${n}`)
     return v
   }
   return {
@@ -176,7 +92,7 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
   const tree = readPstreeImage(join(imagesDir, 'pstree.img'))
   const root = tree[0]!.pid
   const core = imageEntries(readBounded(join(imagesDir, `core-${root}.img`)), CORE_MAGIC, `core-${root}.img`)[0]
-  if (!core) throw new ImageIdentityError(`core-${root}.img holds no entry`)
+  if (!core) throw new ImageFormatError(`core-${root}.img holds no entry`)
   const { creds, comm } = credsFromCore(core)
   let exe: string | undefined
   let regular: { path: string; size: number }[] = []
@@ -186,7 +102,7 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
     const mm = imageEntries(readBounded(join(imagesDir, `mm-${root}.img`)), MM_MAGIC, `mm-${root}.img`)[0]
     exe = mm ? exeFromImages(mm, files) : undefined
   } catch (e) {
-    if (!(e instanceof ImageIdentityError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+    if (!(e instanceof ImageFormatError) && !(e instanceof BoundedReadError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
   return { tree, creds, comm, exe, files: regular }
 }

@@ -1,6 +1,7 @@
 // pstree.img read without crit: the tree the manifest records is the one criu wrote, and a damaged image is refused.
 import { describe, expect, it } from 'vitest';
-import { parsePstreeImage, PstreeImageError } from '../../src/tools/criu-pstree.js';
+import { ImageFormatError } from '../../src/tools/criu-image-format.js';
+import { parsePstreeImage } from '../../src/tools/criu-pstree.js';
 
 function varint(n: number): number[] {
   const out: number[] = [];
@@ -52,7 +53,7 @@ describe('parsePstreeImage', () => {
     const good = image([entry({ pid: 10, ppid: 1, pgid: 10, sid: 10, threads: [10] })]);
     const wrongMagic = Buffer.from(good);
     wrongMagic.writeUInt32LE(0x12345678, 4);
-    expect(() => parsePstreeImage(wrongMagic)).toThrow(PstreeImageError);
+    expect(() => parsePstreeImage(wrongMagic)).toThrow(ImageFormatError);
     expect(() => parsePstreeImage(good.subarray(0, good.length - 2))).toThrow(/truncated/);
     expect(() => parsePstreeImage(image([]))).toThrow(/no task/);
   });
