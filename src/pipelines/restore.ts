@@ -264,7 +264,7 @@ export class RestoreRun {
       bin = '/usr/bin/unshare'
     }
     const child = spawn(bin, binArgs, { detached: true, stdio: ['ignore', out, out] })
-    if (child.pid !== undefined) this.journal?.update({ step: "restoring", touched: true, toolPids: [child.pid] })
+    if (child.pid !== undefined) this.journal?.update({ step: 'restoring', touched: true, toolPids: [child.pid] })
     closeSync(out)
     const exited = new Promise<number | null>((resolve) => {
       child.once('exit', (code) => resolve(code))
@@ -313,6 +313,8 @@ export class RestoreRun {
     const holder = child.pid
     if (holder === undefined) throw new RestoreFailedError('could not start unshare for --new-pidns')
     this.holderPid = holder
+    // If snap dies now, `snap recover` kills this group: unshare, criu as the namespace's init, and what it restored.
+    this.journal?.update({ step: 'restoring', touched: true, toolPids: [holder] })
     let exited = false
     child.on('exit', () => {
       exited = true

@@ -7,7 +7,7 @@ import { zstdCompressSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { artifactRecord, buildTar, craftedManifest, manifestEntry, repackBundle, writeCraftedBundle } from '../helpers/bundles.js';
+import { artifactRecord, buildTar, craftedManifest, manifestEntry, repackBundle, tarHeader, writeCraftedBundle } from '../helpers/bundles.js';
 import { startTarget } from '../helpers/target.js';
 import { runSnap, snapEntry } from '../helpers/cli.js';
 
@@ -63,6 +63,29 @@ describe('restore bounds what a bundle can make it do', () => {
       expect(readdirSync(work)).toEqual([]);
     });
   }
+
+  it('a small bundle declaring a 4 GiB image: refused before anything is written, unsigned (exit 11) and, allowed, for want of room (exit 12)', async () => {
+    const GiB = 1024 ** 3;
+    const manifest = craftedManifest([{ path: 'criu/pages-1.img', kind: 'criu-image', size: 4 * GiB, sha256: '0'.repeat(64) }]);
+    // The entry's header says 4 GiB; the bytes behind it are never reached, because the head decides first.
+    const tar = Buffer.concat([buildTar([manifestEntry(manifest)]).subarray(0, -1024), tarHeader({ name: 'criu/pages-1.img' }, 4 * GiB), Buffer.alloc(64 << 10)]);
+    const bundle = join(dir, 'declares-4g.tar.zst');
+    writeFileSync(bundle, zstdCompressSync(tar));
+    const unsigned = await runSnap(['restore', bundle, '--work-dir', work], { env });
+    expect(unsigned.exitCode, unsigned.stderr).toBe(11);
+    expect(unsigned.stderr).toMatch(/not signed/);
+    expect(readdirSync(work)).toEqual([]);
+    const small = makeTempDir('snap-bounds-tmpfs-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', small]);
+    try {
+      const allowed = await runSnap(['restore', bundle, '--allow-unsigned', '--work-dir', small], { env });
+      expect(allowed.exitCode, allowed.stderr).toBe(12);
+      expect(allowed.stderr).toMatch(/images need 4\.0 GiB/);
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
+    }
+  });
 
   it('a manifest of more than 4 MiB (a million artifacts): refused with exit 11, peak RSS under 300 MiB', async () => {
     const manifest = craftedManifest([]);

@@ -61,6 +61,32 @@ afterAll(async () => {
   removeTempDirs();
 });
 
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+    if (text) out.push(...text.split(/\s+/).map(Number));
+  }
+  return out;
+}
+
+function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const p = queue.shift()!;
+    try {
+      for (const c of childrenOf(p)) {
+        out.push(c);
+        queue.push(c);
+      }
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
 function expectRestored(run: SnapResult): RestoreResult {
   expect(run.exitCode, run.stderr).toBe(0);
   const result = JSON.parse(run.stdout) as RestoreResult;
@@ -136,6 +162,34 @@ describe('restore trusts only signed bundles', () => {
       what: 'no process of the restored tree to be left',
       timeoutMs: 10_000,
     });
+  });
+
+  it('the same with --new-pidns: snap recover kills unshare, criu and the restored copy', async () => {
+    const own = makeTempDir('snap-trust-keys-');
+    copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
+    const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
+    const restoring = startSnap(['restore', signed, '--work-dir', work, '--new-pidns'], { env });
+    let seen = '';
+    restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
+    await waitFor(() => seen.includes('state: restoring'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
+    // The holder: the unshare snap started, with everything under it.
+    const holder = await waitFor(() => childrenOf(restoring.child.pid!).find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('--mount-proc')), {
+      what: 'unshare to start',
+    });
+    // Killed once the journal names the holder: from then on a dead snap has told recover what to clean up.
+    await waitFor(() => readdirSync(journal).some((n) => readFileSync(join(journal, n), 'utf8').includes(`${holder}`)), { what: 'the journal to name unshare' });
+    restoring.child.kill('SIGKILL');
+    await restoring.result;
+    const tree = [holder, ...descendantsOf(holder)];
+    const recover = await runSnap(['recover'], { env });
+    expect(recover.exitCode, recover.stderr).toBe(0);
+    await waitFor(() => tree.every((p) => !processExists(p) || /\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))), {
+      what: `unshare, criu and the copy (${tree.join(', ')}) to be gone`,
+      timeoutMs: 10_000,
+      detail: () => `recover said: ${recover.stdout.trim()} | ${tree.map((p) => (processExists(p) ? `${p}: ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}` : `${p} gone`)).join('; ')}`,
+    });
+    expect(readdirSync(journal)).toEqual([]);
+    expect(readdirSync(work)).toEqual([]);
   });
 
   it('snap verify says plainly when a signature is present but not checked', async () => {
