@@ -1,12 +1,13 @@
 // `snap doctor` proves readiness: a canary holding a listening socket and an established connection is dumped, keeps
 // its connections, and is restored after a kill. A criu that cannot do that makes the doctor fail, naming the step.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/tools/doctor.js';
 import { makeTempDir } from '../helpers/bundle.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
+import { hostHasSysResource } from '../helpers/capabilities.js';
 
 /** Processes whose cwd is a canary directory: none may be left behind, whatever the outcome. */
 function canaryProcesses(): number[] {
@@ -22,10 +23,7 @@ function canaryProcesses(): number[] {
   return out;
 }
 
-const hasSysResource = (() => {
-  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? ((BigInt('0x' + m[1]) >> 24n) & 1n) === 1n : false;
-})();
+const hasSysResource = hostHasSysResource();
 
 describe('snap doctor', () => {
   it('dumps and restores the canary: every step ok, its connections working, nothing left; says what a missing capability rules out', async () => {

@@ -6,18 +6,14 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { extractBundle } from '../helpers/bundle.js';
 import { httpGet, killTree, processTree, startHttpLoad, startNginx, stopAllServices } from '../helpers/services/index.js';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dumpService, expectDumpOk, expectTreeRunning, recordCapture, restoreBundle, watchNeverStopped } from './capture.js';
+import { hostHasSysResource } from '../helpers/capabilities.js';
 
 const execFileAsync = promisify(execFile);
 afterAll(stopAllServices);
 
-/** This host's bounding set decides whether criu may dump a task of another uid (prlimit needs CAP_SYS_RESOURCE). */
-const hasSysResource = (() => {
-  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? ((BigInt('0x' + m[1]) >> 24n) & 1n) === 1n : false;
-})();
+const hasSysResource = hostHasSysResource();
 
 async function expectCoreOpens(dir: string, pid: number): Promise<void> {
   const { stdout } = await execFileAsync('gdb', ['--nx', '--batch', '-ex', 'info threads', '/usr/sbin/nginx', join(dir, `core.${pid}`)], { timeout: 60_000 });

@@ -5,13 +5,11 @@ import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startPostgres, stopAllServices } from '../helpers/services/index.js';
 import { dumpService, expectDumpOk, expectTreeRunning, recordCapture, watchNeverStopped } from './capture.js';
+import { hostHasSysResource } from '../helpers/capabilities.js';
 
 afterAll(stopAllServices);
 
-const hasSysResource = (() => {
-  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? ((BigInt('0x' + m[1]) >> 24n) & 1n) === 1n : false;
-})();
+const hasSysResource = hostHasSysResource();
 
 describe('PostgreSQL', () => {
   it.skipIf(hasSysResource)('the checkpoint is refused before any signal (another uid without CAP_SYS_RESOURCE); --core-only works and INSERT and CHECKPOINT succeed after', async () => {
