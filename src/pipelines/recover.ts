@@ -4,12 +4,12 @@
 import { readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
-import { checkIdentity } from '../process/identity.js'
+import { checkIdentity, type TargetIdentity } from '../process/identity.js'
 import { bringToFinalState } from '../process/stop.js'
 import { pollUntil } from '../process/poll.js'
-import { readStat, readStatus } from '../process/proc.js'
+import { readStat, tracerGroup } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
-import { readPstreeImage } from '../tools/criu-pstree.js'
+import { pstreeIds } from '../tools/criu-pstree.js'
 
 export interface RecoveryAction {
   journal: string
@@ -41,26 +41,27 @@ function killLeftoverTool(pid: number, startTime: number | null | undefined, ent
   actions.push(`killed leftover ${members.map((m) => `${m.comm} (pid ${m.pid})`).join(', ')}`)
 }
 
+/** One process back in the state its journal says, the outcome said in actions; false when it could not be. */
+async function putBack(id: TargetIdentity, to: 'running' | 'stopped', what: 'target' | 'process', actions: string[]): Promise<boolean> {
+  try {
+    await bringToFinalState(id, to, 5000)
+    actions.push(`${what} ${id.pid} ${to === 'running' ? 'resumed' : 'left stopped, as it was found'}`)
+    return true
+  } catch (e) {
+    actions.push(`could not put ${what} ${id.pid} back: ${(e as Error).message}`)
+    return false
+  }
+}
+
 /** Processes of the images' tree (pstree.img in the restore's work directory) born after the restoring snap. */
 function partlyRestored(entry: JournalEntry): number[] {
   if (!entry.workDir) return []
-  let pids: number[] = []
-  try {
-    pids = readPstreeImage(join(entry.workDir, 'criu', 'pstree.img')).flatMap((t) => [t.pid, ...t.threads])
-  } catch {
-    return []
-  }
-  return [...new Set(pids)].filter((pid) => {
+  return pstreeIds(join(entry.workDir, 'criu')).filter((pid) => {
     const s = readStat(pid)
     return !!s && s.state !== 'Z' && s.startTime >= entry.snapStartTime
   })
 }
 
-/** The process group of the target's tracer, or undefined while nothing traces it. */
-function tracerGroup(pid: number): number | undefined {
-  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
-  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
-}
 
 function groupMembers(pgid: number): { pid: number; comm: string }[] {
   let names: string[] = []
@@ -164,13 +165,7 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
       outcome = 'target-gone'
       actions.push(check === 'gone' ? `target ${entry.target.pid} has exited` : `pid ${entry.target.pid} now belongs to another process; not touched`)
     } else if (entry.touched) {
-      try {
-        await bringToFinalState(entry.target, entry.restoreTo, 5000)
-        actions.push(`target ${entry.target.pid} ${entry.restoreTo === 'running' ? 'resumed' : 'left stopped, as it was found'}`)
-      } catch (e) {
-        outcome = 'failed'
-        actions.push(`could not put target ${entry.target.pid} back: ${(e as Error).message}`)
-      }
+      if (!(await putBack(entry.target, entry.restoreTo, 'target', actions))) outcome = 'failed'
     } else {
       actions.push(`target ${entry.target.pid} was never signalled`)
     }
@@ -184,13 +179,7 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
           actions.push(mcheck === 'gone' ? `process ${m.id.pid} of the tree has exited (it may have been damaged while snap's tools held it)` : `pid ${m.id.pid} now belongs to another process; not touched`)
           continue
         }
-        try {
-          await bringToFinalState(m.id, m.restoreTo, 5000)
-          actions.push(`process ${m.id.pid} ${m.restoreTo === 'running' ? 'resumed' : 'left stopped, as it was found'}`)
-        } catch (e) {
-          outcome = 'failed'
-          actions.push(`could not put process ${m.id.pid} back: ${(e as Error).message}`)
-        }
+        if (!(await putBack(m.id, m.restoreTo, 'process', actions))) outcome = 'failed'
       }
     }
     for (const p of new Set([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)])) {

@@ -12,10 +12,10 @@ import { judgeTrust } from '../bundle/trust.js'
 import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { innerPidOf, readDescendants } from '../process/tree.js'
-import { readCmdline, readLink, readStat, readThreadStates, readChildren } from '../process/proc.js'
+import { readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
-import { readPstreeImage } from '../tools/criu-pstree.js'
+import { pstreeIds } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
@@ -403,15 +403,6 @@ export class RestoreRun {
     }
   }
 
-  /** The pids of the tree in the extracted pstree.img (criu's view), or none when it is not there. */
-  private imageTreePids(): number[] {
-    try {
-      return readPstreeImage(join(this.workDir!, 'criu', 'pstree.img')).flatMap((t) => [t.pid, ...t.threads])
-    } catch {
-      return []
-    }
-  }
-
   /** Kills anything partly restored and reports failed. */
   private async fail(cause: unknown): Promise<void> {
     await stopAllTools()
@@ -421,10 +412,10 @@ export class RestoreRun {
       // What criu restored, found from what criu itself reports: the root in its pidfile and everything under it, and
       // every pid of the images' own tree that appeared after criu started. Never filtered by what the manifest
       // claims (the manifest is exactly what a failed identity check found to lie).
-      const fromPidfile = Number(readFileSafe(join(this.workDir ?? '/nonexistent', 'restored.pid'))?.trim())
+      const fromPidfile = Number(readTextFile(join(this.workDir ?? '/nonexistent', 'restored.pid'))?.trim())
       const roots = [...this.restoredPids, ...(Number.isInteger(fromPidfile) && fromPidfile > 1 ? [fromPidfile] : [])]
       const candidates = new Set(roots.flatMap((p) => [p, ...readDescendants(p)]))
-      if (!this.o.newPidns && !this.manifest.container) for (const p of this.imageTreePids()) candidates.add(p)
+      if (!this.o.newPidns && !this.manifest.container) for (const p of pstreeIds(join(this.workDir!, 'criu'))) candidates.add(p)
       for (const pid of candidates) {
         if (readStat(pid) && processStartedAfter(pid, started)) {
           try {
@@ -453,14 +444,6 @@ function containerRestoreArgs(c: NonNullable<Manifest['container']>): string[] {
     args.push('--external', `mnt[${m.key}]:${m.hostPath}`)
   }
   return args
-}
-
-function readFileSafe(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch {
-    return undefined
-  }
 }
 
 function processStartedAfter(pid: number, epochSec: number): boolean {

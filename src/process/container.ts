@@ -2,7 +2,7 @@
 // mounts bound in from the host (cgroup hierarchies, volumes). criu must be told about those the way runc tells it
 // (`--external mnt[...]`), or it fails with "doesn't have a proper root mount". Found from /proc, decided here.
 
-import { readFileSync } from 'node:fs'
+import { readTextFile } from './proc.js'
 import { join } from 'node:path'
 
 export interface MountInfo {
@@ -96,14 +96,6 @@ export function planContainer(containerMounts: MountInfo[], hostMounts: MountInf
   return { rootfs: rootfs ?? '', externalMounts, problems }
 }
 
-function readTextSafe(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch {
-    return undefined
-  }
-}
-
 /**
  * The container plan for a pid, or undefined when it is not in a container: same mount namespace as snap, or not
  * the init of a PID namespace of its own (a container's processes are dumped through their init).
@@ -111,12 +103,12 @@ function readTextSafe(path: string): string | undefined {
 export function describeContainer(pid: number, readLink: (p: string) => string | undefined): ContainerPlan | undefined {
   const mnt = readLink(`/proc/${pid}/ns/mnt`)
   if (!mnt || mnt === readLink('/proc/self/ns/mnt')) return undefined
-  const status = readTextSafe(`/proc/${pid}/status`) ?? ''
+  const status = readTextFile(`/proc/${pid}/status`) ?? ''
   const nspid = /^NSpid:\s*(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? []
-  const selfNs = /^NSpid:\s*(.*)$/m.exec(readTextSafe('/proc/self/status') ?? '')?.[1]?.trim().split(/\s+/) ?? []
+  const selfNs = /^NSpid:\s*(.*)$/m.exec(readTextFile('/proc/self/status') ?? '')?.[1]?.trim().split(/\s+/) ?? []
   if (nspid.length <= selfNs.length || nspid.at(-1) !== '1') return undefined
-  const inside = readTextSafe(`/proc/${pid}/mountinfo`)
-  const host = readTextSafe('/proc/self/mountinfo')
+  const inside = readTextFile(`/proc/${pid}/mountinfo`)
+  const host = readTextFile('/proc/self/mountinfo')
   if (!inside || !host) return undefined
   return planContainer(parseMountInfo(inside), parseMountInfo(host))
 }

@@ -247,8 +247,26 @@ export function readEffectiveCaps(pid: number | 'self'): bigint {
   }
 }
 
+/** The process group of a process's tracer (a tool leads its own group: criu's pid, for criu), or undefined while
+ *  nothing traces it. */
+export function tracerGroup(pid: number): number | undefined {
+  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
+  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
+}
+
+/** A small text file (a status, a pidfile), or undefined when it cannot be read. */
+export function readTextFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
 export const CAP_SYS_PTRACE = 19n
 export const CAP_SYS_ADMIN = 21n
+/** criu reads another uid's rlimits with prlimit, which needs it. */
+export const CAP_SYS_RESOURCE = 24n
 export const CAP_CHECKPOINT_RESTORE = 40n
 
 export function hasCap(mask: bigint, cap: bigint): boolean {

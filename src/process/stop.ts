@@ -1,4 +1,5 @@
-// Bringing a target to a verified SIGSTOP stop and back. Every transition is confirmed in /proc before we go on.
+// One process's run state: observed (its threads settled), and brought to a final state, each confirmed in /proc.
+// Stopping and resuming a whole tree, built on these predicates, is tree.ts.
 
 import { RollbackIncompleteError, StepTimeoutError, TargetChangedError } from '../errors.js'
 import { assertSameProcess, checkIdentity, signalTarget, type TargetIdentity } from './identity.js'
@@ -12,9 +13,9 @@ export interface ObservedState {
   threads: ThreadSnapshot[]
 }
 
-const isStopped = (t: ThreadSnapshot) => t.state === 'T'
-const allStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && ts.every(isStopped)
-const noneStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && !ts.some(isStopped)
+export const isStopped = (t: ThreadSnapshot) => t.state === 'T'
+export const allStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && ts.every(isStopped)
+export const noneStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && !ts.some(isStopped)
 
 /**
  * Stopped means every thread is in group stop ('T'). A group stop reaches threads one by one, so a mix of T and
@@ -34,32 +35,6 @@ export async function observeRunState(id: TargetIdentity, settleMs = 200): Promi
   return { state: allStopped(threads) ? 'stopped' : 'running', threads }
 }
 
-export interface StopResult {
-  /** What we did: 'sigstop' for a running target, 'converted' for one already stopped by an unknown stop signal. */
-  action: 'sigstop' | 'converted'
-  /** Milliseconds from the first signal (or, for a stopped target, from the first look) until every thread was seen stopped. */
-  settleMs: number
-  threads: ThreadSnapshot[]
-}
-
-/**
- * A running target gets SIGSTOP, and we wait until every thread shows T.
- *
- * A stopped target may have been stopped by SIGTSTP (Ctrl+Z), SIGTTIN or SIGTTOU; /proc does not say which, and gdb
- * resumes such a process when it detaches. Only SIGCONT ends a job-control stop, and a thread woken by it runs
- * (a sleep whose deadline passed while stopped returns at once) before a SIGSTOP sent right after can stop it again:
- * sent back to back from here, the pair let the worker fixture advance a step in most runs. So nothing is sent to a
- * stopped target here; the stop is converted during the checkpoint, while criu holds every thread under ptrace and no
- * thread can run (see stopConversionScript in tools/criu.ts).
- */
-export async function bringToSigstopStop(id: TargetIdentity, original: RunState, timeoutMs: number): Promise<StopResult> {
-  const started = performance.now()
-  if (original === 'running') signalTarget(id, 'SIGSTOP', 'stopping the target')
-  else assertSameProcess(id, 'checking the stop')
-  const threads = await waitUntilAllStopped(id, timeoutMs, 'stopping the target')
-  return { action: original === 'running' ? 'sigstop' : 'converted', settleMs: performance.now() - started, threads }
-}
-
 export async function waitUntilAllStopped(id: TargetIdentity, timeoutMs: number, during: string): Promise<ThreadSnapshot[]> {
   const ts = await pollUntil(() => {
     const now = readThreadStates(id.pid)
@@ -74,11 +49,6 @@ export async function waitUntilAllStopped(id: TargetIdentity, timeoutMs: number,
     `target ${id.pid} did not stop within ${timeoutMs} ms (threads not stopped: ${late.join(', ')})`,
     uninterruptible ? 'a thread is in uninterruptible sleep (D), usually blocked on I/O; retry when it is not' : undefined,
   )
-}
-
-/** Every thread still stopped? Returns the threads that are not. */
-export function threadsNotStopped(id: TargetIdentity): ThreadSnapshot[] {
-  return readThreadStates(id.pid).filter((t) => !isStopped(t))
 }
 
 export type FinalState = 'running' | 'stopped' | 'killed'

@@ -1,11 +1,12 @@
 // Everything a dump must decide before its first signal, read from /proc for every process of the tree, its
 // ancestors and snap itself. Only reading here; dump-plan.ts decides from these facts with pure functions.
 
-import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { TargetNotFoundError } from '../errors.js'
 import { readFdLinks, readTreeSockets, IO_URING_LINK, type FdLink, type HeldSocket } from './sockets.js'
-import { hasCap, readNamespaces, readStat, readStatus } from './proc.js'
+import { CAP_SYS_RESOURCE, hasCap, readNamespaces, readStat, readStatus } from './proc.js'
+import { EXTRA_DIRS, isExecutableFile } from '../tools/locate.js'
 
 /** Real, effective and saved ids, as in the status Uid: and Gid: lines (the fourth, filesystem id, is not used). */
 export interface IdSet {
@@ -107,7 +108,6 @@ export interface TreeFacts {
 }
 
 /** prlimit(2) on another user's task needs it (kernel/sys.c check_prlimit_permission). */
-export const CAP_SYS_RESOURCE = 24n
 
 /** "33\t33\t33\t33" -> real, effective, saved. */
 export function parseIdLine(line: string | undefined): IdSet {
@@ -191,18 +191,6 @@ function readLocks(pid: number, links: FdLink[], procLocks: HeldLock[]): HeldLoc
     out.push(lock)
   }
   return out
-}
-
-const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
-
-function isExecutableFile(p: string): boolean {
-  try {
-    if (!statSync(p).isFile()) return false
-    accessSync(p, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /** On PATH first, then in the sbin directories a root shell has (PATH under sudo or cron may lack them). */

@@ -5,7 +5,7 @@ import { RollbackIncompleteError, StepTimeoutError, TargetChangedError } from '.
 import { captureIdentity, checkIdentity, type IdentityCheck, type TargetIdentity } from './identity.js'
 import { pollUntil } from './poll.js'
 import { readChildren, readStat, readStatus, readThreadStates, type ThreadSnapshot } from './proc.js'
-import { observeRunState, type RunState } from './stop.js'
+import { allStopped, isStopped, noneStopped, observeRunState, type RunState } from './stop.js'
 
 export interface TreeMember {
   id: TargetIdentity
@@ -40,9 +40,6 @@ export function innerPidOf(pid: number): number {
   return Number.isInteger(last) && last > 0 ? last : pid
 }
 
-const isStopped = (t: ThreadSnapshot) => t.state === 'T'
-const allStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && ts.every(isStopped)
-const noneStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && !ts.some(isStopped)
 const isZombie = (pid: number) => {
   const s = readStat(pid)?.state
   return s === 'Z' || s === 'X'
@@ -92,8 +89,9 @@ export interface TreeStopResult {
 /**
  * SIGSTOP every running process of the tree, then wait until every thread of every process shows T. A process can
  * fork while its siblings are being stopped, so the tree is read again once all are stopped, until a reading finds
- * no one new: a stopped process cannot fork, so this ends. Processes found stopped are sent nothing (see
- * bringToSigstopStop in stop.ts: their stop is converted while criu holds them).
+ * no one new: a stopped process cannot fork, so this ends. Processes found stopped are sent nothing: they may be in a
+ * job-control stop (Ctrl+Z), which only SIGCONT ends, and a thread woken by it runs before a SIGSTOP sent right after
+ * can stop it. Their stop is converted while criu holds every thread (stopConversionScript in tools/criu.ts).
  */
 export async function stopTree(members: TreeMember[], timeoutMs: number, cancelled: () => boolean = () => false): Promise<TreeStopResult> {
   const started = performance.now()

@@ -1,6 +1,7 @@
 // The process tree criu dumped, read straight from pstree.img: what the manifest records is what was dumped, not what
 // snap saw before the stop. Read without crit (a Python start per image), so it costs nothing in the freeze.
 
+import { join } from 'node:path'
 import { readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { decodeMessage, ImageFormatError, imageEntries, PSTREE_MAGIC, repeatedVarints } from './criu-image-format.js'
 
@@ -39,4 +40,14 @@ export function parsePstreeImage(buf: Buffer): DumpedTask[] {
 
 export function readPstreeImage(file: string): DumpedTask[] {
   return parsePstreeImage(readBoundedRegularFile(file, MAX_PSTREE_BYTES))
+}
+
+/** Every pid and thread id of the tree in an images directory's pstree.img; none when it cannot be read (a restore
+ *  cleaning up needs what there is, not an error). */
+export function pstreeIds(imagesDir: string): number[] {
+  try {
+    return [...new Set(readPstreeImage(join(imagesDir, 'pstree.img')).flatMap((t) => [t.pid, ...t.threads]))]
+  } catch {
+    return []
+  }
 }

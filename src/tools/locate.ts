@@ -7,14 +7,15 @@ import { ToolError } from '../errors.js'
 export type ToolName = 'criu' | 'gdb'
 
 const ENV_VAR: Record<ToolName, string> = { criu: 'SNAP_CRIU', gdb: 'SNAP_GDB' }
-const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+/** The sbin and bin directories a root shell has, searched after PATH (PATH under sudo or cron may lack them). */
+export const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
 
 export const INSTALL_HINT: Record<ToolName, string> = {
   criu: 'install CRIU >= 4 (`npm run setup` does it without upgrading the system) or pass --criu PATH',
   gdb: 'install gdb (`apt-get install gdb`) or pass --gdb PATH',
 }
 
-function isExecutableFile(p: string): boolean {
+export function isExecutableFile(p: string): boolean {
   try {
     if (!statSync(p).isFile()) return false
     accessSync(p, constants.X_OK)

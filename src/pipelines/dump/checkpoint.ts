@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { StepFailedError } from '../../errors.js'
-import { readStat, readStatus } from '../../process/proc.js'
+import { readStatus, tracerGroup } from '../../process/proc.js'
 import { pollUntil } from '../../process/poll.js'
 import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
 import { diagnoseCriuLog } from '../../tools/criu-log.js'
@@ -15,11 +15,6 @@ import { recheckStopped } from './freeze.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
 import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
 
-/** The process group of a process's tracer (criu's pid, for criu), or undefined while nothing traces it. */
-function tracerGroup(pid: number): number | undefined {
-  const tracer = Number(readStatus(pid)?.['TracerPid'] ?? 0)
-  return tracer > 0 ? readStat(tracer)?.pgrp : undefined
-}
 
 export async function checkpoint(s: DumpState, report: (d: string) => void): Promise<void> {
   const o = s.o
