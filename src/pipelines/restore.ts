@@ -15,7 +15,7 @@ import { innerPidOf, readDescendants } from '../process/tree.js'
 import { readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
-import { pstreeIds } from '../tools/criu-pstree.js'
+import { pstreeIds, type DumpedTask } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import type { Progress } from '../ui/progress.js'
@@ -77,7 +77,8 @@ export class RestoreRun {
   private restoredPids: number[] = []
   private journal?: Journal
   /** The root's thread count as criu dumped it (pstree.img): what the restored process must have. */
-  private imageThreads?: number
+  /** The tree as criu's images hold it: what the restore must bring back, process by process. */
+  private imageTree?: DumpedTask[]
   private readonly budget: OperationBudget
 
   constructor(
@@ -180,7 +181,7 @@ export class RestoreRun {
         throw new BundleInvalidError(`${this.o.bundle}: its CRIU images cannot be read (${(e as Error).message})`, [], 'nothing was restored')
       }
       checkImageIdentity(this.manifest, identity)
-      this.imageThreads = identity.tree[0]!.threads.length
+      this.imageTree = identity.tree
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
       await checkFiles(this.manifest, identity.files)
@@ -218,11 +219,13 @@ export class RestoreRun {
     const outFile = join(this.workDir!, 'criu-restore.out')
     const pidfile = join(this.workDir!, 'restored.pid')
     // criu gives a task back in the state its images record, which is not always stopped: one it resumed ran on
-    // until snap's SIGSTOP landed (a paused target came back a tick further on). --leave-stopped never lets it run.
+    // until snap's SIGSTOP landed (a paused target came back a tick further on). --leave-stopped never lets it run,
+    // so the tree is checked as criu made it (a process that starts threads would otherwise change under the check)
+    // and only then put in its final state.
     const container = this.manifest.container
     const args = [
       ...criuRestoreArgs(images, logFile, pidfile, this.manifest.tools.criu!.options),
-      ...(finalState === 'stopped' ? ['--leave-stopped'] : []),
+      '--leave-stopped',
       ...(container ? containerRestoreArgs(container) : []),
       ...(this.o.tcpClose ? ['--tcp-close'] : []),
       ...(this.o.criuExtraOptions ?? []),
@@ -357,24 +360,50 @@ export class RestoreRun {
     )
   }
 
-  /** The restored root must be the process we dumped: same exe, same cmdline, every thread back. */
+  /**
+   * The restored tree must be the one dumped: the root runs the recorded exe and cmdline, and every process of the
+   * images' tree is there with each of its threads (the same tids, where the pids are the host's). Checked while criu's
+   * --leave-stopped holds the tree still.
+   */
   private async checkRestored(pid: number): Promise<number> {
     const t = this.manifest.target
-    const seen = await pollUntil(() => {
-      const threads = readThreadStates(pid)
-      return threads.length >= (this.imageThreads ?? t.threads) ? threads : undefined
-    }, { timeoutMs: STATE_WAIT_MS })
+    const tree = this.imageTree ?? [{ pid: t.pid, ppid: 0, pgid: 0, sid: 0, threads: t.threadIds }]
+    // Inside a new pid namespace or a container the images' pids are the inner ones.
+    const samePids = !this.o.newPidns && !this.manifest.container
+    const restoredAs = (): Map<number, number> => {
+      const m = new Map<number, number>()
+      for (const p of [pid, ...readDescendants(pid)]) m.set(samePids ? p : innerPidOf(p), p)
+      m.set(tree[0]!.pid, pid)
+      return m
+    }
+    const complete = (m: Map<number, number>) =>
+      tree.every((task) => {
+        const host = m.get(task.pid)
+        return host !== undefined && readThreadStates(host).length >= task.threads.length
+      })
+    const seen = (await pollUntil(() => {
+      const m = restoredAs()
+      return complete(m) ? m : undefined
+    }, { timeoutMs: STATE_WAIT_MS })) ?? restoredAs()
     const problems: string[] = []
     if (!readStat(pid)) problems.push(`restored pid ${pid} does not exist`)
     const exe = readLink(`/proc/${pid}/exe`)
     if (exe !== t.exe) problems.push(`exe is ${exe ?? 'unknown'}, expected ${t.exe}`)
     const cmd = readCmdline(pid)
     if (JSON.stringify(cmd) !== JSON.stringify(t.cmdline)) problems.push(`cmdline differs`)
-    const n = seen?.length ?? readThreadStates(pid).length
-    const expected = this.imageThreads ?? t.threads
-    if (n !== expected) problems.push(`${n} threads, expected ${expected}`)
+    for (const task of tree) {
+      const host = seen.get(task.pid)
+      const name = task.pid === tree[0]!.pid ? 'the root' : `process ${task.pid}`
+      if (host === undefined || !readStat(host)) {
+        problems.push(`${name} was not restored`)
+        continue
+      }
+      const tids = readThreadStates(host).map((s) => s.tid)
+      if (tids.length !== task.threads.length) problems.push(`${name} has ${tids.length} threads, the images ${task.threads.length}`)
+      else if (samePids && !task.threads.every((tid) => tids.includes(tid))) problems.push(`${name}'s thread ids differ from the images'`)
+    }
     if (problems.length > 0) throw new RestoreFailedError(`the restored process does not match the bundle: ${problems.join('; ')}`)
-    return n
+    return readThreadStates(pid).length
   }
 
   /**
