@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core'
 import { COMPRESSIONS, type Compression } from '../bundle/compression.js'
 import type { FinalState } from '../bundle/manifest.js'
 import { DumpRun, type DumpResult } from '../pipelines/dump.js'
+import type { CoreSource } from '../pipelines/dump/state.js'
 import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
@@ -9,13 +10,13 @@ import { renderDumpResult } from '../ui/render.js'
 
 export default class Dump extends SnapCommand {
   static override description =
-    'Capture a live process and its whole tree (a master and its workers): stop every process with SIGSTOP (verified), take a CRIU checkpoint and a gdb core of each process, put each back as it was found, and seal everything in one bundle.'
+    'Capture a live process and its whole tree (a master and its workers): stop every process with SIGSTOP (verified), take a CRIU checkpoint, put each process back as it was found, build a core of each from the checkpoint, and seal everything in one bundle.'
 
   static override examples = [
     { description: 'Capture pid 4242 into a bundle in the current directory', command: '<%= config.bin %> dump 4242' },
     { description: 'Capture into a chosen file and leave the process stopped for a closer look', command: '<%= config.bin %> dump 4242 -o /var/tmp/api.snap.tar.zst --leave stopped' },
     { description: 'Machine-readable result for a runbook', command: '<%= config.bin %> dump 4242 --json > result.json' },
-    { description: 'Keep the freeze as short as possible (cores built after release)', command: '<%= config.bin %> dump 4242 --short-freeze' },
+    { description: 'Cores written by gdb while the tree is frozen (a longer freeze)', command: '<%= config.bin %> dump 4242 --core gcore' },
     { description: 'Cores of every process without a checkpoint, for what criu cannot dump (io_uring, SysV shm, another uid)', command: '<%= config.bin %> dump 4242 --core-only' },
   ]
 
@@ -35,14 +36,16 @@ export default class Dump extends SnapCommand {
     'include-env': Flags.boolean({ description: 'record environment VALUES in the manifest (by default only names: values hold secrets)', default: false }),
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
-    'short-freeze': Flags.boolean({
-      description: 'freeze only while criu dumps; build the core from the CRIU images after the target is released (no gcore pass while frozen)',
-      default: false,
+    core: Flags.string({
+      description:
+        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default when crit is installed); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
+      options: ['images', 'gcore'],
     }),
+    'short-freeze': Flags.boolean({ description: 'the same as --core images', default: false, hidden: true, exclusive: ['core'] }),
     'core-only': Flags.boolean({
-      description: 'take the cores only, no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
+      description: 'take the cores only (written by gdb), no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
       default: false,
-      exclusive: ['short-freeze', 'criu-opt'],
+      exclusive: ['short-freeze', 'core', 'criu-opt'],
     }),
     cores: Flags.string({ description: 'which processes get a core: every process of the tree, or the root only', options: ['all', 'root'], default: 'all' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
@@ -66,7 +69,7 @@ export default class Dump extends SnapCommand {
           includeEnv: flags['include-env'],
           criuExtraOptions: flags['criu-opt'] ?? [],
           skipCriuCheck: flags['skip-criu-check'],
-          shortFreeze: flags['short-freeze'],
+          core: flags['short-freeze'] ? 'images' : (flags.core as CoreSource | undefined),
           coreOnly: flags['core-only'],
           cores: flags.cores as 'all' | 'root',
           signKeyPath: flags.sign,

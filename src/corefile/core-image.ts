@@ -122,6 +122,14 @@ export async function readThreadImage(file: string, tid: number): Promise<Thread
       xmmSpace: u32s(10),
       xstateBv: xsave && xsave.has(1) ? varint(xsave, 1) : undefined,
       ymmhSpace: xsave && xsave.has(2) ? varints(xsave, 2).map(Number) : undefined,
+      // images/core-x86.proto user_x86_xsave_entry: bndreg_state 3, bndcsr_state 4, opmask_reg 5, zmm_upper 6,
+      // hi16_zmm 7, pkru 8; a field is absent when the dumping CPU lacks the feature.
+      bndregState: xsave && xsave.has(3) ? varints(xsave, 3) : undefined,
+      bndcsrState: xsave && xsave.has(4) ? varints(xsave, 4) : undefined,
+      opmaskReg: xsave && xsave.has(5) ? varints(xsave, 5) : undefined,
+      zmmUpper: xsave && xsave.has(6) ? varints(xsave, 6) : undefined,
+      hi16Zmm: xsave && xsave.has(7) ? varints(xsave, 7) : undefined,
+      pkru: xsave && xsave.has(8) ? varints(xsave, 8).map(Number) : undefined,
     }
   }
 

@@ -3,15 +3,24 @@
 // per-thread core-TID.img files in production (core-image.ts reads those; threadFromCore is its reference).
 
 import { existsSync } from 'node:fs'
+import { delimiter, join } from 'node:path'
 import { execa } from 'execa'
 import { CoreBuildError } from './errors.js'
+import { isExecutableFile, PREFIX_BIN } from '../tools/locate.js'
 
 /** Where scripts/setup.sh installs crit; `crit` on PATH otherwise. */
-export const DEFAULT_CRIT = '/opt/procsnap/bin/crit'
+/** crit from the same CRIU as snap's criu, installed beside it (see PREFIX_BIN). */
+export const DEFAULT_CRIT = join(PREFIX_BIN, 'crit')
 
 export function resolveCrit(crit?: string): string {
   if (crit) return crit
   return existsSync(DEFAULT_CRIT) ? DEFAULT_CRIT : 'crit'
+}
+
+/** Whether a crit is there to decode images: snap's own, or one on PATH. Decided without running anything. */
+export function critFound(): boolean {
+  if (existsSync(DEFAULT_CRIT)) return true
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => dir !== '' && isExecutableFile(join(dir, 'crit')))
 }
 
 export interface DecodedImage {
@@ -91,6 +100,13 @@ function numberArray(value: unknown, what: string): number[] {
   return value.map((v, i) => safeNumber(v, `${what}[${i}]`))
 }
 
+/** A repeated uint64 field of crit's JSON, or undefined when the image does not have it. */
+function u64Array(value: unknown, what: string): bigint[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw new CoreBuildError(`${what} is not a list`)
+  return value.map((v, i) => u64(v, `${what}[${i}]`))
+}
+
 // ------------------------------------------------------------------ pstree.img
 
 export interface TaskTree {
@@ -144,6 +160,15 @@ export interface FpRegs {
   /** From the xsave part: which components are live, and the upper halves of ymm0-ymm15 (64 words). */
   xstateBv?: bigint
   ymmhSpace?: number[]
+  /** The later XSAVE components, each present only when the dumping CPU has it (CRIU's user_x86_xsave_entry):
+   *  MPX bnd0-3 (8 u64) and bndcfgu/bndstatus (2 u64), AVX-512 k0-k7 (8 u64), zmm0-15's upper halves (64 u64),
+   *  zmm16-31 (128 u64), PKRU (2 u32). */
+  bndregState?: bigint[]
+  bndcsrState?: bigint[]
+  opmaskReg?: bigint[]
+  zmmUpper?: bigint[]
+  hi16Zmm?: bigint[]
+  pkru?: number[]
 }
 
 export interface ThreadState {
@@ -185,6 +210,12 @@ export function threadFromCore(image: DecodedImage, tid: number): ThreadState {
       xmmSpace: numberArray(fp.xmm_space ?? [], 'xmm_space'),
       xstateBv: xsave?.xstate_bv !== undefined ? u64(xsave.xstate_bv, 'xstate_bv') : undefined,
       ymmhSpace: Array.isArray(xsave?.ymmh_space) ? numberArray(xsave.ymmh_space, 'ymmh_space') : undefined,
+      bndregState: u64Array(xsave?.bndreg_state, 'bndreg_state'),
+      bndcsrState: u64Array(xsave?.bndcsr_state, 'bndcsr_state'),
+      opmaskReg: u64Array(xsave?.opmask_reg, 'opmask_reg'),
+      zmmUpper: u64Array(xsave?.zmm_upper, 'zmm_upper'),
+      hi16Zmm: u64Array(xsave?.hi16_zmm, 'hi16_zmm'),
+      pkru: Array.isArray(xsave?.pkru) ? numberArray(xsave.pkru, 'pkru') : undefined,
     }
   }
 

@@ -16,6 +16,7 @@ import {
   type DecodedImage, type Vma,
 } from './images.js'
 import { buildNotes, maxNotesSize, type FileMapping } from './notes.js'
+import { readGhostFiles, type GhostContent } from './ghost-files.js'
 import { PageIndex } from './page-index.js'
 
 export { CoreBuildError } from './errors.js'
@@ -60,6 +61,8 @@ interface MappedFile {
   path: string
   /** Bytes of the file a mapping may show (pages past the end read as SIGBUS, here as zeros). */
   size: number
+  /** Where the file's content is in `path` when that is not the file itself but criu's ghost image of it. */
+  runs?: GhostContent['runs']
 }
 
 interface LoadPlan {
@@ -107,7 +110,8 @@ export async function writeCoreFromImages(opts: WriteCoreOptions): Promise<Write
   }
 
   // 2. One PT_LOAD per VMA, and what fills it.
-  const loads = mm.vmas.filter((vma) => vma.status & VMA.AREA_REGULAR).map((vma) => planLoad(vma, memory, shmem, files, warnings))
+  const ghosts = readGhostFiles(imagesDir)
+  const loads = mm.vmas.filter((vma) => vma.status & VMA.AREA_REGULAR).map((vma) => planLoad(vma, memory, shmem, files, ghosts, warnings))
 
   // 3. What the notes need besides the threads: argv (from the dumped stack) and the file mappings.
   const psargs = await readPsargs(memory, mm.argStart, mm.argEnd)
@@ -186,6 +190,7 @@ function planLoad(
   memory: PageIndex,
   shmem: Map<string, PageIndex | undefined>,
   files: Map<number, { path: string; size?: number }>,
+  ghosts: Map<number, GhostContent>,
   warnings: string[],
 ): LoadPlan {
   const length = vma.end - vma.start
@@ -210,6 +215,13 @@ function planLoad(
   }
   if (vma.status & VMA.FILE_SHARED) return none() // the file holds these bytes; the kernel does not dump them either
   if (vma.status & VMA.FILE_PRIVATE) {
+    // A file deleted while mapped: criu's ghost image holds its content, and nothing else will once the process is
+    // gone, so the whole mapping goes into the core (the pages it wrote from its memory, the rest from the ghost).
+    const ghost = ghosts.get(vma.shmid)
+    if (ghost) {
+      const file = { path: ghost.image, size: ghost.size, runs: ghost.runs }
+      return { vma, fill: { kind: 'memory', layers: [{ index: memory, base: 0 }], file }, filesz: length, offset: 0 }
+    }
     const file = mappedFile(vma, files, warnings, where)
     if (memory.hasData(vma.start, vma.end)) {
       // Written-to private file pages (data, relro, GOT) are in the images; the rest is still the file's.
@@ -279,11 +291,16 @@ function* layeredJobs(load: LoadPlan, layers: Layer[], file: MappedFile | undefi
   yield* layeredJobs(load, below, file, next, to)
 }
 
-/** [from, to) of a file mapping, read from the file itself, clipped at its end. */
+/** [from, to) of a file mapping, read from the file (or the runs of its ghost image), clipped at its end. */
 function* fileJobs(load: LoadPlan, file: MappedFile, from: number, to: number): Generator<CopyJob> {
   const fileOffset = load.vma.pgoff + (from - load.vma.start)
-  const bytes = Math.min(to - from, file.size - fileOffset)
-  if (bytes > 0) yield { target: load.offset + (from - load.vma.start), file: file.path, offset: fileOffset, bytes }
+  const end = Math.min(fileOffset + (to - from), file.size)
+  for (const run of file.runs ?? [{ off: 0, len: file.size, at: 0 }]) {
+    const start = Math.max(fileOffset, run.off)
+    const stop = Math.min(end, run.off + run.len)
+    if (stop <= start) continue // a hole of a sparse ghost reads as zeros
+    yield { target: load.offset + (from - load.vma.start) + (start - fileOffset), file: file.path, offset: run.at + (start - run.off), bytes: stop - start }
+  }
 }
 
 /** A shared VMA's key in the shmem index map: its memfd's file id, or its shmem id for old-style shared anon. */

@@ -11,13 +11,31 @@ const PRSTATUS_SIZE = 336
 const PR_REG_OFFSET = 112
 const PRPSINFO_SIZE = 136
 const FPREGS_SIZE = 512
-/** XSAVE standard format up to the AVX component: legacy area, header, then ymm0-15's upper halves at 576. */
-const XSTATE_AVX_SIZE = 832
 const XSAVE_HEADER_OFFSET = 512
-const XSAVE_YMMH_OFFSET = 576
 /** gdb and the kernel keep XCR0 in the legacy area's software-reserved bytes (fxsave offset 464). */
 const XSAVE_SW_XCR0_OFFSET = 464
-const XCR0_X87_SSE_AVX = 0x7n
+
+/** XCR0 bits of the user state components CRIU records (arch/x86/include/asm/fpu/types.h). */
+const XFEATURE = { X87: 1n << 0n, SSE: 1n << 1n, YMM: 1n << 2n, BNDREGS: 1n << 3n, BNDCSR: 1n << 4n, OPMASK: 1n << 5n, ZMM_HI256: 1n << 6n, HI16_ZMM: 1n << 7n, PKRU: 1n << 9n }
+const AVX512 = XFEATURE.OPMASK | XFEATURE.ZMM_HI256 | XFEATURE.HI16_ZMM
+
+/**
+ * Where each component sits in the note: the standard (uncompacted) XSAVE layout of Intel CPUs, for every CPU.
+ * Readers do not ask the CPU: gdb picks the layout from the pair (XCR0, note size), and knows AMD's own layout only
+ * with PKRU (2440 bytes); an AMD CPU with AVX-512 and no PKRU (XCR0 0xe7, a 2432-byte kernel buffer) matches none
+ * of its layouts, and gdb then shows no AVX-512 state at all. In Intel's layout every (XCR0, size) pair is one gdb
+ * knows, and a core rebuilt from the same images on any host is the same bytes.
+ */
+const LAYOUT = { ymmh: 576, bndregs: 960, bndcsr: 1024, opmask: 1088, zmmHi256: 1152, hi16Zmm: 1664, pkru: 2688 }
+export const XSTATE_MAX_SIZE = 2696
+
+/** The note's size for an XCR0: the end of its last component, as gdb expects it for that XCR0. */
+function xstateSize(xcr0: bigint): number {
+  if (xcr0 & XFEATURE.PKRU) return 2696
+  if (xcr0 & AVX512) return 2688
+  if (xcr0 & (XFEATURE.BNDREGS | XFEATURE.BNDCSR)) return 1088
+  return 832
+}
 
 export function prstatus(task: TaskTree, thread: ThreadState): Buffer {
   const b = Buffer.alloc(PRSTATUS_SIZE)
@@ -54,16 +72,35 @@ export function fpregset(fp: FpRegs): Buffer {
 }
 
 /**
- * NT_X86_XSTATE with x87, SSE and AVX: what CRIU's image holds (it keeps the AVX upper halves as ymmh_space).
- * Undefined when the image has no xsave part. AVX-512 and later components are not carried over.
+ * NT_X86_XSTATE: x87 and SSE, then every component CRIU recorded (AVX, MPX, AVX-512, PKRU), in the layout above.
+ * XCR0 is rebuilt from which components the image has (CRIU stores one only when the dumping CPU has the feature);
+ * xstate_bv is the thread's own, so a component in its initial state reads as such. Undefined when the image has
+ * no xsave part.
  */
 export function xstate(fp: FpRegs): Buffer | undefined {
   if (!fp.ymmhSpace || fp.xstateBv === undefined) return undefined
-  const b = Buffer.alloc(XSTATE_AVX_SIZE)
+  let xcr0 = XFEATURE.X87 | XFEATURE.SSE | XFEATURE.YMM
+  if (fp.bndregState) xcr0 |= XFEATURE.BNDREGS
+  if (fp.bndcsrState) xcr0 |= XFEATURE.BNDCSR
+  if (fp.opmaskReg && fp.zmmUpper && fp.hi16Zmm) xcr0 |= AVX512
+  if (fp.pkru) xcr0 |= XFEATURE.PKRU
+  const b = Buffer.alloc(xstateSize(xcr0))
   fxsave(fp).copy(b, 0)
-  b.writeBigUInt64LE(XCR0_X87_SSE_AVX, XSAVE_SW_XCR0_OFFSET)
-  b.writeBigUInt64LE(fp.xstateBv & XCR0_X87_SSE_AVX, XSAVE_HEADER_OFFSET)
-  fp.ymmhSpace.slice(0, 64).forEach((word, i) => b.writeUInt32LE(word >>> 0, XSAVE_YMMH_OFFSET + i * 4))
+  b.writeBigUInt64LE(xcr0, XSAVE_SW_XCR0_OFFSET)
+  b.writeBigUInt64LE(fp.xstateBv & xcr0, XSAVE_HEADER_OFFSET)
+  const u32s = (words: number[] | undefined, at: number, count: number) =>
+    words?.slice(0, count).forEach((w, i) => b.writeUInt32LE(w >>> 0, at + i * 4))
+  const u64s = (words: bigint[] | undefined, at: number, count: number) =>
+    words?.slice(0, count).forEach((w, i) => b.writeBigUInt64LE(BigInt.asUintN(64, w), at + i * 8))
+  u32s(fp.ymmhSpace, LAYOUT.ymmh, 64)
+  u64s(fp.bndregState, LAYOUT.bndregs, 8)
+  u64s(fp.bndcsrState, LAYOUT.bndcsr, 2)
+  if (xcr0 & AVX512) {
+    u64s(fp.opmaskReg, LAYOUT.opmask, 8)
+    u64s(fp.zmmUpper, LAYOUT.zmmHi256, 64)
+    u64s(fp.hi16Zmm, LAYOUT.hi16Zmm, 128)
+  }
+  u32s(fp.pkru, LAYOUT.pkru, 2) // PKRU and its padding word, as CRIU keeps them
   return b
 }
 
@@ -134,7 +171,7 @@ export interface NotesInput {
 
 /** Room to set aside for the notes before the threads' images are decoded: each thread at its largest. */
 export function maxNotesSize(input: { threads: number; auxv: bigint[]; files: FileMapping[] }): number {
-  const perThread = noteSize('CORE', PRSTATUS_SIZE) + noteSize('CORE', FPREGS_SIZE) + noteSize('LINUX', XSTATE_AVX_SIZE)
+  const perThread = noteSize('CORE', PRSTATUS_SIZE) + noteSize('CORE', FPREGS_SIZE) + noteSize('LINUX', XSTATE_MAX_SIZE)
   return (
     noteSize('CORE', PRPSINFO_SIZE) +
     input.threads * perThread +

@@ -63,6 +63,13 @@ export class PageIndex {
       if (size < 0) throw new CoreBuildError(`${pagemapFile} lists ${cursor} bytes of pages but ${pagesFile} is missing`)
       if (size < cursor) throw new CoreBuildError(`${pagesFile} holds ${size} bytes; ${pagemapFile} lists ${cursor}`)
     }
+    // More pages on disk than the pagemap accounts for is a pagemap read wrong (a crit older than the criu that wrote
+    // it reads 4.2's page counts as 0): a core built from it would hold none of that memory and look whole.
+    const onDisk = existsSync(pagesFile) ? statSync(pagesFile).size : 0
+    if (onDisk > cursor)
+      throw new CoreBuildError(
+        `${pagesFile} holds ${onDisk} bytes of memory but ${pagemapFile} accounts for ${cursor}: the images were read wrong (is crit from the same CRIU version as criu?)`,
+      )
     runs.sort((a, b) => a.vaddr - b.vaddr)
 
     let parent: PageIndex | undefined

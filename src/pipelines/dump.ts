@@ -42,8 +42,10 @@ export class DumpRun {
     this.s = new DumpState(o, progress, new OperationBudget(o.cancel, o.timeoutSec, 'the dump'))
   }
 
-  /** The runbook. criu before gdb: a stop found in place is converted while criu holds the threads, and only then does
-   *  gdb leave the tree stopped when it detaches. With --short-freeze the tree is released right after criu. */
+  /** The runbook. The tree is frozen only while criu dumps it; the cores are built from criu's images once it is
+   *  back as it was found. With --core gcore, gdb writes them while the tree is still frozen: criu first, so that a
+   *  stop found in place is converted while criu holds the threads, and only then does gdb leave the tree stopped
+   *  when it detaches. */
   private stages(): [title: string, stage: Stage][] {
     const o = this.s.o
     const start: [string, Stage][] = [
@@ -52,7 +54,7 @@ export class DumpRun {
     ]
     const cores = o.cores === 'root' ? 'Core dump of the root with gdb (gcore)' : 'Core dump of every process with gdb (gcore)'
     if (o.coreOnly) return [...start, [cores, coresWithGdb], ['Put every process back as it was found', releaseTree]]
-    if (o.shortFreeze)
+    if (this.s.coreSource === 'images')
       return [
         ...start,
         ['Checkpoint the tree with criu dump', checkpoint],

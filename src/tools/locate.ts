@@ -1,4 +1,5 @@
-// Finds criu and gdb: --criu/--gdb flag, then SNAP_CRIU/SNAP_GDB, then PATH (with the sbin directories root expects).
+// Finds criu and gdb: --criu/--gdb flag, then SNAP_CRIU/SNAP_GDB, then snap's own prefix, then PATH (with the sbin
+// directories root expects).
 
 import { accessSync, constants, statSync } from 'node:fs'
 import { delimiter, isAbsolute, join, resolve } from 'node:path'
@@ -9,6 +10,12 @@ export type ToolName = 'criu' | 'gdb'
 const ENV_VAR: Record<ToolName, string> = { criu: 'SNAP_CRIU', gdb: 'SNAP_GDB' }
 /** The sbin and bin directories a root shell has, searched after PATH (PATH under sudo or cron may lack them). */
 export const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+/**
+ * Where `npm run setup` (and the package) put the criu and gdb snap needs when the system's are too old: CRIU 4.2,
+ * and a gdb that reads this CPU's AVX-512 layout. Searched before PATH, so the system's own tools stay as they were
+ * for everything else on the host. SNAP_PREFIX_BIN moves it.
+ */
+export const PREFIX_BIN = process.env.SNAP_PREFIX_BIN || '/opt/procsnap/bin'
 
 export const INSTALL_HINT: Record<ToolName, string> = {
   criu: 'install CRIU >= 4 (`npm run setup` does it without upgrading the system) or pass --criu PATH',
@@ -29,7 +36,7 @@ export interface LocatedTool {
   name: ToolName
   path: string
   /** Where the path came from, for doctor and the manifest. */
-  source: 'flag' | 'env' | 'PATH'
+  source: 'flag' | 'env' | 'prefix' | 'PATH'
 }
 
 export function locateTool(name: ToolName, flag?: string): LocatedTool {
@@ -43,6 +50,8 @@ export function locateTool(name: ToolName, flag?: string): LocatedTool {
     }
     return { name, path: p, source: flag !== undefined ? 'flag' : 'env' }
   }
+  const inPrefix = join(PREFIX_BIN, name)
+  if (isExecutableFile(inPrefix)) return { name, path: inPrefix, source: 'prefix' }
   const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...EXTRA_DIRS]
   for (const dir of dirs) {
     const p = join(dir, name)

@@ -97,7 +97,8 @@ describe('a running 4-thread target, dumped once', () => {
     await target.waitUntilTicksAdvance(5);
     expect(result).toMatchObject({ bundle, pid: target.pid, originalState: 'running', finalState: 'running' });
     expect(result.normalization.action).toBe('sigstop');
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'seal']);
+    // By default the tree is frozen only for the checkpoint: put back first, then the core is built from the images.
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'seal']);
     expect(result.steps.every((s) => s.status === 'ok')).toBe(true);
     expect(result.bundleSize).toBe(statSync(bundle).size);
 
@@ -113,7 +114,8 @@ describe('a running 4-thread target, dumped once', () => {
     expect(manifest.originalState.threads).toHaveLength(4);
     expect(manifest.finalState).toBe('running');
     expect(manifest.normalization.action).toBe('sigstop');
-    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state']);
+    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core']);
+    expect(manifest.mode, 'cores built from the CRIU images').toBe('short-freeze');
     expect(manifest.freezeWindowMs).toBe(result.freezeWindowMs);
     expect(manifest.freezeWindowMs).toBeGreaterThan(0);
     expect(manifest.tools.criu.options).not.toContain('--shell-job'); // a session leader with no terminal
@@ -123,7 +125,7 @@ describe('a running 4-thread target, dumped once', () => {
     const entries = (await listBundle(bundle)).filter((e) => !e.endsWith('/'));
     expect(entries.sort()).toEqual(['manifest.json', ...manifest.artifacts.map((a) => a.path)].sort());
     expect(manifest.artifacts.map((a) => a.path)).toEqual(
-      expect.arrayContaining([`core.${target.pid}`, 'criu/inventory.img', 'criu/pstree.img', `criu/core-${target.pid}.img`, 'logs/gdb.log']),
+      expect.arrayContaining([`core.${target.pid}`, 'criu/inventory.img', 'criu/pstree.img', `criu/core-${target.pid}.img`]),
     );
     for (const artifact of manifest.artifacts) {
       const file = join(extracted, artifact.path);

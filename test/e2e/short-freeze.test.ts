@@ -1,5 +1,7 @@
-// `snap dump --short-freeze`: the target is frozen only while criu dumps; the core is built from the CRIU images
-// after the target is back. The core must still open in gdb with every thread and the memory of the dump point.
+// Where the cores come from. By default (--core images) the target is frozen only while criu dumps, and the core is
+// built from the CRIU images after the target is back: it must still open in gdb with every thread and the memory of
+// the dump point. --core gcore has gdb write it while the target is frozen; without crit, the default falls back to
+// that, and says so.
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,12 +33,12 @@ async function gdbOnCore(extracted: string, pid: number): Promise<{ threads: num
   };
 }
 
-describe('snap dump --short-freeze', () => {
+describe('snap dump: cores built from the CRIU images (the default)', () => {
   it('a running 4-thread target is released before its core is built, and the core opens in gdb with all 4 threads', async () => {
     const target = await startTarget({ threads: 4, mib: 32, group: 'setsid' });
     const before = target.readProgress().ticks;
     const bundle = join(makeTempDir('snap-test-out-'), 'sf.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--short-freeze', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     // The core is built after the target is put back: the freeze ends before the core step starts.
@@ -64,7 +66,7 @@ describe('snap dump --short-freeze', () => {
     await target.pauseWith('SIGTSTP');
     const at = target.readProgress();
     const bundle = join(makeTempDir('snap-test-out-'), 'sf-paused.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--short-freeze', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'images', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     for (let i = 0; i < 6; i++) {
       expect(target.threadStates().every((s) => s === 'T')).toBe(true);
@@ -78,5 +80,37 @@ describe('snap dump --short-freeze', () => {
     expect(gdb.ticks).toBe(at.ticks);
     await target.resume();
     await target.waitUntilTicksAdvance(3);
+  });
+
+  it('--core gcore: gdb writes the core while the target is frozen, before it is put back, and the manifest says so', async () => {
+    const target = await startTarget({ threads: 2, mib: 8, group: 'setsid' });
+    const bundle = join(makeTempDir('snap-test-out-'), 'gcore.tar.zst');
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as DumpResult;
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'seal']);
+    const extracted = await extractBundle(bundle);
+    const manifest = readExtractedManifest(extracted);
+    expect(manifest.mode).toBe('standard');
+    expect(manifest.artifacts.map((a) => a.path)).toContain('logs/gdb.log');
+    expect((await gdbOnCore(extracted, target.pid)).threads).toBe(2);
+  });
+
+  it('without crit the default falls back to gcore, with a warning that names what to install; --core images is refused before any signal', async () => {
+    const target = await startTarget({ threads: 2, mib: 8, group: 'setsid' });
+    // No prefix (so no crit from it) and a PATH without crit: criu and gdb are still found on the system's paths.
+    const env = { SNAP_JOURNAL_DIR: journalDir, SNAP_PREFIX_BIN: '/nonexistent', PATH: '/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' };
+    const bundle = join(makeTempDir('snap-test-out-'), 'nocrit.tar.zst');
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env });
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/crit \(CRIU image decoder\) was not found: the cores are written by gdb while the tree is frozen.*npm run setup/);
+    const result = JSON.parse(run.stdout) as DumpResult;
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'seal']);
+    expect(result.warnings.some((w) => /crit .* was not found/.test(w))).toBe(true);
+
+    const refused = await runSnap(['dump', String(target.pid), '-o', join(makeTempDir('snap-test-out-'), 'x.tar.zst'), '--core', 'images'], { env });
+    expect(refused.exitCode, refused.stderr).not.toBe(0);
+    expect(refused.stderr).toMatch(/needs crit .* --core gcore/);
+    expect(target.threadStates().some((s) => s === 'T'), 'no signal was sent').toBe(false);
   });
 });

@@ -61,6 +61,9 @@ export class DumpUnderTest {
     const args = ['dump', String(target.pid), '-o', this.output];
     if (o.criu) args.push('--criu', o.criu);
     if (o.gdb) args.push('--gdb', o.gdb);
+    // A gdb given is a gdb under test: its cores are the ones written while the tree is frozen.
+    const coreChosen = (o.args ?? []).some((a) => a === '--core' || a === '--short-freeze' || a === '--core-only');
+    if (o.gdb && !coreChosen) args.push('--core', 'gcore');
     args.push(...(o.args ?? []));
     this.snap = startSnap(args, {
       env: {

@@ -97,10 +97,35 @@ describe('ELF notes', () => {
     expect(xstate({ ...fp, ymmhSpace: undefined })).toBeUndefined();
   });
 
+  it('writes AVX-512 and PKRU where gdb reads them for the XCR0 it finds: k0-k7 at 1088, zmm upper halves at 1152, zmm16-31 at 1664, PKRU at 2688', () => {
+    const fp = {
+      cwd: 0x37f, swd: 0, twd: 0, fop: 0, rip: 0n, rdp: 0n, mxcsr: 0x1f80, mxcsrMask: 0xffff,
+      stSpace: new Array(32).fill(0), xmmSpace: new Array(64).fill(0), xstateBv: 0xe7n, ymmhSpace: new Array(64).fill(9),
+      opmaskReg: [...Array(8).keys()].map((i) => 0x1234abcd00000000n + BigInt(i)),
+      zmmUpper: [...Array(64).keys()].map((i) => 0xa000n + BigInt(i)),
+      hi16Zmm: [...Array(128).keys()].map((i) => 0xb000n + BigInt(i)),
+    };
+    const avx512 = xstate(fp)!;
+    // No PKRU on the dumping CPU: XCR0 0xe7 and 2688 bytes, the pair gdb reads as this layout.
+    expect(avx512.length).toBe(2688);
+    expect(avx512.readBigUInt64LE(464)).toBe(0xe7n);
+    expect(avx512.readBigUInt64LE(512)).toBe(0xe7n);
+    expect(avx512.readBigUInt64LE(1088 + 8)).toBe(0x1234abcd00000001n); // k1
+    expect(avx512.readBigUInt64LE(1152 + 32 * 3)).toBe(0xa000n + 12n); // zmm3's bits 256-319
+    expect(avx512.readBigUInt64LE(1664 + 64 * 1)).toBe(0xb000n + 8n); // zmm17's low quadword
+    const withPkru = xstate({ ...fp, xstateBv: 0x2e7n, pkru: [0x55555554, 0] })!;
+    expect(withPkru.length).toBe(2696);
+    expect(withPkru.readBigUInt64LE(464)).toBe(0x2e7n);
+    expect(withPkru.readUInt32LE(2688)).toBe(0x55555554);
+    // A thread whose AVX-512 state is still initial keeps its own xstate_bv: gdb shows those registers as zero.
+    expect(xstate({ ...fp, xstateBv: 0x7n })!.readBigUInt64LE(512)).toBe(0x7n);
+  });
+
   it('sets aside enough room for the notes before the threads are known', () => {
     const fp = {
       cwd: 0, swd: 0, twd: 0, fop: 0, rip: 0n, rdp: 0n, mxcsr: 0, mxcsrMask: 0,
-      stSpace: new Array(32).fill(0), xmmSpace: new Array(64).fill(0), xstateBv: 0x7n, ymmhSpace: new Array(64).fill(0),
+      stSpace: new Array(32).fill(0), xmmSpace: new Array(64).fill(0), xstateBv: 0x2e7n, ymmhSpace: new Array(64).fill(0),
+      opmaskReg: new Array(8).fill(0n), zmmUpper: new Array(64).fill(0n), hi16Zmm: new Array(128).fill(0n), pkru: [0, 0],
     };
     const task = { pid: 5, ppid: 1, pgid: 5, sid: 5, threads: [5, 6, 7] };
     const threads = task.threads.map((tid) => ({ tid, regs: USER_REGS.map(() => 0n), blocked: 0n, fpregs: fp }));
@@ -173,6 +198,13 @@ describe('PageIndex', () => {
     dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
     const d = imagesDir('short', [{ vaddr: 0x1000, pages: 3, flags: PE.PRESENT }], [1, 2]);
     await expect(PageIndex.open(d, 'pagemap-1.img', decode)).rejects.toThrow(/holds 8192 bytes/);
+  });
+
+  it('refuses a pagemap that accounts for less memory than its pages file holds (read by a crit of another CRIU version)', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
+    // What a crit older than CRIU 4.2 decodes from 4.2's images: the runs are there, their page counts 0.
+    const d = imagesDir('thin', [{ vaddr: 0x1000, pages: 0, flags: PE.PRESENT }, { vaddr: 0x9000, pages: 0, flags: PE.PRESENT }], [1, 2, 3]);
+    await expect(PageIndex.open(d, 'pagemap-1.img', decode)).rejects.toThrow(/holds 12288 bytes of memory but .* accounts for 0/);
   });
 });
 

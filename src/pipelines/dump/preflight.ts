@@ -117,12 +117,14 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     s.workDir = mkdtempSync(join(dirname(s.output), workDirPrefix(s.output, process.pid)))
     mkdirSync(join(s.workDir, 'logs'))
     s.journal.update({ workDir: s.workDir })
-    if (o.shortFreeze) {
+    if (s.coreSource === 'images') {
       // Found now, not after the tree was frozen and released: a missing crit must cost nothing.
       s.crit = resolveCrit()
       if (s.crit === 'crit' && !(await queryTool('crit', ['--help'])).ok)
-        throw new ToolError('--short-freeze needs crit (CRIU image decoder), which was not found', 'run `npm run setup`, or dump without --short-freeze')
+        throw new ToolError('building the cores from the CRIU images needs crit (CRIU image decoder), which does not run', 'run `npm run setup`, or dump with --core gcore')
     } else {
+      if (!o.coreOnly && o.core === undefined)
+        s.warn('crit (CRIU image decoder) was not found: the cores are written by gdb while the tree is frozen, a longer freeze; `npm run setup` installs crit')
       startGdbSession(s)
     }
   })

@@ -3,6 +3,7 @@
 
 import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
+import { critFound } from '../../corefile/images.js'
 import { SnapError } from '../../errors.js'
 import type { TargetIdentity } from '../../process/identity.js'
 import type { ContainerPlan } from '../../process/container.js'
@@ -30,8 +31,12 @@ export interface DumpOptions {
   includeEnv: boolean
   criuExtraOptions: string[]
   skipCriuCheck?: boolean
-  /** Freeze only for criu dump; build the cores from its images after the tree is released. */
-  shortFreeze?: boolean
+  /**
+   * Where the cores come from. 'images' (the default when crit is here): built from criu's images after the tree is
+   * released, so the freeze lasts only as long as criu dump. 'gcore': written by gdb while the tree is frozen (the
+   * slower way, kept for a host without crit and for comparison).
+   */
+  core?: CoreSource
   /** Cores only, no checkpoint: for what criu cannot dump. */
   coreOnly?: boolean
   /** Which processes get a core: every process of the tree (default) or the root only. */
@@ -41,6 +46,8 @@ export interface DumpOptions {
   cancel: AbortSignal
   toolVersion: string
 }
+
+export type CoreSource = 'images' | 'gcore'
 
 export interface CriuOptionReason {
   option: string
@@ -93,10 +100,16 @@ export class DumpState {
     readonly o: DumpOptions,
     readonly progress: Progress,
     readonly budget: OperationBudget,
-  ) {}
+  ) {
+    this.coreSource = o.coreOnly ? 'gcore' : (o.core ?? (critFound() ? 'images' : 'gcore'))
+  }
 
+  /** Where the cores come from, decided before anything is done (see DumpOptions.core); core-only has no images. */
+  readonly coreSource: CoreSource
+
+  /** Recorded in the manifest: 'short-freeze' for cores built from the images, 'standard' for gcore's. */
   get mode(): 'standard' | 'short-freeze' | 'core-only' {
-    return this.o.coreOnly ? 'core-only' : this.o.shortFreeze ? 'short-freeze' : 'standard'
+    return this.o.coreOnly ? 'core-only' : this.coreSource === 'images' ? 'short-freeze' : 'standard'
   }
 
   /** The state a process is to be left in: the one asked for, else its own found state. Killing comes after the seal. */

@@ -1,0 +1,94 @@
+// Files the process had open or mapped after they were deleted: criu carries their content in its own images (a
+// "ghost": remap-fpath.img names it for the file's id, ghost-file-ID.img holds it), because nothing on the host
+// does any more. The core takes a deleted file's mapped pages from there. Only headers are read; the content stays
+// where it is and is copied straight into the core.
+//
+// ghost-file-ID.img (criu/files-reg.c dump_ghost_file): the magics, one ghost_file_entry, then either the content to
+// the end of the image, or (chunks = true, for a sparse file) ghost_chunk_entry { len, off } followed by len bytes,
+// repeated; what no chunk covers is a hole.
+
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs'
+import { join } from 'node:path'
+import { decodeMessage, IMG_COMMON_MAGIC, imageEntries, type Field } from '../tools/criu-image-format.js'
+import { readBoundedRegularFile } from '../bundle/bounded-read.js'
+import { CoreBuildError } from './errors.js'
+
+const REMAP_FPATH_MAGIC = 0x59133954
+const GHOST_FILE_MAGIC = 0x52583605
+/** images/remap-file-path.proto remap_type GHOST; before remap_type existed, the top bit of remap_id said so. */
+const REMAP_TYPE_GHOST = 1
+const OLD_GHOST_BIT = 0x80000000
+/** A ghost_file_entry or ghost_chunk_entry is tens of bytes. */
+const MAX_ENTRY_BYTES = 64 << 10
+/** A file with more chunks than this is not one criu wrote (its ghost limit is 1 MiB by default). */
+const MAX_CHUNKS = 1 << 20
+
+/** Where the bytes of a deleted file are: each run of its content, at `at` in the image. */
+export interface GhostContent {
+  image: string
+  size: number
+  runs: { off: number; len: number; at: number }[]
+}
+
+const num = (f: Map<number, Field[]>, n: number): number | undefined => {
+  const v = f.get(n)?.[0]
+  return typeof v === 'number' ? v : undefined
+}
+
+/** The ghosts of an images directory, by the id of the file they stand for (files.img's id, a VMA's shmid). */
+export function readGhostFiles(imagesDir: string): Map<number, GhostContent> {
+  const out = new Map<number, GhostContent>()
+  const remap = join(imagesDir, 'remap-fpath.img')
+  if (!existsSync(remap)) return out
+  for (const entry of imageEntries(readBoundedRegularFile(remap, 16 << 20), REMAP_FPATH_MAGIC, 'remap-fpath.img')) {
+    const f = decodeMessage(entry)
+    const origId = num(f, 1)
+    let remapId = num(f, 2)
+    const type = num(f, 3)
+    if (origId === undefined || remapId === undefined) continue
+    const ghost = type === REMAP_TYPE_GHOST || (type === undefined && remapId >= OLD_GHOST_BIT)
+    if (!ghost) continue // a linked remap: criu linked the file back under another name, found through files.img
+    if (type === undefined) remapId -= OLD_GHOST_BIT
+    const image = join(imagesDir, `ghost-file-${remapId.toString(16)}.img`)
+    if (existsSync(image)) out.set(origId, readGhostContent(image))
+  }
+  return out
+}
+
+function readGhostContent(image: string): GhostContent {
+  const fd = openSync(image, 'r')
+  try {
+    const imageSize = fstatSync(fd).size
+    const u32At = (pos: number): number => {
+      const b = Buffer.alloc(4)
+      if (readSync(fd, b, 0, 4, pos) !== 4) throw new CoreBuildError(`${image} is truncated at ${pos}`)
+      return b.readUInt32LE(0)
+    }
+    const entryAt = (pos: number): { fields: Map<number, Field[]>; next: number } => {
+      const len = u32At(pos)
+      if (len > MAX_ENTRY_BYTES || pos + 4 + len > imageSize) throw new CoreBuildError(`${image}: an entry of ${len} bytes at ${pos} is not one criu wrote`)
+      const b = Buffer.alloc(len)
+      readSync(fd, b, 0, len, pos + 4)
+      return { fields: decodeMessage(b), next: pos + 4 + len }
+    }
+    let pos = u32At(0) === IMG_COMMON_MAGIC ? 4 : 0
+    if (u32At(pos) !== GHOST_FILE_MAGIC) throw new CoreBuildError(`${image} does not start with the ghost file magic`)
+    const head = entryAt(pos + 4)
+    pos = head.next
+    const chunked = num(head.fields, 9) === 1
+    if (!chunked) return { image, size: imageSize - pos, runs: [{ off: 0, len: imageSize - pos, at: pos }] }
+    const runs: GhostContent['runs'] = []
+    while (pos < imageSize) {
+      if (runs.length >= MAX_CHUNKS) throw new CoreBuildError(`${image} has more than ${MAX_CHUNKS} chunks`)
+      const chunk = entryAt(pos)
+      const len = num(chunk.fields, 1) ?? 0
+      const off = num(chunk.fields, 2) ?? 0
+      if (chunk.next + len > imageSize) throw new CoreBuildError(`${image}: a chunk of ${len} bytes runs past the image's end`)
+      runs.push({ off, len, at: chunk.next })
+      pos = chunk.next + len
+    }
+    return { image, size: num(head.fields, 10) ?? runs.reduce((end, r) => Math.max(end, r.off + r.len), 0), runs }
+  } finally {
+    closeSync(fd)
+  }
+}
