@@ -112,6 +112,20 @@ async function runbook(t: Target, work: string): Promise<Run> {
   return { freezeMs, totalMs, bundleBytes }
 }
 
+/** The limit on this kernel: only what the freeze cannot do without, stop, criu dump, continue. */
+async function bareCriu(t: Target, work: string): Promise<Run> {
+  const d = mkdtempSync(join(work, 'bare-criu-'))
+  const script = [`kill -STOP ${t.pid}`, `${criu} dump -t ${t.pid} -D ${d} --leave-stopped -o dump.log >/dev/null 2>&1`, `kill -CONT ${t.pid}`].join(' && ')
+  await resetGap(t)
+  const t0 = performance.now()
+  const r = spawnSync('bash', ['-c', script], { stdio: 'inherit' })
+  const totalMs = performance.now() - t0
+  if (r.status !== 0) throw new Error(`bare criu dump failed with ${r.status}`)
+  const freezeMs = await settledGapMs(t)
+  rmSync(d, { recursive: true, force: true })
+  return { freezeMs, totalMs, bundleBytes: 0 }
+}
+
 /** Runs a command, sampling its peak resident memory (VmHWM) until it exits. */
 async function runSampled(file: string, args: string[]): Promise<{ code: number | null; stdout: string; ms: number; peakKiB: number }> {
   const t0 = performance.now()
@@ -214,7 +228,7 @@ function chart(rows: { mib: number; runbook: number; snap: number; short: number
     .join('\n')
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-<text x="${L}" y="14" font-size="13">Freeze seen by the target (ms, median): runbook (grey), snap dump (green), --short-freeze (blue)</text>
+<text x="${L}" y="14" font-size="13">Freeze seen by the target (ms, median): runbook (grey), snap dump --core gcore (green), snap dump (blue)</text>
 <line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>
 <text x="14" y="${(H - B) / 2}" font-size="11" transform="rotate(-90 14 ${(H - B) / 2})">ms</text>
 ${bars}
@@ -233,20 +247,23 @@ async function main(): Promise<void> {
     const t = await startTarget(mib)
     const rb: Run[] = []
     const sn: (Run & { bundle: string })[] = []
-    const sf: Run[] = []
+    const gc: Run[] = []
+    const bare: Run[] = []
+    const order = ['bare-criu', 'runbook', 'snap', 'gcore']
     for (let r = 0; r < rounds; r++) {
-      for (const which of r % 2 ? ['short-freeze', 'snap', 'runbook'] : ['runbook', 'snap', 'short-freeze']) {
+      for (const which of r % 2 ? [...order].reverse() : order) {
         if (which === 'runbook') rb.push(await runbook(t, work))
-        else if (which === 'short-freeze') {
-          const s = await snapDump(t, work, ['--short-freeze'])
+        else if (which === 'bare-criu') bare.push(await bareCriu(t, work))
+        else if (which === 'gcore') {
+          const s = await snapDump(t, work, ['--core', 'gcore'])
           rmSync(s.bundle, { force: true })
-          sf.push(s)
+          gc.push(s)
         } else {
           const s = await snapDump(t, work)
           if (sn.length > 0) rmSync(sn[sn.length - 1]!.bundle, { force: true })
           sn.push(s)
         }
-        const last = which === 'runbook' ? rb.at(-1)! : which === 'snap' ? sn.at(-1)! : sf.at(-1)!
+        const last = { runbook: rb, snap: sn, gcore: gc, 'bare-criu': bare }[which]!.at(-1)!
         log(`${mib} MiB round ${r + 1}: ${which} freeze ${Math.round(last.freezeMs)} ms, total ${Math.round(last.totalMs)} ms`)
       }
     }
@@ -266,11 +283,12 @@ async function main(): Promise<void> {
         bundleBytes: median(sn.map((r) => r.bundleBytes)),
         peakKiB: median(sn.map((r) => r.peakKiB!)),
       },
-      shortFreeze: { freezeMs: median(sf.map((r) => r.freezeMs)), totalMs: median(sf.map((r) => r.totalMs)), peakKiB: median(sf.map((r) => r.peakKiB!)) },
+      gcore: { freezeMs: median(gc.map((r) => r.freezeMs)), totalMs: median(gc.map((r) => r.totalMs)), bundleBytes: median(gc.map((r) => r.bundleBytes)), peakKiB: median(gc.map((r) => r.peakKiB!)) },
+      bareCriu: { freezeMs: median(bare.map((r) => r.freezeMs)), totalMs: median(bare.map((r) => r.totalMs)) },
       restore,
     }
     rows.push(row)
-    chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.snap.freezeMs, short: row.shortFreeze.freezeMs })
+    chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.gcore.freezeMs, short: row.snap.freezeMs })
     log(`${mib} MiB: done`)
   }
   const startup = startupTimes()
@@ -285,15 +303,16 @@ async function main(): Promise<void> {
       return `| ${r.mib} MiB | ${f(r.runbook.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.runbook.totalMs)} | ${f(r.snap.totalMs)} | ${(r.snap.totalMs / r.runbook.totalMs).toFixed(2)}x | ${(r.snap.peakKiB / 1024).toFixed(0)} MiB | ${(r.snap.peakKiB / peak64).toFixed(2)}x | ${mb(r.runbook.bundleBytes)} | ${mb(r.snap.bundleBytes)} | ${f(r.restore.criuMs)} | ${f(r.restore.snapAfterExtractMs)} | ${(r.restore.snapAfterExtractMs / r.restore.criuMs).toFixed(2)}x | ${f(r.restore.snapMs)} |`
     }),
     '',
-    `| target | freeze: runbook | freeze: snap --short-freeze | ratio | total: snap --short-freeze | ratio to runbook |`,
-    `| --- | --- | --- | --- | --- | --- |`,
+    `| target | freeze: bare criu dump | freeze: snap | ratio to bare criu | freeze: snap --core gcore | ratio to bare criu | freeze: runbook | snap to runbook | total: snap --core gcore | bundle: snap --core gcore |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
     ...rows.map((r0) => {
-      const r = r0 as { mib: number; runbook: { freezeMs: number; totalMs: number }; shortFreeze: { freezeMs: number; totalMs: number } }
-      return `| ${r.mib} MiB | ${Math.round(r.runbook.freezeMs)} ms | ${Math.round(r.shortFreeze.freezeMs)} ms | ${(r.shortFreeze.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${Math.round(r.shortFreeze.totalMs)} ms | ${(r.shortFreeze.totalMs / r.runbook.totalMs).toFixed(2)}x |`
+      const r = r0 as { mib: number; runbook: { freezeMs: number }; snap: { freezeMs: number }; gcore: { freezeMs: number; totalMs: number; bundleBytes: number }; bareCriu: { freezeMs: number } }
+      const f = (ms: number) => `${Math.round(ms)} ms`
+      return `| ${r.mib} MiB | ${f(r.bareCriu.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.gcore.freezeMs)} | ${(r.gcore.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.runbook.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.gcore.totalMs)} | ${(r.gcore.bundleBytes / 1048576).toFixed(0)} MiB |`
     }),
     '',
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
-    `Medians of ${rounds} rounds per size, runbook and snap alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
+    `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
   writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
