@@ -17,6 +17,13 @@
 #   2b. The real services the tests capture, from Debian (redis, nginx, PostgreSQL, a JRE, runc,
 #      busybox-static) and iptables, which criu needs to lock the network around established TCP
 #      connections. Installed with service start-up disabled: nothing is left listening.
+#   2c. gdb >= 14. Debian 12's gdb 13 cannot read AVX-512 register state on AMD CPUs (it knows only Intel's
+#      XSAVE layout): the k and zmm registers come out wrong, in the live process and in the cores it writes.
+#      Installing trixie's gdb 16 would upgrade libc6 and friends, so, as for CRIU, it and exactly the trixie
+#      libraries it links (with its python's standard library) are unpacked into the private prefix
+#      /opt/procsnap/gdb and run through that prefix's own loader by the wrapper /opt/procsnap/bin/gdb. procsnap
+#      looks there itself, so it is not linked onto PATH and the system's gdb stays as it is. An older or broken
+#      prefix is replaced. Needs root; skipped (with a note) otherwise.
 #   3. npm ci when node_modules is missing or stale (Node 24 comes from the `node` devDependency).
 #   4. tsc when src/, manifests/, tsconfig.json or package.json changed since dist/.build-stamp.
 #   5. test/fixtures/*.c -> test/fixtures/bin/NAME when missing or older than the source.
@@ -51,6 +58,9 @@ APT_PIN=/etc/apt/preferences.d/procsnap-trixie
 FORKY_SOURCE=/etc/apt/sources.list.d/procsnap-forky.list
 FORKY_PIN=/etc/apt/preferences.d/procsnap-forky
 CRIU_MIN_MINOR=2 # criu 4.x with x >= this
+GDB_PREFIX=$PREFIX_ROOT/gdb
+GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
+GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
 APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables)
@@ -67,6 +77,24 @@ TRIXIE_PACKAGES=(
   libgnutls30t64 libnettle8t64 libhogweed6t64 libgmp10 libp11-kit0 libffi8 libidn2-0 libunistring5 libtasn1-6
   libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4
   libprotobuf-c1 libuuid1
+)
+
+# trixie packages unpacked into the gdb prefix: gdb and the part of its declared Depends closure that it links
+# (checked against the NEEDED closure of /usr/bin/gdb: every one of these sonames is linked; nothing else is;
+# libdebuginfod brings libcurl and its TLS, Kerberos and LDAP libraries), then its python's standard library and
+# the two libraries only that library's extension modules link (libsqlite3-0, libdb5.3t64), so that no module
+# ever loads one of the system's older libraries. Data-only Depends are left out.
+GDB_PACKAGES=(
+  gdb
+  libc6 libgcc-s1 libstdc++6 libatomic1
+  libexpat1 libipt2 libmpfr6 libgmp10 libncursesw6 libtinfo6 libreadline8t64 libsource-highlight4t64 libxxhash0
+  liblzma5 libzstd1 zlib1g libbz2-1.0
+  libbabeltrace1 libglib2.0-0t64 libpcre2-8-0 libffi8 libuuid1 libdw1t64 libelf1t64
+  libdebuginfod1t64 libjson-c5 libcurl3t64-gnutls libbrotli1 libnghttp2-14 libnghttp3-9 libngtcp2-16
+  libngtcp2-crypto-gnutls8 libpsl5t64 librtmp1 libssh2-1t64
+  libgnutls30t64 libnettle8t64 libhogweed6t64 libidn2-0 libunistring5 libp11-kit0 libtasn1-6
+  libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1 libldap2 libsasl2-2 libssl3t64
+  libpython3.13 libpython3.13-stdlib libpython3.13-minimal libsqlite3-0 libdb5.3t64
 )
 
 CLEANUP=()
@@ -131,7 +159,7 @@ command -v npm >/dev/null || missing+=(npm)
 pin_release() {
   local name=$1 src_file=$2 pin_file=$3 want_src want_pin
   want_src="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $name main"
-  want_pin="# procsnap: $name is only here so scripts/setup.sh can apt-get download criu into /opt/procsnap."$'\n'"# Priority 1: nothing installed is ever upgraded from $name."$'\n'"Package: *"$'\n'"Pin: release n=$name"$'\n'"Pin-Priority: 1"
+  want_pin="# procsnap: $name is only here so scripts/setup.sh can apt-get download criu and gdb into /opt/procsnap."$'\n'"# Priority 1: nothing installed is ever upgraded from $name."$'\n'"Package: *"$'\n'"Pin: release n=$name"$'\n'"Pin-Priority: 1"
   if [[ ! -f $pin_file || $(<"$pin_file") != "$want_pin" ]]; then
     printf '%s\n' "$want_pin" >"$pin_file.tmp" && mv -f "$pin_file.tmp" "$pin_file"
     APT_UPDATED=0
@@ -266,6 +294,125 @@ link)
 ok)
   # a working criu >= 4 is on PATH; if it is ours, make sure crit is there too
   if our_link && [[ ! -e $CRIT_WRAPPER && $EUID -eq 0 ]]; then ensure_crit; fi
+  ;;
+esac
+
+# ---------------------------------------------------------------- 2c. gdb >= 14
+
+# gdb_new_enough TEXT: TEXT is exactly a gdb version >= $GDB_MIN_MAJOR (what python's gdb.VERSION prints)
+gdb_new_enough() { [[ $1 =~ ^([0-9]+)\.[0-9]+[^[:space:]]*$ ]] && ((BASH_REMATCH[1] >= GDB_MIN_MAJOR)); }
+
+# gdb_ok CMD...: CMD is gdb >= $GDB_MIN_MAJOR and its python starts (python itself prints gdb's version).
+gdb_ok() {
+  local v
+  v=$("$@" --nx --batch -ex 'python print(gdb.VERSION)' 2>/dev/null </dev/null) || return 1
+  gdb_new_enough "$v"
+}
+
+# the command line that runs gdb from prefix $1 the way the wrapper does (PCMD[2..5] is the loader part)
+prefix_gdb_cmd() {
+  local p=$1 lib=$1/usr/lib/x86_64-linux-gnu
+  PCMD=(env "PYTHONHOME=$p/usr"
+    "$lib/ld-linux-x86-64.so.2" --inhibit-cache --library-path "$lib:$p/lib/x86_64-linux-gnu"
+    --argv0 gdb "$p/usr/bin/gdb" --data-directory "$p/usr/share/gdb")
+}
+
+gdb_wrapper_text() {
+  cat <<EOF
+#!/bin/sh
+# Written by procsnap scripts/setup.sh: Debian trixie's gdb, run through its own loader and libraries in
+# $GDB_PREFIX (Debian 12's gdb 13 cannot read AVX-512 state on AMD CPUs; nothing on the system was upgraded).
+# Its python finds its standard library through PYTHONHOME, which is taken out of gdb's environment and its
+# inferiors' as soon as python has started: nothing gdb runs inherits it. Through this loader gdb first finds the
+# prefix's libthread_db, which does not match the system libc its inferiors run on; the system's own, the one
+# Debian's gdb uses, is declared safe to load next.
+P=$GDB_PREFIX
+L=\$P/usr/lib/x86_64-linux-gnu
+PYTHONHOME=\$P/usr
+export PYTHONHOME
+exec "\$L/ld-linux-x86-64.so.2" --inhibit-cache --library-path "\$L:\$P/lib/x86_64-linux-gnu" \\
+  --argv0 gdb "\$P/usr/bin/gdb" --data-directory "\$P/usr/share/gdb" \\
+  -iex 'python import os; os.environ.pop("PYTHONHOME", None); gdb.execute("unset environment PYTHONHOME")' \\
+  -iex 'add-auto-load-safe-path /lib/x86_64-linux-gnu/libthread_db.so.1:/usr/lib/x86_64-linux-gnu/libthread_db.so.1' \\
+  "\$@"
+EOF
+}
+
+# (re)writes the wrapper and runs it once with bytecode writing on: gdb's start-up imports are compiled into the
+# prefix then, not again at every start (a third of a second each time).
+write_gdb_wrapper() {
+  mkdir -p "$PREFIX_ROOT/bin"
+  gdb_wrapper_text >"$GDB_WRAPPER.tmp"
+  chmod 0755 "$GDB_WRAPPER.tmp"
+  mv -f "$GDB_WRAPPER.tmp" "$GDB_WRAPPER"
+  env -u PYTHONDONTWRITEBYTECODE "$GDB_WRAPPER" --nx --batch -ex 'python 1' >/dev/null 2>&1 </dev/null || true
+}
+
+install_gdb() {
+  log "installing gdb from Debian trixie (with its libraries) into $GDB_PREFIX"
+  pin_release trixie "$APT_SOURCE" "$APT_PIN"
+  apt_update_once
+  mkdir -p "$PREFIX_ROOT"
+  local debs stage old deb
+  debs=$(mktemp -d /tmp/procsnap-debs.XXXXXX)
+  CLEANUP+=("$debs")
+  chown _apt "$debs" 2>/dev/null || true # lets apt download without its "unsandboxed" warning
+  (cd "$debs" && apt-get download -qq "${GDB_PACKAGES[@]/%//trixie}" </dev/null) ||
+    die "apt-get download of trixie's gdb and its libraries failed"
+
+  stage=$(mktemp -d "$PREFIX_ROOT/.gdb.new.XXXXXX")
+  CLEANUP+=("$stage")
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$stage"; done
+  chmod 0755 "$stage"
+
+  # every library gdb links, and every one python's extension modules link, must resolve inside the prefix
+  prefix_gdb_cmd "$stage"
+  local f listing bad
+  for f in "$stage/usr/bin/gdb" "$stage"/usr/lib/python3.*/lib-dynload/*.so; do
+    listing=$("${PCMD[@]:2:4}" --list "$f" 2>&1) || die "the libraries of ${f#"$stage"/} do not resolve: $listing"
+    bad=$(grep -E 'not found|=> /' <<<"$listing" | grep -v -- "=> $stage/" || true)
+    [[ -z $bad ]] || die "the libraries of ${f#"$stage"/} resolve outside the prefix: $bad"
+  done
+  # its python must start without a word on stderr (no bytecode yet: it would name the stage's paths)
+  local out err=$debs/gdb.stderr
+  out=$(PYTHONDONTWRITEBYTECODE=1 "${PCMD[@]}" --nx --batch -ex 'python print(gdb.VERSION)' 2>"$err" </dev/null) ||
+    die "the unpacked gdb does not run: $(tail -n 3 "$err")"
+  [[ ! -s $err ]] || die "the unpacked gdb's python does not start cleanly: $(head -n 3 "$err")"
+  gdb_new_enough "$out" || die "the unpacked gdb is not gdb >= $GDB_MIN_MAJOR: $out"
+
+  # move into place; a half-done install is never at $GDB_PREFIX
+  if [[ -e $GDB_PREFIX ]]; then
+    old="$PREFIX_ROOT/.gdb.old.$$"
+    mv -T "$GDB_PREFIX" "$old"
+    CLEANUP+=("$old")
+  fi
+  mv -T "$stage" "$GDB_PREFIX"
+}
+
+GDB_STATE=ok # ok | wrapper (prefix works, wrapper to rewrite) | install
+if [[ -f $GDB_WRAPPER && $(<"$GDB_WRAPPER") == "$(gdb_wrapper_text)" ]] && gdb_ok "$GDB_WRAPPER"; then
+  GDB_STATE=ok
+elif [[ -x $GDB_PREFIX/usr/bin/gdb ]] && prefix_gdb_cmd "$GDB_PREFIX" && gdb_ok "${PCMD[@]}"; then
+  GDB_STATE=wrapper
+else
+  GDB_STATE=install
+fi
+
+if [[ $GDB_STATE != ok && $EUID -ne 0 ]]; then
+  log "note: $GDB_WRAPPER (gdb >= $GDB_MIN_MAJOR) is missing or broken; skipped: it needs a root run"
+  GDB_STATE=skip
+fi
+
+case $GDB_STATE in
+install)
+  install_gdb
+  write_gdb_wrapper
+  gdb_ok "$GDB_WRAPPER" || die "$GDB_WRAPPER does not work after install"
+  log "gdb: $("$GDB_WRAPPER" --version 2>/dev/null | head -n1), python starts"
+  ;;
+wrapper)
+  write_gdb_wrapper
+  gdb_ok "$GDB_WRAPPER" || die "$GDB_WRAPPER does not work"
   ;;
 esac
 
