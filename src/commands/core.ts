@@ -1,0 +1,32 @@
+import { Args, Flags } from '@oclif/core'
+import { exportCore, type CoreExportResult } from '../pipelines/core-export.js'
+import { parsePid } from '../process/access.js'
+import { SnapCommand } from '../ui/base-command.js'
+import { printable } from '../ui/printable.js'
+
+export default class Core extends SnapCommand {
+  static override description =
+    "Write one process's core from a bundle to a file of its own, for gdb or any tool that reads cores: the stored core, checked against its sha256, or, for a process that got none, one built from the bundle's CRIU images."
+
+  static override examples = [
+    { description: "The root process's core", command: '<%= config.bin %> core bundle.tar.zst -o core.4242' },
+    { description: 'A worker of the tree, then gdb on it', command: '<%= config.bin %> core bundle.tar.zst --pid 4250 -o core.4250 && gdb /usr/sbin/nginx core.4250' },
+  ]
+
+  static override enableJsonFlag = true
+
+  static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
+
+  static override flags = {
+    pid: Flags.string({ description: 'the process whose core to write, by its pid at the dump (default: the root)' }),
+    output: Flags.string({ char: 'o', description: 'file to write (never overwritten; mode 0600)', required: true }),
+  }
+
+  async run(): Promise<CoreExportResult> {
+    const { args, flags } = await this.parse(Core)
+    const result = await exportCore({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), output: flags.output })
+    if (!this.jsonEnabled())
+      this.log(`${printable(result.output)}: core of process ${result.pid}, ${result.size} bytes, sha256 ${result.sha256} (${result.source === 'stored' ? 'stored in the bundle' : 'built from its CRIU images'})`)
+    return result
+  }
+}
