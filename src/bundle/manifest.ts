@@ -1,9 +1,11 @@
-// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v1.schema.json
-// (and v1 before it, still read) is its JSON Schema; test/unit/manifest-schema.test.ts validates real manifests against it so the two agree.
+// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v3.schema.json
+// (and v1, v2 before it, still read) is its JSON Schema; the tests validate every manifest they produce against the
+// schema of its version, so the two agree.
 
 export const MANIFEST_FORMAT = 'procsnap-bundle'
-/** v2: the tree (processes), a core per process, why each criu option, core-only bundles. v1 bundles still read. */
-export const MANIFEST_SCHEMA_VERSION = 2
+/** v2: the tree (processes), a core per process, why each criu option, core-only bundles. v3: cores kept as recipes
+ *  over the CRIU images (coreStored, coreSha256, artifact kind core-recipe). v1 and v2 bundles still read. */
+export const MANIFEST_SCHEMA_VERSION = 3
 export const OLDEST_READ_SCHEMA_VERSION = 1
 export const MANIFEST_ENTRY = 'manifest.json'
 export const SIGNATURE_ENTRY = 'manifest.sig'
@@ -11,7 +13,7 @@ export const SIGNATURE_ENTRY = 'manifest.sig'
 export type RunState = 'running' | 'stopped'
 export type FinalState = 'running' | 'stopped' | 'killed'
 export type StepStatus = 'ok' | 'failed' | 'skipped'
-export type ArtifactKind = 'core' | 'criu-image' | 'log' | 'stacks'
+export type ArtifactKind = 'core' | 'core-recipe' | 'criu-image' | 'log' | 'stacks'
 export type DumpMode = 'standard' | 'short-freeze' | 'core-only'
 
 export interface ThreadRecord {
@@ -71,8 +73,13 @@ export interface ProcessRecord {
   found: RunState
   /** The state it was left in, confirmed in /proc ('killed' with --leave killed). */
   left: RunState | 'killed' | 'gone' | 'unknown'
-  /** The bundle entry of its core, or null when it got none (--cores root). */
+  /** Its core's name (core.PID), or null when it got none (--cores root). */
   core: string | null
+  /** v3: whether that core is a bundle entry; false when it is kept as a recipe over the CRIU images (each page of
+   *  memory stored once) and `snap core` rebuilds it. Absent (v1, v2): stored. */
+  coreStored?: boolean
+  /** v3: the core's sha256 at the dump, which a rebuilt core must have. */
+  coreSha256?: string
   /** Where the record comes from: criu's pstree.img (what was dumped) or /proc (core-only: what was stopped). */
   source: 'pstree.img' | 'proc'
 }

@@ -4,9 +4,15 @@ import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 
+const CORE_SOURCE = {
+  stored: 'stored in the bundle',
+  recipe: 'rebuilt from the CRIU images, the same bytes as at the dump',
+  built: 'built from the CRIU images: the process got no core at the dump',
+} as const
+
 export default class Core extends SnapCommand {
   static override description =
-    "Write one process's core from a bundle to a file of its own, for gdb or any tool that reads cores: the stored core, checked against its sha256, or, for a process that got none, one built from the bundle's CRIU images."
+    "Write one process's core from a bundle to a file of its own, for gdb or any tool that reads cores: rebuilt from the bundle's CRIU images to the sha256 recorded at the dump (or extracted, when the bundle stores it), or, for a process that got none, built from the images."
 
   static override examples = [
     { description: "The root process's core", command: '<%= config.bin %> core bundle.tar.zst -o core.4242' },
@@ -26,7 +32,7 @@ export default class Core extends SnapCommand {
     const { args, flags } = await this.parse(Core)
     const result = await exportCore({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), output: flags.output })
     if (!this.jsonEnabled())
-      this.log(`${printable(result.output)}: core of process ${result.pid}, ${result.size} bytes, sha256 ${result.sha256} (${result.source === 'stored' ? 'stored in the bundle' : 'built from its CRIU images'})`)
+      this.log(`${printable(result.output)}: core of process ${result.pid}, ${result.size} bytes, sha256 ${result.sha256} (${CORE_SOURCE[result.source]})`)
     return result
   }
 }

@@ -43,6 +43,16 @@ export interface WriteCoreResult {
   copyMethod: 'kernel' | 'node'
   /** What the core lacks and why (a mapped file gone, shared memory of a kind not carried over). */
   warnings: string[]
+  /** Where every byte of the core came from: what a recipe (recipe.ts) is made of. */
+  layout: CoreLayout
+}
+
+/** The core as pieces: the head (ELF header, program headers, notes) and the extended-numbering section are snap's
+ *  own bytes; every other byte is a copy job from an image or a mapped file; the rest is holes. */
+export interface CoreLayout {
+  size: number
+  written: { target: number; bytes: number }[]
+  jobs: CopyJob[]
 }
 
 /** How a VMA's bytes get into its PT_LOAD. */
@@ -139,9 +149,12 @@ export async function writeCoreFromImages(opts: WriteCoreOptions): Promise<Write
   const partial = `${opts.output}.partial-${process.pid}`
   const out = await open(partial, 'wx', 0o600) // a core holds the process's secrets
   let copied: CopyOutcome = { bytes: 0, method: 'node' }
+  let jobs: CopyJob[] = []
+  const written: CoreLayout['written'] = []
   let threadCount = 0
   try {
-    copied = await copyRanges(partial, out, copyJobs(loads))
+    jobs = [...copyJobs(loads)]
+    copied = await copyRanges(partial, out, jobs)
     if (copied.fallbackReason) warnings.push(`memory copied through Node's buffers (slower): ${copied.fallbackReason}`)
 
     const threads = await threadsDecoded
@@ -169,9 +182,11 @@ export async function writeCoreFromImages(opts: WriteCoreOptions): Promise<Write
     ]
     const head = Buffer.concat([elfHeader(phnum, shoff), ...headers.map(programHeader), notes])
     await out.write(head, 0, head.length, 0)
+    written.push({ target: 0, bytes: head.length })
     if (extended) {
       const section = extendedNumberingSection(phnum)
       await out.write(section, 0, section.length, shoff)
+      written.push({ target: shoff, bytes: section.length })
     }
     await out.truncate(size) // the last load may end in a hole
     await out.close()
@@ -182,7 +197,15 @@ export async function writeCoreFromImages(opts: WriteCoreOptions): Promise<Write
     await rm(partial, { force: true })
     throw error instanceof CoreBuildError ? error : new CoreBuildError((error as Error).message, { cause: error })
   }
-  return { threads: threadCount, loadSegments: loads.length, bytes: size, copiedBytes: copied.bytes, copyMethod: copied.method, warnings }
+  return {
+    threads: threadCount,
+    loadSegments: loads.length,
+    bytes: size,
+    copiedBytes: copied.bytes,
+    copyMethod: copied.method,
+    warnings,
+    layout: { size, written, jobs },
+  }
 }
 
 function planLoad(

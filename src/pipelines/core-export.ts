@@ -1,6 +1,7 @@
-// `snap core BUNDLE [--pid P] -o FILE`: one process's core as a file of its own, for gdb and other tools. The core
-// stored in the bundle is extracted (checked against its sha256 on the way); a process of the tree that got none
-// (--cores root) has its core built from the bundle's CRIU images instead. The output is never overwritten, is
+// `snap core BUNDLE [--pid P] -o FILE`: one process's core as a file of its own, for gdb and other tools. A core
+// stored in the bundle is extracted (checked against its sha256 on the way); one kept as a recipe over the CRIU
+// images (the default: each page stored once) is rebuilt and checked against the sha256 recorded at the dump; a
+// process of the tree that got none (--cores root) has a core built from the images. The output is never overwritten, is
 // private (0600: a core holds the process's secrets), and only gets its name once complete.
 
 import { existsSync, linkSync, mkdtempSync, rmSync, statSync } from 'node:fs'
@@ -8,8 +9,14 @@ import { dirname, join, resolve } from 'node:path'
 import { sha256File } from '../bundle/hash.js'
 import { verifyAndExtract } from '../bundle/extract.js'
 import type { Manifest } from '../bundle/manifest.js'
+import { readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { writeCoreFromImages } from '../corefile/index.js'
+import { parseRecipe, rebuildCore } from '../corefile/recipe.js'
+import { exeOfProcess } from '../tools/criu-identity.js'
 import { BundleInvalidError, OutputPathError, UsageError } from '../errors.js'
+
+/** A recipe has a few pieces per mapping: tens of KiB for a real process. */
+const MAX_RECIPE_BYTES = 256 << 20
 
 export interface CoreExportOptions {
   bundle: string
@@ -24,17 +31,27 @@ export interface CoreExportResult {
   output: string
   size: number
   sha256: string
-  /** 'stored': the bundle's own core; 'rebuilt': built from its CRIU images. */
-  source: 'stored' | 'rebuilt'
+  /** 'stored': the bundle's own core; 'recipe': rebuilt from the recipe recorded at the dump, its sha256 checked;
+   *  'built': a new core built from the CRIU images, for a process that got none. */
+  source: 'stored' | 'recipe' | 'built'
+  /** The process's executable as the images (or, for the root, the manifest) name it, when known. */
+  exe?: string
 }
 
-/** What the bundle can give for `pid`: its stored core's entry, or the images' name for the process, or nothing. */
-function planFor(manifest: Manifest, pid: number): { entry: string } | { imagePid: number } {
+type Plan = { entry: string } | { recipe: string; blob: string } | { imagePid: number }
+
+/** What the bundle can give for `pid`: its stored core's entry, its core's recipe, or the images' name for the
+ *  process to build one from; or nothing. */
+function planFor(manifest: Manifest, pid: number): Plan {
   const entry = `core.${pid}`
   if (manifest.artifacts.some((a) => a.kind === 'core' && a.path === entry)) return { entry }
-  const processes = manifest.processes ?? [{ pid: manifest.target.pid, hostPid: undefined }]
+  const recipe = `core-recipe.${pid}.json`
+  const blob = `core-blob.${pid}`
+  const has = (path: string) => manifest.artifacts.some((a) => a.kind === 'core-recipe' && a.path === path)
+  if (has(recipe) && has(blob)) return { recipe, blob }
+  const processes: { pid: number; hostPid?: number; core?: string | null }[] = manifest.processes ?? [{ pid: manifest.target.pid, core: 'core' }]
   const process_ = processes.find((p) => (p.hostPid ?? p.pid) === pid)
-  const withCores = manifest.artifacts.filter((a) => a.kind === 'core').map((a) => a.path.slice(5))
+  const withCores = processes.filter((p) => p.core).map((p) => p.hostPid ?? p.pid)
   if (!process_)
     throw new UsageError(
       `process ${pid} is not in ${manifest.target.pid}'s bundle`,
@@ -53,7 +70,11 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
   // Beside the output, so the finished file is linked into place on the same filesystem.
   const work = mkdtempSync(join(dir, '.snap-core-'))
   try {
-    let plan: ReturnType<typeof planFor> | undefined
+    let plan: Plan | undefined
+    let sha256AtDump: string | undefined
+    let imagePidOf: number | undefined
+    let rootPid: number | undefined
+    let rootExe: string | undefined
     let pid = o.pid
     const scan = await verifyAndExtract({
       bundle: o.bundle,
@@ -61,19 +82,37 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
       onHead: ({ manifest }) => {
         pid ??= manifest.target.pid
         plan = planFor(manifest, pid)
+        const record = manifest.processes?.find((p) => (p.hostPid ?? p.pid) === pid)
+        sha256AtDump = record?.coreSha256
+        imagePidOf = record?.pid
+        rootPid = manifest.target.pid
+        rootExe = manifest.target.exe && !manifest.target.exe.endsWith(' (deleted)') ? manifest.target.exe : undefined
       },
-      want: (a) => (plan !== undefined && 'entry' in plan ? a.path === plan.entry : a.kind === 'criu-image'),
+      want: (a) => {
+        if (plan === undefined) return false
+        if ('entry' in plan) return a.path === plan.entry
+        if ('recipe' in plan) return a.kind === 'criu-image' || a.path === plan.recipe || a.path === plan.blob
+        return a.kind === 'criu-image'
+      },
     })
     if (scan.problems.length > 0)
       throw new BundleInvalidError(`${o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems, 'no core was written')
     if (!plan || pid === undefined) throw new BundleInvalidError(`${o.bundle} has no manifest`, [])
     if ('entry' in plan) {
       linkSync(join(work, plan.entry), output) // never replaces a file that appeared there meanwhile
+    } else if ('recipe' in plan) {
+      const recipe = parseRecipe(readBoundedRegularFile(join(work, plan.recipe), MAX_RECIPE_BYTES).toString('utf8'))
+      if (sha256AtDump && recipe.sha256 !== sha256AtDump)
+        throw new BundleInvalidError(`the core recipe of ${pid} is for another core than the manifest records`, [plan.recipe], 'no core was written')
+      await rebuildCore(recipe, join(work, 'criu'), join(work, plan.blob), output)
     } else {
       await writeCoreFromImages({ imagesDir: join(work, 'criu'), pid: plan.imagePid, output })
     }
     const { sha256 } = await sha256File(output)
-    return { bundle: o.bundle, pid, output, size: statSync(output).size, sha256, source: 'entry' in plan ? 'stored' : 'rebuilt' }
+    const source = 'entry' in plan ? 'stored' : 'recipe' in plan ? 'recipe' : 'built'
+    const imagePid = 'imagePid' in plan ? plan.imagePid : (imagePidOf ?? pid)
+    const exe = ('entry' in plan ? undefined : exeOfProcess(join(work, 'criu'), imagePid)) ?? (pid === rootPid ? rootExe : undefined)
+    return { bundle: o.bundle, pid, output, size: statSync(output).size, sha256, source, ...(exe ? { exe } : {}) }
   } finally {
     rmSync(work, { recursive: true, force: true })
   }

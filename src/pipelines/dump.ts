@@ -13,6 +13,7 @@ import { preflight } from './dump/preflight.js'
 import { releaseTree } from './dump/release.js'
 import { cleanupWorkDir, rollback } from './dump/rollback.js'
 import { processRecords, seal } from './dump/seal.js'
+import { stacksOfCores } from './dump/stacks.js'
 import { DumpState, type DumpOptions } from './dump/state.js'
 
 export type { DumpOptions } from './dump/state.js'
@@ -53,15 +54,17 @@ export class DumpRun {
       ['Stop every process of the tree with SIGSTOP and verify every thread', freezeTree],
     ]
     const cores = o.cores === 'root' ? 'Core dump of the root with gdb (gcore)' : 'Core dump of every process with gdb (gcore)'
-    if (o.coreOnly) return [...start, [cores, coresWithGdb], ['Put every process back as it was found', releaseTree]]
+    const stacks: [string, Stage] = ['Stacks of every thread, from the cores (gdb)', stacksOfCores]
+    if (o.coreOnly) return [...start, [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], stacks]
     if (this.s.coreSource === 'images')
       return [
         ...start,
         ['Checkpoint the tree with criu dump', checkpoint],
         ['Put every process back as it was found', releaseTree],
         ['Cores built from the CRIU images', coresFromImages],
+        stacks,
       ]
-    return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree]]
+    return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], stacks]
   }
 
   /** Runs the whole dump. On any failure it rolls back first, then rethrows. */

@@ -106,3 +106,15 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
   }
   return { tree, creds, comm, exe, files: regular }
 }
+
+/** The executable of one process of the images' tree as criu recorded it, or undefined when the images do not say. */
+export function exeOfProcess(imagesDir: string, pid: number): string | undefined {
+  try {
+    const files = imageEntries(readBounded(join(imagesDir, 'files.img')), FILES_MAGIC, 'files.img')
+    const mm = imageEntries(readBounded(join(imagesDir, `mm-${pid}.img`)), MM_MAGIC, `mm-${pid}.img`)[0]
+    return mm ? exeFromImages(mm, files) : undefined
+  } catch (e) {
+    if (e instanceof ImageFormatError || e instanceof BoundedReadError || (e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw e
+  }
+}

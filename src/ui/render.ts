@@ -14,7 +14,7 @@ export function renderDumpResult(r: DumpResult): string {
   const lines = [
     `${chalk.green('bundle')}        ${P(r.bundle)} (${humanBytes(r.bundleSize)})`,
     `target        pid ${r.pid}: was ${r.originalState}, now ${r.finalState}${r.mode === 'core-only' ? ' (cores only, no checkpoint)' : ''}`,
-    ...r.processes.map((p) => `process       ${p.pid} ${P(p.comm)}: ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...r.processes.map((p) => `process       ${p.pid} ${P(p.comm)}: ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}${p.coreStored === false ? ' (kept over the images: `snap core` writes it)' : ''}` : ''}`),
     ...r.criuOptions.map((c) => `criu option   ${P(c.option)}: ${P(c.reason)}`),
     `stop          ${P(r.normalization.note)}`,
     `freeze window ${r.freezeWindowMs.toFixed(1)} ms`,
@@ -44,7 +44,7 @@ export function renderInspect(r: InspectResult): string {
     `target        pid ${t.pid} ${P(t.comm)} (${P(t.exe)}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
     `command       ${P(t.cmdline.join(' '))}`,
     `state         found ${m.originalState.state}, left ${m.finalState}; ${P(m.normalization.note)}`,
-    ...(m.processes ?? []).map((p) => `process       ${p.pid} ${P(p.comm)} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}` : ''}`),
+    ...(m.processes ?? []).map((p) => `process       ${p.pid} ${P(p.comm)} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}${p.coreStored === false ? ' (kept over the images: `snap core` writes it)' : ''}` : ''}`),
     ...(m.tools.criu?.reasons ?? []).map((c) => `criu option   ${P(c.option)}: ${P(c.reason)}`),
     `freeze window ${m.freezeWindowMs.toFixed(1)} ms`,
     `steps         ${m.steps.map((s) => `${P(s.name)} ${Math.round(s.durationMs)} ms${s.status === 'ok' ? '' : ` (${s.status})`}`).join(', ')}`,

@@ -2,11 +2,12 @@
 // records it; a process that got none (--cores root) gets one built from the bundle's CRIU images; an existing file
 // is never overwritten, and a pid that is not in the tree is named with the ones that are.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, readBundleManifest, removeTempDirs, sha256OfFile } from '../helpers/bundle.js';
+import { repackBundle } from '../helpers/bundles.js';
 import { runSnap } from '../helpers/cli.js';
 import { killPid, readProcStat, waitFor } from '../helpers/target.js';
 
@@ -48,16 +49,48 @@ afterAll(async () => {
 });
 
 describe('snap core', () => {
-  it("writes the root's stored core, 0600, with the sha256 the manifest records for it", async () => {
+  it("rebuilds the root's core from its recipe over the images: 0600, the sha256 recorded at the dump", async () => {
     const out = join(dir, 'root.core');
     const r = await runSnap(['core', bundle, '-o', out, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
     const result = JSON.parse(r.stdout) as { pid: number; source: string; sha256: string };
-    expect(result).toMatchObject({ pid: root, source: 'stored' });
-    const recorded = manifest.artifacts.find((a) => a.path === `core.${root}`)!;
-    expect(sha256OfFile(out)).toBe(recorded.sha256);
-    expect(result.sha256).toBe(recorded.sha256);
+    expect(result).toMatchObject({ pid: root, source: 'recipe' });
+    const recorded = manifest.processes!.find((p) => p.pid === root)!.coreSha256;
+    expect(recorded).toMatch(/^[0-9a-f]{64}$/);
+    expect(sha256OfFile(out)).toBe(recorded);
     expect(statSync(out).mode & 0o777).toBe(0o600);
+    expect(elfType(out)).toBe(4);
+  });
+
+  it('refuses a recipe whose core does not come out with the recorded sha256 (a blob changed), writing nothing', async () => {
+    // The blob is rewritten with its sha256 updated in the manifest, as a sender who edits a bundle would: verify
+    // passes, and only the rebuilt core's own sha256 shows it is not the core of the dump.
+    const edited = await repackBundle(bundle, join(dir, 'edited.snap.tar.zst'), (x) => {
+      const blob = join(x, `core-blob.${root}`);
+      const bytes = readFileSync(blob);
+      bytes[bytes.length - 1] ^= 0xff;
+      writeFileSync(blob, bytes);
+      const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8')) as Manifest;
+      const a = m.artifacts.find((e) => e.path === `core-blob.${root}`)!;
+      a.sha256 = sha256OfFile(blob);
+      writeFileSync(join(x, 'manifest.json'), JSON.stringify(m, null, 2) + '\n');
+    });
+    const out = join(dir, 'edited.core');
+    const r = await runSnap(['core', edited, '-o', out]);
+    expect(r.exitCode, r.stderr).toBe(8);
+    expect(r.stderr).toMatch(/rebuilt core's sha256 .* is not the .* recorded at the dump/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('writes a core stored in the bundle (--core gcore) as it is stored', async () => {
+    const gcoreBundle = join(dir, 'gcore.snap.tar.zst');
+    const dump = await runSnap(['dump', String(root), '-o', gcoreBundle, '--cores', 'root', '--core', 'gcore'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const stored = (await readBundleManifest(gcoreBundle)).artifacts.find((a) => a.path === `core.${root}`)!;
+    const out = join(dir, 'gcore.core');
+    const r = await runSnap(['core', gcoreBundle, '-o', out, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'stored', sha256: stored.sha256 });
   });
 
   it('builds the core of a process that got none from the CRIU images: an ELF core', async () => {
@@ -65,7 +98,7 @@ describe('snap core', () => {
     const out = join(dir, 'child.core');
     const r = await runSnap(['core', bundle, '--pid', String(child), '-o', out, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ pid: child, source: 'rebuilt' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ pid: child, source: 'built' });
     expect(elfType(out)).toBe(4);
   });
 

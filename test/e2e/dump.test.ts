@@ -98,7 +98,7 @@ describe('a running 4-thread target, dumped once', () => {
     expect(result).toMatchObject({ bundle, pid: target.pid, originalState: 'running', finalState: 'running' });
     expect(result.normalization.action).toBe('sigstop');
     // By default the tree is frozen only for the checkpoint: put back first, then the core is built from the images.
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     expect(result.steps.every((s) => s.status === 'ok')).toBe(true);
     expect(result.bundleSize).toBe(statSync(bundle).size);
 
@@ -114,7 +114,7 @@ describe('a running 4-thread target, dumped once', () => {
     expect(manifest.originalState.threads).toHaveLength(4);
     expect(manifest.finalState).toBe('running');
     expect(manifest.normalization.action).toBe('sigstop');
-    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core']);
+    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks']);
     expect(manifest.mode, 'cores built from the CRIU images').toBe('short-freeze');
     expect(manifest.freezeWindowMs).toBe(result.freezeWindowMs);
     expect(manifest.freezeWindowMs).toBeGreaterThan(0);
@@ -125,8 +125,17 @@ describe('a running 4-thread target, dumped once', () => {
     const entries = (await listBundle(bundle)).filter((e) => !e.endsWith('/'));
     expect(entries.sort()).toEqual(['manifest.json', ...manifest.artifacts.map((a) => a.path)].sort());
     expect(manifest.artifacts.map((a) => a.path)).toEqual(
-      expect.arrayContaining([`core.${target.pid}`, 'criu/inventory.img', 'criu/pstree.img', `criu/core-${target.pid}.img`]),
+      expect.arrayContaining([`core-recipe.${target.pid}.json`, `core-blob.${target.pid}`, 'criu/inventory.img', 'criu/pstree.img', `criu/core-${target.pid}.img`]),
     );
+    // Each page of memory once: the core is not stored beside the images it was built from, but kept as a recipe
+    // over them, and what the recipe adds of its own (the ELF head and notes, pages from mapped files) is small.
+    expect(manifest.artifacts.filter((a) => a.kind === 'core')).toEqual([]);
+    const root = manifest.processes!.find((p) => p.pid === target.pid)!;
+    expect(root).toMatchObject({ core: `core.${target.pid}`, coreStored: false });
+    expect(sha256OfFile(join(extracted, `core.${target.pid}`))).toBe(root.coreSha256);
+    const blob = manifest.artifacts.find((a) => a.path === `core-blob.${target.pid}`)!;
+    const pages = manifest.artifacts.filter((a) => /^criu\/pages-\d+\.img$/.test(a.path)).reduce((sum, a) => sum + a.size, 0);
+    expect(blob.size * 10, `a ${blob.size}-byte blob beside ${pages} bytes of pages`).toBeLessThan(pages);
     for (const artifact of manifest.artifacts) {
       const file = join(extracted, artifact.path);
       expect(statSync(file).size, artifact.path).toBe(artifact.size);

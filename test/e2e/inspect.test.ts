@@ -89,7 +89,9 @@ describe('snap inspect', () => {
   it('reads only the head: a 1 GiB target\'s bundle cut to its first MiB inspects to the same manifest', async () => {
     const big = await dumpNew(1024, 'big.tar', ['--compression', 'none']);
     const bigSize = statSync(big.bundle).size;
-    expect(bigSize).toBeGreaterThan(2 * 1024 ** 3); // the core and the criu pages: 1 GiB each
+    // The criu pages (1 GiB) once: the core built from them is kept as a recipe over them, not stored again.
+    expect(bigSize).toBeGreaterThan(1024 ** 3);
+    expect(bigSize).toBeLessThan(1.5 * 1024 ** 3);
 
     const smallRun = await snap(['inspect', small.bundle, '--json']);
     const bigRun = await snap(['inspect', big.bundle, '--json']);

@@ -42,7 +42,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     // The core is built after the target is put back: the freeze ends before the core step starts.
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     const finalStep = result.steps.find((s) => s.name === 'final-state')!;
     const coreStep = result.steps.find((s) => s.name === 'core')!;
     expect(Date.parse(coreStep.startedAt)).toBeGreaterThanOrEqual(Date.parse(finalStep.endedAt));
@@ -88,7 +88,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'stacks', 'seal']);
     const extracted = await extractBundle(bundle);
     const manifest = readExtractedManifest(extracted);
     expect(manifest.mode).toBe('standard');
@@ -105,7 +105,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(run.exitCode, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/crit \(CRIU image decoder\) was not found: the cores are written by gdb while the tree is frozen.*npm run setup/);
     const result = JSON.parse(run.stdout) as DumpResult;
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'stacks', 'seal']);
     expect(result.warnings.some((w) => /crit .* was not found/.test(w))).toBe(true);
 
     const refused = await runSnap(['dump', String(target.pid), '-o', join(makeTempDir('snap-test-out-'), 'x.tar.zst'), '--core', 'images'], { env });

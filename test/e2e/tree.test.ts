@@ -5,7 +5,7 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DumpResult } from '../../src/pipelines/dump.js';
-import { listBundle, makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { extractBundle, listBundle, makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
 import { runSnap } from '../helpers/cli.js';
 import { killPid, readProcStat, readThreadStates, waitFor } from '../helpers/target.js';
 
@@ -79,8 +79,11 @@ describe('snap dump of a process tree', () => {
     const manifest = await readBundleManifest(bundle);
     expect(schemaProblems(manifest)).toEqual([]);
     expect(manifest.processes?.every((p) => p.source === 'pstree.img')).toBe(true);
+    // Each core is kept as a recipe over the images (each page stored once), and `snap core` gives it back.
     const entries = await listBundle(bundle);
-    for (const pid of pids) expect(entries).toContain(`core.${pid}`);
+    for (const pid of pids) expect(entries).toEqual(expect.arrayContaining([`core-recipe.${pid}.json`, `core-blob.${pid}`]));
+    const extracted = await extractBundle(bundle);
+    for (const pid of pids) expect(readFileSync(join(extracted, `core.${pid}`)).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
   });
 
   it('a tree with one child paused by SIGTSTP: that child is still paused after the dump, the others run', async () => {

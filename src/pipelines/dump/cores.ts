@@ -1,10 +1,11 @@
 // Stage 4: a core for every process of the tree (or the root only, with --cores root), each checked to be an ELF
 // core: by gdb's gcore while the tree is frozen, or, with --short-freeze, built from criu's images after release.
 
-import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { StepFailedError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
+import { writeRecipe } from '../../corefile/recipe.js'
 import { gcoreCommands } from '../../tools/gdb.js'
 import { tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
@@ -91,9 +92,17 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)
       for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
-      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}`)
+      // Each page of memory stored once: the bundle keeps the core as a recipe over the images it was built from,
+      // and `snap core` rebuilds it, byte for byte (its sha256 is recorded here).
+      const recipe = await writeRecipe(file, built.layout, s.imagesDir, join(s.workDir!, `core-blob.${pid}`))
+      writeFileSync(join(s.workDir!, `core-recipe.${pid}.json`), JSON.stringify(recipe), { mode: 0o600, flag: 'wx' })
+      // The core itself stays in the work directory (not in the bundle) for the stacks, and goes with it.
+      s.addArtifact(`core-recipe.${pid}.json`, 'core-recipe')
+      s.addArtifact(`core-blob.${pid}`, 'core-recipe')
       s.coreFiles.set(pid, file)
-      s.addArtifact(`core.${pid}`, 'core')
+      s.coreRecipes.set(pid, recipe.sha256)
+      const blob = recipe.pieces.filter((p) => p.from === 'blob').reduce((sum, p) => sum + p.bytes, 0)
+      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}; kept as a recipe (${recipe.pieces.length} pieces, ${blob} bytes of its own), sha256 ${recipe.sha256}`)
       bytes += built.bytes
     }
     rec.note = `built from the CRIU images after the tree was released (${notes.join('; ')})`

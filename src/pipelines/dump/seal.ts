@@ -72,7 +72,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
         tids: t.threads,
         found: m?.found ?? 'running',
         left: leftFor(hostPid),
-        core: hostPid !== undefined && s.coreFiles.has(hostPid) ? `core.${hostPid}` : null,
+        ...coreFields(s, hostPid),
         source: 'pstree.img',
       }
     })
@@ -87,9 +87,16 @@ export function processRecords(s: DumpState): ProcessRecord[] {
     tids: m.threadsAtStop.map((t) => t.tid),
     found: m.found,
     left: leftFor(m.id.pid),
-    core: s.coreFiles.has(m.id.pid) ? `core.${m.id.pid}` : null,
+    ...coreFields(s, m.id.pid),
     source: 'proc',
   }))
+}
+
+/** A process's core: its name, and whether it is stored or kept as a recipe (then with the sha256 to rebuild to). */
+function coreFields(s: DumpState, hostPid: number | undefined): Pick<ProcessRecord, 'core' | 'coreStored' | 'coreSha256'> {
+  if (hostPid === undefined || !s.coreFiles.has(hostPid)) return { core: null }
+  const sha256 = s.coreRecipes.get(hostPid)
+  return sha256 ? { core: `core.${hostPid}`, coreStored: false, coreSha256: sha256 } : { core: `core.${hostPid}`, coreStored: true }
 }
 
 function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: string): Manifest {

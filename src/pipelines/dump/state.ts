@@ -90,6 +90,8 @@ export class DumpState {
   readonly artifacts: { path: string; kind: ArtifactKind }[] = []
   /** pid -> core file (in the work directory). */
   readonly coreFiles = new Map<number, string>()
+  /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
+  readonly coreRecipes = new Map<number, string>()
   imagesDir = ''
   criuOptions: string[] = []
   criuReasons: CriuOptionReason[] = []

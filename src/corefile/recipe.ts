@@ -1,0 +1,112 @@
+// A core built from the CRIU images is mostly the images' own pages, laid out again. So the bundle stores each page
+// once: instead of the core, a recipe (where each piece of the core comes from) and a small blob (the bytes the
+// images do not hold: the ELF header and notes snap wrote, the pages taken from mapped files on the capture host).
+// Rebuilding is copying, with no decoding: exact on any host, checked against the core's sha256 taken at the dump.
+//
+// Everything in a recipe comes from a bundle, so it is checked before use: sources inside the images directory or
+// the blob, pieces inside the core's size, a bounded number of them.
+
+import { createReadStream, createWriteStream } from 'node:fs'
+import { link, open, rm, stat } from 'node:fs/promises'
+import { isAbsolute, join, normalize, relative, sep } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { sha256File } from '../bundle/hash.js'
+import { copyRanges, type CopyJob } from './copy.js'
+import { CoreBuildError } from './errors.js'
+import type { CoreLayout } from './index.js'
+
+export const RECIPE_FORMAT = 'procsnap-core-recipe/1'
+/** More pieces than this is not a recipe snap wrote (a process has at most 65530 mappings by default). */
+const MAX_PIECES = 4 << 20
+/** A core is at most the user address space of x86_64 (128 TiB), holes included. */
+const MAX_CORE_BYTES = 2 ** 47
+
+export interface CorePiece {
+  /** Where the bytes go in the core. */
+  target: number
+  bytes: number
+  /** 'blob', or a file of the images directory, by its name there (pages-1.img). */
+  from: string
+  offset: number
+}
+
+export interface CoreRecipe {
+  format: typeof RECIPE_FORMAT
+  size: number
+  sha256: string
+  pieces: CorePiece[]
+}
+
+/**
+ * The recipe of a core just written from `imagesDir`, and its blob at `blobPath`: the pieces the images hold are
+ * named by file, the others (snap's head and what came from the host's files) are read back from the core itself,
+ * so the blob holds exactly what the core holds.
+ */
+export async function writeRecipe(core: string, layout: CoreLayout, imagesDir: string, blobPath: string): Promise<CoreRecipe> {
+  const fromBlob: { target: number; bytes: number }[] = [...layout.written]
+  const pieces: CorePiece[] = []
+  for (const job of layout.jobs) {
+    const name = relative(imagesDir, job.file)
+    // The images' top level only: a `parent` chain (pre-dump) is not in the bundle.
+    if (!isAbsolute(name) && !name.startsWith('..') && !name.includes(sep)) pieces.push({ target: job.target, bytes: job.bytes, from: name, offset: job.offset })
+    else fromBlob.push({ target: job.target, bytes: job.bytes })
+  }
+  const blob = createWriteStream(blobPath, { flags: 'wx', mode: 0o600 })
+  let at = 0
+  try {
+    for (const piece of fromBlob) {
+      if (piece.bytes === 0) continue
+      await pipeline(createReadStream(core, { start: piece.target, end: piece.target + piece.bytes - 1 }), blob, { end: false })
+      pieces.push({ target: piece.target, bytes: piece.bytes, from: 'blob', offset: at })
+      at += piece.bytes
+    }
+  } finally {
+    await new Promise<void>((resolve, reject) => blob.end((e?: Error | null) => (e ? reject(e) : resolve())))
+  }
+  pieces.sort((a, b) => a.target - b.target)
+  const { sha256 } = await sha256File(core)
+  return { format: RECIPE_FORMAT, size: layout.size, sha256, pieces }
+}
+
+/** A recipe read from a bundle, checked to be one snap could have written. */
+export function parseRecipe(text: string): CoreRecipe {
+  const r = JSON.parse(text) as Partial<CoreRecipe>
+  const bad = (why: string) => new CoreBuildError(`the core recipe is not one snap wrote: ${why}`)
+  if (r.format !== RECIPE_FORMAT) throw bad(`format ${JSON.stringify(r.format)}`)
+  if (!Number.isSafeInteger(r.size) || r.size! < 0 || r.size! > MAX_CORE_BYTES) throw bad('its size')
+  if (typeof r.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(r.sha256)) throw bad('its sha256')
+  if (!Array.isArray(r.pieces) || r.pieces.length > MAX_PIECES) throw bad('its pieces')
+  for (const p of r.pieces) {
+    const ints = [p.target, p.bytes, p.offset].every((n) => Number.isSafeInteger(n) && n >= 0)
+    if (!ints || p.target + p.bytes > r.size!) throw bad(`a piece at ${String(p.target)} outside the core`)
+    if (typeof p.from !== 'string' || (p.from !== 'blob' && (p.from === '' || normalize(p.from) !== p.from || p.from.includes('/') || p.from.startsWith('.'))))
+      throw bad(`a piece from ${JSON.stringify(p.from)}`)
+  }
+  return r as CoreRecipe
+}
+
+/** Rebuilds the core into `output` (never overwritten, 0600) and checks its sha256 against the recipe's. */
+export async function rebuildCore(recipe: CoreRecipe, imagesDir: string, blobPath: string, output: string): Promise<void> {
+  const sourceOf = (p: CorePiece) => (p.from === 'blob' ? blobPath : join(imagesDir, p.from))
+  // Every source must hold what the recipe takes from it: a short one would leave zeros that look like memory.
+  const sizes = new Map<string, number>()
+  for (const p of recipe.pieces) {
+    const file = sourceOf(p)
+    if (!sizes.has(file)) sizes.set(file, await stat(file).then((s) => (s.isFile() ? s.size : -1), () => -1))
+    if (p.offset + p.bytes > sizes.get(file)!) throw new CoreBuildError(`${p.from === 'blob' ? 'the core blob' : p.from} is shorter than the recipe says (missing from the bundle?)`)
+  }
+  const partial = `${output}.partial-${process.pid}`
+  const out = await open(partial, 'wx', 0o600)
+  try {
+    await out.truncate(recipe.size)
+    const jobs: CopyJob[] = recipe.pieces.map((p) => ({ target: p.target, file: sourceOf(p), offset: p.offset, bytes: p.bytes }))
+    await copyRanges(partial, out, jobs)
+    await out.close()
+    const { sha256 } = await sha256File(partial)
+    if (sha256 !== recipe.sha256) throw new CoreBuildError(`the rebuilt core's sha256 ${sha256} is not the ${recipe.sha256} recorded at the dump`)
+    await link(partial, output)
+  } finally {
+    await out.close().catch(() => {})
+    await rm(partial, { force: true })
+  }
+}

@@ -1,0 +1,71 @@
+// `snap stacks BUNDLE [--pid P]`: every thread's backtrace. A bundle written with them (stacks.json, at the dump)
+// answers from that entry alone; an older one has each core written out (`snap core`) and unwound by gdb now, with
+// the executable the manifest names where it is still on this host.
+
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { stacksFromCore, type ProcessStacks } from '../analysis/stacks.js'
+import { verifyAndExtract } from '../bundle/extract.js'
+import { readBoundedRegularFile } from '../bundle/bounded-read.js'
+import { readManifest } from '../bundle/reader.js'
+import { BundleInvalidError, UsageError } from '../errors.js'
+import { findGdb } from '../tools/gdb.js'
+import { isExecutableFile } from '../tools/locate.js'
+import { exportCore } from './core-export.js'
+
+export interface StacksResult {
+  bundle: string
+  /** 'bundle': the stacks recorded at the dump; 'cores': unwound now from the bundle's cores. */
+  source: 'bundle' | 'cores'
+  processes: ProcessStacks[]
+  /** What the answer lacks, and why (an executable missing here). */
+  warnings: string[]
+}
+
+/** stacks.json is a few KiB per thread. */
+const MAX_STACKS_BYTES = 64 << 20
+
+export async function readStacks(o: { bundle: string; pid?: number; gdb?: string }): Promise<StacksResult> {
+  const { manifest } = await readManifest(o.bundle)
+  const processes = manifest.processes?.map((p) => ({ pid: p.hostPid ?? p.pid, comm: p.comm, core: p.core })) ?? [
+    { pid: manifest.target.pid, comm: manifest.target.comm, core: `core.${manifest.target.pid}` },
+  ]
+  if (o.pid !== undefined && !processes.some((p) => p.pid === o.pid))
+    throw new UsageError(`process ${o.pid} is not in the bundle`, `its processes are ${processes.map((p) => p.pid).join(', ')}`)
+  const wanted = (pid: number) => o.pid === undefined || pid === o.pid
+  const warnings: string[] = []
+
+  if (manifest.artifacts.some((a) => a.path === 'stacks.json')) {
+    const work = mkdtempSync(join(tmpdir(), 'snap-stacks-'))
+    try {
+      const scan = await verifyAndExtract({ bundle: o.bundle, into: work, want: (a) => a.path === 'stacks.json' })
+      if (scan.problems.length > 0) throw new BundleInvalidError(`${o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems)
+      const all = JSON.parse(readBoundedRegularFile(join(work, 'stacks.json'), MAX_STACKS_BYTES).toString('utf8')) as ProcessStacks[]
+      for (const p of processes) if (p.core && wanted(p.pid) && !all.some((s) => s.pid === p.pid)) warnings.push(`gdb could not unwind ${p.pid} at the dump`)
+      return { bundle: o.bundle, source: 'bundle', processes: all.filter((p) => wanted(p.pid)), warnings }
+    } finally {
+      rmSync(work, { recursive: true, force: true })
+    }
+  }
+
+  const gdb = await findGdb(o.gdb)
+  const work = mkdtempSync(join(tmpdir(), 'snap-stacks-'))
+  try {
+    const out: ProcessStacks[] = []
+    for (const p of processes.filter((p) => p.core && wanted(p.pid))) {
+      const core = join(work, `core.${p.pid}`)
+      await exportCore({ bundle: o.bundle, pid: p.pid, output: core })
+      const exe = p.pid === manifest.target.pid ? manifest.target.exe : undefined
+      const usable = exe !== undefined && isExecutableFile(exe)
+      if (!usable) warnings.push(`${p.pid}: ${exe ? `its executable ${exe} is not on this host` : 'the bundle does not name its executable'}; the program's own frames have no names`)
+      out.push(await stacksFromCore({ gdb: gdb.path, core, exe: usable ? exe : undefined, pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
+      rmSync(core, { force: true })
+    }
+    if (out.length === 0) throw new BundleInvalidError(`${o.bundle} holds no core to unwind`, [], 'a dump with --cores all gives every process one')
+    return { bundle: o.bundle, source: 'cores', processes: out, warnings }
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
