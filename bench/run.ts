@@ -1,8 +1,10 @@
 // `npm run bench`: snap dump against the hand-run runbook it replaces (kill -STOP; gcore; criu dump; kill -CONT;
 // tar | zstd), on the same targets, alternating, several rounds; and snap restore against a bare criu restore of
-// the same images. Reports medians and ratios to the runbook measured in the same run. Needs root, like snap.
+// the same images; then, for a 600-thread target and one with large sparse mappings, snap's freeze against snap
+// --core gcore. Reports medians and ratios to baselines measured in the same run. Needs root, like snap.
 //
-//   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  npm run bench
+//   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  BENCH_SHAPES=0 (skip
+//   the shapes)  npm run bench
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -194,6 +196,57 @@ async function restoreComparison(bundle: string, pid: number, work: string): Pro
   return { snapMs: median(snapMs), snapAfterExtractMs: median(afterExtract), criuMs: median(criuMs) }
 }
 
+/** Targets whose freeze under gcore grows with what they map or how many threads they have, not with their data:
+ *  600 idle threads, and two 1 GiB shared mappings with one page touched in each. python3, a session of its own. */
+const SHAPES: Record<string, string> = {
+  '600 threads': [
+    'import sys, threading, time',
+    'for _ in range(600): threading.Thread(target=lambda: time.sleep(1e6), daemon=True).start()',
+    'open(sys.argv[1], "w").write("ready")',
+    'time.sleep(1e6)',
+  ].join('\n'),
+  'sparse 2 GiB shared': [
+    'import mmap, sys, time',
+    'maps = [mmap.mmap(-1, 1 << 30, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS) for _ in range(2)]',
+    'for m in maps: m[0:5] = b"touch"',
+    'open(sys.argv[1], "w").write("ready")',
+    'time.sleep(1e6)',
+  ].join('\n'),
+}
+
+/** snap's own freeze window (the manifest's), default against --core gcore, for each shape, alternating. */
+async function shapes(): Promise<{ shape: string; snapFreezeMs: number; gcoreFreezeMs: number; snapBundle: number; gcoreBundle: number }[]> {
+  const out = []
+  for (const [shape, script] of Object.entries(SHAPES)) {
+    const work = mkdtempSync(join(baseDir, 'snap-bench-shape-'))
+    const ready = join(work, 'ready')
+    const child = spawn('/usr/bin/python3', ['-c', script, ready], { stdio: 'ignore', detached: true })
+    await waitFor(() => existsSync(ready), 60_000, `the ${shape} target to be ready`)
+    const runs: Record<'snap' | 'gcore', { freeze: number; bundle: number }[]> = { snap: [], gcore: [] }
+    for (let r = 0; r < rounds; r++) {
+      for (const which of r % 2 ? (['gcore', 'snap'] as const) : (['snap', 'gcore'] as const)) {
+        const bundle = join(work, `b-${which}-${r}.tar.zst`)
+        const res = await runSampled(snapBin, ['dump', String(child.pid), '-o', bundle, '--json', '-q', ...(which === 'gcore' ? ['--core', 'gcore'] : [])])
+        if (res.code !== 0) throw new Error(`snap dump of the ${shape} target failed with ${res.code}`)
+        const result = JSON.parse(res.stdout) as { freezeWindowMs: number; bundleSize: number }
+        runs[which].push({ freeze: result.freezeWindowMs, bundle: result.bundleSize })
+        rmSync(bundle, { force: true })
+        log(`${shape} round ${r + 1}: ${which} freeze ${Math.round(result.freezeWindowMs)} ms`)
+      }
+    }
+    process.kill(child.pid!, 'SIGKILL')
+    rmSync(work, { recursive: true, force: true })
+    out.push({
+      shape,
+      snapFreezeMs: median(runs.snap.map((x) => x.freeze)),
+      gcoreFreezeMs: median(runs.gcore.map((x) => x.freeze)),
+      snapBundle: median(runs.snap.map((x) => x.bundle)),
+      gcoreBundle: median(runs.gcore.map((x) => x.bundle)),
+    })
+  }
+  return out
+}
+
 function startupTimes(): { versionMs: number; helpMs: number; nodeMs: number } {
   const time = (file: string, args: string[]) => {
     const xs: number[] = []
@@ -291,6 +344,7 @@ async function main(): Promise<void> {
     chartRows.push({ mib, runbook: row.runbook.freezeMs, snap: row.gcore.freezeMs, short: row.snap.freezeMs })
     log(`${mib} MiB: done`)
   }
+  const shapeRows = process.env.BENCH_SHAPES === '0' ? [] : await shapes()
   const startup = startupTimes()
   const peak64 = (rows[0] as { snap: { peakKiB: number } }).snap.peakKiB
   const md = [
@@ -311,10 +365,21 @@ async function main(): Promise<void> {
       return `| ${r.mib} MiB | ${f(r.bareCriu.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.gcore.freezeMs)} | ${(r.gcore.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.runbook.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.gcore.totalMs)} | ${(r.gcore.bundleBytes / 1048576).toFixed(0)} MiB |`
     }),
     '',
+    ...(shapeRows.length
+      ? [
+          `| target | freeze: snap | freeze: snap --core gcore | ratio | bundle: snap | bundle: snap --core gcore | ratio |`,
+          `| --- | --- | --- | --- | --- | --- | --- |`,
+          ...shapeRows.map(
+            (r) =>
+              `| ${r.shape} | ${Math.round(r.snapFreezeMs)} ms | ${Math.round(r.gcoreFreezeMs)} ms | ${(r.snapFreezeMs / r.gcoreFreezeMs).toFixed(2)}x | ${(r.snapBundle / 1048576).toFixed(1)} MiB | ${(r.gcoreBundle / 1048576).toFixed(1)} MiB | ${(r.snapBundle / r.gcoreBundle).toFixed(2)}x |`,
+          ),
+          '',
+        ]
+      : []),
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
     `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
   writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
   process.stdout.write(md + '\n')
