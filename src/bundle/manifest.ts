@@ -80,6 +80,12 @@ export interface ProcessRecord {
   coreStored?: boolean
   /** v3: the core's sha256 at the dump, which a rebuilt core must have. */
   coreSha256?: string
+  /** v3, read from /proc before the freeze: its sockets (inet: addresses as "127.0.0.1:8080"; unix: paths). */
+  sockets?: { fd: number; proto: string; state: string; local: string; remote: string }[]
+  /** v3: its namespaces, as /proc/PID/ns names them ("net:[4026531840]"). */
+  namespaces?: { pid?: string; ipc?: string; net?: string; mnt?: string; user?: string }
+  /** v3: its memory by mapping (the largest by resident size first), from /proc/PID/smaps. */
+  memory?: { mapping: string; sizeKiB: number; rssKiB: number }[]
   /** Where the record comes from: criu's pstree.img (what was dumped) or /proc (core-only: what was stopped). */
   source: 'pstree.img' | 'proc'
 }

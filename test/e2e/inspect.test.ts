@@ -1,13 +1,14 @@
 // `snap inspect` end to end: what it shows people and as JSON, and that it reads only the head of a bundle, so a
 // bundle of a 1 GiB process is inspected as quickly as one of 8 MiB (shown by inspecting a copy cut to its first MiB).
-import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InspectResult } from '../../src/commands/inspect.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';
-import { cleanupAllTargets, startTarget } from '../helpers/target.js';
+import { cleanupAllTargets, killPid, startTarget, waitFor } from '../helpers/target.js';
 
 let journalDir: string;
 let dir: string;
@@ -118,5 +119,54 @@ describe('snap inspect', () => {
     const cut = headCopy(small.bundle, 256 << 10, join(dir, 'small-first-256KiB.tar.zst'));
     const result = expectInspectJson(await snap(['inspect', cut, '--json']));
     expect(result.manifest).toEqual(manifest);
+  });
+});
+
+describe('snap inspect of a tree with a listening socket and an established connection', () => {
+  it('shows the 3 processes with their states, both sockets with their addresses, namespaces and memory, from the head alone', async () => {
+    // A python3 master listening on 127.0.0.1, connected to itself, and two children that hold none of its sockets.
+    const ready = join(dir, 'tree-port');
+    const script = [
+      'import os, socket, sys, time',
+      'srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(8); port = srv.getsockname()[1]',
+      'cli = socket.create_connection(("127.0.0.1", port)); acc, _ = srv.accept()',
+      'for _ in range(2):',
+      '    if os.fork() == 0:',
+      '        srv.close(); cli.close(); acc.close()',
+      '        while True: time.sleep(1)',
+      'open(sys.argv[1] + ".tmp", "w").write(str(port)); os.rename(sys.argv[1] + ".tmp", sys.argv[1])',
+      'while True: time.sleep(1)',
+    ].join('\n');
+    const root = spawn('/usr/bin/python3', ['-c', script, ready], { detached: true, stdio: 'ignore' });
+    try {
+      const port = await waitFor(() => existsSync(ready) && Number(readFileSync(ready, 'utf8')), { what: 'the python tree to listen' });
+      const bundle = join(dir, 'sockets.tar');
+      const dump = await snap(['dump', String(root.pid), '-o', bundle, '--compression', 'none']);
+      expect(dump.exitCode, dump.stderr).toBe(0);
+
+      // Only the head: the bundle cut right after its first 256 KiB (the manifest is its first entry).
+      const cut = headCopy(bundle, 256 << 10, join(dir, 'sockets-head.tar'));
+      const run = await snap(['inspect', cut]);
+      expect(run.exitCode, run.stderr).toBe(0);
+      const processLines = run.stdout.split('\n').filter((l) => l.startsWith('process '));
+      expect(processLines).toHaveLength(3);
+      for (const l of processLines) expect(l).toMatch(/found running, left running/);
+      expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp LISTEN 127\\.0\\.0\\.1:${port}\\b`));
+      expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${port}\\b`));
+      expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:${port} -> 127\\.0\\.0\\.1:\\d+`));
+      expect(run.stdout).toMatch(/namespaces +pid pid:\[\d+\]/);
+      expect(run.stdout).toMatch(/memory +\S.*resident of/);
+      expect(run.stdout).toMatch(/criu option +--tcp-established: /);
+
+      const json = expectInspectJson(await snap(['inspect', cut, '--json']));
+      expect(schemaProblems(json.manifest)).toEqual([]);
+      const rootRecord = json.manifest.processes!.find((p) => p.pid === root.pid)!;
+      expect(rootRecord.sockets!.filter((k) => k.proto === 'inet/tcp').map((k) => k.state).sort()).toEqual(['ESTABLISHED', 'ESTABLISHED', 'LISTEN']);
+      for (const child of json.manifest.processes!.filter((p) => p.pid !== root.pid)) expect(child.sockets!.filter((k) => k.proto.startsWith('inet'))).toEqual([]);
+    } finally {
+      const kids = readFileSync(`/proc/${root.pid}/task/${root.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      await killPid(root.pid!);
+      for (const k of kids) await killPid(k, { timeoutMs: 30_000 });
+    }
   });
 });

@@ -1,7 +1,7 @@
 // Everything read from a bundle is hostile until checked, and bounded: a manifest naming /dev/zero or a FIFO as the
 // executable, a manifest too large to be real or listing a million artifacts. Each is refused quickly, with snap's
 // memory bounded; nothing is extracted or run.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { zstdCompressSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -9,18 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { artifactRecord, buildTar, craftedManifest, manifestEntry, repackBundle, tarHeader, writeCraftedBundle } from '../helpers/bundles.js';
 import { startTarget } from '../helpers/target.js';
-import { runSnap, snapEntry } from '../helpers/cli.js';
+import { runSnap, snapWithPeak } from '../helpers/cli.js';
 
 afterAll(removeTempDirs);
-
-/** Runs snap as the child of a small python3 that reads the peak RSS of its waited-for children from the kernel
- *  (getrusage RUSAGE_CHILDREN, KiB): snap's own peak, measured from outside it. */
-function snapWithPeak(args: string[], env: Record<string, string>): { run: { exitCode: number | null; stderr: string }; peakKiB: number } {
-  const wrapper = 'import resource, subprocess, sys\nr = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\nsys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + "\\n" + str(r.returncode) + "\\n")\nsys.stderr.buffer.write(r.stderr)';
-  const r = spawnSync('/usr/bin/python3', ['-c', wrapper, process.execPath, snapEntry, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
-  const [peak, code] = r.stdout.trim().split('\n');
-  return { run: { exitCode: Number(code), stderr: r.stderr }, peakKiB: Number(peak) };
-}
 
 describe('a bundle with an entry hidden after the end of its tar', () => {
   it('in a second zstd frame: verify and restore refuse it with exit 11, naming data after the end', async () => {

@@ -1,6 +1,6 @@
 // Runs the built CLI the way a person would (node bin/run.js ARGS from the repo root) and collects what it printed.
 // Never throws on a non-zero exit: the exit code is part of what the tests check.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { nodeBin, repoRoot } from './paths.js';
 
@@ -103,4 +103,13 @@ export function startNodeScript(script: string, args: string[], options: SnapRun
     });
   });
   return { child, result };
+}
+
+/** Runs snap as the child of a small python3 that reads the peak RSS of its waited-for children from the kernel
+ *  (getrusage RUSAGE_CHILDREN, KiB): snap's own peak, measured from outside it. */
+export function snapWithPeak(args: string[], env: Record<string, string>): { run: { exitCode: number | null; stderr: string }; peakKiB: number } {
+  const wrapper = 'import resource, subprocess, sys\nr = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\nsys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + "\\n" + str(r.returncode) + "\\n")\nsys.stderr.buffer.write(r.stderr)';
+  const r = spawnSync('/usr/bin/python3', ['-c', wrapper, nodeBin, snapEntry, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
+  const [peak, code] = r.stdout.trim().split('\n');
+  return { run: { exitCode: Number(code), stderr: r.stderr }, peakKiB: Number(peak) };
 }

@@ -11,6 +11,7 @@ import { describeTarget } from '../../process/describe.js'
 import { chooseCriuOptions, findRefusals } from '../../process/dump-plan.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
+import { readMemoryMap } from '../../process/memory-map.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
 import { readLink } from '../../process/proc.js'
@@ -66,6 +67,11 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     const pids = s.members.map((m) => m.id.pid)
     s.target.treePids = pids
     const facts = readTreeFacts(o.pid, pids)
+    s.facts = facts
+    for (const pid of pids) {
+      const memory = readMemoryMap(pid)
+      if (memory) s.memoryMaps.set(pid, memory)
+    }
     if (!o.coreOnly) {
       // What criu cannot dump is found now, before any signal, not after the freeze.
       const refusals = findRefusals(facts, { criuExtraOptions: o.criuExtraOptions })

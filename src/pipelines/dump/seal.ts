@@ -73,6 +73,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
         found: m?.found ?? 'running',
         left: leftFor(hostPid),
         ...coreFields(s, hostPid),
+        ...procFields(s, hostPid),
         source: 'pstree.img',
       }
     })
@@ -88,6 +89,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
     found: m.found,
     left: leftFor(m.id.pid),
     ...coreFields(s, m.id.pid),
+    ...procFields(s, m.id.pid),
     source: 'proc',
   }))
 }
@@ -97,6 +99,17 @@ function coreFields(s: DumpState, hostPid: number | undefined): Pick<ProcessReco
   if (hostPid === undefined || !s.coreFiles.has(hostPid)) return { core: null }
   const sha256 = s.coreRecipes.get(hostPid)
   return sha256 ? { core: `core.${hostPid}`, coreStored: false, coreSha256: sha256 } : { core: `core.${hostPid}`, coreStored: true }
+}
+
+/** What /proc showed of a process before the freeze: its sockets, namespaces and memory by mapping. */
+function procFields(s: DumpState, hostPid: number | undefined): Pick<ProcessRecord, 'sockets' | 'namespaces' | 'memory'> {
+  const facts = s.facts?.processes.find((p) => p.pid === hostPid)
+  const memory = hostPid === undefined ? undefined : s.memoryMaps.get(hostPid)
+  return {
+    ...(facts ? { sockets: facts.sockets.map((k) => ({ fd: k.fd, proto: `${k.family}/${k.proto}`, state: k.state, local: k.local, remote: k.remote })) } : {}),
+    ...(facts ? { namespaces: { ...facts.ns } } : {}),
+    ...(memory ? { memory: memory.map((m) => ({ ...m, sizeKiB: Math.round(m.sizeKiB) })) } : {}),
+  }
 }
 
 function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: string): Manifest {

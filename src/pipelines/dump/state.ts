@@ -8,6 +8,8 @@ import { SnapError } from '../../errors.js'
 import type { TargetIdentity } from '../../process/identity.js'
 import type { ContainerPlan } from '../../process/container.js'
 import type { MemberOutcome, TreeMember } from '../../process/tree.js'
+import type { TreeFacts } from '../../process/tree-facts.js'
+import type { MappingUse } from '../../process/memory-map.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
@@ -90,6 +92,10 @@ export class DumpState {
   readonly artifacts: { path: string; kind: ArtifactKind }[] = []
   /** pid -> core file (in the work directory). */
   readonly coreFiles = new Map<number, string>()
+  /** What /proc said of each process before the freeze (sockets, namespaces), for the manifest. */
+  facts?: TreeFacts
+  /** Each process's memory by mapping, before the freeze. */
+  readonly memoryMaps = new Map<number, MappingUse[]>()
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
   readonly coreRecipes = new Map<number, string>()
   imagesDir = ''
