@@ -60,6 +60,8 @@ export async function stacksFromCore(o: {
   gdb: string
   core: string
   exe?: string
+  /** gdb's settings that find the libraries somewhere else than this host's root (a bundle's binaries/). */
+  fileArgs?: string[]
   pid: number
   comm: string
   workDir: string
@@ -75,6 +77,7 @@ export async function stacksFromCore(o: {
       '--nx', '--batch', '--quiet',
       '-iex', 'set debuginfod enabled off',
       '-iex', 'set auto-load no',
+      ...(o.fileArgs ?? []),
       '-ex', `python STACKS_OUT = ${JSON.stringify(output)}`,
       '-x', script,
       ...(o.exe ? [o.exe] : []),

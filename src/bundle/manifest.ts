@@ -13,7 +13,7 @@ export const SIGNATURE_ENTRY = 'manifest.sig'
 export type RunState = 'running' | 'stopped'
 export type FinalState = 'running' | 'stopped' | 'killed'
 export type StepStatus = 'ok' | 'failed' | 'skipped'
-export type ArtifactKind = 'core' | 'core-recipe' | 'criu-image' | 'log' | 'stacks'
+export type ArtifactKind = 'binary' | 'core' | 'core-recipe' | 'criu-image' | 'log' | 'stacks'
 export type DumpMode = 'standard' | 'short-freeze' | 'core-only'
 
 export interface ThreadRecord {

@@ -33,6 +33,10 @@ export default class Dump extends SnapCommand {
     criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
     gdb: Flags.string({ description: 'gdb binary to use (default: $SNAP_GDB, then PATH)' }),
     timeout: Flags.integer({ description: 'give up after this many seconds; the target is put back', min: 1 }),
+    'include-binaries': Flags.boolean({
+      description: 'store the executable and every library the tree maps in the bundle, so `snap stacks` and `snap debug` name every frame on a host without them',
+      default: false,
+    }),
     'include-env': Flags.boolean({ description: 'record environment VALUES in the manifest (by default only names: values hold secrets)', default: false }),
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
@@ -67,6 +71,7 @@ export default class Dump extends SnapCommand {
           gdb: flags.gdb,
           timeoutSec: flags.timeout,
           includeEnv: flags['include-env'],
+          includeBinaries: flags['include-binaries'],
           criuExtraOptions: flags['criu-opt'] ?? [],
           skipCriuCheck: flags['skip-criu-check'],
           core: flags['short-freeze'] ? 'images' : (flags.core as CoreSource | undefined),

@@ -2,11 +2,13 @@
 // still has it. The core is written (`snap core`) into a private directory that is removed when gdb exits.
 
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findGdb } from '../tools/gdb.js'
 import { isExecutableFile } from '../tools/locate.js'
+import { readManifest } from '../bundle/reader.js'
+import { extractBinaries, gdbFileArgs } from './binaries-read.js'
 import { exportCore } from './core-export.js'
 
 export interface DebugOptions {
@@ -18,6 +20,22 @@ export interface DebugOptions {
   warn: (text: string) => void
 }
 
+function isRegularFile(p: string): boolean {
+  try {
+    return statSync(p).isFile()
+  } catch {
+    return false
+  }
+}
+
+/** The executable for gdb: the bundle's own copy, else the one on this host, else none. */
+export function chooseExe(exe: string | undefined, sysroot: string | undefined): string | undefined {
+  if (exe === undefined) return undefined
+  // The bundle's copy is extracted 0600, not executable: gdb only reads it.
+  if (sysroot && isRegularFile(join(sysroot, exe))) return join(sysroot, exe)
+  return isExecutableFile(exe) ? exe : undefined
+}
+
 /** Runs gdb to its end and gives back its exit code. */
 export async function debugBundle(o: DebugOptions): Promise<number> {
   const gdb = await findGdb(o.gdb)
@@ -25,10 +43,15 @@ export async function debugBundle(o: DebugOptions): Promise<number> {
   try {
     const core = join(work, 'core')
     const exported = await exportCore({ bundle: o.bundle, pid: o.pid, output: core })
-    const exe = exported.exe !== undefined && isExecutableFile(exported.exe) ? exported.exe : undefined
+    const { manifest } = await readManifest(o.bundle)
+    const sysroot = await extractBinaries(o.bundle, manifest, work)
+    const exe = chooseExe(exported.exe, sysroot)
     if (!exe)
-      o.warn(`${exported.exe ? `the executable ${exported.exe} is not on this host` : 'the bundle does not name the executable'}: gdb shows the program's own frames without names`)
-    const child = spawn(gdb.path, ['--quiet', '-iex', 'set debuginfod enabled off', ...o.gdbArgs, ...(exe ? [exe] : []), core], { stdio: 'inherit' })
+      o.warn(
+        `${exported.exe ? `the executable ${exported.exe} is not on this host` : 'the bundle does not name the executable'}: gdb shows the program's own frames without names` +
+          (sysroot ? '' : ' (a dump with --include-binaries carries it)'),
+      )
+    const child = spawn(gdb.path, ['--quiet', '-iex', 'set debuginfod enabled off', ...gdbFileArgs(sysroot), ...o.gdbArgs, ...(exe ? [exe] : []), core], { stdio: 'inherit' })
     // Ctrl+C belongs to gdb (it interrupts what gdb is doing); snap waits for gdb to end.
     const ignore = () => {}
     process.on('SIGINT', ignore)

@@ -14,6 +14,7 @@ import { releaseTree } from './dump/release.js'
 import { cleanupWorkDir, rollback } from './dump/rollback.js'
 import { processRecords, seal } from './dump/seal.js'
 import { stacksOfCores } from './dump/stacks.js'
+import { storeBinaries } from './dump/binaries.js'
 import { DumpState, type DumpOptions } from './dump/state.js'
 
 export type { DumpOptions } from './dump/state.js'
@@ -54,17 +55,20 @@ export class DumpRun {
       ['Stop every process of the tree with SIGSTOP and verify every thread', freezeTree],
     ]
     const cores = o.cores === 'root' ? 'Core dump of the root with gdb (gcore)' : 'Core dump of every process with gdb (gcore)'
-    const stacks: [string, Stage] = ['Stacks of every thread, from the cores (gdb)', stacksOfCores]
-    if (o.coreOnly) return [...start, [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], stacks]
+    const stacks: [string, Stage][] = [
+      ['Stacks of every thread, from the cores (gdb)', stacksOfCores],
+      ...(o.includeBinaries ? [['Store the executables and libraries (--include-binaries)', storeBinaries] as [string, Stage]] : []),
+    ]
+    if (o.coreOnly) return [...start, [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], ...stacks]
     if (this.s.coreSource === 'images')
       return [
         ...start,
         ['Checkpoint the tree with criu dump', checkpoint],
         ['Put every process back as it was found', releaseTree],
         ['Cores built from the CRIU images', coresFromImages],
-        stacks,
+        ...stacks,
       ]
-    return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], stacks]
+    return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], ...stacks]
   }
 
   /** Runs the whole dump. On any failure it rolls back first, then rethrows. */

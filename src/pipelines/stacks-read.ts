@@ -11,8 +11,9 @@ import { readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { readManifest } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { findGdb } from '../tools/gdb.js'
-import { isExecutableFile } from '../tools/locate.js'
+import { extractBinaries, gdbFileArgs } from './binaries-read.js'
 import { exportCore } from './core-export.js'
+import { chooseExe } from './debug.js'
 
 export interface StacksResult {
   bundle: string
@@ -52,14 +53,18 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
   const gdb = await findGdb(o.gdb)
   const work = mkdtempSync(join(tmpdir(), 'snap-stacks-'))
   try {
+    const sysroot = await extractBinaries(o.bundle, manifest, work)
     const out: ProcessStacks[] = []
     for (const p of processes.filter((p) => p.core && wanted(p.pid))) {
       const core = join(work, `core.${p.pid}`)
-      await exportCore({ bundle: o.bundle, pid: p.pid, output: core })
-      const exe = p.pid === manifest.target.pid ? manifest.target.exe : undefined
-      const usable = exe !== undefined && isExecutableFile(exe)
-      if (!usable) warnings.push(`${p.pid}: ${exe ? `its executable ${exe} is not on this host` : 'the bundle does not name its executable'}; the program's own frames have no names`)
-      out.push(await stacksFromCore({ gdb: gdb.path, core, exe: usable ? exe : undefined, pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
+      const exported = await exportCore({ bundle: o.bundle, pid: p.pid, output: core })
+      const exe = chooseExe(exported.exe, sysroot)
+      if (!exe)
+        warnings.push(
+          `${p.pid}: ${exported.exe ? `its executable ${exported.exe} is not on this host` : 'the bundle does not name its executable'}; the program's own frames have no names` +
+            (sysroot ? '' : ' (a dump with --include-binaries carries it)'),
+        )
+      out.push(await stacksFromCore({ gdb: gdb.path, core, exe, fileArgs: gdbFileArgs(sysroot), pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
       rmSync(core, { force: true })
     }
     if (out.length === 0) throw new BundleInvalidError(`${o.bundle} holds no core to unwind`, [], 'a dump with --cores all gives every process one')

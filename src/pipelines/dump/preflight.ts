@@ -12,6 +12,7 @@ import { chooseCriuOptions, findRefusals } from '../../process/dump-plan.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
 import { readMemoryMap } from '../../process/memory-map.js'
+import { mappedElfFiles } from '../../process/binaries.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
 import { readLink } from '../../process/proc.js'
@@ -71,6 +72,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     for (const pid of pids) {
       const memory = readMemoryMap(pid)
       if (memory) s.memoryMaps.set(pid, memory)
+      if (o.includeBinaries) for (const f of mappedElfFiles(pid)) if (!s.mappedBinaries.has(f)) s.mappedBinaries.set(f, pid)
     }
     if (!o.coreOnly) {
       // What criu cannot dump is found now, before any signal, not after the freeze.

@@ -31,6 +31,8 @@ export interface DumpOptions {
   /** Deadline for the whole dump, in seconds. */
   timeoutSec?: number
   includeEnv: boolean
+  /** Store the executable and every mapped library of the tree in the bundle (binaries/PATH), for another host. */
+  includeBinaries?: boolean
   criuExtraOptions: string[]
   skipCriuCheck?: boolean
   /**
@@ -94,6 +96,9 @@ export class DumpState {
   readonly coreFiles = new Map<number, string>()
   /** What /proc said of each process before the freeze (sockets, namespaces), for the manifest. */
   facts?: TreeFacts
+  /** The ELF files the tree maps (executables, libraries) as the processes see them, each with a pid that maps it:
+   *  found before the freeze, stored with --include-binaries. */
+  readonly mappedBinaries = new Map<string, number>()
   /** Each process's memory by mapping, before the freeze. */
   readonly memoryMaps = new Map<number, MappingUse[]>()
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */

@@ -1,0 +1,36 @@
+// Stage 6c (--include-binaries): the tree's executables and libraries, each once, copied under binaries/ with their
+// own paths (binaries/usr/lib/x86_64-linux-gnu/libc.so.6), so a debugger pointed at binaries/ as its sysroot finds
+// them on any host. After the release: the copy never lengthens the freeze.
+
+import { copyFileSync, mkdirSync, statSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { MiB, type DumpState } from './state.js'
+
+export async function storeBinaries(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('binaries', async (rec) => {
+    let bytes = 0
+    let stored = 0
+    for (const [path, pid] of s.mappedBinaries) {
+      s.budget.checkCancelled('storing the binaries')
+      // A bundle entry's name is plain (the manifest's schema allows letters, digits and ._+@- between slashes).
+      if (!/^(\/[A-Za-z0-9._+@-]+)+$/.test(path) || path.split('/').includes('..')) {
+        s.warn(`${path} is not stored: its name cannot be a bundle entry`)
+        continue
+      }
+      const entry = join('binaries', path)
+      const copy = join(s.workDir!, entry)
+      try {
+        mkdirSync(dirname(copy), { recursive: true, mode: 0o700 })
+        // Through the process's own root: a container's files are where the process sees them.
+        copyFileSync(`/proc/${pid}/root${path}`, copy)
+        bytes += statSync(copy).size
+        stored++
+        s.addArtifact(entry, 'binary')
+      } catch (e) {
+        s.warn(`${path} could not be stored: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+      }
+    }
+    rec.note = `${stored} files, ${Math.round(bytes / MiB)} MiB`
+    report(`${stored} executables and libraries, ${Math.round(bytes / MiB)} MiB`)
+  })
+}
