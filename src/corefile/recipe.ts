@@ -6,10 +6,8 @@
 // Everything in a recipe comes from a bundle, so it is checked before use: sources inside the images directory or
 // the blob, pieces inside the core's size, a bounded number of them.
 
-import { createReadStream, createWriteStream } from 'node:fs'
 import { link, open, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, normalize, relative, sep } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { sha256File } from '../bundle/hash.js'
 import { copyRanges, type CopyJob } from './copy.js'
 import { CoreBuildError } from './errors.js'
@@ -51,17 +49,26 @@ export async function writeRecipe(core: string, layout: CoreLayout, imagesDir: s
     if (!isAbsolute(name) && !name.startsWith('..') && !name.includes(sep)) pieces.push({ target: job.target, bytes: job.bytes, from: name, offset: job.offset })
     else fromBlob.push({ target: job.target, bytes: job.bytes })
   }
-  const blob = createWriteStream(blobPath, { flags: 'wx', mode: 0o600 })
+  const source = await open(core, 'r')
+  const blob = await open(blobPath, 'wx', 0o600)
   let at = 0
   try {
+    const buf = Buffer.alloc(1 << 20)
     for (const piece of fromBlob) {
       if (piece.bytes === 0) continue
-      await pipeline(createReadStream(core, { start: piece.target, end: piece.target + piece.bytes - 1 }), blob, { end: false })
+      for (let done = 0; done < piece.bytes; ) {
+        const want = Math.min(buf.length, piece.bytes - done)
+        const { bytesRead } = await source.read(buf, 0, want, piece.target + done)
+        if (bytesRead <= 0) throw new CoreBuildError(`${core} ended at ${piece.target + done}, inside its own layout`)
+        await blob.write(buf, 0, bytesRead, at + done)
+        done += bytesRead
+      }
       pieces.push({ target: piece.target, bytes: piece.bytes, from: 'blob', offset: at })
       at += piece.bytes
     }
   } finally {
-    await new Promise<void>((resolve, reject) => blob.end((e?: Error | null) => (e ? reject(e) : resolve())))
+    await source.close()
+    await blob.close()
   }
   pieces.sort((a, b) => a.target - b.target)
   const { sha256 } = await sha256File(core)

@@ -97,6 +97,8 @@ describe('a running 4-thread target, dumped once', () => {
     await target.waitUntilTicksAdvance(5);
     expect(result).toMatchObject({ bundle, pid: target.pid, originalState: 'running', finalState: 'running' });
     expect(result.normalization.action).toBe('sigstop');
+    // Progress and warnings are snap's own: nothing from the runtime underneath (a Node warning is a leak).
+    expect(run.stderr).not.toMatch(/\(node:\d+\)|Warning:/);
     // By default the tree is frozen only for the checkpoint: put back first, then the core is built from the images.
     expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     expect(result.steps.every((s) => s.status === 'ok')).toBe(true);

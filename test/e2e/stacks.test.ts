@@ -1,14 +1,15 @@
 // `snap stacks BUNDLE`: every thread of every process with its backtrace, function names from the program's debug
 // info. Written into the bundle at the dump (stacks.txt, stacks.json); a bundle without them (written before snap
 // recorded them) is answered from its cores, unwound now.
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { listBundle, makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap } from '../helpers/cli.js';
-import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
+import { cleanupAllTargets, killPid, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 interface Stacks {
   source: string;
@@ -75,6 +76,30 @@ describe('snap stacks', () => {
     expect(new Set(lwps).size, r.stdout).toBe(4);
     expect(lwps).toContain(target.pid);
     expect(r.stdout).toMatch(/^\$1 = \d+$/m); // the worker's own symbol: gdb had the executable
+  });
+
+  it('a python3 with two threads sleeping: each thread in the interpreter (PyObject_Vectorcall) and in clock_nanosleep, the two started by pthreads', async () => {
+    const script = 'import sys, threading, time\ndef nap(): time.sleep(1000)\nfor _ in range(2): threading.Thread(target=nap, daemon=True).start()\nopen(sys.argv[1], "w").write("ready")\ntime.sleep(1000)';
+    const ready = join(dir, 'py-ready');
+    const py = spawn('/usr/bin/python3', ['-c', script, ready], { detached: true, stdio: 'ignore' });
+    try {
+      await waitFor(() => existsSync(ready), { what: 'the python threads' });
+      const pyBundle = join(dir, 'py.snap.tar.zst');
+      const dump = await runSnap(['dump', String(py.pid), '-o', pyBundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+      expect(dump.exitCode, dump.stderr).toBe(0);
+      const r = await runSnap(['stacks', pyBundle, '--json']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const threads = (JSON.parse(r.stdout) as Stacks).processes[0]!.threads;
+      expect(threads).toHaveLength(3);
+      for (const t of threads) {
+        const names = t.frames.map((f) => f.function ?? '');
+        expect(names.some((n) => n.includes('clock_nanosleep')), `thread ${t.tid}: ${names.join(' < ')}`).toBe(true);
+        expect(names, `thread ${t.tid}`).toContain('PyObject_Vectorcall');
+        if (t.tid !== py.pid) expect(names, `thread ${t.tid}`).toContain('start_thread');
+      }
+    } finally {
+      await killPid(py.pid!);
+    }
   });
 
   it('a pid that is not in the bundle: exit 2, naming the ones that are', async () => {
