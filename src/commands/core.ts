@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { exportCore, type CoreExportResult } from '../pipelines/core-export.js'
+import { writeBinaries } from '../pipelines/binaries-read.js'
 import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
@@ -26,11 +27,17 @@ export default class Core extends SnapCommand {
   static override flags = {
     pid: Flags.string({ description: 'the process whose core to write, by its pid at the dump (default: the root)' }),
     output: Flags.string({ char: 'o', description: 'file to write (never overwritten; mode 0600)', required: true }),
+    binaries: Flags.string({ description: 'also write the executables and libraries the bundle carries (--include-binaries) under this new directory, by their own paths, for a debugger\'s sysroot' }),
   }
 
-  async run(): Promise<CoreExportResult> {
+  async run(): Promise<CoreExportResult & { binaries?: string }> {
     const { args, flags } = await this.parse(Core)
     const result = await exportCore({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), output: flags.output })
+    if (flags.binaries !== undefined) {
+      const written = await writeBinaries(args.bundle, flags.binaries)
+      if (!this.jsonEnabled()) this.log(`${printable(flags.binaries)}: ${written} executables and libraries (gdb: set sysroot ${printable(flags.binaries)})`)
+      return { ...result, binaries: flags.binaries }
+    }
     if (!this.jsonEnabled())
       this.log(`${printable(result.output)}: core of process ${result.pid}, ${result.size} bytes, sha256 ${result.sha256} (${CORE_SOURCE[result.source]})`)
     return result

@@ -1,11 +1,12 @@
 // The executables and libraries a bundle carries (dumped with --include-binaries), extracted under one directory
 // with their own paths, for gdb to use as its sysroot.
 
-import { existsSync, lstatSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
 import type { Manifest } from '../bundle/manifest.js'
-import { BundleInvalidError } from '../errors.js'
+import { BundleInvalidError, OutputPathError, UsageError } from '../errors.js'
+import { readManifest } from '../bundle/reader.js'
 
 /** The sysroot (DIR/binaries) when the bundle carries binaries; undefined when it carries none. */
 export async function extractBinaries(bundle: string, manifest: Manifest, dir: string): Promise<string | undefined> {
@@ -52,4 +53,21 @@ function libraryDirs(root: string): string[] {
 export function gdbFileArgs(sysroot: string | undefined): string[] {
   if (!sysroot) return []
   return ['-iex', `set sysroot ${sysroot}`, '-iex', `set solib-search-path ${libraryDirs(sysroot).join(':')}`]
+}
+
+/** `snap core --binaries DIR`: the bundle's binaries written under DIR (new, or empty), by their own paths. */
+export async function writeBinaries(bundle: string, dir: string): Promise<number> {
+  const { manifest } = await readManifest(bundle)
+  const binaries = manifest.artifacts.filter((a) => a.kind === 'binary')
+  if (binaries.length === 0) throw new UsageError(`${bundle} carries no binaries`, 'dump with --include-binaries to carry them')
+  if (existsSync(dir) && readdirSync(dir).length > 0) throw new OutputPathError(`${dir} is not empty`, 'give a new or empty directory')
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const work = mkdtempSync(join(dir, '.snap-binaries-'))
+  try {
+    const root = await extractBinaries(bundle, manifest, work)
+    for (const name of readdirSync(root!)) renameSync(join(root!, name), join(dir, name))
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+  return binaries.length
 }

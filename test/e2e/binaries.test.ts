@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listBundle, makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { listBundle, makeTempDir, removeTempDirs, sha256OfFile } from '../helpers/bundle.js';
 import { runSnap, snapEntry } from '../helpers/cli.js';
 import { fixtureBin, nodeBin } from '../helpers/paths.js';
 import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
@@ -62,5 +62,15 @@ describe('snap dump --include-binaries', () => {
     expect(withoutIt.stdout).not.toContain('worker_main');
     expect(withoutIt.stderr).toContain(`the executable ${fixtureBin('worker')} is not on this host`);
     expect(withoutIt.stderr).toContain('--include-binaries');
+  });
+
+  it('snap core --binaries DIR writes them for another tool, byte for byte; a bundle without them says so (exit 2)', async () => {
+    const out = join(dir, 'bins');
+    const r = await runSnap(['core', withBinaries, '-o', join(dir, 'with.core'), '--binaries', out]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(sha256OfFile(join(out, fixtureBin('worker')))).toBe(sha256OfFile(fixtureBin('worker')));
+    const none = await runSnap(['core', without, '-o', join(dir, 'without.core'), '--binaries', join(dir, 'none')]);
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).toMatch(/carries no binaries; dump with --include-binaries/);
   });
 });
