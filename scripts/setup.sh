@@ -27,6 +27,9 @@
 #   3. npm ci when node_modules is missing or stale (Node 24 comes from the `node` devDependency).
 #   4. tsc when src/, manifests/, tsconfig.json or package.json changed since dist/.build-stamp.
 #   5. test/fixtures/*.c -> test/fixtures/bin/NAME when missing or older than the source.
+#   6. /usr/local/bin/procsnap -> this checkout's bin/snap, and /usr/local/bin/snap too unless another `snap`
+#      (Ubuntu's snapd) is on PATH: the commands work in any new shell. A link to another checkout is moved here;
+#      a file that is not such a link is left alone. Needs root; skipped (with a note) otherwise.
 #
 # Progress goes to stderr; nothing is ever written to stdout.
 set -euo pipefail
@@ -485,5 +488,32 @@ for c in test/fixtures/*.c; do
   fi
 done
 shopt -u nullglob
+
+# ---------------------------------------------------------------- 6. procsnap (and snap) on PATH
+
+# ours LINK: LINK is a symlink to some procsnap checkout's bin/snap (this one or an older clone)
+ours() { [[ -L $1 ]] && [[ $(readlink "$1") == */bin/snap ]]; }
+link_command() {
+  local name=$1 link=/usr/local/bin/$1
+  [[ $(readlink "$link" 2>/dev/null) == "$ROOT/bin/snap" ]] && return 0
+  if [[ -e $link || -L $link ]] && ! ours "$link"; then
+    log "note: $link exists and is not procsnap's; leaving it (run $ROOT/bin/snap)"
+    return 0
+  fi
+  ln -sfn "$ROOT/bin/snap" "$link"
+  log "$name -> $ROOT/bin/snap"
+}
+if [[ $EUID -eq 0 ]]; then
+  link_command procsnap
+  # snap only where it is not already another program's (snapd's snap on Ubuntu): runbooks can always say procsnap.
+  other=$(PATH=$ORIG_PATH command -v snap 2>/dev/null || true)
+  if [[ -z $other || $other == /usr/local/bin/snap ]]; then
+    link_command snap
+  else
+    log "note: $other is another program's snap; use procsnap"
+  fi
+else
+  [[ -x /usr/local/bin/procsnap ]] || log "note: not root, so procsnap is not linked into /usr/local/bin; run $ROOT/bin/snap"
+fi
 
 exit 0

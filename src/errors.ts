@@ -6,7 +6,7 @@ export const EXIT_CODES = {
   targetNotFound: { code: 3, meaning: 'the target pid does not exist (or exited before anything was done)' },
   targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced, a session criu cannot dump, or a tree criu cannot checkpoint (io_uring, SysV shm of the host, another uid without CAP_SYS_RESOURCE, a nested PID namespace, a worker instead of its master): nothing was sent; `--core-only` still takes the cores' },
   permission: { code: 5, meaning: 'not allowed to trace the target (uid, capabilities, ptrace_scope)' },
-  toolMissing: { code: 6, meaning: 'criu or gdb missing, too old, or `criu check` fails' },
+  toolMissing: { code: 6, meaning: 'criu, gdb or Node.js missing or too old, or `criu check` fails' },
   output: { code: 7, meaning: 'the output path is unusable: missing directory, not a directory, exists, no room, unsafe' },
   stepFailed: { code: 8, meaning: 'an external step (gdb, criu) failed; the target was put back' },
   targetChanged: { code: 9, meaning: 'the target exited or its pid was reused during the operation' },

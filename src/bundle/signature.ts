@@ -3,7 +3,8 @@
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
-import { UsageError } from '../errors.js'
+import { dirname, resolve } from 'node:path'
+import { OutputPathError, UsageError } from '../errors.js'
 
 function readKey(path: string, kind: 'private' | 'public'): KeyObject {
   let pem: Buffer
@@ -52,7 +53,11 @@ export function generateKeyPair(privatePath: string): { privatePath: string; pub
       throw e
     }
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`${privatePath} or ${publicPath} already exists`, 'choose another path')
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') throw new UsageError(`${privatePath} or ${publicPath} already exists`, 'choose another path')
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new OutputPathError(`directory ${dirname(resolve(privatePath))} does not exist`, `create it first (mkdir -p -m 700 ${dirname(resolve(privatePath))}), or choose another path`)
+    if (code === 'EACCES' || code === 'EROFS') throw new OutputPathError(`cannot write ${privatePath} (${code})`, 'choose a path this user may write')
     throw e
   }
   return { privatePath, publicPath }

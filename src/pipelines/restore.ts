@@ -9,7 +9,7 @@ import { verifyAndExtract } from '../bundle/extract.js'
 import type { FinalState, Manifest } from '../bundle/manifest.js'
 import { humanBytes } from '../bundle/output-path.js'
 import { judgeTrust } from '../bundle/trust.js'
-import { BundleInvalidError, InterruptedError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
+import { BundleInvalidError, InterruptedError, OutputPathError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { innerPidOf, readDescendants } from '../process/tree.js'
 import { readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
@@ -155,7 +155,13 @@ export class RestoreRun {
   private async run(): Promise<RestoreResult> {
     this.enter('verifying')
     this.criu = await findCriu(this.o.criu)
-    this.workDir = mkdtempSync(join(this.o.workDirParent ?? tmpdir(), 'snap-restore-'))
+    const parent = this.o.workDirParent ?? tmpdir()
+    try {
+      this.workDir = mkdtempSync(join(parent, 'snap-restore-'))
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      throw new OutputPathError(`cannot make a work directory in ${parent} (${code === 'ENOENT' ? 'it does not exist' : code === 'ENOTDIR' ? 'not a directory' : code})`, 'give --work-dir an existing directory on a filesystem with room for the images')
+    }
     this.enter('extracting')
     // Trust, the tree's pids and room for the images are decided on the bundle's head, before anything is written.
     const scan = await this.timed('verify-extract', () =>

@@ -2,6 +2,7 @@
 // unfinished work left by a snap that died, and SIGINT/SIGTERM/SIGHUP turned into a rollback instead of an exit.
 
 import { Command, Flags } from '@oclif/core'
+import chalk from 'chalk'
 import { EXIT_CODES, InternalError, SnapError, type InterruptSignal } from '../errors.js'
 import { staleJournals } from '../pipelines/journal.js'
 import { printableLine } from '../tools/run.js'
@@ -9,6 +10,7 @@ import { printableLine } from '../tools/run.js'
 export abstract class SnapCommand extends Command {
   static override baseFlags = {
     debug: Flags.boolean({ description: 'show stack traces for errors', default: false, helpGroup: 'GLOBAL' }),
+    'no-color': Flags.boolean({ description: 'no colour or other escape sequences (also NO_COLOR=1)', default: false, helpGroup: 'GLOBAL' }),
   }
 
   protected jsonRequested(): boolean {
@@ -18,6 +20,12 @@ export abstract class SnapCommand extends Command {
   override async init(): Promise<void> {
     // Cores and images hold the target's secrets: everything snap creates is private from the first byte.
     process.umask(0o077)
+    // NO_COLOR (no-color.org) and --no-color: chalk does not read NO_COLOR itself; the task list's library does, so it
+    // is set for it too.
+    if (this.argv.includes('--no-color') || (process.env.NO_COLOR ?? '') !== '') {
+      chalk.level = 0
+      process.env.NO_COLOR = '1'
+    }
     // After SIGHUP the terminal is gone and a write fails with EIO (EPIPE for a closed pipe). Unhandled, that error
     // would end snap in the middle of a rollback and leave the target frozen: output is lost, the work goes on.
     for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined)

@@ -14,7 +14,9 @@ export type ProgressMode = 'tty' | 'plain' | 'silent'
 
 export function chooseProgressMode(opts: { quiet?: boolean } = {}): ProgressMode {
   if (opts.quiet) return 'silent'
-  return process.stderr.isTTY && process.env.CI !== 'true' ? 'tty' : 'plain'
+  // The live task list redraws itself with cursor escapes: with NO_COLOR (or --no-color) the terminal gets plain lines.
+  const noEscapes = (process.env.NO_COLOR ?? '') !== ''
+  return process.stderr.isTTY && process.env.CI !== 'true' && !noEscapes ? 'tty' : 'plain'
 }
 
 function stamp(): string {

@@ -212,3 +212,16 @@ describe('a process whose session leader is outside its PID namespace', () => {
     }
   });
 });
+
+describe('a path mistake outside dump exits 7 (output), naming the path, not 70', () => {
+  it.each([
+    ['keygen into a directory that does not exist', ['keygen', '/nonexistent-snap-dir/team.key'], /directory \/nonexistent-snap-dir does not exist; create it first/],
+    ['restore --work-dir that does not exist', ['restore', join(repoRoot, 'package.json'), '--work-dir', '/nonexistent-snap-dir', '--allow-unsigned'], /cannot make a work directory in \/nonexistent-snap-dir \(it does not exist\)/],
+  ])('%s', async (_name, args, message) => {
+    const run = await runSnap(args, { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(run.exitCode, run.stderr).toBe(7);
+    const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(message);
+  });
+});
