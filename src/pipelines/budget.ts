@@ -4,7 +4,7 @@
 import { InterruptedError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 
 export class OperationBudget {
-  private readonly deadline: number
+  private deadline: number
 
   constructor(
     private readonly cancel: AbortSignal,
@@ -13,6 +13,15 @@ export class OperationBudget {
     private readonly operation: string,
   ) {
     this.deadline = timeoutSec ? performance.now() + timeoutSec * 1000 : Number.POSITIVE_INFINITY
+  }
+
+  /**
+   * --timeout bounds the time the target is held. Once it is back as it was found, finishing the capture harms
+   * nothing: throwing a finished capture away at the deadline would only lose it. What comes after gets a deadline of
+   * its own (`ms` from now, if that is later than --timeout's), so no step can wait for ever.
+   */
+  extendAfterRelease(ms: number): void {
+    if (Number.isFinite(this.deadline)) this.deadline = Math.max(this.deadline, performance.now() + ms)
   }
 
   /** Throws the InterruptedError for the signal that aborted the operation, if one did. */

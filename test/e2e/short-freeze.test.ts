@@ -3,6 +3,7 @@
 // the dump point. --core gcore has gdb write it while the target is frozen; without crit, the default falls back to
 // that, and says so.
 import { execFile } from 'node:child_process';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -112,5 +113,24 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(refused.exitCode, refused.stderr).not.toBe(0);
     expect(refused.stderr).toMatch(/needs crit .* --core gcore/);
     expect(target.threadStates().some((s) => s === 'T'), 'no signal was sent').toBe(false);
+  });
+
+  it('--timeout that expires after the target is back does not throw the capture away: the bundle is finished, exit 0', async () => {
+    const target = await startTarget({ threads: 2, mib: 8, group: 'setsid' });
+    // A prefix whose crit starts 7 s late: the cores, built after the release, end well past a --timeout of 5 s.
+    const prefix = makeTempDir('snap-slow-crit-');
+    for (const tool of ['criu', 'gdb']) symlinkSync(`/opt/procsnap/bin/${tool}`, join(prefix, tool));
+    writeFileSync(join(prefix, 'crit'), '#!/bin/sh\nsleep 7\nexec /opt/procsnap/bin/crit "$@"\n', { mode: 0o755 });
+    const bundle = join(makeTempDir('snap-test-out-'), 'late.tar.zst');
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--timeout', '5', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir, SNAP_PREFIX_BIN: prefix } });
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as DumpResult;
+    const released = result.steps.find((s) => s.name === 'final-state')!;
+    const sealed = result.steps.find((s) => s.name === 'seal')!;
+    expect(Date.parse(sealed.endedAt) - Date.parse(result.steps[0]!.startedAt), 'the dump ran past its --timeout').toBeGreaterThan(5000);
+    expect(released.status).toBe('ok');
+    const verify = await runSnap(['verify', bundle]);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(target.threadStates().some((s) => s === 'T')).toBe(false);
   });
 });

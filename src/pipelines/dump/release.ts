@@ -6,11 +6,17 @@ import { round } from '../../tools/run.js'
 import { assertTreeIntact } from './outcome.js'
 import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
 
+/** What finishing a capture may take once the target is back: minutes, and more for more memory. */
+const AFTER_RELEASE_BASE_MS = 10 * 60_000
+const AFTER_RELEASE_MS_PER_GIB = 5 * 60_000
+
 export async function releaseTree(s: DumpState, report: (d: string) => void): Promise<void> {
   await s.timed('final-state', async (rec) => {
     assertTreeIntact(s, 'the capture')
     s.outcomes = await putTreeBack(s.members, (m) => s.leaveFor(m), s.budget.remainingMs(STOP_TIMEOUT_MS))
     s.released = true
+    // The target is back: the rest (cores, stacks, seal) is bounded by its own deadline, not by --timeout.
+    s.budget.extendAfterRelease(AFTER_RELEASE_BASE_MS + AFTER_RELEASE_MS_PER_GIB * ((s.target.vmRssKiB ?? 0) * s.members.length) / (1024 * 1024))
     s.freezeWindowMs = round(performance.now() - (s.freezeStart ?? performance.now()))
     assertTreeIntact(s, 'putting the tree back')
     s.journal?.update({ step: 'seal', restoreTo: s.leaveFor(s.members[0]!), members: s.members.map((m) => ({ id: m.id, restoreTo: s.leaveFor(m) })) })
