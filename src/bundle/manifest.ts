@@ -82,6 +82,8 @@ export interface ProcessRecord {
   coreSha256?: string
   /** v3, read from /proc before the freeze: its sockets (inet: addresses as "127.0.0.1:8080"; unix: paths). */
   sockets?: { fd: number; proto: string; state: string; local: string; remote: string }[]
+  /** v3, read from /proc before the freeze: its open files but sockets, pipes and anonymous inodes (at most 64). */
+  files?: { fd: number; path: string }[]
   /** v3: its namespaces, as /proc/PID/ns names them ("net:[4026531840]"). */
   namespaces?: { pid?: string; ipc?: string; net?: string; mnt?: string; user?: string }
   /** v3: its memory by mapping (the largest by resident size first), from /proc/PID/smaps. */

@@ -47,6 +47,7 @@ export function renderInspect(r: InspectResult): string {
     ...(m.processes ?? []).flatMap((p) => [
       `process       ${p.pid} ${P(p.comm)} (ppid ${p.ppid}): ${p.threads} thread${p.threads === 1 ? '' : 's'}, found ${p.found}, left ${p.left}${p.core ? `, ${p.core}${p.coreStored === false ? ' (kept over the images: `snap core` writes it)' : ''}` : ''}`,
       ...(p.sockets ?? []).map((k) => `  socket      fd ${k.fd} ${P(k.proto)} ${P(k.state) || '-'} ${P(k.local) || '-'}${k.remote ? ` -> ${P(k.remote)}` : ''}`),
+      ...(p.files ?? []).map((f) => `  file        fd ${f.fd} ${P(f.path)}`),
       ...(p.namespaces ? [`  namespaces  ${Object.entries(p.namespaces).map(([k, v]) => `${k} ${P(v)}`).join(', ')}`] : []),
       ...(p.memory ?? []).slice(0, 6).map((u) => `  memory      ${P(u.mapping)}: ${humanBytes(u.rssKiB * 1024)} resident of ${humanBytes(u.sizeKiB * 1024)}`),
     ]),

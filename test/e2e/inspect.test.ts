@@ -155,6 +155,7 @@ describe('snap inspect of a tree with a listening socket and an established conn
       expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${port}\\b`));
       expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:${port} -> 127\\.0\\.0\\.1:\\d+`));
       expect(run.stdout).toMatch(/namespaces +pid pid:\[\d+\]/);
+      expect(run.stdout).toMatch(/file +fd 0 \/dev\/null/); // stdin, as the test started it
       expect(run.stdout).toMatch(/memory +\S.*resident of/);
       expect(run.stdout).toMatch(/criu option +--tcp-established: /);
 

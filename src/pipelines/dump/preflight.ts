@@ -13,6 +13,7 @@ import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
 import { readMemoryMap } from '../../process/memory-map.js'
 import { mappedElfFiles } from '../../process/binaries.js'
+import { readFdLinks } from '../../process/sockets.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
 import { readLink } from '../../process/proc.js'
@@ -72,6 +73,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     for (const pid of pids) {
       const memory = readMemoryMap(pid)
       if (memory) s.memoryMaps.set(pid, memory)
+      s.openFiles.set(pid, readFdLinks(pid).filter((l) => l.link.startsWith('/')).slice(0, 64).map((l) => ({ fd: l.fd, path: l.link })))
       if (o.includeBinaries) for (const f of mappedElfFiles(pid)) if (!s.mappedBinaries.has(f)) s.mappedBinaries.set(f, pid)
     }
     if (!o.coreOnly) {

@@ -102,10 +102,12 @@ function coreFields(s: DumpState, hostPid: number | undefined): Pick<ProcessReco
 }
 
 /** What /proc showed of a process before the freeze: its sockets, namespaces and memory by mapping. */
-function procFields(s: DumpState, hostPid: number | undefined): Pick<ProcessRecord, 'sockets' | 'namespaces' | 'memory'> {
+function procFields(s: DumpState, hostPid: number | undefined): Pick<ProcessRecord, 'sockets' | 'files' | 'namespaces' | 'memory'> {
   const facts = s.facts?.processes.find((p) => p.pid === hostPid)
   const memory = hostPid === undefined ? undefined : s.memoryMaps.get(hostPid)
+  const files = hostPid === undefined ? undefined : s.openFiles.get(hostPid)
   return {
+    ...(files ? { files } : {}),
     ...(facts ? { sockets: facts.sockets.map((k) => ({ fd: k.fd, proto: `${k.family}/${k.proto}`, state: k.state, local: k.local, remote: k.remote })) } : {}),
     ...(facts ? { namespaces: { ...facts.ns } } : {}),
     ...(memory ? { memory: memory.map((m) => ({ ...m, sizeKiB: Math.round(m.sizeKiB) })) } : {}),

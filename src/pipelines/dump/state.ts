@@ -99,6 +99,8 @@ export class DumpState {
   /** The ELF files the tree maps (executables, libraries) as the processes see them, each with a pid that maps it:
    *  found before the freeze, stored with --include-binaries. */
   readonly mappedBinaries = new Map<string, number>()
+  /** Each process's open files (not sockets, pipes, anonymous inodes), before the freeze. */
+  readonly openFiles = new Map<number, { fd: number; path: string }[]>()
   /** Each process's memory by mapping, before the freeze. */
   readonly memoryMaps = new Map<number, MappingUse[]>()
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
