@@ -22,6 +22,8 @@ const VMA_FILE_SHARED = 1 << 7
 /** The small images (pagemap, mm, files) are KiB to a few MiB; the pages images are streamed, never held. */
 const MAX_SMALL_IMAGE = 64 << 20
 const CONTEXT = 16
+/** The longest regex match found across two chunks of a page image. */
+const REGEX_OVERLAP = 4096
 
 export interface GrepHit {
   pid: number
@@ -140,8 +142,6 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
   } catch (e) {
     throw new UsageError(`--regex ${JSON.stringify(o.pattern)} is not a regular expression: ${(e as Error).message}`, 'fix the pattern, or search for the plain string without --regex')
   }
-  // The longest match a regex may span across two chunks; a literal's is its own length.
-  const overlap = re ? 4096 : needle.length - 1
   const raw: { pagesId: number; offset: number; context: Buffer }[] = []
   let truncated = false
   const pagemaps = new Map<number, { pid: number; runs: Run[] }>()
@@ -190,8 +190,8 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
     entry.on('data', (chunk: Buffer) => {
       const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk
       // Only matches that start before the overlap kept for the next chunk: the others are found there, whole.
-      scanText(buf, buf.length - overlap)
-      const keep = Math.min(overlap, buf.length)
+      scanText(buf, buf.length - REGEX_OVERLAP)
+      const keep = Math.min(REGEX_OVERLAP, buf.length)
       base += buf.length - keep
       carry = Buffer.from(buf.subarray(buf.length - keep))
     })
