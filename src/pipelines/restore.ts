@@ -22,7 +22,7 @@ import type { Progress } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
 import { Journal } from './journal.js'
 import { checkCriuVersion, checkFiles, checkHost, checkImageIdentity, checkPidsFree } from './restore-preflight.js'
-import { readImageIdentity, type ImageIdentity } from '../tools/criu-identity.js'
+import { exeOfProcess, readImageIdentity, type ImageIdentity } from '../tools/criu-identity.js'
 
 export type RestoreState = 'verifying' | 'extracting' | 'preflight' | 'restoring' | 'restored' | 'failed'
 
@@ -407,6 +407,13 @@ export class RestoreRun {
       const tids = readThreadStates(host).map((s) => s.tid)
       if (tids.length !== task.threads.length) problems.push(`${name} has ${tids.length} threads, the images ${task.threads.length}`)
       else if (samePids && !task.threads.every((tid) => tids.includes(tid))) problems.push(`${name}'s thread ids differ from the images'`)
+      // Each child runs the executable its images name (the root's was checked against the manifest above). A
+      // container's paths are inside its own root, where this view of /proc/PID/exe does not compare.
+      if (task.pid !== tree[0]!.pid && !this.manifest.container) {
+        const want = exeOfProcess(join(this.workDir!, 'criu'), task.pid)
+        const got = readLink(`/proc/${host}/exe`)
+        if (want && !want.endsWith(' (deleted)') && got !== want) problems.push(`${name} runs ${got ?? 'nothing readable'}, its images ${want}`)
+      }
     }
     if (problems.length > 0) throw new RestoreFailedError(`the restored process does not match the bundle: ${problems.join('; ')}`)
     return readThreadStates(pid).length
