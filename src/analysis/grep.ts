@@ -8,6 +8,7 @@ import type { ReadEntry } from 'tar'
 import { scanBundle } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { decodeMessage, FILES_MAGIC, imageEntries, MM_MAGIC, type Field } from '../tools/criu-image-format.js'
+import { regularFileNames } from '../tools/criu-identity.js'
 
 const PAGEMAP_MAGIC = 0x56084025
 const PAGE = 4096
@@ -85,18 +86,6 @@ function mappings(mm: Buffer, files: Map<number, string>, name: string): Mapping
     const label = file ?? (status & VMA_AREA_HEAP ? '[heap]' : status & VMA_AREA_STACK ? '[stack]' : status & VMA_AREA_VDSO ? '[vdso]' : '[anon]')
     return { start: num(f, 1), end: num(f, 2), name: label }
   })
-}
-
-function filePaths(buf: Buffer): Map<number, string> {
-  const out = new Map<number, string>()
-  for (const e of imageEntries(buf, FILES_MAGIC, 'files.img')) {
-    const f = decodeMessage(e)
-    const reg = f.get(3)?.[0]
-    if (!Buffer.isBuffer(reg)) continue
-    const name = decodeMessage(reg).get(6)?.[0]
-    if (Buffer.isBuffer(name)) out.set(num(f, 2), name.toString('utf8'))
-  }
-  return out
 }
 
 function shown(bytes: Buffer): string {
@@ -216,7 +205,7 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
         const pid = Number(m[1])
         collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => mms.set(pid, buf))
       } else if (record.path === 'criu/files.img') {
-        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (files = filePaths(buf)))
+        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (files = regularFileNames(imageEntries(buf, FILES_MAGIC, 'files.img'))))
       } else if ((m = /^criu\/pages-(\d+)\.img$/.exec(record.path))) {
         search(entry, Number(m[1]))
       }

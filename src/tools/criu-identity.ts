@@ -61,17 +61,24 @@ export function credsFromCore(entry: Buffer): { creds: ImageCreds; comm: string 
   }
 }
 
-/** images/mm.proto exe_file_id = 12; images/fdinfo.proto file_entry { id = 2, reg = 3 { name = 6 } }. */
-export function exeFromImages(mm: Buffer, files: Buffer[]): string | undefined {
-  const exeId = num(decodeMessage(mm), 12)
-  if (exeId === undefined) return undefined
+/** Each regular file's name by its file id (images/fdinfo.proto file_entry { id = 2, reg = 3 { name = 6 } }): what a
+ *  VMA's shmid or mm's exe_file_id names. */
+export function regularFileNames(files: Buffer[]): Map<number, string> {
+  const out = new Map<number, string>()
   for (const f of files) {
     const entry = decodeMessage(f)
-    if (num(entry, 2) !== exeId) continue
+    const id = num(entry, 2)
     const reg = msgOf(entry, 3)
-    return reg ? str(reg, 6) : undefined
+    const name = reg ? str(reg, 6) : undefined
+    if (id !== undefined && name !== undefined && !out.has(id)) out.set(id, name)
   }
-  return undefined
+  return out
+}
+
+/** images/mm.proto exe_file_id = 12, named through files.img. */
+export function exeFromImages(mm: Buffer, files: Buffer[]): string | undefined {
+  const exeId = num(decodeMessage(mm), 12)
+  return exeId === undefined ? undefined : regularFileNames(files).get(exeId)
 }
 
 /** Regular files with the size criu saw at the freeze: criu refuses a restore where one has another size. */
