@@ -2,24 +2,14 @@
 // (pages-N.img) are searched as they stream by, a chunk at a time with an overlap the length of the longest match,
 // so memory stays flat whatever the bundle's size; each hit is first kept as (pages image, offset) and placed at the
 // end, through the pagemap (which pages sit where in the address space) and mm image (which mapping that is). Every
-// image is read with snap's own bounded protobuf reader, never crit.
+// image is read with snap's own bounded protobuf reader (corefile/images.ts).
 
 import type { ReadEntry } from 'tar'
 import { scanBundle } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
-import { decodeMessage, FILES_MAGIC, imageEntries, MM_MAGIC, type Field } from '../tools/criu-image-format.js'
-import { regularFileNames } from '../tools/criu-identity.js'
+import { filesFromImage, mmFromImage, pagemapFromImage, PE, VMA } from '../corefile/images.js'
 
-const PAGEMAP_MAGIC = 0x56084025
 const PAGE = 4096
-/** pagemap_entry flags (images/pagemap.proto, criu's PE_*): the page's bytes are in this dump's pages image. */
-const PE_PRESENT = 1 << 2
-/** vma_entry status bits (criu/include/image.h). */
-const VMA_AREA_STACK = 1 << 1
-const VMA_AREA_VDSO = 1 << 3
-const VMA_AREA_HEAP = 1 << 5
-const VMA_FILE_PRIVATE = 1 << 6
-const VMA_FILE_SHARED = 1 << 7
 /** The small images (pagemap, mm, files) are KiB to a few MiB; the pages images are streamed, never held. */
 const MAX_SMALL_IMAGE = 64 << 20
 const CONTEXT = 16
@@ -49,25 +39,17 @@ interface Run {
   at: number
 }
 
-const num = (f: Map<number, Field[]>, n: number): number => {
-  const v = f.get(n)?.[0]
-  return typeof v === 'number' ? v : 0
-}
-
+/** The runs whose pages are in this dump's pages image, each with its offset there (they sit back to back). */
 function pagemapRuns(buf: Buffer, name: string): { pagesId: number; runs: Run[] } {
-  const [head, ...entries] = imageEntries(buf, PAGEMAP_MAGIC, name)
-  if (!head) throw new BundleInvalidError(`${name} has no head`, [name])
+  const { pagesId, runs: all } = pagemapFromImage(buf, name)
   const runs: Run[] = []
   let at = 0
-  for (const e of entries) {
-    const f = decodeMessage(e)
-    const pages = num(f, 5) || num(f, 2) // nr_pages (CRIU 4.2), else compat_nr_pages
-    const flags = f.has(4) ? num(f, 4) : PE_PRESENT
-    if (!(flags & PE_PRESENT)) continue
-    runs.push({ vaddr: num(f, 1), pages, at })
-    at += pages * PAGE
+  for (const run of all) {
+    if (!(run.flags & PE.PRESENT)) continue
+    runs.push({ vaddr: run.vaddr, pages: run.pages, at })
+    at += run.pages * PAGE
   }
-  return { pagesId: num(decodeMessage(head), 1), runs }
+  return { pagesId, runs }
 }
 
 interface Mapping {
@@ -76,15 +58,11 @@ interface Mapping {
   name: string
 }
 
-function mappings(mm: Buffer, files: Map<number, string>, name: string): Mapping[] {
-  const entry = imageEntries(mm, MM_MAGIC, name)[0]
-  if (!entry) return []
-  return (decodeMessage(entry).get(14) ?? []).filter(Buffer.isBuffer).map((v) => {
-    const f = decodeMessage(v)
-    const status = num(f, 7)
-    const file = status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) ? files.get(num(f, 4)) : undefined
-    const label = file ?? (status & VMA_AREA_HEAP ? '[heap]' : status & VMA_AREA_STACK ? '[stack]' : status & VMA_AREA_VDSO ? '[vdso]' : '[anon]')
-    return { start: num(f, 1), end: num(f, 2), name: label }
+function mappings(mm: Buffer, files: Map<number, { path: string }>, pid: number): Mapping[] {
+  return mmFromImage(mm, pid).vmas.map((v) => {
+    const file = v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? files.get(v.shmid)?.path : undefined
+    const label = file ?? (v.status & VMA.AREA_HEAP ? '[heap]' : v.status & VMA.AREA_STACK ? '[stack]' : v.status & VMA.AREA_VDSO ? '[vdso]' : '[anon]')
+    return { start: v.start, end: v.end, name: label }
   })
 }
 
@@ -135,7 +113,7 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
   let truncated = false
   const pagemaps = new Map<number, { pid: number; runs: Run[] }>()
   const mms = new Map<number, Buffer>()
-  let files = new Map<number, string>()
+  let files = new Map<number, { path: string }>()
   const errors: Error[] = []
   /** The images name a process by its pid in the tree's namespace; the manifest says which host pid that was. */
   const hostPid = new Map<number, number>()
@@ -205,7 +183,7 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
         const pid = Number(m[1])
         collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => mms.set(pid, buf))
       } else if (record.path === 'criu/files.img') {
-        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (files = regularFileNames(imageEntries(buf, FILES_MAGIC, 'files.img'))))
+        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (files = filesFromImage(buf).regular))
       } else if ((m = /^criu\/pages-(\d+)\.img$/.exec(record.path))) {
         search(entry, Number(m[1]))
       }
@@ -217,7 +195,7 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
 
   const maps = new Map<number, Mapping[]>()
   const mappingsOf = (pid: number) => {
-    if (!maps.has(pid)) maps.set(pid, mms.has(pid) ? mappings(mms.get(pid)!, files, `mm-${pid}.img`) : [])
+    if (!maps.has(pid)) maps.set(pid, mms.has(pid) ? mappings(mms.get(pid)!, files, pid) : [])
     return maps.get(pid)!
   }
   const hits: GrepHit[] = []

@@ -42,7 +42,7 @@ export default class Dump extends SnapCommand {
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
     core: Flags.string({
       description:
-        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default when crit is installed); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
+        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
       options: ['images', 'gcore'],
     }),
     'short-freeze': Flags.boolean({ description: 'the same as --core images', default: false, hidden: true, exclusive: ['core'] }),

@@ -9,7 +9,7 @@
 
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
-import { decodeMessage, IMG_COMMON_MAGIC, imageEntries, type Field } from '../tools/criu-image-format.js'
+import { decodeMessage, IMG_COMMON_MAGIC, imageEntries, uintField, type Fields } from '../tools/criu-image-format.js'
 import { readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { CoreBuildError } from './errors.js'
 
@@ -30,11 +30,6 @@ export interface GhostContent {
   runs: { off: number; len: number; at: number }[]
 }
 
-const num = (f: Map<number, Field[]>, n: number): number | undefined => {
-  const v = f.get(n)?.[0]
-  return typeof v === 'number' ? v : undefined
-}
-
 /** The ghosts of an images directory, by the id of the file they stand for (files.img's id, a VMA's shmid). */
 export function readGhostFiles(imagesDir: string): Map<number, GhostContent> {
   const out = new Map<number, GhostContent>()
@@ -42,9 +37,9 @@ export function readGhostFiles(imagesDir: string): Map<number, GhostContent> {
   if (!existsSync(remap)) return out
   for (const entry of imageEntries(readBoundedRegularFile(remap, 16 << 20), REMAP_FPATH_MAGIC, 'remap-fpath.img')) {
     const f = decodeMessage(entry)
-    const origId = num(f, 1)
-    let remapId = num(f, 2)
-    const type = num(f, 3)
+    const origId = uintField(f, 1)
+    let remapId = uintField(f, 2)
+    const type = uintField(f, 3)
     if (origId === undefined || remapId === undefined) continue
     const ghost = type === REMAP_TYPE_GHOST || (type === undefined && remapId >= OLD_GHOST_BIT)
     if (!ghost) continue // a linked remap: criu linked the file back under another name, found through files.img
@@ -64,7 +59,7 @@ function readGhostContent(image: string): GhostContent {
       if (readSync(fd, b, 0, 4, pos) !== 4) throw new CoreBuildError(`${image} is truncated at ${pos}`)
       return b.readUInt32LE(0)
     }
-    const entryAt = (pos: number): { fields: Map<number, Field[]>; next: number } => {
+    const entryAt = (pos: number): { fields: Fields; next: number } => {
       const len = u32At(pos)
       if (len > MAX_ENTRY_BYTES || pos + 4 + len > imageSize) throw new CoreBuildError(`${image}: an entry of ${len} bytes at ${pos} is not one criu wrote`)
       const b = Buffer.alloc(len)
@@ -75,19 +70,19 @@ function readGhostContent(image: string): GhostContent {
     if (u32At(pos) !== GHOST_FILE_MAGIC) throw new CoreBuildError(`${image} does not start with the ghost file magic`)
     const head = entryAt(pos + 4)
     pos = head.next
-    const chunked = num(head.fields, 9) === 1
+    const chunked = uintField(head.fields, 9) === 1
     if (!chunked) return { image, size: imageSize - pos, runs: [{ off: 0, len: imageSize - pos, at: pos }] }
     const runs: GhostContent['runs'] = []
     while (pos < imageSize) {
       if (runs.length >= MAX_CHUNKS) throw new CoreBuildError(`${image} has more than ${MAX_CHUNKS} chunks`)
       const chunk = entryAt(pos)
-      const len = num(chunk.fields, 1) ?? 0
-      const off = num(chunk.fields, 2) ?? 0
+      const len = uintField(chunk.fields, 1) ?? 0
+      const off = uintField(chunk.fields, 2) ?? 0
       if (chunk.next + len > imageSize) throw new CoreBuildError(`${image}: a chunk of ${len} bytes runs past the image's end`)
       runs.push({ off, len, at: chunk.next })
       pos = chunk.next + len
     }
-    return { image, size: num(head.fields, 10) ?? runs.reduce((end, r) => Math.max(end, r.off + r.len), 0), runs }
+    return { image, size: uintField(head.fields, 10) ?? runs.reduce((end, r) => Math.max(end, r.off + r.len), 0), runs }
   } finally {
     closeSync(fd)
   }

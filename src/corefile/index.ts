@@ -11,10 +11,8 @@ import {
   extendedNumberingSection, programHeader, type ProgramHeader,
 } from './elf.js'
 import { CoreBuildError } from './errors.js'
-import {
-  MADV_DONTDUMP_BIT, VMA, decodeImage, memfdShmids, mmFromImage, regularFilePaths, resolveCrit, taskFromPstree,
-  type DecodedImage, type Vma,
-} from './images.js'
+import { MADV_DONTDUMP_BIT, VMA, readProcessImages, type Vma } from './images.js'
+import { ImageFormatError } from '../tools/criu-image-format.js'
 import { buildNotes, maxNotesSize, type FileMapping } from './notes.js'
 import { readGhostFiles, type GhostContent } from './ghost-files.js'
 import { PageIndex } from './page-index.js'
@@ -28,8 +26,6 @@ export interface WriteCoreOptions {
   pid: number
   /** The core file to create; it must not exist. Written as OUTPUT.partial-PID, then linked into place. */
   output: string
-  /** crit (CRIU's image decoder); default /opt/procsnap/bin/crit, else `crit` on PATH. */
-  crit?: string
 }
 
 export interface WriteCoreResult {
@@ -83,37 +79,33 @@ interface LoadPlan {
 }
 
 export async function writeCoreFromImages(opts: WriteCoreOptions): Promise<WriteCoreResult> {
-  const crit = resolveCrit(opts.crit)
+  try {
+    return await buildCore(opts)
+  } catch (error) {
+    if (error instanceof ImageFormatError) throw new CoreBuildError(error.message, { cause: error })
+    throw error
+  }
+}
+
+async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
   const { imagesDir, pid } = opts
   const warnings: string[] = []
   if (existsSync(opts.output)) throw new CoreBuildError(`${opts.output} already exists`)
-  const decode = (file: string): Promise<DecodedImage> => decodeImage(crit, file)
   const requireImage = (name: string): string => {
     const file = join(imagesDir, name)
     if (!existsSync(file)) throw new CoreBuildError(`${file} is missing (is ${imagesDir} a criu dump of pid ${pid}?)`)
     return file
   }
 
-  // 1. The per-process images, decoded by crit side by side. The threads' images (one per thread: read here, see
-  //    core-image.ts) are only needed for the notes, which are written last.
-  const memoryIndex = PageIndex.open(imagesDir, `pagemap-${pid}.img`, decode)
-  memoryIndex.catch(() => {}) // awaited below
-  const decodeIfThere = (name: string): Promise<DecodedImage | undefined> =>
-    existsSync(join(imagesDir, name)) ? decode(join(imagesDir, name)) : Promise.resolve(undefined)
-  const [pstree, mmImage, filesImage, memfdImage] = await Promise.all([
-    decode(requireImage('pstree.img')),
-    decode(requireImage(`mm-${pid}.img`)),
-    decodeIfThere('files.img'),
-    decodeIfThere('memfd.img'),
-  ])
-  const task = taskFromPstree(pstree, pid)
+  // 1. The per-process images. The threads' images (one per thread, see core-image.ts) are only needed for the
+  //    notes, which are written last.
+  const { task, mm, files: filesImage, memfds } = readProcessImages(imagesDir, pid)
+  const files = filesImage.regular
   const threadsDecoded = Promise.all(task.threads.map((tid) => readThreadImage(requireImage(`core-${tid}.img`), tid)))
   threadsDecoded.catch(() => {}) // awaited below; a failure must not surface as an unhandled rejection meanwhile
-  const mm = mmFromImage(mmImage, pid)
-  const files = filesImage ? regularFilePaths(filesImage) : new Map<number, { path: string; size?: number }>()
-  const memfds = filesImage && memfdImage ? memfdShmids(filesImage, memfdImage) : new Map<number, number>()
-  const [memory, shmem] = await Promise.all([memoryIndex, openShmemIndexes(imagesDir, mm.vmas, memfds, decode)])
+  const memory = PageIndex.open(imagesDir, `pagemap-${pid}.img`)
   if (!memory) throw new CoreBuildError(`${join(imagesDir, `pagemap-${pid}.img`)} is missing`)
+  const shmem = openShmemIndexes(imagesDir, mm.vmas, memfds)
   for (const index of [memory, ...shmem.values()]) {
     const lost = index?.bytesMissingFromParents() ?? 0
     if (lost > 0) warnings.push(`${lost} bytes flagged as in the parent images are not there; they read as zeros`)
@@ -331,12 +323,7 @@ function shmemKey(vma: Vma): string {
   return vma.status & VMA.AREA_MEMFD ? `memfd-${vma.shmid}` : `shmem-${vma.shmid}`
 }
 
-async function openShmemIndexes(
-  imagesDir: string,
-  vmas: Vma[],
-  memfds: Map<number, number>,
-  decode: (file: string) => Promise<DecodedImage>,
-): Promise<Map<string, PageIndex | undefined>> {
+function openShmemIndexes(imagesDir: string, vmas: Vma[], memfds: Map<number, number>): Map<string, PageIndex | undefined> {
   const wanted = new Map<string, number>() // key -> the shmid naming the pagemap-shmem image
   for (const vma of vmas) {
     if (vma.status & VMA.AREA_MEMFD) {
@@ -346,10 +333,7 @@ async function openShmemIndexes(
       wanted.set(shmemKey(vma), vma.shmid)
     }
   }
-  const entries = await Promise.all(
-    [...wanted].map(async ([key, shmid]) => [key, await PageIndex.open(imagesDir, `pagemap-shmem-${shmid}.img`, decode)] as const),
-  )
-  return new Map(entries)
+  return new Map([...wanted].map(([key, shmid]) => [key, PageIndex.open(imagesDir, `pagemap-shmem-${shmid}.img`)] as const))
 }
 
 /** argv as `ps` shows it, from the dumped stack; empty when it was not dumped. */

@@ -7,7 +7,7 @@ import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CoreBuildError } from './errors.js'
 import { PAGE_SIZE } from './elf.js'
-import { PE, pagemapFromImage, type DecodedImage } from './images.js'
+import { PE, pagemapFromImage, readImageFile } from './images.js'
 
 /** A stretch of memory whose bytes sit contiguously in `file` from `offset`. */
 export interface Extent {
@@ -40,15 +40,11 @@ export class PageIndex {
    * Indexes `pagemapName` (pagemap-PID.img, pagemap-shmem-ID.img) in `imagesDir`, and in its parents as far as
    * its runs point there. Undefined when the image does not exist in `imagesDir`.
    */
-  static async open(
-    imagesDir: string,
-    pagemapName: string,
-    decode: (file: string) => Promise<DecodedImage>,
-    depth = 0,
-  ): Promise<PageIndex | undefined> {
+  static open(imagesDir: string, pagemapName: string, depth = 0): PageIndex | undefined {
     const pagemapFile = join(imagesDir, pagemapName)
-    if (!existsSync(pagemapFile)) return undefined
-    const pagemap = pagemapFromImage(await decode(pagemapFile), pagemapFile)
+    const image = readImageFile(pagemapFile, false)
+    if (!image) return undefined
+    const pagemap = pagemapFromImage(image, pagemapFile)
     const pagesFile = join(imagesDir, `pages-${pagemap.pagesId}.img`)
 
     // pages-N.img holds the PE_PRESENT runs' pages back to back, in pagemap order.
@@ -63,12 +59,13 @@ export class PageIndex {
       if (size < 0) throw new CoreBuildError(`${pagemapFile} lists ${cursor} bytes of pages but ${pagesFile} is missing`)
       if (size < cursor) throw new CoreBuildError(`${pagesFile} holds ${size} bytes; ${pagemapFile} lists ${cursor}`)
     }
-    // More pages on disk than the pagemap accounts for is a pagemap read wrong (a crit older than the criu that wrote
-    // it reads 4.2's page counts as 0): a core built from it would hold none of that memory and look whole.
+    // More pages on disk than the pagemap accounts for is a pagemap read wrong (a reader older than the criu that
+    // wrote it, as crit before 4.2 read 4.2's page counts as 0): a core built from it would hold none of that memory
+    // and look whole.
     const onDisk = existsSync(pagesFile) ? statSync(pagesFile).size : 0
     if (onDisk > cursor)
       throw new CoreBuildError(
-        `${pagesFile} holds ${onDisk} bytes of memory but ${pagemapFile} accounts for ${cursor}: the images were read wrong (is crit from the same CRIU version as criu?)`,
+        `${pagesFile} holds ${onDisk} bytes of memory but ${pagemapFile} accounts for ${cursor}: the images were read wrong (were they written by a CRIU newer than this snap reads?)`,
       )
     runs.sort((a, b) => a.vaddr - b.vaddr)
 
@@ -76,7 +73,7 @@ export class PageIndex {
     if (runs.some((run) => run.flags & PE.PARENT && !(run.flags & PE.PRESENT))) {
       if (depth >= MAX_PARENT_DEPTH) throw new CoreBuildError(`more than ${MAX_PARENT_DEPTH} parent image directories from ${imagesDir}`)
       const parentDir = join(imagesDir, 'parent') // criu's symlink to --prev-images-dir
-      parent = await PageIndex.open(parentDir, pagemapName, decode, depth + 1)
+      parent = PageIndex.open(parentDir, pagemapName, depth + 1)
       if (!parent) {
         throw new CoreBuildError(
           `${pagemapFile} has pages in the parent images, but ${join(parentDir, pagemapName)} is missing (is the pre-dump directory still there?)`,

@@ -3,7 +3,7 @@
 
 import { join } from 'node:path'
 import { readBoundedRegularFile } from '../bundle/bounded-read.js'
-import { decodeMessage, ImageFormatError, imageEntries, PSTREE_MAGIC, repeatedVarints } from './criu-image-format.js'
+import { decodeMessage, ImageFormatError, imageEntries, PSTREE_MAGIC, uintField, uintsField } from './criu-image-format.js'
 
 export interface DumpedTask {
   pid: number
@@ -17,15 +17,11 @@ export interface DumpedTask {
 /** A bounded image: criu writes a few dozen bytes per task, so 16 MiB is a tree of hundreds of thousands. */
 const MAX_PSTREE_BYTES = 16 << 20
 
-
 /** One pstree_entry (images/pstree.proto): pid = 1, ppid = 2, pgid = 3, sid = 4, repeated threads = 5. */
 export function parsePstreeEntry(msg: Buffer): DumpedTask {
   const f = decodeMessage(msg)
-  const one = (n: number) => {
-    const v = f.get(n)?.[0]
-    return typeof v === 'number' ? v : 0
-  }
-  const task: DumpedTask = { pid: one(1), ppid: one(2), pgid: one(3), sid: one(4), threads: repeatedVarints(f.get(5)) }
+  const one = (n: number) => uintField(f, n) ?? 0
+  const task: DumpedTask = { pid: one(1), ppid: one(2), pgid: one(3), sid: one(4), threads: uintsField(f, 5) }
   if (task.pid <= 0) throw new ImageFormatError('a pstree.img entry has no pid')
   if (task.threads.length === 0) task.threads = [task.pid]
   return task

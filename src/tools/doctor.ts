@@ -37,8 +37,7 @@ const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: stri
   { name: 'setpriv', paths: ['/usr/bin/setpriv', '/bin/setpriv'], required: true, usedFor: 'kills gdb/criu if snap dies (parent-death signal)' },
   { name: 'zstd', paths: ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd'], required: false, usedFor: 'fast multi-core bundle compression (else Node, one core)' },
   { name: 'unshare', paths: ['/usr/bin/unshare', '/bin/unshare'], required: false, usedFor: 'restore --new-pidns' },
-  { name: 'crit', paths: ['/opt/procsnap/bin/crit', '/usr/bin/crit', '/usr/local/bin/crit'], required: false, usedFor: 'dump --short-freeze (core built from the CRIU images)' },
-  { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'dump --short-freeze: in-kernel page copy (else slower); the doctor\'s canary' },
+  { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'cores built from the CRIU images: in-kernel page copy (else slower); the doctor\'s canary' },
   { name: 'iptables', paths: ['/usr/sbin/iptables', '/sbin/iptables', '/usr/bin/iptables'], required: false, usedFor: 'criu --tcp-established: locks the network around established connections' },
   { name: 'nft', paths: ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'], required: false, usedFor: 'only with --criu-opt --network-lock=nftables' },
 ]
@@ -94,7 +93,6 @@ export async function diagnose(
       missing: 'CAP_SYS_RESOURCE',
       rulesOut: 'checkpointing a process of another uid (nginx workers as www-data, PostgreSQL): criu must read its rlimits; --core-only still works',
     })
-  if (!has('crit')) ruledOut.push({ missing: 'crit', rulesOut: 'dump --short-freeze (cores built from the CRIU images)' })
   // The canary only where criu could run at all: as root with a working criu and gdb.
   let canaryReport: CanaryReport | null = null
   if (canary && criu.ok && gdb.ok && (check?.ok ?? false) && (capabilities.sysAdmin || capabilities.checkpointRestore)) {

@@ -8,15 +8,16 @@ import {
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readThreadImage } from '../../src/corefile/core-image.js';
-import { decodeImage, threadFromCore } from '../../src/corefile/images.js';
+import { filesFromImage, memfdShmids, mmFromImage, pagemapFromImage, taskFromPstree } from '../../src/corefile/images.js';
 import { CoreBuildError, writeCoreFromImages, type WriteCoreResult } from '../../src/corefile/index.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import * as crit from '../helpers/crit-reference.js';
 import { fixtureBin, nodeBin, repoRoot } from '../helpers/paths.js';
 import { run } from '../helpers/run.js';
 import { startTarget, type Target } from '../helpers/target.js';
 
 const CRIU = '/usr/local/sbin/criu';
-const CRIT = '/opt/procsnap/bin/crit';
+const CRIT = crit.CRIT;
 const WORKER = fixtureBin('worker');
 
 afterAll(removeTempDirs);
@@ -293,7 +294,7 @@ describe('a core built from criu dump images, after the target was released', ()
   beforeAll(async () => {
     capture = await captureAtOneStop();
     core = join(capture.dir, 'from-images.core');
-    result = await writeCoreFromImages({ imagesDir: capture.imagesDir, pid: capture.target.pid, output: core, crit: CRIT });
+    result = await writeCoreFromImages({ imagesDir: capture.imagesDir, pid: capture.target.pid, output: core });
     [ours, theirs] = await Promise.all([gdbView(core), gdbView(capture.gcoreFile)]);
   });
   afterAll(async () => {
@@ -380,23 +381,40 @@ describe('a core built from criu dump images, after the target was released', ()
     }
   });
 
-  it('reads every thread\'s core image exactly as crit decodes it', async () => {
-    const tids = readdirSync(capture.imagesDir).flatMap((name) => /^core-(\d+)\.img$/.exec(name)?.[1] ?? []).map(Number);
+  it('reads every image it is built from exactly as crit decodes it: each thread\'s core, pstree, mm, pagemap, files', async () => {
+    const { imagesDir } = capture;
+    const pid = capture.target.pid;
+    const tids = readdirSync(imagesDir).flatMap((name) => /^core-(\d+)\.img$/.exec(name)?.[1] ?? []).map(Number);
     expect(tids).toHaveLength(4);
     for (const tid of tids) {
-      const file = join(capture.imagesDir, `core-${tid}.img`);
-      const fromCrit = threadFromCore(await decodeImage(CRIT, file), tid);
+      const file = join(imagesDir, `core-${tid}.img`);
+      const fromCrit = crit.threadFromCore(await crit.decodeImage(file), tid);
       expect(fromCrit.fpregs?.ymmhSpace, 'the image carries the AVX state').toHaveLength(64);
       expect(await readThreadImage(file, tid)).toEqual(fromCrit);
+    }
+    const bytes = (name: string) => readFileSync(join(imagesDir, name));
+    const decoded = (name: string) => crit.decodeImage(join(imagesDir, name));
+    expect(taskFromPstree(bytes('pstree.img'), pid)).toEqual(crit.taskFromPstree(await decoded('pstree.img'), pid));
+    const mm = mmFromImage(bytes(`mm-${pid}.img`), pid);
+    expect(mm.vmas.length).toBeGreaterThan(10);
+    expect(mm).toEqual(crit.mmFromImage(await decoded(`mm-${pid}.img`), pid));
+    const pagemaps = readdirSync(imagesDir).filter((name) => /^pagemap-/.test(name));
+    expect(pagemaps).toContain(`pagemap-${pid}.img`);
+    for (const name of pagemaps) expect(pagemapFromImage(bytes(name), name)).toEqual(crit.pagemapFromImage(await decoded(name), name));
+    const files = filesFromImage(bytes('files.img'));
+    expect([...files.regular.values()].map((f) => f.path)).toContain(WORKER);
+    expect(files.regular).toEqual(crit.regularFilePaths(await decoded('files.img')));
+    if (existsSync(join(imagesDir, 'memfd.img'))) {
+      expect(memfdShmids(files, bytes('memfd.img'))).toEqual(crit.memfdShmids(await decoded('files.img'), await decoded('memfd.img')));
     }
   });
 
   it('refuses to overwrite an existing file, and names a pid that is not in the images', async () => {
     const existing = join(capture.dir, 'exists.core');
     writeFileSync(existing, 'keep');
-    await expect(writeCoreFromImages({ imagesDir: capture.imagesDir, pid: capture.target.pid, output: existing, crit: CRIT })).rejects.toThrow(/already exists/);
+    await expect(writeCoreFromImages({ imagesDir: capture.imagesDir, pid: capture.target.pid, output: existing })).rejects.toThrow(/already exists/);
     expect(readFileSync(existing, 'utf8')).toBe('keep');
-    const error = await writeCoreFromImages({ imagesDir: capture.imagesDir, pid: 1, output: join(capture.dir, 'x.core'), crit: CRIT }).catch((e: unknown) => e);
+    const error = await writeCoreFromImages({ imagesDir: capture.imagesDir, pid: 1, output: join(capture.dir, 'x.core') }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CoreBuildError);
     expect((error as Error).message).toMatch(/mm-1\.img is missing|pid 1 is not in pstree/);
     expect(existsSync(join(capture.dir, 'x.core'))).toBe(false);
@@ -465,7 +483,7 @@ describe('a core built from criu dump images, after the target was released', ()
     expect(statSync(join(child, `pages-${head.pages_id}.img`)).size).toBeLessThan(statSync(join(capture.imagesDir, `pages-${head.pages_id}.img`)).size / 2 + (8 << 20));
 
     const chained = join(capture.dir, 'from-chain.core');
-    const chainedResult = await writeCoreFromImages({ imagesDir: child, pid, output: chained, crit: CRIT });
+    const chainedResult = await writeCoreFromImages({ imagesDir: child, pid, output: chained });
     expect(chainedResult.warnings).toEqual([]);
     expect(sha256(chained), 'the same bytes as the core built from the full dump').toBe(sha256(core));
     const view = await gdbView(chained);
@@ -495,7 +513,7 @@ describe.skipIf(!DIRTY_TRACKING)('a core built from an incremental dump (pre-dum
       const inParent = pagemap.entries.filter((e) => typeof e.flags === 'number' && e.flags & 1 && !(e.flags & 4));
       expect(inParent.length, 'the dump leaves unchanged pages in the pre-dump directory').toBeGreaterThan(0);
       const core = join(dir, 'incremental.core');
-      await writeCoreFromImages({ imagesDir: join(dir, 'dump'), pid: target.pid, output: core, crit: CRIT });
+      await writeCoreFromImages({ imagesDir: join(dir, 'dump'), pid: target.pid, output: core });
       const [ours, theirs] = await Promise.all([gdbView(core), gdbView(gcoreFile)]);
       expect(ours.lwps).toHaveLength(4);
       expect(ours.snapTicks).toBe(theirs.snapTicks);

@@ -1,5 +1,4 @@
-// The core file's building blocks, without a process: ELF note layouts gdb depends on, crit's JSON read exactly,
-// and the page index that finds each dumped page in pages-N.img or in a parent image directory.
+// The core file's building blocks, without a process: ELF note layouts gdb depends on, and the page index that finds each dumped page in pages-N.img or in a parent image directory.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,26 +7,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { copyRanges, copyThroughBuffers, type CopyJob } from '../../src/corefile/copy.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { CoreBuildError } from '../../src/corefile/errors.js';
-import { PE, parseCritJson, taskFromPstree, USER_REGS, type DecodedImage, type ThreadState } from '../../src/corefile/images.js';
+import { PE, USER_REGS, type ThreadState } from '../../src/corefile/images.js';
+import { PAGEMAP_MAGIC } from '../../src/tools/criu-image-format.js';
+import { image, message } from '../helpers/criu-image-writer.js';
 import { auxv, buildNotes, fileNote, maxNotesSize, prpsinfo, prstatus, xstate } from '../../src/corefile/notes.js';
 import { PageIndex } from '../../src/corefile/page-index.js';
 
 const PAGE = 4096;
-
-describe('crit JSON', () => {
-  it('keeps 64-bit values past 2^53 exact (the vsyscall address, rlimit infinity)', () => {
-    const parsed = parseCritJson('{"start": 18446744073699065856, "small": 4096, "neg": -1}') as Record<string, unknown>;
-    expect(parsed.start).toBe(0xffffffffff600000n);
-    expect(parsed.small).toBe(4096);
-    expect(parsed.neg).toBe(-1);
-  });
-
-  it('puts the main thread first whatever order pstree lists the threads in', () => {
-    const image: DecodedImage = { magic: 'PSTREE', entries: [{ pid: 10, ppid: 1, pgid: 10, sid: 10, threads: [12, 10, 11] }] };
-    expect(taskFromPstree(image, 10).threads).toEqual([10, 12, 11]);
-    expect(() => taskFromPstree(image, 99)).toThrow(CoreBuildError);
-  });
-});
 
 describe('ELF notes', () => {
   it('pads the name and the descriptor to 4 bytes', () => {
@@ -140,18 +126,16 @@ describe('PageIndex', () => {
   let dir: string;
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** An images directory with a pagemap (given to the index through a fake decoder) and a pages file whose every
-   *  page is filled with one byte: the page's own label, so that a test can tell where each byte came from. */
+  /** An images directory with a pagemap and a pages file whose every page is filled with one byte: the page's own
+   *  label, so that a test can tell where each byte came from. */
   function imagesDir(name: string, runs: { vaddr: number; pages: number; flags: number }[], labels: number[]): string {
     const d = join(dir, name);
     mkdirSync(d, { recursive: true });
-    writeFileSync(join(d, 'pagemap-1.json'), JSON.stringify({ magic: 'PAGEMAP', entries: [{ pages_id: 1 }, ...runs.map((r) => ({ vaddr: r.vaddr, nr_pages: r.pages, flags: r.flags }))] }));
-    writeFileSync(join(d, 'pagemap-1.img'), '');
+    const entries = runs.map((r) => message([[1, r.vaddr], [2, 0], [4, r.flags], [5, r.pages]]));
+    writeFileSync(join(d, 'pagemap-1.img'), image(PAGEMAP_MAGIC, [message([[1, 1]]), ...entries]));
     writeFileSync(join(d, 'pages-1.img'), Buffer.concat(labels.map((label) => Buffer.alloc(PAGE, label))));
     return d;
   }
-  const decode = async (file: string): Promise<DecodedImage> =>
-    JSON.parse(readFileSync(file.replace(/\.img$/, '.json'), 'utf8')) as DecodedImage;
 
   it('finds pages in pages-N.img in pagemap order, even when the pagemap is not sorted by address', async () => {
     dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
@@ -160,7 +144,7 @@ describe('PageIndex', () => {
       { vaddr: 0x4000, pages: 1, flags: PE.PRESENT },
       { vaddr: 0x20000, pages: 1, flags: PE.LAZY }, // in a lazy-pages server: no data here
     ], [0xa1, 0xa2, 0xb1]);
-    const index = (await PageIndex.open(d, 'pagemap-1.img', decode))!;
+    const index = PageIndex.open(d, 'pagemap-1.img')!;
     const extents = index.extents(0, 0x100000);
     expect(extents.map((e) => [e.vaddr, e.bytes, e.offset])).toEqual([
       [0x4000, PAGE, 2 * PAGE],
@@ -183,7 +167,7 @@ describe('PageIndex', () => {
       { vaddr: 0x2000, pages: 3, flags: PE.PARENT },
     ], [0x31]);
     symlinkSync('../parent', join(child, 'parent'));
-    const index = (await PageIndex.open(child, 'pagemap-1.img', decode))!;
+    const index = PageIndex.open(child, 'pagemap-1.img')!;
     const bytes = await index.read(0x1000, 4 * PAGE);
     expect([0, 1, 2, 3].map((page) => bytes[page * PAGE])).toEqual([0x31, 0x12, 0x23, 0x24]);
   });
@@ -191,20 +175,20 @@ describe('PageIndex', () => {
   it('says which directory to look for when a parent directory is gone', async () => {
     dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
     const child = imagesDir('child', [{ vaddr: 0x1000, pages: 1, flags: PE.PARENT }], []);
-    await expect(PageIndex.open(child, 'pagemap-1.img', decode)).rejects.toThrow(/parent.*missing/);
+    expect(() => PageIndex.open(child, 'pagemap-1.img')).toThrow(/parent.*missing/);
   });
 
   it('refuses a pages file shorter than its pagemap says', async () => {
     dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
     const d = imagesDir('short', [{ vaddr: 0x1000, pages: 3, flags: PE.PRESENT }], [1, 2]);
-    await expect(PageIndex.open(d, 'pagemap-1.img', decode)).rejects.toThrow(/holds 8192 bytes/);
+    expect(() => PageIndex.open(d, 'pagemap-1.img')).toThrow(/holds 8192 bytes/);
   });
 
-  it('refuses a pagemap that accounts for less memory than its pages file holds (read by a crit of another CRIU version)', async () => {
+  it('refuses a pagemap that accounts for less memory than its pages file holds (a reader of another CRIU version)', async () => {
     dir = mkdtempSync(join(tmpdir(), 'corefile-unit-'));
-    // What a crit older than CRIU 4.2 decodes from 4.2's images: the runs are there, their page counts 0.
+    // What a reader older than CRIU 4.2 made of 4.2's images: the runs are there, their page counts 0.
     const d = imagesDir('thin', [{ vaddr: 0x1000, pages: 0, flags: PE.PRESENT }, { vaddr: 0x9000, pages: 0, flags: PE.PRESENT }], [1, 2, 3]);
-    await expect(PageIndex.open(d, 'pagemap-1.img', decode)).rejects.toThrow(/holds 12288 bytes of memory but .* accounts for 0/);
+    expect(() => PageIndex.open(d, 'pagemap-1.img')).toThrow(/holds 12288 bytes of memory but .* accounts for 0/);
   });
 });
 

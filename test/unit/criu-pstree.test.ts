@@ -1,41 +1,15 @@
 // pstree.img read without crit: the tree the manifest records is the one criu wrote, and a damaged image is refused.
 import { describe, expect, it } from 'vitest';
-import { ImageFormatError } from '../../src/tools/criu-image-format.js';
+import { ImageFormatError, PSTREE_MAGIC } from '../../src/tools/criu-image-format.js';
+import { image as criuImage, message, packed } from '../helpers/criu-image-writer.js';
 import { parsePstreeImage } from '../../src/tools/criu-pstree.js';
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
 /** A pstree_entry as protobuf-c writes it: threads unpacked (proto2), or packed when asked. */
-function entry(t: { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }, packed = false): Buffer {
-  const bytes = [0x08, ...varint(t.pid), 0x10, ...varint(t.ppid), 0x18, ...varint(t.pgid), 0x20, ...varint(t.sid)];
-  if (packed) {
-    const body = t.threads.flatMap(varint);
-    bytes.push(0x2a, ...varint(body.length), ...body);
-  } else for (const tid of t.threads) bytes.push(0x28, ...varint(tid));
-  return Buffer.from(bytes);
+function entry(t: { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }, asPacked = false): Buffer {
+  return message([[1, t.pid], [2, t.ppid], [3, t.pgid], [4, t.sid], [5, asPacked ? packed(t.threads) : t.threads]]);
 }
 
-function image(entries: Buffer[]): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32LE(0x54564319, 0);
-  head.writeUInt32LE(0x50273030, 4);
-  const parts = [head];
-  for (const e of entries) {
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(e.length, 0);
-    parts.push(len, e);
-  }
-  return Buffer.concat(parts);
-}
+const image = (entries: Buffer[]): Buffer => criuImage(PSTREE_MAGIC, entries);
 
 describe('parsePstreeImage', () => {
   it('reads every task of a tree with its threads, root first, pids above 2^21 included', () => {

@@ -87,7 +87,7 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
     for (const { image, host: pid } of pids) {
       const file = join(s.workDir!, `core.${pid}`)
       const built = await s.budget.unlessStopped(
-        writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file, crit: s.crit }),
+        writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file }),
         `building the core of ${pid}`,
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)

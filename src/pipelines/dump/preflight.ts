@@ -17,10 +17,9 @@ import { readFdLinks } from '../../process/sockets.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
 import { readLink } from '../../process/proc.js'
-import { resolveCrit } from '../../corefile/images.js'
 import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
-import { queryTool, startTool } from '../../tools/run.js'
+import { startTool } from '../../tools/run.js'
 import { Journal } from '../journal.js'
 import { MiB, type DumpState } from './state.js'
 
@@ -127,16 +126,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     s.workDir = mkdtempSync(join(dirname(s.output), workDirPrefix(s.output, process.pid)))
     mkdirSync(join(s.workDir, 'logs'))
     s.journal.update({ workDir: s.workDir })
-    if (s.coreSource === 'images') {
-      // Found now, not after the tree was frozen and released: a missing crit must cost nothing.
-      s.crit = resolveCrit()
-      if (s.crit === 'crit' && !(await queryTool('crit', ['--help'])).ok)
-        throw new ToolError('building the cores from the CRIU images needs crit (CRIU image decoder), which does not run', 'run `npm run setup`, or dump with --core gcore')
-    } else {
-      if (!o.coreOnly && o.core === undefined)
-        s.warn('crit (CRIU image decoder) was not found: the cores are written by gdb while the tree is frozen, a longer freeze; `npm run setup` installs crit')
-      startGdbSession(s)
-    }
+    if (s.coreSource === 'gcore') startGdbSession(s)
   })
 }
 

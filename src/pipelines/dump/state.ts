@@ -3,7 +3,6 @@
 
 import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
-import { critFound } from '../../corefile/images.js'
 import { SnapError } from '../../errors.js'
 import type { TargetIdentity } from '../../process/identity.js'
 import type { ContainerPlan } from '../../process/container.js'
@@ -36,9 +35,9 @@ export interface DumpOptions {
   criuExtraOptions: string[]
   skipCriuCheck?: boolean
   /**
-   * Where the cores come from. 'images' (the default when crit is here): built from criu's images after the tree is
-   * released, so the freeze lasts only as long as criu dump. 'gcore': written by gdb while the tree is frozen (the
-   * slower way, kept for a host without crit and for comparison).
+   * Where the cores come from. 'images' (the default): built from criu's images after the tree is released, so the
+   * freeze lasts only as long as criu dump. 'gcore': written by gdb while the tree is frozen (the slower way, kept
+   * for comparison and for a tool that wants gdb's own core).
    */
   core?: CoreSource
   /** Cores only, no checkpoint: for what criu cannot dump. */
@@ -73,7 +72,6 @@ export class DumpState {
   bornDuringStop: number[] = []
   criu?: CriuInfo
   gdb?: GdbInfo
-  crit = 'crit'
   output!: string
   workDir?: string
   journal?: Journal
@@ -116,7 +114,7 @@ export class DumpState {
     readonly progress: Progress,
     readonly budget: OperationBudget,
   ) {
-    this.coreSource = o.coreOnly ? 'gcore' : (o.core ?? (critFound() ? 'images' : 'gcore'))
+    this.coreSource = o.coreOnly ? 'gcore' : (o.core ?? 'images')
   }
 
   /** Where the cores come from, decided before anything is done (see DumpOptions.core); core-only has no images. */
