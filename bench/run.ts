@@ -215,7 +215,18 @@ const SHAPES: Record<string, string> = {
 }
 
 /** snap's own freeze window (the manifest's), default against --core gcore, for each shape, alternating. */
-async function shapes(): Promise<{ shape: string; snapFreezeMs: number; gcoreFreezeMs: number; snapBundle: number; gcoreBundle: number }[]> {
+/** A bare `kill -STOP; criu dump; kill -CONT` of a target without ticks: the freeze is the time from the STOP to the
+ *  CONT, taken inside the same shell. */
+function bareCriuFreezeMs(pid: number, work: string): number {
+  const d = mkdtempSync(join(work, 'bare-criu-'))
+  const script = `a=$(date +%s%N); kill -STOP ${pid} && ${criu} dump -t ${pid} -D ${d} --leave-stopped -o dump.log >/dev/null 2>&1 && kill -CONT ${pid}; s=$?; b=$(date +%s%N); echo $(( (b - a) / 1000 )); exit $s`
+  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' })
+  rmSync(d, { recursive: true, force: true })
+  if (r.status !== 0) throw new Error(`bare criu dump failed with ${r.status}`)
+  return Number(r.stdout.trim()) / 1000
+}
+
+async function shapes(): Promise<{ shape: string; snapFreezeMs: number; gcoreFreezeMs: number; bareCriuFreezeMs: number; snapBundle: number; gcoreBundle: number }[]> {
   const out = []
   for (const [shape, script] of Object.entries(SHAPES)) {
     const work = mkdtempSync(join(baseDir, 'snap-bench-shape-'))
@@ -223,7 +234,10 @@ async function shapes(): Promise<{ shape: string; snapFreezeMs: number; gcoreFre
     const child = spawn('/usr/bin/python3', ['-c', script, ready], { stdio: 'ignore', detached: true })
     await waitFor(() => existsSync(ready), 60_000, `the ${shape} target to be ready`)
     const runs: Record<'snap' | 'gcore', { freeze: number; bundle: number }[]> = { snap: [], gcore: [] }
+    const bare: number[] = []
     for (let r = 0; r < rounds; r++) {
+      bare.push(bareCriuFreezeMs(child.pid!, work))
+      log(`${shape} round ${r + 1}: bare criu freeze ${Math.round(bare.at(-1)!)} ms`)
       for (const which of r % 2 ? (['gcore', 'snap'] as const) : (['snap', 'gcore'] as const)) {
         const bundle = join(work, `b-${which}-${r}.tar.zst`)
         const res = await runSampled(snapBin, ['dump', String(child.pid), '-o', bundle, '--json', '-q', ...(which === 'gcore' ? ['--core', 'gcore'] : [])])
@@ -240,6 +254,7 @@ async function shapes(): Promise<{ shape: string; snapFreezeMs: number; gcoreFre
       shape,
       snapFreezeMs: median(runs.snap.map((x) => x.freeze)),
       gcoreFreezeMs: median(runs.gcore.map((x) => x.freeze)),
+      bareCriuFreezeMs: median(bare),
       snapBundle: median(runs.snap.map((x) => x.bundle)),
       gcoreBundle: median(runs.gcore.map((x) => x.bundle)),
     })
@@ -367,11 +382,11 @@ async function main(): Promise<void> {
     '',
     ...(shapeRows.length
       ? [
-          `| target | freeze: snap | freeze: snap --core gcore | ratio | bundle: snap | bundle: snap --core gcore | ratio |`,
-          `| --- | --- | --- | --- | --- | --- | --- |`,
+          `| target | freeze: bare criu dump | freeze: snap | freeze: snap --core gcore | snap to gcore | bare criu to gcore | bundle: snap | bundle: snap --core gcore | ratio |`,
+          `| --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
           ...shapeRows.map(
             (r) =>
-              `| ${r.shape} | ${Math.round(r.snapFreezeMs)} ms | ${Math.round(r.gcoreFreezeMs)} ms | ${(r.snapFreezeMs / r.gcoreFreezeMs).toFixed(2)}x | ${(r.snapBundle / 1048576).toFixed(1)} MiB | ${(r.gcoreBundle / 1048576).toFixed(1)} MiB | ${(r.snapBundle / r.gcoreBundle).toFixed(2)}x |`,
+              `| ${r.shape} | ${Math.round(r.bareCriuFreezeMs)} ms | ${Math.round(r.snapFreezeMs)} ms | ${Math.round(r.gcoreFreezeMs)} ms | ${(r.snapFreezeMs / r.gcoreFreezeMs).toFixed(2)}x | ${(r.bareCriuFreezeMs / r.gcoreFreezeMs).toFixed(2)}x | ${(r.snapBundle / 1048576).toFixed(1)} MiB | ${(r.gcoreBundle / 1048576).toFixed(1)} MiB | ${(r.snapBundle / r.gcoreBundle).toFixed(2)}x |`,
           ),
           '',
         ]

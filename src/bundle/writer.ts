@@ -23,6 +23,15 @@ export interface SealInput {
   workDir: string
   /** Paths relative to workDir, in bundle order, with their kinds. */
   artifacts: Pick<ArtifactRecord, 'path' | 'kind'>[]
+  /**
+   * Artifacts still being made when the seal starts (the cores' recipes and the stacks, made while the images
+   * stream into the bundle): written after `artifacts`, once this resolves. A rejection abandons the bundle.
+   */
+  later?: Promise<Pick<ArtifactRecord, 'path' | 'kind'>[]>
+  /** How many records `later` may bring at most, for the room set aside for the manifest. */
+  laterCount?: number
+  /** Gives up: the writer stops at its next chunk, removes its file, and never links it under `output`. */
+  signal?: AbortSignal
   /** Builds the manifest once the artifacts' hashes are known. */
   manifest: (artifacts: ArtifactRecord[]) => Manifest
   /** Signs the exact manifest bytes, when the bundle is to be signed. */
@@ -62,7 +71,14 @@ const RING = 4
  * Writes the artifacts into `sink` as tar entries, hashing each chunk on its way through, then the end-of-archive
  * blocks, and ends the sink. Resolves once the sink has taken every byte; rejects with the sink's error.
  */
-async function writeEntries(sink: Writable, workDir: string, artifacts: SealInput['artifacts'], out: ArtifactRecord[]): Promise<void> {
+async function writeEntries(
+  sink: Writable,
+  workDir: string,
+  artifacts: SealInput['artifacts'],
+  later: SealInput['later'],
+  out: ArtifactRecord[],
+  signal?: AbortSignal,
+): Promise<void> {
   const ring = Array.from({ length: RING }, () => Buffer.allocUnsafe(CHUNK))
   const taken: (Promise<void> | undefined)[] = new Array<Promise<void> | undefined>(RING)
   const swallow = () => undefined
@@ -74,31 +90,34 @@ async function writeEntries(sink: Writable, workDir: string, artifacts: SealInpu
   }
   const pending: Promise<void>[] = []
   let slot = 0
-  try {
-    for (const a of artifacts) {
-      const file = await open(join(workDir, a.path), 'r')
-      try {
-        const st = await file.stat()
-        pending.push(write(tarHeader(a.path, st.size, st.mtime)))
-        const hash = createHash('sha256')
-        let size = 0
-        for (;;) {
-          const i = slot++ % RING
-          await taken[i]
-          const { bytesRead } = await file.read(ring[i]!, 0, CHUNK, null)
-          if (bytesRead === 0) break
-          const chunk = ring[i]!.subarray(0, bytesRead)
-          hash.update(chunk)
-          size += bytesRead
-          taken[i] = write(chunk)
-        }
-        if (size !== st.size) throw new Error(`${a.path} changed size while it was sealed`)
-        out.push({ path: a.path, kind: a.kind, size, sha256: hash.digest('hex') })
-        pending.push(write(padding(size)))
-      } finally {
-        await file.close()
+  const writeArtifact = async (a: SealInput['artifacts'][number]) => {
+    const file = await open(join(workDir, a.path), 'r')
+    try {
+      const st = await file.stat()
+      pending.push(write(tarHeader(a.path, st.size, st.mtime)))
+      const hash = createHash('sha256')
+      let size = 0
+      for (;;) {
+        const i = slot++ % RING
+        await taken[i]
+        signal?.throwIfAborted()
+        const { bytesRead } = await file.read(ring[i]!, 0, CHUNK, null)
+        if (bytesRead === 0) break
+        const chunk = ring[i]!.subarray(0, bytesRead)
+        hash.update(chunk)
+        size += bytesRead
+        taken[i] = write(chunk)
       }
+      if (size !== st.size) throw new Error(`${a.path} changed size while it was sealed`)
+      out.push({ path: a.path, kind: a.kind, size, sha256: hash.digest('hex') })
+      pending.push(write(padding(size)))
+    } finally {
+      await file.close()
     }
+  }
+  try {
+    for (const a of artifacts) await writeArtifact(a)
+    if (later) for (const a of await later) await writeArtifact(a)
     pending.push(write(Buffer.alloc(2 * BLOCK)))
     await Promise.all([...pending, ...taken])
     sink.end()
@@ -116,7 +135,9 @@ async function writeEntries(sink: Writable, workDir: string, artifacts: SealInpu
  * change while sealing, and the signature entry.
  */
 function reserveFor(input: SealInput): number {
-  const draft = input.manifest(input.artifacts.map((a) => ({ ...a, size: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64) })))
+  const longest = { path: 'x'.repeat(100), kind: 'core-recipe' } as const // a tar header's longest name
+  const named = [...input.artifacts, ...Array.from({ length: input.laterCount ?? 0 }, () => longest)]
+  const draft = input.manifest(named.map((a) => ({ ...a, size: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64) })))
   const bytes = Buffer.byteLength(JSON.stringify(draft, null, 2)) + 64 * 1024 + 4 * BLOCK
   return Math.ceil(bytes / BLOCK) * BLOCK
 }
@@ -183,6 +204,7 @@ export interface SealResult {
 }
 
 export async function writeBundle(input: SealInput): Promise<SealResult> {
+  input.later?.catch(() => undefined) // awaited after the first artifacts; a rejection must not go unhandled meanwhile
   const reserve = reserveFor(input)
   const partial = partialPathFor(input.output)
   // O_EXCL|O_NOFOLLOW with 0600: nobody else can open it in between, and a planted symlink is not followed.
@@ -198,16 +220,17 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
       if (direct) {
         // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
         writeSync(fd, Buffer.alloc(reserve))
-        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, records), direct.done])
+        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal), direct.done])
       } else {
         const out = createWriteStream('', { fd, start: reserve, autoClose: false })
         const z = compressor(input.compression)
-        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, records), pipeline(z, out)])
-        else await writeEntries(out, input.workDir, input.artifacts, records)
+        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal), pipeline(z, out)])
+        else await writeEntries(out, input.workDir, input.artifacts, input.later, records, input.signal)
       }
     } finally {
       await flushing.stop()
     }
+    input.signal?.throwIfAborted()
     manifest = input.manifest(records)
     const head = buildHead(input, manifest, reserve)
     writeSync(fd, head, 0, head.length, 0)
@@ -228,6 +251,7 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
     throw e
   }
   try {
+    input.signal?.throwIfAborted()
     linkSync(partial, input.output) // fails if the final name exists: never clobber
   } catch (e) {
     removeQuietly(partial)

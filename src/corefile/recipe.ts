@@ -8,7 +8,7 @@
 
 import { link, open, rm, stat } from 'node:fs/promises'
 import { isAbsolute, join, normalize, relative, sep } from 'node:path'
-import { sha256File } from '../bundle/hash.js'
+import { sha256FileOffThread } from '../bundle/hash.js'
 import { copyRanges, type CopyJob } from './copy.js'
 import { CoreBuildError } from './errors.js'
 import type { CoreLayout } from './index.js'
@@ -71,7 +71,7 @@ export async function writeRecipe(core: string, layout: CoreLayout, imagesDir: s
     await blob.close()
   }
   pieces.sort((a, b) => a.target - b.target)
-  const { sha256 } = await sha256File(core)
+  const { sha256 } = await sha256FileOffThread(core)
   return { format: RECIPE_FORMAT, size: layout.size, sha256, pieces }
 }
 
@@ -109,7 +109,7 @@ export async function rebuildCore(recipe: CoreRecipe, imagesDir: string, blobPat
     const jobs: CopyJob[] = recipe.pieces.map((p) => ({ target: p.target, file: sourceOf(p), offset: p.offset, bytes: p.bytes }))
     await copyRanges(partial, out, jobs)
     await out.close()
-    const { sha256 } = await sha256File(partial)
+    const { sha256 } = await sha256FileOffThread(partial)
     if (sha256 !== recipe.sha256) throw new CoreBuildError(`the rebuilt core's sha256 ${sha256} is not the ${recipe.sha256} recorded at the dump`)
     await link(partial, output)
   } finally {

@@ -1,5 +1,6 @@
 // The dump, start to finish, as the runbook it replaces: preflight -> stop the tree -> checkpoint -> cores -> put the
-// tree back -> seal. The order of the stages lives here and only here; each stage is a function of one DumpState
+// tree back -> seal (by default: checkpoint -> put back -> cores built from the images, the bundle written beside
+// them -> seal). The order of the stages lives here and only here; each stage is a function of one DumpState
 // (src/pipelines/dump/), and every failure path puts every process back as it was found and removes what was written.
 
 import { statSync } from 'node:fs'
@@ -12,7 +13,7 @@ import { freezeTree, normalizationRecord } from './dump/freeze.js'
 import { preflight } from './dump/preflight.js'
 import { releaseTree } from './dump/release.js'
 import { cleanupWorkDir, rollback } from './dump/rollback.js'
-import { processRecords, seal } from './dump/seal.js'
+import { processRecords, seal, startSeal } from './dump/seal.js'
 import { stacksOfCores } from './dump/stacks.js'
 import { storeBinaries } from './dump/binaries.js'
 import { DumpState, type DumpOptions } from './dump/state.js'
@@ -36,6 +37,14 @@ export interface DumpResult {
 }
 
 type Stage = (s: DumpState, report: (d: string) => void) => Promise<unknown>
+
+/** A stage that runs while the bundle is already being written: the images go in beside it (see startSeal). */
+const withSealStarted =
+  (stage: Stage): Stage =>
+  (s, report) => {
+    startSeal(s)
+    return stage(s, report)
+  }
 
 export class DumpRun {
   private readonly s: DumpState
@@ -65,7 +74,7 @@ export class DumpRun {
         ...start,
         ['Checkpoint the tree with criu dump', checkpoint],
         ['Put every process back as it was found', releaseTree],
-        ['Cores built from the CRIU images', coresFromImages],
+        ['Cores built from the CRIU images, while the bundle is written', withSealStarted(coresFromImages)],
         ...stacks,
       ]
     return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], ...stacks]

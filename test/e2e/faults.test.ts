@@ -56,6 +56,17 @@ describe('a running target, faulty tools', () => {
     });
   }
 
+  it('the images a core is built from are bad, while the bundle is already being written: exit 8, no bundle, no partial file, target running', async () => {
+    const dump = startDump(target, { criu: fake('criu-badmm') });
+    const result = await dump.result;
+    const line = await expectCleanFailure(dump, result, 8, /building a core from CRIU images failed: .*mm-\d+\.img/);
+    expect(result.stderr, 'the target was back before the cores').toMatch(/\[done\]\s+Put every process back/);
+    expect(result.stderr).toMatch(/\[start\] Cores built from the CRIU images, while the bundle is written/);
+    expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was/);
+    await expectRunning(target);
+    record(`criu-badmm: exit ${result.exitCode} after ${dump.runMs.toFixed(0)} ms: ${line}`);
+  });
+
   for (const [criu, gdb, step] of [
     ['criu-hang', undefined, 'the checkpoint \\(criu dump\\)'],
     ['criu-hang-hard', undefined, 'the checkpoint \\(criu dump\\)'],

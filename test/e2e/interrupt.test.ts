@@ -129,6 +129,18 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
     await expectRunning(target);
   });
 
+  it('SIGTERM while the cores are built from the images and the bundle is already being written: exit 143, no bundle, no partial file', async () => {
+    const dump = startDump(target, { criu: REAL_CRIU }); // no gdb given: the default, cores built after the release
+    await dump.waitForStderr(/\[start\] Cores built from the CRIU images, while the bundle is written/);
+    await waitFor(() => dump.partialExists(), { what: 'the partial bundle to appear', intervalMs: 2, timeoutMs: 30_000 });
+    dump.signal('SIGTERM');
+    const result = await dump.result;
+    record(`SIGTERM while the cores are built (512 MiB): snap exited ${dump.signalToExitMs.toFixed(0)} ms after the signal`);
+    await expectCleanFailure(dump, result, 143, /interrupted by SIGTERM during .*; rolled back/);
+    expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was; partial bundle removed/);
+    await expectRunning(target);
+  });
+
   it('SIGTERM while the bundle is sealed: exit 143, no bundle and no partial file, target running', async () => {
     const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
     await dump.waitForStderr(/\[start\] Seal the bundle/);

@@ -2,6 +2,7 @@
 // own found state (or the final one, if that was reached), partial files removed, and each undo said out loud.
 
 import { rmSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { RollbackIncompleteError } from '../../errors.js'
 import { checkIdentity } from '../../process/identity.js'
 import { putTreeBack } from '../../process/tree.js'
@@ -13,10 +14,18 @@ export function cleanupWorkDir(s: DumpState): void {
   s.workDir = undefined
 }
 
+/** A bundle being written beside the cores (startSeal) is told to give up, and given a moment to close its file. */
+async function abandonSeal(s: DumpState, cause: unknown): Promise<void> {
+  if (!s.sealing) return
+  if (!s.sealing.abandoned) s.sealing.abandon(cause instanceof Error ? cause : new Error(String(cause)))
+  await Promise.race([s.sealing.writing.catch(() => undefined), sleep(STOP_TIMEOUT_MS, undefined, { ref: false })])
+}
+
 /** A second signal during this does not interrupt it. Throws RollbackIncompleteError when a process could not be put back. */
 export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
+  await abandonSeal(s, cause)
   let failure: RollbackIncompleteError | undefined
   if (s.touched && s.members.length > 0) {
     const present = s.members.filter((m) => checkIdentity(m.id) === 'same')

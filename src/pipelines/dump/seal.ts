@@ -1,5 +1,6 @@
 // Stage 6: the bundle: manifest first (what was dumped, per process, and why each criu option), every artifact
 // hashed while it is compressed, written under a temporary name and linked into place. Killing, if asked, comes last.
+// With cores built from the images, the writing starts as soon as the tree is back (startSeal), beside the cores.
 
 import { rmSync } from 'node:fs'
 import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manifest.js'
@@ -8,38 +9,81 @@ import { signBytes } from '../../bundle/signature.js'
 import { writeBundle } from '../../bundle/writer.js'
 import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
+import { round } from '../../tools/run.js'
 import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 import { normalizationRecord } from './freeze.js'
 
+/**
+ * Starts writing the bundle with the artifacts there now (the criu images and logs, most of its bytes) while the
+ * rest is still being made: the cores' recipes and the stacks, built from those same images once the tree is back.
+ * They are written after the images, once `seal` hands them over. The bundle's bytes stream to disk meanwhile, and
+ * the flush to disk, most of a large seal, overlaps the cores.
+ */
+export function startSeal(s: DumpState): void {
+  if (s.sealing) return
+  const known = [...s.artifacts]
+  let hand!: (artifacts: typeof s.artifacts) => void
+  let refuse!: (reason: Error) => void
+  const later = new Promise<typeof s.artifacts>((resolve, reject) => {
+    hand = resolve
+    refuse = reject
+  })
+  later.catch(() => undefined) // a rejection is the writer's to handle
+  const signKey = s.o.signKeyPath
+  const createdAt = new Date().toISOString()
+  const stop = new AbortController()
+  const startedAt = performance.now()
+  const writing = writeBundle({
+    workDir: s.workDir!,
+    artifacts: known,
+    later,
+    // A recipe and a blob per core, the two stacks files, and the binaries of --include-binaries.
+    laterCount: 2 * s.members.length + 2 + (s.o.includeBinaries ? s.mappedBinaries.size : 0),
+    manifest: (records) => buildManifest(s, records, createdAt),
+    sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
+    output: s.output,
+    compression: s.o.compression,
+    signal: stop.signal,
+    onPartial: (p) => {
+      if (stop.signal.aborted) return
+      s.partial = p
+      s.journal?.update({ partialPath: p ?? null })
+    },
+  })
+  // On a failure, a signal or the deadline the writer is abandoned: it stops at its next chunk and never links its
+  // file under the final name; the rollback unlinks the partial file as well.
+  writing.catch(() => undefined)
+  s.sealing = {
+    known: known.length,
+    startedAt,
+    hand,
+    abandon: (reason) => {
+      stop.abort(reason)
+      refuse(reason)
+    },
+    get abandoned() {
+      return stop.signal.aborted
+    },
+    writing,
+  }
+}
+
+/** Finishes the bundle: hands the writer what was made since startSeal (or starts it now with everything). */
 export async function seal(s: DumpState, report: (d: string) => void): Promise<ArtifactRecord[]> {
-  return s.timed('seal', async () => {
+  return s.timed('seal', async (rec) => {
     s.budget.checkCancelled('sealing the bundle')
-    const signKey = s.o.signKeyPath
-    const createdAt = new Date().toISOString()
-    let abandoned = false
-    const writing = writeBundle({
-      workDir: s.workDir!,
-      artifacts: s.artifacts,
-      manifest: (records) => buildManifest(s, records, createdAt),
-      sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
-      output: s.output,
-      compression: s.o.compression,
-      onPartial: (p) => {
-        if (abandoned) return
-        s.partial = p
-        s.journal?.update({ partialPath: p ?? null })
-      },
-    })
-    // The writer cannot be stopped half way, so on a signal or the deadline it is abandoned: the rollback unlinks its
-    // partial file, and then the writer can never link it under the final name.
-    writing.catch(() => undefined)
-    let written: Awaited<typeof writing>
+    const overlapped = s.sealing !== undefined
+    startSeal(s)
+    const sealing = s.sealing!
+    sealing.hand(s.artifacts.slice(sealing.known))
+    let written: Awaited<typeof sealing.writing>
     try {
-      written = await s.budget.unlessStopped(writing, 'sealing the bundle')
+      written = await s.budget.unlessStopped(sealing.writing, 'sealing the bundle')
     } catch (e) {
-      abandoned = true
+      sealing.abandon(e as Error)
       throw e
     }
+    if (overlapped) rec.note = `started when the tree was back, ${round(performance.now() - sealing.startedAt)} ms before it ended: the images streamed into the bundle while the cores were built`
     if (s.o.cancel.aborted) {
       // The signal came just as the bundle was linked into place: the person asked snap to stop, so it goes.
       rmSync(written.path, { force: true })

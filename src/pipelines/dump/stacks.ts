@@ -2,7 +2,7 @@
 // tools), so the first thing an engineer reads of a capture costs nothing. After the tree is released, like the
 // seal: it never lengthens the freeze. A process gdb cannot unwind is a warning, never a failed dump.
 
-import { writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderStacks, stacksFromCore, type ProcessStacks } from '../../analysis/stacks.js'
 import { exeOfProcess } from '../../tools/criu-identity.js'
@@ -33,6 +33,10 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
         )
       } catch (e) {
         s.warn(`no stacks for ${m.id.pid}: ${(e as Error).message}`)
+      } finally {
+        // A core kept as a recipe is not in the bundle: gone now, its pages never go to disk, where they would
+        // compete with the bundle's own writing.
+        if (s.coreRecipes.has(m.id.pid)) rmSync(core, { force: true })
       }
     }
     if (all.length === 0) return

@@ -3,6 +3,7 @@
 
 import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
+import type { SealResult } from '../../bundle/writer.js'
 import { SnapError } from '../../errors.js'
 import type { TargetIdentity } from '../../process/identity.js'
 import type { ContainerPlan } from '../../process/container.js'
@@ -101,6 +102,15 @@ export class DumpState {
   readonly openFiles = new Map<number, { fd: number; path: string }[]>()
   /** Each process's memory by mapping, before the freeze. */
   readonly memoryMaps = new Map<number, MappingUse[]>()
+  /** The bundle being written (startSeal): how many artifacts it started with, and how to finish or abandon it. */
+  sealing?: {
+    known: number
+    startedAt: number
+    hand: (artifacts: { path: string; kind: ArtifactKind }[]) => void
+    abandon: (reason: Error) => void
+    readonly abandoned: boolean
+    writing: Promise<SealResult>
+  }
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
   readonly coreRecipes = new Map<number, string>()
   imagesDir = ''
