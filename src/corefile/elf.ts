@@ -1,6 +1,8 @@
 // ELF64 little-endian encoding for an x86_64 core file: the file header, program headers and notes, laid out as
 // the kernel's binfmt_elf.c writes them (which is what gdb and BFD read).
 
+import type { FileHandle } from 'node:fs/promises'
+
 export const PAGE_SIZE = 4096
 
 export const ET_CORE = 4
@@ -89,4 +91,37 @@ export function note(name: string, type: number, desc: Buffer): Buffer {
 
 export function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to
+}
+
+/** The program headers of an x86_64 ELF core as they are in the file (read back from a core gdb wrote): the count
+ *  from the lone section header when it is PN_XNUM or more. Throws on anything that is not one. */
+export async function readProgramHeaders(file: FileHandle, what: string): Promise<ProgramHeader[]> {
+  const eh = Buffer.alloc(EHDR_SIZE)
+  await file.read(eh, 0, EHDR_SIZE, 0)
+  if (!eh.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46])) || eh[4] !== 2 || eh[5] !== 1 || eh.readUInt16LE(16) !== ET_CORE)
+    throw new Error(`${what} is not a little-endian 64-bit ELF core`)
+  const phoff = Number(eh.readBigUInt64LE(32))
+  const shoff = Number(eh.readBigUInt64LE(40))
+  let phnum = eh.readUInt16LE(56)
+  if (eh.readUInt16LE(54) !== PHDR_SIZE) throw new Error(`${what} has program headers of ${eh.readUInt16LE(54)} bytes`)
+  if (phnum === PN_XNUM) {
+    const sh = Buffer.alloc(SHDR_SIZE)
+    await file.read(sh, 0, SHDR_SIZE, shoff)
+    phnum = sh.readUInt32LE(44)
+  }
+  const table = Buffer.alloc(phnum * PHDR_SIZE)
+  const { bytesRead } = await file.read(table, 0, table.length, phoff)
+  if (bytesRead !== table.length) throw new Error(`${what} ends inside its program headers`)
+  return Array.from({ length: phnum }, (_, i) => {
+    const at = i * PHDR_SIZE
+    return {
+      type: table.readUInt32LE(at),
+      flags: table.readUInt32LE(at + 4),
+      offset: Number(table.readBigUInt64LE(at + 8)),
+      vaddr: Number(table.readBigUInt64LE(at + 16)),
+      filesz: Number(table.readBigUInt64LE(at + 32)),
+      memsz: Number(table.readBigUInt64LE(at + 40)),
+      align: Number(table.readBigUInt64LE(at + 48)),
+    }
+  })
 }

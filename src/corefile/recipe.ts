@@ -6,10 +6,12 @@
 // Everything in a recipe comes from a bundle, so it is checked before use: sources inside the images directory or
 // the blob, pieces inside the core's size, a bounded number of them.
 
-import { link, open, rm, stat } from 'node:fs/promises'
+import { link, open, rm, stat, type FileHandle } from 'node:fs/promises'
 import { isAbsolute, join, normalize, relative, sep } from 'node:path'
 import { sha256FileOffThread } from '../bundle/hash.js'
 import { copyRanges, type CopyJob } from './copy.js'
+import { PAGE_SIZE, PT_LOAD, readProgramHeaders } from './elf.js'
+import { PageIndex } from './page-index.js'
 import { CoreBuildError } from './errors.js'
 import type { CoreLayout } from './index.js'
 
@@ -73,6 +75,93 @@ export async function writeRecipe(core: string, layout: CoreLayout, imagesDir: s
   pieces.sort((a, b) => a.target - b.target)
   const { sha256 } = await sha256FileOffThread(core)
   return { format: RECIPE_FORMAT, size: layout.size, sha256, pieces }
+}
+
+/**
+ * The recipe of a core someone else wrote (gdb's gcore, at the same stop as the criu dump): every page of its memory
+ * that is byte for byte the page the images hold for that address is taken from the images, every other byte that
+ * is not zero goes into the blob, and the zeros (the untouched memory gcore writes out in full) are holes. Exact
+ * whatever gcore wrote: a page that differs (the rseq area the kernel updates) is simply the blob's.
+ */
+export async function recipeFromCore(core: string, imagesDir: string, pid: number, blobPath: string): Promise<CoreRecipe> {
+  const memory = PageIndex.open(imagesDir, `pagemap-${pid}.img`)
+  if (!memory) throw new CoreBuildError(`${join(imagesDir, `pagemap-${pid}.img`)} is missing`)
+  const source = await open(core, 'r')
+  const blob = await open(blobPath, 'wx', 0o600)
+  const hashing = sha256FileOffThread(core)
+  hashing.catch(() => undefined) // awaited below
+  const pieces: CorePiece[] = []
+  let blobAt = 0
+  const images = new Map<string, FileHandle>()
+  try {
+    const size = (await source.stat()).size
+    // What the images can give, by position in the core: each PT_LOAD's dumped extents (this directory's own pages,
+    // not a pre-dump's, which is not in the bundle).
+    const covered: { target: number; bytes: number; file: string; offset: number }[] = []
+    for (const h of await readProgramHeaders(source, core)) {
+      if (h.type !== PT_LOAD || h.filesz === 0) continue
+      if (h.offset + h.filesz > size) throw new CoreBuildError(`${core} ends inside the segment at 0x${h.vaddr.toString(16)}`)
+      for (const e of memory.extents(h.vaddr, h.vaddr + h.filesz)) {
+        if (relative(imagesDir, e.file).includes(sep)) continue
+        covered.push({ target: h.offset + (e.vaddr - h.vaddr), bytes: e.bytes, file: e.file, offset: e.offset })
+      }
+    }
+    covered.sort((a, b) => a.target - b.target)
+
+    const push = (piece: CorePiece) => {
+      const last = pieces.at(-1)
+      if (last && last.from === piece.from && last.target + last.bytes === piece.target && last.offset + last.bytes === piece.offset) last.bytes += piece.bytes
+      else pieces.push(piece)
+    }
+    const mine = Buffer.allocUnsafe(COMPARE_CHUNK)
+    const theirs = Buffer.allocUnsafe(COMPARE_CHUNK)
+    /** [from, to) of the core: each page from the images when it equals their bytes (given), else the blob's unless zero. */
+    const scan = async (from: number, to: number, image?: { file: string; offset: number }) => {
+      const handle = image && (images.get(image.file) ?? (images.set(image.file, await open(image.file, 'r')), images.get(image.file)!))
+      for (let at = from; at < to; at += COMPARE_CHUNK) {
+        const length = Math.min(COMPARE_CHUNK, to - at)
+        await readExactly(source, mine, length, at, core)
+        if (handle) await readExactly(handle, theirs, length, image!.offset + (at - from), image!.file)
+        for (let page = 0; page < length; page += PAGE_SIZE) {
+          const n = Math.min(PAGE_SIZE, length - page)
+          const bytes = mine.subarray(page, page + n)
+          const target = at + page
+          if (handle && bytes.equals(theirs.subarray(page, page + n))) {
+            push({ target, bytes: n, from: relative(imagesDir, image!.file), offset: image!.offset + (target - from) })
+          } else if (!bytes.equals(ZEROS.subarray(0, n))) {
+            await blob.write(bytes, 0, n, blobAt)
+            push({ target, bytes: n, from: 'blob', offset: blobAt })
+            blobAt += n
+          }
+        }
+      }
+    }
+    let at = 0
+    for (const c of covered) {
+      await scan(at, c.target)
+      await scan(c.target, c.target + c.bytes, c)
+      at = c.target + c.bytes
+    }
+    await scan(at, size)
+    const { sha256 } = await hashing
+    return { format: RECIPE_FORMAT, size, sha256, pieces }
+  } finally {
+    await source.close()
+    await blob.close()
+    await Promise.all([...images.values()].map((h) => h.close()))
+  }
+}
+
+/** Bytes compared at a time: a few hundred pages. */
+const COMPARE_CHUNK = 1 << 20
+const ZEROS = Buffer.alloc(PAGE_SIZE)
+
+async function readExactly(handle: FileHandle, buffer: Buffer, length: number, position: number, file: string): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const { bytesRead } = await handle.read(buffer, done, length - done, position + done)
+    if (bytesRead === 0) throw new CoreBuildError(`${file} ended at ${position + done}, before the ${length} bytes expected at ${position}`)
+    done += bytesRead
+  }
 }
 
 /** A recipe read from a bundle, checked to be one snap could have written. */

@@ -8,7 +8,7 @@ import type { ArtifactRecord, FinalState, Manifest, ProcessRecord, StepRecord } 
 import type { Progress, ProgressStep } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
 import { checkpoint } from './dump/checkpoint.js'
-import { coresFromImages, coresWithGdb } from './dump/cores.js'
+import { coresFromImages, coresWithGdb, recipesOfGcoreCores } from './dump/cores.js'
 import { freezeTree, normalizationRecord } from './dump/freeze.js'
 import { preflight } from './dump/preflight.js'
 import { releaseTree } from './dump/release.js'
@@ -77,7 +77,14 @@ export class DumpRun {
         ['Cores built from the CRIU images, while the bundle is written', withSealStarted(coresFromImages)],
         ...stacks,
       ]
-    return [...start, ['Checkpoint the tree with criu dump', checkpoint], [cores, coresWithGdb], ['Put every process back as it was found', releaseTree], ...stacks]
+    return [
+      ...start,
+      ['Checkpoint the tree with criu dump', checkpoint],
+      [cores, coresWithGdb],
+      ['Put every process back as it was found', releaseTree],
+      ['Cores kept as recipes over the images, while the bundle is written', withSealStarted(recipesOfGcoreCores)],
+      ...stacks,
+    ]
   }
 
   /** Runs the whole dump. On any failure it rolls back first, then rethrows. */

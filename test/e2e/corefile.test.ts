@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readThreadImage } from '../../src/corefile/core-image.js';
 import { filesFromImage, memfdShmids, mmFromImage, pagemapFromImage, taskFromPstree } from '../../src/corefile/images.js';
 import { CoreBuildError, writeCoreFromImages, type WriteCoreResult } from '../../src/corefile/index.js';
+import { parseRecipe, rebuildCore, recipeFromCore } from '../../src/corefile/recipe.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import * as crit from '../helpers/crit-reference.js';
 import { fixtureBin, nodeBin, repoRoot } from '../helpers/paths.js';
@@ -379,6 +380,22 @@ describe('a core built from criu dump images, after the target was released', ()
       closeSync(fd);
       expect(bytes.every((b) => b === 0), `0x${from.toString(16)}-0x${to.toString(16)}: not a file mapping, not zeros in gcore's core`).toBe(true);
     }
+  });
+
+  it('keeps gcore\'s core of the same stop as a recipe over the images: rebuilt to its exact sha256, its own bytes a small blob', async () => {
+    const blob = join(capture.dir, 'gcore.blob');
+    const recipe = await recipeFromCore(capture.gcoreFile, capture.imagesDir, capture.target.pid, blob);
+    expect(recipe.sha256).toBe(sha256(capture.gcoreFile));
+    const fromImages = recipe.pieces.filter((p) => p.from !== 'blob').reduce((n, p) => n + p.bytes, 0);
+    const own = statSync(blob).size;
+    expect(fromImages, 'the worker\'s 64 MiB buffer comes from pages-N.img').toBeGreaterThan(64 << 20);
+    expect(own, 'what only gcore\'s core holds').toBeLessThan(statSync(capture.gcoreFile).size / 8);
+    const rebuilt = join(capture.dir, 'gcore.rebuilt');
+    await rebuildCore(parseRecipe(JSON.stringify(recipe)), capture.imagesDir, blob, rebuilt);
+    expect(sha256(rebuilt)).toBe(sha256(capture.gcoreFile));
+    // A blob cut short is refused before anything is written, never rebuilt with zeros in its place.
+    writeFileSync(blob, readFileSync(blob).subarray(0, own - 1));
+    await expect(rebuildCore(recipe, capture.imagesDir, blob, join(capture.dir, 'gcore.short'))).rejects.toThrow(/core blob is shorter/);
   });
 
   it('reads every image it is built from exactly as crit decodes it: each thread\'s core, pstree, mm, pagemap, files', async () => {

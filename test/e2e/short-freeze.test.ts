@@ -3,7 +3,7 @@
 // the dump point. --core gcore has gdb write it while the target is frozen. The images are read by snap itself: a
 // host without crit (CRIU's python image decoder) gets the same short freeze.
 import { execFile } from 'node:child_process';
-import { symlinkSync, writeFileSync } from 'node:fs';
+import { statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -89,11 +89,19 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'stacks', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'core-recipes', 'stacks', 'seal']);
     const extracted = await extractBundle(bundle);
     const manifest = readExtractedManifest(extracted);
     expect(manifest.mode).toBe('standard');
     expect(manifest.artifacts.map((a) => a.path)).toContain('logs/gdb.log');
+    // gdb's core is not stored: the pages it shares with the images are taken from them, and `snap core` (run by
+    // extractBundle) rebuilt it to the sha256 of the file gdb wrote, or it would have failed.
+    const paths = manifest.artifacts.map((a) => a.path);
+    expect(paths).not.toContain(`core.${target.pid}`);
+    expect(manifest.processes?.[0]).toMatchObject({ core: `core.${target.pid}`, coreStored: false });
+    const blob = manifest.artifacts.find((a) => a.path === `core-blob.${target.pid}`)!;
+    expect(blob.size, 'the 8 MiB of random memory is taken from the images, not stored again').toBeLessThan(8 << 20);
+    expect(statSync(join(extracted, `core.${target.pid}`)).size).toBeGreaterThan(8 << 20);
     expect((await gdbOnCore(extracted, target.pid)).threads).toBe(2);
   });
 

@@ -1,11 +1,11 @@
 // Stage 4: a core for every process of the tree (or the root only, with --cores root), each checked to be an ELF
 // core: by gdb's gcore while the tree is frozen, or, with --short-freeze, built from criu's images after release.
 
-import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { StepFailedError } from '../../errors.js'
+import { InterruptedError, StepFailedError, StepTimeoutError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
-import { writeRecipe } from '../../corefile/recipe.js'
+import { recipeFromCore, writeRecipe } from '../../corefile/recipe.js'
 import { gcoreCommands } from '../../tools/gdb.js'
 import { tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
@@ -63,11 +63,52 @@ export async function coresWithGdb(s: DumpState, report: (d: string) => void): P
     let bytes = 0
     for (const c of cores) {
       s.coreFiles.set(c.pid, c.file)
-      s.addArtifact(`core.${c.pid}`, 'core')
+      // With a checkpoint, each core becomes a recipe over the images once the tree is back (recipesOfGcoreCores);
+      // without one it is stored as it is.
+      if (s.mode === 'core-only') s.addArtifact(`core.${c.pid}`, 'core')
       bytes += statSync(c.file).size
     }
     await recheckStopped(s, 'gcore')
     report(`${cores.length} core(s), ${Math.round(bytes / MiB)} MiB in ${Math.round(performance.now() - t0)} ms`)
+  })
+}
+
+/**
+ * gcore's cores, after the tree is back: each page the images also hold is stored once, so each core is kept as a
+ * recipe over the images and a blob of the rest (recipeFromCore), rebuilt by `snap core` to the same sha256. A core
+ * that cannot be matched with the images is stored whole, with a warning.
+ */
+export async function recipesOfGcoreCores(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('core-recipes', async (rec) => {
+    const innerOf = new Map(s.members.map((m) => [m.id.pid, s.container ? m.innerPid : m.id.pid]))
+    const notes: string[] = []
+    let stored = 0
+    for (const [pid, file] of s.coreFiles) {
+      s.budget.checkCancelled('matching the cores with the images')
+      const blobName = `core-blob.${pid}`
+      try {
+        const recipe = await s.budget.unlessStopped(
+          recipeFromCore(file, s.imagesDir, innerOf.get(pid) ?? pid, join(s.workDir!, blobName)),
+          `matching the core of ${pid} with the images`,
+        )
+        writeFileSync(join(s.workDir!, `core-recipe.${pid}.json`), JSON.stringify(recipe), { mode: 0o600, flag: 'wx' })
+        s.addArtifact(`core-recipe.${pid}.json`, 'core-recipe')
+        s.addArtifact(blobName, 'core-recipe')
+        s.coreRecipes.set(pid, recipe.sha256)
+        const fromImages = recipe.pieces.filter((p) => p.from !== 'blob').reduce((sum, p) => sum + p.bytes, 0)
+        const own = recipe.pieces.filter((p) => p.from === 'blob').reduce((sum, p) => sum + p.bytes, 0)
+        notes.push(`${pid}: ${Math.round(fromImages / MiB)} MiB from the images, ${Math.round(own / MiB)} MiB of its own, sha256 ${recipe.sha256}`)
+      } catch (e) {
+        // Stopped by a signal or the deadline: that is the dump's failure, not this core's.
+        if (s.o.cancel.aborted || e instanceof InterruptedError || e instanceof StepTimeoutError) throw e
+        rmSync(join(s.workDir!, blobName), { force: true })
+        s.warn(`core ${pid} is stored whole: it could not be matched with the images (${(e as Error).message})`)
+        s.addArtifact(`core.${pid}`, 'core')
+        stored++
+      }
+    }
+    rec.note = notes.join('; ')
+    report(`${s.coreFiles.size - stored} core(s) kept as recipes over the images${stored ? `, ${stored} stored whole` : ''}`)
   })
 }
 
