@@ -33,10 +33,58 @@ try {
 
 /** sha256File on a thread of its own: for files of hundreds of MiB and more (a worker costs a few ms to start). */
 export function sha256FileOffThread(path: string): Promise<{ sha256: string; size: number }> {
+  return runWorker(HASH_WORKER, path, path)
+}
+
+/** The same, for a sparse file whose data is known to lie only in `data` (sorted [at, at + bytes) ranges): the rest is
+ *  hashed as the zeros it reads as, without reading it. A core of 600 threads is 5 GB of thread-stack holes around
+ *  16 MiB of data; reading its holes back took 10 s here. */
+const SPARSE_HASH_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads')
+const { createHash } = require('node:crypto')
+const { closeSync, openSync, readSync } = require('node:fs')
+const { path, size, data } = workerData
+const fd = openSync(path, 'r')
+try {
+  const hash = createHash('sha256')
+  const buf = Buffer.allocUnsafe(1 << 20)
+  const zeros = Buffer.alloc(1 << 20)
+  const hashZeros = (n) => { for (; n > 0; n -= zeros.length) hash.update(n >= zeros.length ? zeros : zeros.subarray(0, n)) }
+  let at = 0
+  for (const [from, bytes] of data) {
+    hashZeros(from - at)
+    for (let done = 0; done < bytes; ) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, bytes - done), from + done)
+      if (n === 0) throw new Error(path + ' ended at ' + (from + done) + ', inside its data')
+      hash.update(buf.subarray(0, n))
+      done += n
+    }
+    at = from + bytes
+  }
+  hashZeros(size - at)
+  parentPort.postMessage({ sha256: hash.digest('hex'), size })
+} finally {
+  closeSync(fd)
+}
+`
+
+export function sha256SparseFileOffThread(path: string, size: number, data: { at: number; bytes: number }[]): Promise<{ sha256: string; size: number }> {
+  // Sorted, merged, clipped to the file: overlapping copy jobs must not hash a byte twice.
+  const merged: [number, number][] = []
+  for (const r of [...data].filter((r) => r.bytes > 0).sort((a, b) => a.at - b.at)) {
+    const last = merged.at(-1)
+    const end = Math.min(r.at + r.bytes, size)
+    if (last && r.at <= last[0] + last[1]) last[1] = Math.max(last[1], end - last[0])
+    else if (r.at < size) merged.push([r.at, end - r.at])
+  }
+  return runWorker(SPARSE_HASH_WORKER, { path, size, data: merged }, path)
+}
+
+function runWorker(script: string, workerData: unknown, path: string): Promise<{ sha256: string; size: number }> {
   return new Promise((resolve, reject) => {
     // The script is CommonJS: a parent started with --input-type=module would make an eval'd worker a module.
     const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'))
-    const worker = new Worker(HASH_WORKER, { eval: true, workerData: path, execArgv })
+    const worker = new Worker(script, { eval: true, workerData, execArgv })
     let answered = false
     worker.once('message', (m: { sha256: string; size: number }) => {
       answered = true

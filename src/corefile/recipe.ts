@@ -8,7 +8,7 @@
 
 import { link, open, rm, stat, type FileHandle } from 'node:fs/promises'
 import { isAbsolute, join, normalize, relative, sep } from 'node:path'
-import { sha256FileOffThread } from '../bundle/hash.js'
+import { sha256FileOffThread, sha256SparseFileOffThread } from '../bundle/hash.js'
 import { copyRanges, type CopyJob } from './copy.js'
 import { PAGE_SIZE, PT_LOAD, readProgramHeaders } from './elf.js'
 import { PageIndex } from './page-index.js'
@@ -73,7 +73,8 @@ export async function writeRecipe(core: string, layout: CoreLayout, imagesDir: s
     await blob.close()
   }
   pieces.sort((a, b) => a.target - b.target)
-  const { sha256 } = await sha256FileOffThread(core)
+  const data = [...layout.written, ...layout.jobs].map((r) => ({ at: r.target, bytes: r.bytes }))
+  const { sha256 } = await sha256SparseFileOffThread(core, layout.size, data)
   return { format: RECIPE_FORMAT, size: layout.size, sha256, pieces }
 }
 
@@ -198,7 +199,8 @@ export async function rebuildCore(recipe: CoreRecipe, imagesDir: string, blobPat
     const jobs: CopyJob[] = recipe.pieces.map((p) => ({ target: p.target, file: sourceOf(p), offset: p.offset, bytes: p.bytes }))
     await copyRanges(partial, out, jobs)
     await out.close()
-    const { sha256 } = await sha256FileOffThread(partial)
+    // Only the pieces were written: the rest of the core is holes, hashed as the zeros they read as.
+    const { sha256 } = await sha256SparseFileOffThread(partial, recipe.size, recipe.pieces.map((p) => ({ at: p.target, bytes: p.bytes })))
     if (sha256 !== recipe.sha256) throw new CoreBuildError(`the rebuilt core's sha256 ${sha256} is not the ${recipe.sha256} recorded at the dump`)
     await link(partial, output)
   } finally {

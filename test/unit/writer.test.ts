@@ -1,13 +1,13 @@
 // The bundle writer: artifacts made while it is already writing (the cores' recipes and stacks, built beside the
 // images' streaming) go in after the others, each hashed; a writer whose late artifacts never come leaves nothing.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { list } from 'tar';
 import { afterEach, describe, expect, it } from 'vitest';
-import { sha256File, sha256FileOffThread } from '../../src/bundle/hash.js';
+import { sha256File, sha256FileOffThread, sha256SparseFileOffThread } from '../../src/bundle/hash.js';
 import type { ArtifactRecord, Manifest } from '../../src/bundle/manifest.js';
 import { writeBundle } from '../../src/bundle/writer.js';
 
@@ -112,7 +112,7 @@ describe('writeBundle abandoned', () => {
 });
 
 describe('sha256 of a file on a worker thread', () => {
-  it('is the same digest as on the main thread, and a missing file is an error', async () => {
+  it('is the same digest as on the main thread, sparse or not, and a missing file is an error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hash-'));
     try {
       const data = Buffer.from(Array.from({ length: (2 << 20) + 123 }, (_, i) => (i * 31) % 256));
@@ -120,6 +120,20 @@ describe('sha256 of a file on a worker thread', () => {
       expect(await sha256FileOffThread(join(dir, 'f'))).toEqual({ sha256: sha(data), size: data.length });
       expect(await sha256File(join(dir, 'f'))).toEqual({ sha256: sha(data), size: data.length });
       await expect(sha256FileOffThread(join(dir, 'missing'))).rejects.toThrow(/ENOENT/);
+
+      // A sparse file hashed from where its data is: the same digest as reading all of it, overlapping ranges or not.
+      const sparse = join(dir, 'sparse');
+      const size = (48 << 20) + 5;
+      const fd = openSync(sparse, 'w');
+      ftruncateSync(fd, size);
+      writeSync(fd, data, 0, 4096, 0);
+      writeSync(fd, data, 100, 2 << 20, 20 << 20);
+      writeSync(fd, Buffer.from('tail'), 0, 4, size - 4);
+      closeSync(fd);
+      const ranges = [{ at: 20 << 20, bytes: 2 << 20 }, { at: 0, bytes: 4096 }, { at: (20 << 20) + 10, bytes: 100 }, { at: size - 4, bytes: 4 }];
+      expect(await sha256SparseFileOffThread(sparse, size, ranges)).toEqual(await sha256File(sparse));
+      // A range left out reads as zeros there: another digest, so a missing piece cannot pass.
+      expect((await sha256SparseFileOffThread(sparse, size, ranges.slice(1))).sha256).not.toBe((await sha256File(sparse)).sha256);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
