@@ -25,12 +25,17 @@ export function openBundleHead(path: string): { compression: Compression; size: 
     throw new UsageError(`bundle ${path} does not exist`, 'give the path of a bundle written by `snap dump`')
   }
   if (!st.isFile()) throw new UsageError(`bundle ${path} is not a regular file`)
-  const fd = openSync(path, 'r')
+  // An empty file is no bundle, and neither is what /proc shows as one (/proc/self/mem: size 0, EIO when read).
+  if (st.size === 0) throw new BundleInvalidError(`${path} is empty: not a snap bundle`, [path], 'give the path of a bundle written by `snap dump`')
   const head = Buffer.alloc(512)
+  let fd: number | undefined
   try {
+    fd = openSync(path, 'r')
     readSync(fd, head, 0, 512, 0)
+  } catch (e) {
+    throw new BundleInvalidError(`${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): not a snap bundle`, [path], 'give the path of a bundle written by `snap dump`')
   } finally {
-    closeSync(fd)
+    if (fd !== undefined) closeSync(fd)
   }
   const compression = detectCompression(head)
   if (compression === 'unknown')

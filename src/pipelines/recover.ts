@@ -1,7 +1,7 @@
 // `snap recover`: finishes what a snap that died left half done. Each journal whose snap is gone names a target and
 // the state it must be left in; the target is touched only if its pid still has the recorded start time.
 
-import { readdirSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
 import { checkIdentity, type TargetIdentity } from '../process/identity.js'
@@ -15,8 +15,40 @@ export interface RecoveryAction {
   journal: string
   targetPid: number | null
   snapPid: number | null
+  /** With --dry-run, what the outcome would be. */
   outcome: 'recovered' | 'target-gone' | 'in-progress' | 'unreadable' | 'failed'
+  /** What was done, in order; with --dry-run, what would be done ("would ..."). */
   actions: string[]
+}
+
+export interface RecoverOptions {
+  /** Only the journal of this target (its pid as the journal names it). */
+  pid?: number
+  /** Say what would be done, and do nothing. */
+  dryRun?: boolean
+}
+
+/** The actions of one journal: each side effect runs and is said in the past tense, or in a dry run only said. */
+class Actions {
+  readonly list: string[] = []
+  constructor(readonly dryRun: boolean) {}
+
+  /** A fact found, not an action. */
+  note(text: string): void {
+    this.list.push(text)
+  }
+
+  /** Runs `act` unless this is a dry run; records `done`, or `would` in a dry run. */
+  async run<T>(would: string, done: (result: T) => string | undefined, act: () => T | Promise<T>): Promise<T | undefined> {
+    if (this.dryRun) {
+      this.list.push(`would ${would}`)
+      return undefined
+    }
+    const result = await act()
+    const text = done(result)
+    if (text) this.list.push(text)
+    return result
+  }
 }
 
 /**
@@ -25,7 +57,7 @@ export interface RecoveryAction {
  * does not hand the group's id out again, so with the leader gone every member is ours. With the leader still there,
  * it is ours only if it has the recorded start time (or, for an older journal, if it is younger than snap).
  */
-function killLeftoverTool(pid: number, startTime: number | null | undefined, entry: JournalEntry, actions: string[]): void {
+async function killLeftoverTool(pid: number, startTime: number | null | undefined, entry: JournalEntry, actions: Actions): Promise<void> {
   const leader = readStat(pid)
   if (leader) {
     const ours = startTime != null ? leader.startTime === startTime : leader.startTime >= entry.snapStartTime
@@ -33,23 +65,36 @@ function killLeftoverTool(pid: number, startTime: number | null | undefined, ent
   }
   const members = groupMembers(pid)
   if (members.length === 0) return
-  try {
-    process.kill(-pid, 'SIGKILL')
-  } catch {
-    return
-  }
-  actions.push(`killed leftover ${members.map((m) => `${m.comm} (pid ${m.pid})`).join(', ')}`)
+  const named = members.map((m) => `${m.comm} (pid ${m.pid})`).join(', ')
+  await actions.run(`kill leftover ${named}`, (killed) => (killed ? `killed leftover ${named}` : undefined), () => {
+    try {
+      process.kill(-pid, 'SIGKILL')
+      return true
+    } catch {
+      return false
+    }
+  })
 }
 
 /** One process back in the state its journal says, the outcome said in actions; false when it could not be. */
-async function putBack(id: TargetIdentity, to: 'running' | 'stopped', what: 'target' | 'process', actions: string[]): Promise<boolean> {
+async function putBack(id: TargetIdentity, to: 'running' | 'stopped', what: 'target' | 'process', actions: Actions): Promise<boolean> {
   try {
-    await bringToFinalState(id, to, 5000)
-    actions.push(`${what} ${id.pid} ${to === 'running' ? 'resumed' : 'left stopped, as it was found'}`)
+    await actions.run(
+      `${to === 'running' ? 'resume' : 'leave stopped, as it was found,'} ${what} ${id.pid}`,
+      () => `${what} ${id.pid} ${to === 'running' ? 'resumed' : 'left stopped, as it was found'}`,
+      () => bringToFinalState(id, to, 5000),
+    )
     return true
   } catch (e) {
-    actions.push(`could not put ${what} ${id.pid} back: ${(e as Error).message}`)
+    actions.note(`could not put ${what} ${id.pid} back: ${(e as Error).message}`)
     return false
+  }
+}
+
+/** Removes what a dead snap wrote (partial bundle, work directory), or says it would. */
+async function removePaths(paths: (string | null | undefined)[], actions: Actions): Promise<void> {
+  for (const p of new Set(paths)) {
+    if (p && existsSync(p)) await actions.run(`remove ${p}`, () => `removed ${p}`, () => rmSync(p, { recursive: true, force: true }))
   }
 }
 
@@ -95,7 +140,7 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
 }
 
 /** A journal update is written to target-PID.json.tmp-SNAPPID, then renamed: a snap killed in between leaves it. */
-function removeHalfWrittenUpdates(out: RecoveryAction[]): void {
+async function removeHalfWrittenUpdates(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
   let names: string[] = []
   try {
     names = readdirSync(journalDir())
@@ -104,22 +149,30 @@ function removeHalfWrittenUpdates(out: RecoveryAction[]): void {
   }
   for (const name of names) {
     const m = /^target-(\d+)\.json\.tmp-(\d+)$/.exec(name)
-    if (!m || readStat(Number(m[2]))) continue
-    removeJournalFile(join(journalDir(), name))
-    out.push({ journal: join(journalDir(), name), targetPid: Number(m[1]), snapPid: Number(m[2]), outcome: 'unreadable', actions: ['removed a half-written journal update'] })
+    if (!m || readStat(Number(m[2])) || (o.pid !== undefined && Number(m[1]) !== o.pid)) continue
+    const actions = new Actions(o.dryRun ?? false)
+    await actions.run('remove a half-written journal update', () => 'removed a half-written journal update', () => removeJournalFile(join(journalDir(), name)))
+    out.push({ journal: join(journalDir(), name), targetPid: Number(m[1]), snapPid: Number(m[2]), outcome: 'unreadable', actions: actions.list })
   }
 }
 
-export async function recoverAll(): Promise<RecoveryAction[]> {
+/** The target pid a journal's file name gives (target-PID.json), whether or not it can be read. */
+function pidOfJournal(path: string): number | undefined {
+  const m = /target-(\d+)\.json$/.exec(path)
+  return m ? Number(m[1]) : undefined
+}
+
+export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction[]> {
   const out: RecoveryAction[] = []
-  removeHalfWrittenUpdates(out)
+  await removeHalfWrittenUpdates(out, o)
   for (const { path, entry } of listJournals()) {
+    if (o.pid !== undefined && (entry?.target.pid ?? pidOfJournal(path)) !== o.pid) continue
+    const actions = new Actions(o.dryRun ?? false)
     if (!entry) {
-      removeJournalFile(path)
-      out.push({ journal: path, targetPid: null, snapPid: null, outcome: 'unreadable', actions: ['removed unreadable journal'] })
+      await actions.run('remove the unreadable journal', () => 'removed unreadable journal', () => removeJournalFile(path))
+      out.push({ journal: path, targetPid: pidOfJournal(path) ?? null, snapPid: null, outcome: 'unreadable', actions: actions.list })
       continue
     }
-    const actions: string[] = []
     if (snapIsAlive(entry)) {
       out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'in-progress', actions: [`snap ${entry.snapPid} is still running; left alone`] })
       continue
@@ -129,45 +182,47 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
     if (checkIdentity(entry.target) === 'same') {
       const holder = entry.toolPids.find((pid) => tracerGroup(entry.target.pid) === pid)
       if (holder !== undefined) {
+        const tool = `${readStat(holder)?.comm ?? 'the tool'} (pid ${holder})`
         const t0 = performance.now()
-        const released = await pollUntil(() => tracerGroup(entry.target.pid) !== holder, { timeoutMs: 60_000, maxIntervalMs: 50 })
-        actions.push(`${released ? 'waited' : 'gave up after'} ${Math.round(performance.now() - t0)} ms for ${readStat(holder)?.comm ?? 'the tool'} (pid ${holder}) to let go of the target`)
+        await actions.run(
+          `wait for ${tool} to let go of the target`,
+          (released) => `${released ? 'waited' : 'gave up after'} ${Math.round(performance.now() - t0)} ms for ${tool} to let go of the target`,
+          () => pollUntil(() => tracerGroup(entry.target.pid) !== holder, { timeoutMs: 60_000, maxIntervalMs: 50 }),
+        )
       }
     }
-    entry.toolPids.forEach((pid, i) => killLeftoverTool(pid, entry.toolStartTimes?.[i], entry, actions))
+    for (const [i, pid] of entry.toolPids.entries()) await killLeftoverTool(pid, entry.toolStartTimes?.[i], entry, actions)
     if (entry.operation === 'restore') {
       // A restore that died: what criu had restored of the images' tree (their pids, started after that snap) goes;
       // nothing else is touched, and there is no original to put back.
       const partly = partlyRestored(entry)
-      for (const pid of partly) {
-        try {
-          process.kill(pid, 'SIGKILL')
-        } catch {
-          // gone
-        }
-      }
-      if (partly.length > 0) actions.push(`killed partly restored ${partly.join(', ')}`)
-      for (const p of new Set([entry.workDir, ...leftoversBesideOutput(entry)])) {
-        if (p) {
-          rmSync(p, { recursive: true, force: true })
-          actions.push(`removed ${p}`)
-        }
-      }
-      removeJournalFile(path)
-      out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.length ? actions : ['nothing was left of the restore'] })
+      if (partly.length > 0)
+        await actions.run(`kill partly restored ${partly.join(', ')}`, () => `killed partly restored ${partly.join(', ')}`, () => {
+          for (const pid of partly) {
+            try {
+              process.kill(pid, 'SIGKILL')
+            } catch {
+              // gone
+            }
+          }
+        })
+      await removePaths([entry.workDir, ...leftoversBesideOutput(entry)], actions)
+      if (actions.list.length === 0) actions.note('nothing was left of the restore')
+      await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
+      out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.list })
       continue
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
-    await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
+    if (!actions.dryRun) await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
     if (check !== 'same') {
       outcome = 'target-gone'
-      actions.push(check === 'gone' ? `target ${entry.target.pid} has exited` : `pid ${entry.target.pid} now belongs to another process; not touched`)
+      actions.note(check === 'gone' ? `target ${entry.target.pid} has exited` : `pid ${entry.target.pid} now belongs to another process; not touched`)
     } else if (entry.touched) {
       if (!(await putBack(entry.target, entry.restoreTo, 'target', actions))) outcome = 'failed'
     } else {
-      actions.push(`target ${entry.target.pid} was never signalled`)
+      actions.note(`target ${entry.target.pid} was never signalled`)
     }
     // The rest of the tree: each process back to its own found state. One that is gone is said to be gone (a tool that
     // died holding it may have taken it down), never counted as put back.
@@ -176,20 +231,46 @@ export async function recoverAll(): Promise<RecoveryAction[]> {
         const mcheck = checkIdentity(m.id)
         if (mcheck !== 'same') {
           outcome = outcome === 'recovered' ? 'target-gone' : outcome
-          actions.push(mcheck === 'gone' ? `process ${m.id.pid} of the tree has exited (it may have been damaged while snap's tools held it)` : `pid ${m.id.pid} now belongs to another process; not touched`)
+          actions.note(mcheck === 'gone' ? `process ${m.id.pid} of the tree has exited (it may have been damaged while snap's tools held it)` : `pid ${m.id.pid} now belongs to another process; not touched`)
           continue
         }
         if (!(await putBack(m.id, m.restoreTo, 'process', actions))) outcome = 'failed'
       }
     }
-    for (const p of new Set([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)])) {
-      if (p) {
-        rmSync(p, { recursive: true, force: true })
-        actions.push(`removed ${p}`)
-      }
-    }
-    if (outcome !== 'failed') removeJournalFile(path)
-    out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome, actions })
+    await removePaths([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)], actions)
+    if (outcome !== 'failed') await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
+    out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome, actions: actions.list })
   }
   return out
+}
+
+export interface JournalListing {
+  journal: string
+  targetPid: number | null
+  operation: JournalEntry['operation'] | null
+  /** The step the snap that wrote it was at. */
+  step: string | null
+  snapPid: number | null
+  /** 'running': its snap is still at work; 'left': its snap died, `snap recover` acts on it; 'unreadable'. */
+  status: 'running' | 'left' | 'unreadable'
+  touched: boolean | null
+  updatedAt: string | null
+}
+
+/** Every journal of this host, whoever's: what `snap recover --list` shows. */
+export function listRecoverable(): JournalListing[] {
+  return listJournals().map(({ path, entry }) =>
+    entry
+      ? {
+          journal: path,
+          targetPid: entry.target.pid,
+          operation: entry.operation,
+          step: entry.step,
+          snapPid: entry.snapPid,
+          status: snapIsAlive(entry) ? 'running' : 'left',
+          touched: entry.touched,
+          updatedAt: entry.updatedAt,
+        }
+      : { journal: path, targetPid: pidOfJournal(path) ?? null, operation: null, step: null, snapPid: null, status: 'unreadable', touched: null, updatedAt: null },
+  )
 }

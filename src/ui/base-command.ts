@@ -34,7 +34,7 @@ export abstract class SnapCommand extends Command {
       const stale = staleJournals()
       if (stale.length > 0)
         this.logToStderr(
-          `snap: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\``,
+          `snap: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\` for all, or \`snap recover PID\` for one (\`snap recover --list\` shows them)`,
         )
     }
   }

@@ -8,7 +8,7 @@ import type { RestoreResult } from '../pipelines/restore.js'
 import type { InspectResult } from '../commands/inspect.js'
 import type { VerifyResult } from '../bundle/verify.js'
 import type { DoctorReport } from '../tools/doctor.js'
-import type { RecoveryAction } from '../pipelines/recover.js'
+import type { JournalListing, RecoveryAction } from '../pipelines/recover.js'
 
 export function renderDumpResult(r: DumpResult): string {
   const lines = [
@@ -85,7 +85,21 @@ export function renderDoctor(r: DoctorReport): string {
   return lines.join('\n')
 }
 
-export function renderRecover(rs: RecoveryAction[]): string {
-  if (rs.length === 0) return 'nothing to recover'
-  return rs.map((r) => `${r.outcome.padEnd(12)} target ${r.targetPid ?? '?'} (snap ${r.snapPid ?? '?'}): ${P(r.actions.join('; '))}`).join('\n')
+export function renderRecover(rs: RecoveryAction[], o: { dryRun?: boolean; pid?: number } = {}): string {
+  if (rs.length === 0) return o.pid !== undefined ? `nothing to recover for target ${o.pid}` : 'nothing to recover'
+  const lines = rs.map((r) => `${(o.dryRun ? `${r.outcome}?` : r.outcome).padEnd(13)} target ${r.targetPid ?? '?'} (snap ${r.snapPid ?? '?'}): ${P(r.actions.join('; '))}`)
+  if (o.dryRun) lines.push('dry run: nothing was done; run the same without --dry-run to do it')
+  return lines.join('\n')
+}
+
+export function renderJournalList(js: JournalListing[]): string {
+  if (js.length === 0) return 'no journal: no snap is at work and none died half way'
+  const lines = js.map((j) => {
+    const what = j.status === 'unreadable' ? 'unreadable journal' : `${j.operation} by snap ${j.snapPid}, at ${j.step}${j.touched ? '' : ', target never signalled'}, last written ${j.updatedAt}`
+    const status = j.status === 'running' ? 'at work' : j.status === 'left' ? 'left' : 'unreadable'
+    return `${status.padEnd(10)} target ${j.targetPid ?? '?'}: ${P(what)}`
+  })
+  const left = js.filter((j) => j.status !== 'running')
+  if (left.length > 0) lines.push(`\`snap recover PID --dry-run\` says what recover would do for one of them; \`snap recover PID\` does it`)
+  return lines.join('\n')
 }

@@ -225,3 +225,24 @@ describe('a path mistake outside dump exits 7 (output), naming the path, not 70'
     expect(errors[0]).toMatch(message);
   });
 });
+
+describe('what is not a bundle, and what is not a command', () => {
+  it.each([['verify'], ['inspect'], ['stacks']])('snap %s /proc/self/mem: exit 11 (bundleInvalid) with one line, not 70', async (command) => {
+    const run = await runSnap([command, '/proc/self/mem'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(run.exitCode, run.stderr).toBe(EXIT_CODES.bundleInvalid.code);
+    const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
+    expect(errors).toEqual([expect.stringMatching(/\/proc\/self\/mem is empty: not a snap bundle/)]);
+  });
+
+  it('a mistyped command: one line in snap\'s format naming the command meant, exit 2; with --json the same as a JSON error', async () => {
+    const run = await runSnap(['dumpp', '4242'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr.trim()).toBe('snap: error: unknown command "dumpp"; did you mean `snap dump`? `snap --help` lists the commands');
+    const json = await runSnap(['inspekt', 'x.tar.zst', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(json.exitCode).toBe(2);
+    expect(JSON.parse(json.stdout)).toEqual({ error: expect.objectContaining({ kind: 'usage', exitCode: 2, message: 'unknown command "inspekt"', hint: expect.stringMatching(/did you mean `snap inspect`/) }) });
+    const far = await runSnap(['frobnicate'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    expect(far.exitCode).toBe(2);
+    expect(far.stderr.trim()).toBe('snap: error: unknown command "frobnicate"; `snap --help` lists the commands');
+  });
+});

@@ -147,6 +147,42 @@ describe('SIGKILL to snap at each step of a running target, then snap recover', 
     await expectAllCleared(dump);
   });
 
+  it('recover --list and --dry-run change nothing; recover PID acts on that target only', async () => {
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
+    await waitUntilTracedBy(target, /gdb$/, dump);
+    await waitFor(() => dump.workFileSize((names) => names.find((n) => n.startsWith('core.'))) > 8 * 1024 * 1024, { what: 'gdb to write 8 MiB', intervalMs: 2 });
+    await killSnap(dump);
+    await expectStopped(target);
+    const env = snapEnv(dump);
+
+    const listed = await runSnap(['recover', '--list', '--json'], { env });
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    const { journals } = JSON.parse(listed.stdout) as { journals: { targetPid: number; status: string; operation: string; touched: boolean; snapPid: number }[] };
+    expect(journals.find((j) => j.targetPid === target.pid)).toMatchObject({ status: 'left', operation: 'dump', touched: true, snapPid: dump.pid });
+    expect((await runSnap(['recover', '--list'], { env })).stdout).toMatch(new RegExp(`left\\s+target ${target.pid}: dump by snap ${dump.pid}, at core`));
+
+    const other = await runSnap(['recover', String(target.pid + 100000), '--dry-run'], { env });
+    expect(other.stdout.trim()).toBe(`nothing to recover for target ${target.pid + 100000}`);
+
+    const dry = await runSnap(['recover', String(target.pid), '--dry-run', '--json'], { env });
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    const planned = (JSON.parse(dry.stdout) as { recovered: RecoveryAction[]; dryRun: boolean }).recovered;
+    expect(planned).toHaveLength(1);
+    expect(planned[0]!.outcome).toBe('recovered');
+    expect(planned[0]!.actions).toContain(`would resume target ${target.pid}`);
+    expect(planned[0]!.actions.some((a) => /^would remove .*\.work-/.test(a)), planned[0]!.actions.join('; ')).toBe(true);
+    await expectStopped(target);
+    expect(existsSync(journalPath(dump)), 'the journal after a dry run').toBe(true);
+
+    const done = await runSnap(['recover', String(target.pid), '--json'], { env });
+    expect(done.exitCode, done.stderr).toBe(0);
+    const [mine] = (JSON.parse(done.stdout) as { recovered: RecoveryAction[] }).recovered;
+    expect(mine?.outcome).toBe('recovered');
+    expect(mine?.actions).toContain(`target ${target.pid} resumed`);
+    await target.waitUntilTicksAdvance(20);
+    await expectAllCleared(dump);
+  });
+
   it('while a hanging gdb and its child run: the kernel kills gdb, recover kills the child it left', async () => {
     const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-hang') });
     const marker = await dump.waitForMarker('the hanging gdb to get its commands');
