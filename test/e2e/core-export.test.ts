@@ -82,15 +82,30 @@ describe('snap core', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it('writes a core stored in the bundle (--core gcore) as it is stored', async () => {
+  it('writes a core stored in the bundle (--core-only: no images to keep it as a recipe over) as it is stored', async () => {
+    const storedBundle = join(dir, 'core-only.snap.tar.zst');
+    const dump = await runSnap(['dump', String(root), '-o', storedBundle, '--cores', 'root', '--core-only'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const stored = (await readBundleManifest(storedBundle)).artifacts.find((a) => a.path === `core.${root}`)!;
+    const out = join(dir, 'stored.core');
+    const r = await runSnap(['core', storedBundle, '-o', out, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'stored', sha256: stored.sha256 });
+  });
+
+  it('rebuilds gdb\'s core (--core gcore), kept as a recipe over the images, to the sha256 of the file gdb wrote', async () => {
     const gcoreBundle = join(dir, 'gcore.snap.tar.zst');
     const dump = await runSnap(['dump', String(root), '-o', gcoreBundle, '--cores', 'root', '--core', 'gcore'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(dump.exitCode, dump.stderr).toBe(0);
-    const stored = (await readBundleManifest(gcoreBundle)).artifacts.find((a) => a.path === `core.${root}`)!;
+    const m = await readBundleManifest(gcoreBundle);
+    expect(m.artifacts.map((a) => a.path)).not.toContain(`core.${root}`);
+    const record = m.processes!.find((p) => (p.hostPid ?? p.pid) === root)!;
+    expect(record).toMatchObject({ coreStored: false });
     const out = join(dir, 'gcore.core');
     const r = await runSnap(['core', gcoreBundle, '-o', out, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'stored', sha256: stored.sha256 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'recipe', sha256: record.coreSha256 });
+    expect(elfType(out)).toBe(4);
   });
 
   it('builds the core of a process that got none from the CRIU images: an ELF core', async () => {

@@ -15,7 +15,7 @@ import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import * as crit from '../helpers/crit-reference.js';
 import { fixtureBin, nodeBin, repoRoot } from '../helpers/paths.js';
 import { run } from '../helpers/run.js';
-import { startTarget, type Target } from '../helpers/target.js';
+import { startTarget, waitFor, type Target } from '../helpers/target.js';
 
 const CRIU = '/usr/local/sbin/criu';
 const CRIT = crit.CRIT;
@@ -272,6 +272,9 @@ interface Capture {
 async function captureAtOneStop(mib = 64): Promise<Capture> {
   const target = await startTarget({ threads: 4, mib, group: 'setsid' });
   const dir = makeTempDir('snap-corefile-');
+  // Every thread in its loop, not still on its way out of clone3 (its rseq area not registered yet): the tests below
+  // expect each thread in the worker's own functions.
+  await waitFor(() => target.readProgress().counters.every((c) => c > 0), { what: 'every worker thread to count' });
   await target.pauseWith('SIGSTOP');
   const ticksAtStop = target.readProgress().ticks;
   const mapsAtStop = readFileSync(`/proc/${target.pid}/maps`, 'utf8');

@@ -74,6 +74,16 @@ async function midCheckpoint(dump: DumpUnderTest, target: Target): Promise<void>
   await waitFor(() => /Dumping pages \(type/.test(dump.workFileText('logs/criu-dump.log')), { what: 'criu to copy pages', intervalMs: 2, timeoutMs: 30_000 });
 }
 
+/** A dump whose snap got SIGKILL while the real gdb wrote the core: the target is left frozen, its journal there. */
+async function killedWhileGdbWrites(target: Target): Promise<DumpUnderTest> {
+  const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
+  await waitUntilTracedBy(target, /gdb$/, dump);
+  await waitFor(() => dump.workFileSize((names) => names.find((n) => n.startsWith('core.'))) > 8 * 1024 * 1024, { what: 'gdb to write 8 MiB', intervalMs: 2 });
+  await killSnap(dump);
+  await expectStopped(target);
+  return dump;
+}
+
 /** The hanging fake has started its child (`sleep 3600`, in the fake's process group). */
 async function waitForChild(dump: DumpUnderTest, pgid: number): Promise<void> {
   await waitFor(() => processesOfRun(dump.token).some((p) => p.includes(`pgrp ${pgid}`) && p.includes('sleep 3600')), {
@@ -135,11 +145,7 @@ describe('SIGKILL to snap at each step of a running target, then snap recover', 
   });
 
   it('while the real gdb writes the core: the target stays frozen until recover', async () => {
-    const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
-    await waitUntilTracedBy(target, /gdb$/, dump);
-    await waitFor(() => dump.workFileSize((names) => names.find((n) => n.startsWith('core.'))) > 8 * 1024 * 1024, { what: 'gdb to write 8 MiB', intervalMs: 2 });
-    await killSnap(dump);
-    await expectStopped(target);
+    const dump = await killedWhileGdbWrites(target);
     await expectWarningsAndRefusal(dump);
     const { mine } = await recover(dump);
     expect(mine.outcome).toBe('recovered');
@@ -148,11 +154,7 @@ describe('SIGKILL to snap at each step of a running target, then snap recover', 
   });
 
   it('recover --list and --dry-run change nothing; recover PID acts on that target only', async () => {
-    const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
-    await waitUntilTracedBy(target, /gdb$/, dump);
-    await waitFor(() => dump.workFileSize((names) => names.find((n) => n.startsWith('core.'))) > 8 * 1024 * 1024, { what: 'gdb to write 8 MiB', intervalMs: 2 });
-    await killSnap(dump);
-    await expectStopped(target);
+    const dump = await killedWhileGdbWrites(target);
     const env = snapEnv(dump);
 
     const listed = await runSnap(['recover', '--list', '--json'], { env });
