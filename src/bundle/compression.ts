@@ -1,12 +1,13 @@
 // Bundle compression: zstd (default, every core), gzip, or none; recognised on read from the first bytes.
 // zstd runs as the `zstd` program: measured here, Node's built-in zstd stream was 4x slower to compress, 20x slower
 // to decompress, and failed with ERR_STREAM_PUSH_AFTER_EOF when given worker threads. Without the program, snap
-// falls back to Node's single-threaded zstd.
+// falls back to Node's single-threaded zstd, one frame at a time (zstd-frames.ts).
 
 import { spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
 import { Duplex, PassThrough, type Transform, type Writable } from 'node:stream'
 import zlib from 'node:zlib'
+import { ZstdFramesDecompressor } from './zstd-frames.js'
 
 export type Compression = 'zstd' | 'gzip' | 'none'
 export const COMPRESSIONS: Compression[] = ['zstd', 'gzip', 'none']
@@ -25,9 +26,11 @@ export function detectCompression(head: Buffer): Compression | 'unknown' {
 const ZSTD_CANDIDATES = ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd']
 let zstdProgram: string | null | undefined
 
+/** The zstd program, or null: then snap compresses and decompresses in Node (SNAP_ZSTD=none asks for that). */
 export function findZstdProgram(): string | null {
   if (zstdProgram !== undefined) return zstdProgram
   zstdProgram = null
+  if (process.env.SNAP_ZSTD === 'none') return zstdProgram
   for (const p of ZSTD_CANDIDATES) {
     try {
       accessSync(p, constants.X_OK)
@@ -105,7 +108,7 @@ export function decompressor(c: Compression): Transform | Duplex | undefined {
   if (c === 'zstd') {
     const program = findZstdProgram()
     if (program) return programFilter(program, ['-d', '-q', '-c'])
-    return zlib.createZstdDecompress()
+    return new ZstdFramesDecompressor()
   }
   if (c === 'gzip') return zlib.createGunzip()
   return undefined

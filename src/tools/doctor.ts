@@ -1,13 +1,12 @@
 // `snap doctor`: what snap would use on this host and what is wrong, each problem with its fix.
 
-import { existsSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
 import { runCanary, type CanaryReport } from './canary.js'
 import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
 import { findGdb, MIN_GDB } from './gdb.js'
-import { locateTool } from './locate.js'
+import { isExecutableFile, locateTool } from './locate.js'
 
 export interface ToolReport {
   path: string | null
@@ -35,7 +34,7 @@ export interface DoctorReport {
 
 const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: string }[] = [
   { name: 'setpriv', paths: ['/usr/bin/setpriv', '/bin/setpriv'], required: true, usedFor: 'kills gdb/criu if snap dies (parent-death signal)' },
-  { name: 'zstd', paths: ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd'], required: false, usedFor: 'fast multi-core bundle compression (else Node, one core)' },
+  { name: 'zstd', paths: ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd'], required: false, usedFor: 'fast multi-core bundle compression and reading (else Node, one core, frame by frame)' },
   { name: 'unshare', paths: ['/usr/bin/unshare', '/bin/unshare'], required: false, usedFor: 'restore --new-pidns' },
   { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'cores built from the CRIU images: in-kernel page copy (else slower); the doctor\'s canary' },
   { name: 'iptables', paths: ['/usr/sbin/iptables', '/sbin/iptables', '/usr/bin/iptables'], required: false, usedFor: 'criu --tcp-established: locks the network around established connections' },
@@ -81,7 +80,8 @@ export async function diagnose(
   if (!capabilities.sysPtrace) problems.push({ what: 'no CAP_SYS_PTRACE: only processes of this uid can be captured', fix: 'run snap as root' })
   const ptraceScope = readPtraceScope() ?? null
   if (ptraceScope === 3) problems.push({ what: 'kernel.yama.ptrace_scope is 3: tracing is disabled until reboot', fix: 'reboot with ptrace_scope < 3' })
-  const helpers = HELPERS.map((h) => ({ name: h.name, path: h.paths.find((p) => existsSync(p)) ?? null, required: h.required, usedFor: h.usedFor }))
+  // Found as snap finds them when it runs them: a file there without its run bit is not found.
+  const helpers = HELPERS.map((h) => ({ name: h.name, path: h.paths.find((p) => isExecutableFile(p)) ?? null, required: h.required, usedFor: h.usedFor }))
   for (const h of helpers)
     if (!h.path && h.required) problems.push({ what: `${h.name} not found (${h.usedFor})`, fix: 'run `npm run setup` (util-linux provides setpriv)' })
   const ruledOut: DoctorReport['ruledOut'] = []

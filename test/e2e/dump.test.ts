@@ -26,8 +26,8 @@ beforeAll(() => {
 });
 afterAll(removeTempDirs);
 
-async function dump(pid: number, output: string, extra: string[] = []): Promise<SnapResult> {
-  return runSnap(['dump', String(pid), '-o', output, '--json', ...extra], { env: { SNAP_JOURNAL_DIR: journalDir } });
+async function dump(pid: number, output: string, extra: string[] = [], env: Record<string, string> = {}): Promise<SnapResult> {
+  return runSnap(['dump', String(pid), '-o', output, '--json', ...extra], { env: { SNAP_JOURNAL_DIR: journalDir, ...env } });
 }
 
 /** Exit 0 and stdout exactly one JSON document, the dump's result; the failure message shows snap's stderr. */
@@ -306,6 +306,29 @@ describe('dumping single targets', () => {
       await target.waitUntilTicksAdvance(3);
     }
     expect(readdirSync(dir).sort()).toEqual(['x.tar', 'x.tar.gz']);
+  });
+
+  it('without the zstd program a bundle is written and read all the same (Node decodes it frame by frame)', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    const dir = makeTempDir('snap-test-out-');
+    const withProgram = join(dir, 'program.tar.zst');
+    const withoutProgram = join(dir, 'node.tar.zst');
+    expectDumpOk(await dump(target.pid, withProgram));
+    expectDumpOk(await dump(target.pid, withoutProgram, [], { SNAP_ZSTD: 'none' }));
+    for (const bundle of [withProgram, withoutProgram]) {
+      expect(readHead(bundle).subarray(0, 4).toString('hex'), bundle).toBe('28b52ffd');
+      for (const env of [{}, { SNAP_ZSTD: 'none' }]) {
+        const verify = await runSnap(['verify', bundle], { env });
+        expect(verify.exitCode, `${bundle} ${JSON.stringify(env)}: ${verify.stderr}`).toBe(0);
+        const inspect = await runSnap(['inspect', bundle, '--json'], { env });
+        expect(inspect.exitCode, inspect.stderr).toBe(0);
+      }
+    }
+    const core = join(dir, 'core');
+    const exported = await runSnap(['core', withProgram, '-o', core], { env: { SNAP_ZSTD: 'none' } });
+    expect(exported.exitCode, exported.stderr).toBe(0);
+    expect(readHead(core).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    expectNoThreadStopped(target);
   });
 
   it('the bundle is mode 0600 and no work directory or partial file is left beside it', async () => {

@@ -334,7 +334,9 @@ export function record(line: string): void {
 
 /** Starts a worker under a given pid, free by now: ns_last_pid set to pid - 1 just before the fork (root only). */
 export async function startTargetWithPid(pid: number): Promise<Target> {
-  for (let attempt = 0; attempt < 20; attempt++) {
+  // The pid is handed out again only once nothing holds it: the old process fully reaped.
+  await waitFor(() => !existsSync(`/proc/${pid}`), { what: `pid ${pid} to be free`, timeoutMs: 10_000 });
+  for (let attempt = 0; attempt < 50; attempt++) {
     writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
     const t = await startTarget({ threads: 4, group: 'setsid' });
     if (t.pid === pid) return t;
