@@ -149,12 +149,14 @@ describe('the target itself goes away mid-dump', () => {
   it('pid handed to another process mid-dump: exit 9, and the newcomer is never signalled', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
     const pid = target.pid;
-    // criu-fail waits 2 s, then fails: time to kill the target and start another process under its pid.
-    const dump = startDump(target, { criu: fake('criu-fail'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '2' } });
+    // criu-fail waits 5 s, then fails: time to kill the target and start another process under its pid (which can
+    // take many tries while other processes on the machine take pids too).
+    const dump = startDump(target, { criu: fake('criu-fail'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '5' } });
     await dump.waitForMarker('criu to start');
     await target.kill();
     const newcomer = await startTargetWithPid(pid);
     await newcomer.resetMaxGap();
+    expect(dump.snap.child.exitCode, 'the newcomer had the pid before criu failed').toBeNull();
     const result = await dump.result;
     await expectCleanFailure(dump, result, 9, new RegExp(`pid ${pid} now belongs to another process \\(start time changed\\) during the checkpoint`));
     expect(result.stderr).toMatch(new RegExp(`target ${pid} is gone \\(reused\\); nothing sent to it`));
