@@ -3,6 +3,7 @@
 
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { Worker } from 'node:worker_threads'
 
 export async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
@@ -15,25 +16,10 @@ export async function sha256File(path: string): Promise<{ sha256: string; size: 
   return { sha256: hash.digest('hex'), size }
 }
 
-const HASH_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads')
-const { createHash } = require('node:crypto')
-const { closeSync, openSync, readSync } = require('node:fs')
-const fd = openSync(workerData, 'r')
-try {
-  const hash = createHash('sha256')
-  const buf = Buffer.allocUnsafe(1 << 20)
-  let size = 0
-  for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; size += n) hash.update(buf.subarray(0, n))
-  parentPort.postMessage({ sha256: hash.digest('hex'), size })
-} finally {
-  closeSync(fd)
-}
-`
-
 /** sha256File on a thread of its own: for files of hundreds of MiB and more (a worker costs a few ms to start). */
-export function sha256FileOffThread(path: string): Promise<{ sha256: string; size: number }> {
-  return runWorker(HASH_WORKER, path, path)
+export async function sha256FileOffThread(path: string): Promise<{ sha256: string; size: number }> {
+  const { size } = await stat(path)
+  return sha256SparseFileOffThread(path, size, [{ at: 0, bytes: size }])
 }
 
 /** The same, for a sparse file whose data is known to lie only in `data` (sorted [at, at + bytes) ranges): the rest is

@@ -89,7 +89,8 @@ export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterabl
  *  1 MiB were 1.5-3 times slower here). */
 const CHUNK_BYTES = 256 << 10
 
-async function readFully(handle: FileHandle, buffer: Buffer, length: number, position: number, file: string): Promise<void> {
+/** Reads exactly `length` bytes at `position`; a file that ends first is an error naming it. */
+export async function readFully(handle: FileHandle, buffer: Buffer, length: number, position: number, file: string): Promise<void> {
   let done = 0
   while (done < length) {
     const { bytesRead } = await handle.read(buffer, done, length - done, position + done)

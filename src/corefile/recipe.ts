@@ -9,7 +9,7 @@
 import { link, open, rm, stat, type FileHandle } from 'node:fs/promises'
 import { isAbsolute, join, normalize, relative, sep } from 'node:path'
 import { sha256FileOffThread, sha256SparseFileOffThread } from '../bundle/hash.js'
-import { copyRanges, type CopyJob } from './copy.js'
+import { copyRanges, readFully, type CopyJob } from './copy.js'
 import { PAGE_SIZE, PT_LOAD, readProgramHeaders } from './elf.js'
 import { PageIndex } from './page-index.js'
 import { CoreBuildError } from './errors.js'
@@ -121,8 +121,8 @@ export async function recipeFromCore(core: string, imagesDir: string, pid: numbe
       const handle = image && (images.get(image.file) ?? (images.set(image.file, await open(image.file, 'r')), images.get(image.file)!))
       for (let at = from; at < to; at += COMPARE_CHUNK) {
         const length = Math.min(COMPARE_CHUNK, to - at)
-        await readExactly(source, mine, length, at, core)
-        if (handle) await readExactly(handle, theirs, length, image!.offset + (at - from), image!.file)
+        await readFully(source, mine, length, at, core)
+        if (handle) await readFully(handle, theirs, length, image!.offset + (at - from), image!.file)
         for (let page = 0; page < length; page += PAGE_SIZE) {
           const n = Math.min(PAGE_SIZE, length - page)
           const bytes = mine.subarray(page, page + n)
@@ -157,13 +157,6 @@ export async function recipeFromCore(core: string, imagesDir: string, pid: numbe
 const COMPARE_CHUNK = 1 << 20
 const ZEROS = Buffer.alloc(PAGE_SIZE)
 
-async function readExactly(handle: FileHandle, buffer: Buffer, length: number, position: number, file: string): Promise<void> {
-  for (let done = 0; done < length; ) {
-    const { bytesRead } = await handle.read(buffer, done, length - done, position + done)
-    if (bytesRead === 0) throw new CoreBuildError(`${file} ended at ${position + done}, before the ${length} bytes expected at ${position}`)
-    done += bytesRead
-  }
-}
 
 /** A recipe read from a bundle, checked to be one snap could have written. */
 export function parseRecipe(text: string): CoreRecipe {
