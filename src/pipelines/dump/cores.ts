@@ -5,7 +5,7 @@ import { closeSync, openSync, readSync, rmSync, statSync, writeFileSync } from '
 import { join } from 'node:path'
 import { InterruptedError, StepFailedError, StepTimeoutError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
-import { recipeFromCore, writeRecipe } from '../../corefile/recipe.js'
+import { recipeFromCore, writeRecipe, type CoreRecipe } from '../../corefile/recipe.js'
 import { gcoreCommands } from '../../tools/gdb.js'
 import { tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
@@ -73,6 +73,16 @@ export async function coresWithGdb(s: DumpState, report: (d: string) => void): P
   })
 }
 
+/** A core kept as its recipe over the images: the recipe and its blob (core-blob.PID, already written) go into the
+ *  bundle, its sha256 into the manifest. Returns the blob's bytes. */
+function keepAsRecipe(s: DumpState, pid: number, recipe: CoreRecipe): number {
+  writeFileSync(join(s.workDir!, `core-recipe.${pid}.json`), JSON.stringify(recipe), { mode: 0o600, flag: 'wx' })
+  s.addArtifact(`core-recipe.${pid}.json`, 'core-recipe')
+  s.addArtifact(`core-blob.${pid}`, 'core-recipe')
+  s.coreRecipes.set(pid, recipe.sha256)
+  return recipe.pieces.filter((p) => p.from === 'blob').reduce((sum, p) => sum + p.bytes, 0)
+}
+
 /**
  * gcore's cores, after the tree is back: each page the images also hold is stored once, so each core is kept as a
  * recipe over the images and a blob of the rest (recipeFromCore), rebuilt by `snap core` to the same sha256. A core
@@ -91,12 +101,8 @@ export async function recipesOfGcoreCores(s: DumpState, report: (d: string) => v
           recipeFromCore(file, s.imagesDir, innerOf.get(pid) ?? pid, join(s.workDir!, blobName)),
           `matching the core of ${pid} with the images`,
         )
-        writeFileSync(join(s.workDir!, `core-recipe.${pid}.json`), JSON.stringify(recipe), { mode: 0o600, flag: 'wx' })
-        s.addArtifact(`core-recipe.${pid}.json`, 'core-recipe')
-        s.addArtifact(blobName, 'core-recipe')
-        s.coreRecipes.set(pid, recipe.sha256)
+        const own = keepAsRecipe(s, pid, recipe)
         const fromImages = recipe.pieces.filter((p) => p.from !== 'blob').reduce((sum, p) => sum + p.bytes, 0)
-        const own = recipe.pieces.filter((p) => p.from === 'blob').reduce((sum, p) => sum + p.bytes, 0)
         notes.push(`${pid}: ${Math.round(fromImages / MiB)} MiB from the images, ${Math.round(own / MiB)} MiB of its own, sha256 ${recipe.sha256}`)
       } catch (e) {
         // Stopped by a signal or the deadline: that is the dump's failure, not this core's.
@@ -136,13 +142,9 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
       // Each page of memory stored once: the bundle keeps the core as a recipe over the images it was built from,
       // and `snap core` rebuilds it, byte for byte (its sha256 is recorded here).
       const recipe = await writeRecipe(file, built.layout, s.imagesDir, join(s.workDir!, `core-blob.${pid}`))
-      writeFileSync(join(s.workDir!, `core-recipe.${pid}.json`), JSON.stringify(recipe), { mode: 0o600, flag: 'wx' })
-      // The core itself stays in the work directory (not in the bundle) for the stacks, and goes with it.
-      s.addArtifact(`core-recipe.${pid}.json`, 'core-recipe')
-      s.addArtifact(`core-blob.${pid}`, 'core-recipe')
+      const blob = keepAsRecipe(s, pid, recipe)
+      // The core itself stays in the work directory (not in the bundle) until its stacks are read.
       s.coreFiles.set(pid, file)
-      s.coreRecipes.set(pid, recipe.sha256)
-      const blob = recipe.pieces.filter((p) => p.from === 'blob').reduce((sum, p) => sum + p.bytes, 0)
       notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}; kept as a recipe (${recipe.pieces.length} pieces, ${blob} bytes of its own), sha256 ${recipe.sha256}`)
       bytes += built.bytes
     }

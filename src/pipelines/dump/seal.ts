@@ -28,7 +28,6 @@ export function startSeal(s: DumpState): void {
     hand = resolve
     refuse = reject
   })
-  later.catch(() => undefined) // a rejection is the writer's to handle
   const signKey = s.o.signKeyPath
   const createdAt = new Date().toISOString()
   const stop = new AbortController()
