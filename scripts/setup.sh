@@ -450,7 +450,7 @@ build_needed() {
   ((NPM_RAN)) && return 0
   [[ -f $STAMP ]] || return 0
   local p
-  for p in src manifests tsconfig.json package.json; do
+  for p in src manifests tsconfig.json package.json scripts/write-oclif-manifest.mjs scripts/write-man-pages.mjs; do
     [[ -e $p ]] || continue
     [[ -n $(find "$p" -newer "$STAMP" -print -quit) ]] && return 0
   done
@@ -471,6 +471,7 @@ if build_needed; then
   done < <(find dist -type f \( -name '*.js' -o -name '*.js.map' \) -print0)
   rm -f oclif.manifest.json # oclif must not read a stale one while it is rebuilt
   node_modules/.bin/node scripts/write-oclif-manifest.mjs </dev/null || { rm -f "$STAMP.new"; die "writing oclif.manifest.json failed"; }
+  node_modules/.bin/node scripts/write-man-pages.mjs </dev/null || { rm -f "$STAMP.new"; die "writing the man pages failed"; }
   mv -f "$STAMP.new" "$STAMP"
 fi
 
@@ -507,11 +508,22 @@ if [[ $EUID -eq 0 ]]; then
   link_command procsnap
   # snap only where it is not already another program's (snapd's snap on Ubuntu): runbooks can always say procsnap.
   other=$(PATH=$ORIG_PATH command -v snap 2>/dev/null || true)
+  names=(procsnap)
   if [[ -z $other || $other == /usr/local/bin/snap ]]; then
     link_command snap
+    names+=(snap)
   else
     log "note: $other is another program's snap; use procsnap"
   fi
+  # The man page, and bash completion (bash-completion reads this directory; without it: eval "$(procsnap autocomplete bash)").
+  install_if_changed() { # SOURCE TARGET
+    cmp -s "$1" "$2" && return 0
+    mkdir -p "$(dirname "$2")" && install -m 644 "$1" "$2" && log "installed $2"
+  }
+  for name in "${names[@]}"; do
+    install_if_changed "dist/man/$name.1" "/usr/local/share/man/man1/$name.1"
+    install_if_changed "dist/completion/$name" "/usr/local/share/bash-completion/completions/$name"
+  done
 else
   [[ -x /usr/local/bin/procsnap ]] || log "note: not root, so procsnap is not linked into /usr/local/bin; run $ROOT/bin/snap"
 fi

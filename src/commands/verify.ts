@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
+import { cliName } from '../ui/cli-name.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { renderVerify } from '../ui/render.js'
 
@@ -29,7 +30,7 @@ export default class Verify extends SnapCommand {
       if (this.jsonEnabled()) {
         // The result is the JSON document (oclif prints what run() returns); the exit code says it failed.
         // this.exit() here threw an EEXIT that oclif printed as a second JSON document after the result.
-        process.stderr.write(`snap: error: ${args.bundle} failed verification: ${result.problems.join('; ')}\n`)
+        process.stderr.write(`${cliName()}: error: ${args.bundle} failed verification: ${result.problems.join('; ')}\n`)
         process.exitCode = new BundleInvalidError('').exitCode
         return result
       }

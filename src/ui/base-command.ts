@@ -6,6 +6,7 @@ import chalk from 'chalk'
 import { EXIT_CODES, InternalError, SnapError, type InterruptSignal } from '../errors.js'
 import { staleJournals } from '../pipelines/journal.js'
 import { printableLine } from '../tools/run.js'
+import { asInvoked, cliName, setCliName } from './cli-name.js'
 
 export abstract class SnapCommand extends Command {
   static override baseFlags = {
@@ -18,6 +19,7 @@ export abstract class SnapCommand extends Command {
   }
 
   override async init(): Promise<void> {
+    setCliName(this.config.bin)
     // Cores and images hold the target's secrets: everything snap creates is private from the first byte.
     process.umask(0o077)
     // NO_COLOR (no-color.org) and --no-color: chalk does not read NO_COLOR itself; the task list's library does, so it
@@ -34,9 +36,18 @@ export abstract class SnapCommand extends Command {
       const stale = staleJournals()
       if (stale.length > 0)
         this.logToStderr(
-          `snap: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\` for all, or \`snap recover PID\` for one (\`snap recover --list\` shows them)`,
+          `${cliName()}: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\` for all, or \`snap recover PID\` for one (\`snap recover --list\` shows them)`,
         )
     }
+  }
+
+  /** Results and notes name commands as they were typed (`procsnap recover`, not `snap recover`). */
+  override log(message = '', ...args: unknown[]): void {
+    super.log(asInvoked(message), ...args)
+  }
+
+  override logToStderr(message = '', ...args: unknown[]): void {
+    super.logToStderr(asInvoked(message), ...args)
   }
 
   /** SIGINT, SIGTERM, SIGHUP abort the controller once; later ones are reported and ignored until rollback ends. */
@@ -46,10 +57,10 @@ export abstract class SnapCommand extends Command {
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
       const h = () => {
         if (!controller.signal.aborted) {
-          safeStderr(`snap: ${sig} received: stopping the running step and putting the target back\n`)
+          safeStderr(`${cliName()}: ${sig} received: stopping the running step and putting the target back\n`)
           controller.abort(sig)
         } else {
-          safeStderr(`snap: ${sig} received again: the rollback is still running and will finish first\n`)
+          safeStderr(`${cliName()}: ${sig} received again: the rollback is still running and will finish first\n`)
         }
       }
       handlers.set(sig, h)
@@ -68,10 +79,10 @@ export abstract class SnapCommand extends Command {
       const debug = this.argv.includes('--debug') || !!process.env.DEBUG
       if (this.jsonRequested()) {
         process.stdout.write(
-          JSON.stringify({ error: { kind: err.kind, exitCode: err.exitCode, message: err.message, hint: err.hint ?? null, meaning: EXIT_CODES[err.kind].meaning } }, null, 2) + '\n',
+          JSON.stringify({ error: { kind: err.kind, exitCode: err.exitCode, message: asInvoked(err.message), hint: err.hint === undefined ? null : asInvoked(err.hint), meaning: EXIT_CODES[err.kind].meaning } }, null, 2) + '\n',
         )
       }
-      safeStderr(`snap: error: ${printableLine(err.oneLine(), 1000)}\n`)
+      safeStderr(`${cliName()}: error: ${asInvoked(printableLine(err.oneLine(), 1000))}\n`)
       if (debug && err.stack) safeStderr(`${err.stack}\n`)
       process.exitCode = err.exitCode
       return this.exit(err.exitCode)
@@ -85,7 +96,7 @@ export abstract class SnapCommand extends Command {
         .join(' ')
         .replace(/:\s+/g, ': ')
       if (this.jsonRequested()) process.stdout.write(JSON.stringify({ error: { kind: 'usage', exitCode: 2, message: first, hint: null, meaning: EXIT_CODES.usage.meaning } }, null, 2) + '\n')
-      safeStderr(`snap: error: ${first}; see \`snap ${this.id ?? ''} --help\`\n`)
+      safeStderr(`${cliName()}: error: ${first}; see \`${cliName()} ${this.id ?? ''} --help\`\n`)
       process.exitCode = 2
       return this.exit(2)
     }

@@ -3,6 +3,7 @@
 
 import chalk from 'chalk'
 import { Listr, ListrLogger, ProcessOutput } from 'listr2'
+import { asInvoked } from './cli-name.js'
 import { printable } from './printable.js'
 
 export interface ProgressStep {
@@ -29,13 +30,13 @@ export class Progress {
   /** A free-standing line (a warning, a rollback action). */
   note(line: string): void {
     if (this.mode === 'silent') return
-    line = printable(line)
+    line = asInvoked(printable(line))
     process.stderr.write(this.mode === 'plain' ? `${stamp()} ${line}\n` : `${line}\n`)
   }
 
   warn(line: string): void {
     // Made printable here, before the colour: note() would otherwise escape chalk's own sequences.
-    const text = printable(line)
+    const text = asInvoked(printable(line))
     if (this.mode === 'silent') return
     process.stderr.write(this.mode === 'plain' ? `${stamp()} warning: ${text}\n` : `${chalk.yellow(`warning: ${text}`)}\n`)
   }
