@@ -15,6 +15,7 @@ export interface ExtractOptions {
   want: (a: ArtifactRecord) => boolean
   /** Decides on the head (manifest, signature) before anything is written; throwing stops the extraction. */
   onHead?: EntryVisitor['onHead']
+  onRead?: EntryVisitor['onRead']
 }
 
 function insideDir(root: string, name: string): string {
@@ -30,6 +31,7 @@ export async function verifyAndExtract(o: ExtractOptions): Promise<ScanResult> {
   let writeError: Error | undefined
   const result = await scanBundle(o.bundle, {
     onHead: o.onHead,
+    onRead: o.onRead,
     onArtifact(entry, record) {
       if (!o.want(record)) return
       let fd: number | undefined

@@ -92,6 +92,8 @@ export interface EntryVisitor {
   onHead?(head: { manifest: Manifest; manifestBytes: Buffer; signature?: Buffer }): void
   /** Stop after the manifest: what inspect needs, so its cost does not grow with the bundle. */
   manifestOnly?: boolean
+  /** Told how many bytes of the bundle file have been read, of its size, as the pass goes (for progress). */
+  onRead?(done: number, size: number): void
 }
 
 export interface ScanResult extends ManifestRead {
@@ -110,7 +112,7 @@ class StopReading extends Error {}
  * mismatch, a missing artifact) are collected so verify can name every file that fails.
  */
 export async function scanBundle(path: string, visitor: EntryVisitor = {}): Promise<ScanResult> {
-  const { compression } = openBundleHead(path)
+  const { compression, size: fileSize } = openBundleHead(path)
   const parser = new Parser({ strict: true })
   let fatal: Error | undefined
   let manifest: Manifest | undefined
@@ -247,6 +249,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   try {
     for await (const chunk of stream) {
       if (fatal) break
+      visitor.onRead?.(source.bytesRead, fileSize)
       trailer.feed(chunk as Buffer)
       if (!parser.write(chunk as Buffer) && !fatal) await nextEvent(['drain', 'end', 'abort', 'error'])
     }

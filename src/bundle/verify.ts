@@ -22,10 +22,10 @@ export interface VerifyResult {
   problems: string[]
 }
 
-export async function verifyBundle(path: string, publicKey?: string): Promise<VerifyResult> {
+export async function verifyBundle(path: string, publicKey?: string, onRead?: (done: number, size: number) => void): Promise<VerifyResult> {
   let scan
   try {
-    scan = await scanBundle(path)
+    scan = await scanBundle(path, { onRead })
   } catch (e) {
     // oneLine(), not message: the hint is part of the problem ("use a newer snap to read it").
     if (e instanceof BundleInvalidError)

@@ -40,6 +40,8 @@ export interface SealInput {
   compression: Compression
   /** Told the temporary path as soon as it exists, so an interrupted run can remove it. */
   onPartial?: (path: string | undefined) => void
+  /** Told the running count of artifact bytes read into the bundle, after each chunk (for progress). */
+  onBytes?: (done: number) => void
 }
 
 function partialPathFor(output: string): string {
@@ -78,6 +80,7 @@ async function writeEntries(
   later: SealInput['later'],
   out: ArtifactRecord[],
   signal?: AbortSignal,
+  onBytes?: (done: number) => void,
 ): Promise<void> {
   const ring = Array.from({ length: RING }, () => Buffer.allocUnsafe(CHUNK))
   const taken: (Promise<void> | undefined)[] = new Array<Promise<void> | undefined>(RING)
@@ -90,6 +93,7 @@ async function writeEntries(
   }
   const pending: Promise<void>[] = []
   let slot = 0
+  let done = 0
   const writeArtifact = async (a: SealInput['artifacts'][number]) => {
     const file = await open(join(workDir, a.path), 'r')
     try {
@@ -107,6 +111,7 @@ async function writeEntries(
         hash.update(chunk)
         size += bytesRead
         taken[i] = write(chunk)
+        onBytes?.((done += bytesRead))
       }
       if (size !== st.size) throw new Error(`${a.path} changed size while it was sealed`)
       out.push({ path: a.path, kind: a.kind, size, sha256: hash.digest('hex') })
@@ -220,12 +225,12 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
       if (direct) {
         // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
         writeSync(fd, Buffer.alloc(reserve))
-        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal), direct.done])
+        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), direct.done])
       } else {
         const out = createWriteStream('', { fd, start: reserve, autoClose: false })
         const z = compressor(input.compression)
-        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal), pipeline(z, out)])
-        else await writeEntries(out, input.workDir, input.artifacts, input.later, records, input.signal)
+        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), pipeline(z, out)])
+        else await writeEntries(out, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes)
       }
     } finally {
       await flushing.stop()

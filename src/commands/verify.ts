@@ -1,8 +1,11 @@
 import { Args, Flags } from '@oclif/core'
+import { openBundleHead } from '../bundle/reader.js'
 import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
 import { cliName } from '../ui/cli-name.js'
 import { SnapCommand } from '../ui/base-command.js'
+import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
+import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderVerify } from '../ui/render.js'
 
 export default class Verify extends SnapCommand {
@@ -20,11 +23,25 @@ export default class Verify extends SnapCommand {
 
   static override flags = {
     key: Flags.string({ description: 'Ed25519 public key (from `snap keygen`) the manifest must be signed with' }),
+    quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
   }
 
   async run(): Promise<VerifyResult> {
     const { args, flags } = await this.parse(Verify)
-    const result = await verifyBundle(args.bundle, flags.key)
+    openBundleHead(args.bundle) // a path that is no bundle is one error line, before any progress
+    // Reading a large bundle takes seconds: bytes read, rate and time left on stderr meanwhile.
+    const progress = new Progress(chooseProgressMode({ quiet: flags.quiet }))
+    let result!: VerifyResult
+    await progress.run([
+      {
+        title: `Verify ${flags.key ? 'the signature and ' : ''}every artifact against its sha256`,
+        run: async (report) => {
+          const meter = new ByteMeter(report, undefined, meterIntervalMs(progress.mode), 'read: ')
+          result = await verifyBundle(args.bundle, flags.key, (done, size) => meter.update(done, size))
+          report(`${result.artifacts} artifacts, ${meter.line().replace(/^read: /, '')}`)
+        },
+      },
+    ])
     if (!this.jsonEnabled()) this.log(renderVerify(result))
     if (!result.ok) {
       if (this.jsonEnabled()) {

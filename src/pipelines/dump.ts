@@ -43,6 +43,7 @@ const withSealStarted =
   (stage: Stage): Stage =>
   (s, report) => {
     startSeal(s)
+    s.sealing!.meter.speakTo(report)
     return stage(s, report)
   }
 
@@ -92,7 +93,14 @@ export class DumpRun {
     const s = this.s
     let artifacts: ArtifactRecord[] = []
     const steps: ProgressStep[] = [
-      ...this.stages().map(([title, stage]) => ({ title, run: async (r: (d: string) => void) => void (await stage(s, r)) })),
+      // Once the bundle is being written, each step also shows how far that writing is.
+      ...this.stages().map(([title, stage]) => ({
+        title,
+        run: async (r: (d: string) => void) => {
+          s.sealing?.meter.speakTo(r)
+          await stage(s, r)
+        },
+      })),
       { title: 'Seal the bundle (manifest, hashes, compression)', run: async (r) => void (artifacts = await seal(s, r)) },
     ]
     try {

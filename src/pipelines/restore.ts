@@ -18,6 +18,7 @@ import { diagnoseCriuLog } from '../tools/criu-log.js'
 import { pstreeIds, type DumpedTask } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
+import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
 import type { Progress } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
 import { Journal } from './journal.js'
@@ -89,8 +90,8 @@ export class RestoreRun {
   }
 
   private enter(state: RestoreState): void {
+    // Recorded in the result; what a person sees are the steps (Progress.run), not these names.
     this.states.push({ state, at: new Date().toISOString() })
-    this.progress.note(`state: ${state}`)
   }
 
   private async timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -152,6 +153,7 @@ export class RestoreRun {
       )
   }
 
+  /** The restore, as the steps a person sees: verify and extract, preflight, criu restore, the final state. */
   private async run(): Promise<RestoreResult> {
     this.enter('verifying')
     this.criu = await findCriu(this.o.criu)
@@ -162,7 +164,39 @@ export class RestoreRun {
       const code = (e as NodeJS.ErrnoException).code
       throw new OutputPathError(`cannot make a work directory in ${parent} (${code === 'ENOENT' ? 'it does not exist' : code === 'ENOTDIR' ? 'not a directory' : code})`, 'give --work-dir an existing directory on a filesystem with room for the images')
     }
+    const finalState = this.o.final ?? 'as-captured'
+    let restored: { pid: number; pidInNamespace: number; threads: number; finalState: 'running' | 'stopped' } | undefined
+    await this.progress.run([
+      { title: 'Verify the bundle (trust decided on its manifest first) and extract its CRIU images', run: (report) => this.extract(report) },
+      { title: "Preflight: the images' identity, the CRIU version, this host, the files the process had open, free pids", run: () => this.preflight() },
+      {
+        title: `Restore the tree with criu restore, check it in /proc, leave it ${finalState === 'as-captured' ? 'as it was captured' : finalState}`,
+        run: async (report) => {
+          restored = await this.restoreTree()
+          report(`pid ${restored.pid}, ${restored.threads} threads, ${restored.finalState}`)
+        },
+      },
+    ])
+    this.enter('restored')
+    const r = restored!
+    return {
+      state: 'restored',
+      bundle: this.o.bundle,
+      pid: r.pid,
+      pidInNamespace: r.pidInNamespace,
+      threads: r.threads,
+      finalState: r.finalState,
+      newPidns: this.o.newPidns,
+      signedBy: this.signedBy,
+      states: this.states,
+      warnings: this.warnings,
+      durations: this.durations,
+    }
+  }
+
+  private async extract(report: (line: string) => void): Promise<void> {
     this.enter('extracting')
+    const meter = new ByteMeter(report, undefined, meterIntervalMs(this.progress.mode), 'read of the bundle: ')
     // Trust, the tree's pids and room for the images are decided on the bundle's head, before anything is written.
     const scan = await this.timed('verify-extract', () =>
       verifyAndExtract({
@@ -170,13 +204,17 @@ export class RestoreRun {
         into: this.workDir!,
         want: (a) => a.kind === 'criu-image',
         onHead: (head) => this.checkHead(head.manifest, head),
+        onRead: (done, size) => meter.update(done, size),
       }),
     )
     if (scan.problems.length > 0)
       throw new BundleInvalidError(`${this.o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems, 'nothing was restored')
     this.manifest = scan.manifest
+    report(`${scan.manifest.artifacts.filter((a) => a.kind === 'criu-image').length} images extracted, every artifact's sha256 checked`)
     this.budget.checkCancelled('extracting')
+  }
 
+  private async preflight(): Promise<void> {
     this.enter('preflight')
     await this.timed('preflight', async () => {
       // Who the images would bring back, read from them: the manifest's word is checked against it.
@@ -196,27 +234,16 @@ export class RestoreRun {
     })
     for (const w of this.warnings) this.progress.warn(w)
     this.budget.checkCancelled('preflight')
+  }
 
+  private async restoreTree(): Promise<{ pid: number; pidInNamespace: number; threads: number; finalState: 'running' | 'stopped' }> {
     this.enter('restoring')
     const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
     const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu(finalState))
     this.budget.checkCancelled('restoring')
     const threads = await this.timed('check', () => this.checkRestored(pid))
     await this.timed('final-state', () => this.applyFinalState(pid, finalState))
-    this.enter('restored')
-    return {
-      state: 'restored',
-      bundle: this.o.bundle,
-      pid,
-      pidInNamespace,
-      threads,
-      finalState,
-      newPidns: this.o.newPidns,
-      signedBy: this.signedBy,
-      states: this.states,
-      warnings: this.warnings,
-      durations: this.durations,
-    }
+    return { pid, pidInNamespace, threads, finalState }
   }
 
   private async runCriu(finalState: 'running' | 'stopped'): Promise<{ pid: number; pidInNamespace: number }> {

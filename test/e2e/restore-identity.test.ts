@@ -53,7 +53,7 @@ function expectRefusedBeforeCriu(run: SnapResult, needle: RegExp, pids: number[]
   const line = run.stderr.split('\n').find((l) => l.startsWith('snap: error:')) ?? '';
   expect(line).toMatch(/images do not match its manifest/);
   expect(line).toMatch(needle);
-  expect(run.stderr).not.toContain('state: restoring');
+  expect(run.stderr).not.toContain('[start] Restore the tree with criu restore');
   for (const pid of pids) expect(processExists(pid), `nothing runs as pid ${pid}`).toBe(false);
   expect(readdirSync(work)).toEqual([]);
 }

@@ -29,7 +29,7 @@ function expectRefusedBeforeAnything(run: SnapResult, needle: RegExp): void {
   const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
   expect(errors).toHaveLength(1);
   expect(errors[0]).toMatch(needle);
-  expect(run.stderr).not.toContain('state: restoring');
+  expect(run.stderr).not.toContain('[start] Restore the tree with criu restore');
   expect(readdirSync(work), 'nothing extracted').toEqual([]);
   expect(processExists(target.pid), 'nothing of the bundle runs').toBe(false);
 }
@@ -150,7 +150,7 @@ describe('restore trusts only signed bundles', () => {
     const restoring = startSnap(['restore', signed, '--work-dir', work], { env });
     let seen = '';
     restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
-    await waitFor(() => seen.includes('state: restoring'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
+    await waitFor(() => seen.includes('[start] Restore the tree with criu restore'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
     restoring.child.kill('SIGKILL');
     await restoring.result;
     expect(readdirSync(journal).length, 'the dead restore left its journal').toBe(1);
@@ -171,7 +171,7 @@ describe('restore trusts only signed bundles', () => {
     const restoring = startSnap(['restore', signed, '--work-dir', work, '--new-pidns'], { env });
     let seen = '';
     restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
-    await waitFor(() => seen.includes('state: restoring'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
+    await waitFor(() => seen.includes('[start] Restore the tree with criu restore'), { what: 'the restore to reach criu', timeoutMs: 30_000 });
     // The holder: the unshare snap started, with everything under it.
     const holder = await waitFor(() => childrenOf(restoring.child.pid!).find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('--mount-proc')), {
       what: 'unshare to start',

@@ -2,7 +2,8 @@
 // hashed while it is compressed, written under a temporary name and linked into place. Killing, if asked, comes last.
 // With cores built from the images, the writing starts as soon as the tree is back (startSeal), beside the cores.
 
-import { rmSync } from 'node:fs'
+import { rmSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manifest.js'
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../../bundle/manifest.js'
 import { signBytes } from '../../bundle/signature.js'
@@ -10,6 +11,7 @@ import { writeBundle } from '../../bundle/writer.js'
 import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
 import { round } from '../../tools/run.js'
+import { ByteMeter, meterIntervalMs } from '../../ui/byte-meter.js'
 import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 import { normalizationRecord } from './freeze.js'
 
@@ -32,6 +34,9 @@ export function startSeal(s: DumpState): void {
   const createdAt = new Date().toISOString()
   const stop = new AbortController()
   const startedAt = performance.now()
+  const sizeOf = (artifacts: typeof s.artifacts) => artifacts.reduce((n, a) => n + fileSize(join(s.workDir!, a.path)), 0)
+  // Silent until the seal step: the steps before it have their own lines.
+  const meter = new ByteMeter(undefined, sizeOf(known), meterIntervalMs(s.progress.mode), 'written into the bundle: ')
   const writing = writeBundle({
     workDir: s.workDir!,
     artifacts: known,
@@ -43,6 +48,7 @@ export function startSeal(s: DumpState): void {
     output: s.output,
     compression: s.o.compression,
     signal: stop.signal,
+    onBytes: (done) => meter.update(done),
     onPartial: (p) => {
       if (stop.signal.aborted) return
       s.partial = p
@@ -55,7 +61,11 @@ export function startSeal(s: DumpState): void {
   s.sealing = {
     known: known.length,
     startedAt,
-    hand,
+    meter,
+    hand: (artifacts) => {
+      meter.addTotal(sizeOf(artifacts))
+      hand(artifacts)
+    },
     abandon: (reason) => {
       stop.abort(reason)
       refuse(reason)
@@ -75,6 +85,7 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
     startSeal(s)
     const sealing = s.sealing!
     sealing.hand(s.artifacts.slice(sealing.known))
+    sealing.meter.speakTo(report)
     let written: Awaited<typeof sealing.writing>
     try {
       written = await s.budget.unlessStopped(sealing.writing, 'sealing the bundle')
@@ -92,6 +103,14 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
     if (s.finalState === 'killed') await killTree(s.members, STOP_TIMEOUT_MS)
     return written.manifest.artifacts
   })
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size
+  } catch {
+    return 0 // the writer names a missing artifact itself
+  }
 }
 
 /** One record per process: the tree criu dumped (pstree.img) when there is a checkpoint, else the one snap stopped. */

@@ -15,6 +15,7 @@ import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
 import { round, type StartedTool, type ToolRun } from '../../tools/run.js'
 import type { Progress } from '../../ui/progress.js'
+import type { ByteMeter } from '../../ui/byte-meter.js'
 import type { OperationBudget } from '../budget.js'
 import type { Journal } from '../journal.js'
 
@@ -110,6 +111,8 @@ export class DumpState {
     abandon: (reason: Error) => void
     readonly abandoned: boolean
     writing: Promise<SealResult>
+    /** Bytes read into the bundle so far, of how many: what the seal step shows. */
+    meter: ByteMeter
   }
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
   readonly coreRecipes = new Map<number, string>()
