@@ -54,6 +54,8 @@ export interface RestoreResult {
   pidInNamespace: number
   threads: number
   finalState: 'running' | 'stopped'
+  /** Every restored process (host pids, workers first) and the state it was left in. */
+  processes: { pid: number; left: 'running' | 'stopped' }[]
   newPidns: boolean
   /** The key whose signature made the bundle trusted, or null when it was restored unsigned (--allow-unsigned). */
   signedBy: string | null
@@ -165,7 +167,7 @@ export class RestoreRun {
       throw new OutputPathError(`cannot make a work directory in ${parent} (${code === 'ENOENT' ? 'it does not exist' : code === 'ENOTDIR' ? 'not a directory' : code})`, 'give --work-dir an existing directory on a filesystem with room for the images')
     }
     const finalState = this.o.final ?? 'as-captured'
-    let restored: { pid: number; pidInNamespace: number; threads: number; finalState: 'running' | 'stopped' } | undefined
+    let restored: Awaited<ReturnType<RestoreRun['restoreTree']>> | undefined
     await this.progress.run([
       { title: 'Verify the bundle (trust decided on its manifest first) and extract its CRIU images', run: (report) => this.extract(report) },
       { title: "Preflight: the images' identity, the CRIU version, this host, the files the process had open, free pids", run: () => this.preflight() },
@@ -186,6 +188,7 @@ export class RestoreRun {
       pidInNamespace: r.pidInNamespace,
       threads: r.threads,
       finalState: r.finalState,
+      processes: r.processes,
       newPidns: this.o.newPidns,
       signedBy: this.signedBy,
       states: this.states,
@@ -236,14 +239,14 @@ export class RestoreRun {
     this.budget.checkCancelled('preflight')
   }
 
-  private async restoreTree(): Promise<{ pid: number; pidInNamespace: number; threads: number; finalState: 'running' | 'stopped' }> {
+  private async restoreTree(): Promise<{ pid: number; pidInNamespace: number; threads: number; finalState: 'running' | 'stopped'; processes: RestoreResult['processes'] }> {
     this.enter('restoring')
     const finalState = this.o.final ?? (this.manifest.originalState.state === 'running' ? 'running' : 'stopped')
     const { pid, pidInNamespace } = await this.timed('criu-restore', () => this.runCriu(finalState))
     this.budget.checkCancelled('restoring')
     const threads = await this.timed('check', () => this.checkRestored(pid))
-    await this.timed('final-state', () => this.applyFinalState(pid, finalState))
-    return { pid, pidInNamespace, threads, finalState }
+    const processes = await this.timed('final-state', () => this.applyFinalState(pid, finalState))
+    return { pid, pidInNamespace, threads, finalState, processes }
   }
 
   private async runCriu(finalState: 'running' | 'stopped'): Promise<{ pid: number; pidInNamespace: number }> {
@@ -451,7 +454,7 @@ export class RestoreRun {
    * as the manifest records it (a worker paused at the dump comes back paused). criu gives the tree back as its images
    * say, and a tree snap dumped was SIGSTOP-stopped then: without this, the workers of a restored master stay frozen.
    */
-  private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<void> {
+  private async applyFinalState(pid: number, final: 'running' | 'stopped'): Promise<RestoreResult['processes']> {
     const found = new Map((this.o.newPidns ? [] : (this.manifest.processes ?? [])).map((p) => [p.pid, p.found]))
     const tree = [pid, ...readDescendants(pid)].reverse() // workers before their master
     // A container's processes are named in the manifest by their pids inside its namespace.
@@ -470,6 +473,7 @@ export class RestoreRun {
       }, { timeoutMs: STATE_WAIT_MS })
       if (!ok) throw new RestoreFailedError(`restored process ${p} did not ${target === 'running' ? 'resume' : 'stop'}`)
     }
+    return tree.map((p) => ({ pid: p, left: want(p) }))
   }
 
   /** Kills anything partly restored and reports failed. */

@@ -21,6 +21,9 @@ export function renderDumpResult(r: DumpResult): string {
     `steps         ${r.steps.map((s) => `${s.name} ${Math.round(s.durationMs)} ms`).join(', ')}`,
   ]
   for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
+  const stopped = r.processes.filter((p) => p.left === 'stopped').map((p) => p.pid)
+  if (stopped.length > 0 && r.finalState !== 'killed')
+    lines.push(`next          ${stopped.length === 1 ? 'it is' : 'they are'} left stopped: \`kill -CONT ${stopped.join(' ')}\` resumes ${stopped.length === 1 ? 'it' : 'them'}`)
   return lines.join('\n')
 }
 
@@ -32,6 +35,9 @@ export function renderRestoreResult(r: RestoreResult): string {
     `durations     ${Object.entries(r.durations).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(', ')}`,
   ]
   for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
+  const stopped = r.processes.filter((p) => p.left === 'stopped').map((p) => p.pid)
+  if (stopped.length > 0) lines.push(`next          stopped as asked or as captured: \`kill -CONT ${stopped.join(' ')}\` runs ${stopped.length === 1 ? 'it' : 'them'}`)
+  if (r.newPidns) lines.push(`next          a copy in a pid namespace of its own: \`kill ${r.pid}\` ends it, and its namespace with it`)
   return lines.join('\n')
 }
 
