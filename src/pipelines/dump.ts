@@ -7,7 +7,7 @@ import { statSync } from 'node:fs'
 import type { ArtifactRecord, FinalState, Manifest, ProcessRecord, StepRecord } from '../bundle/manifest.js'
 import type { Progress, ProgressStep } from '../ui/progress.js'
 import { OperationBudget } from './budget.js'
-import { checkpoint } from './dump/checkpoint.js'
+import { checkpoint, readyCheckpoint } from './dump/checkpoint.js'
 import { coresFromImages, coresWithGdb, recipesOfGcoreCores } from './dump/cores.js'
 import { freezeTree, normalizationRecord } from './dump/freeze.js'
 import { preflight } from './dump/preflight.js'
@@ -60,10 +60,12 @@ export class DumpRun {
    *  when it detaches. */
   private stages(): [title: string, stage: Stage][] {
     const o = this.s.o
-    const start: [string, Stage][] = [
-      [`Preflight: target ${o.pid} and its tree, permissions, what criu can dump, tools, output`, preflight],
-      ['Stop every process of the tree with SIGSTOP and verify every thread', freezeTree],
-    ]
+    const preflightStep: [string, Stage] = [`Preflight: target ${o.pid} and its tree, permissions, what criu can dump, tools, output`, preflight]
+    const freeze: [string, Stage] = ['Stop every process of the tree with SIGSTOP and verify every thread', freezeTree]
+    // criu is started while the tree still runs, and held until it is stopped: its start is not part of the freeze.
+    const start: [string, Stage][] = o.coreOnly
+      ? [preflightStep, freeze]
+      : [preflightStep, ['Start criu, held until the tree is stopped', readyCheckpoint], freeze]
     const cores = o.cores === 'root' ? 'Core dump of the root with gdb (gcore)' : 'Core dump of every process with gdb (gcore)'
     const stacks: [string, Stage][] = [
       ['Stacks of every thread, from the cores (gdb)', stacksOfCores],

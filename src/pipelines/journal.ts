@@ -129,6 +129,19 @@ export class Journal {
     return this.entry
   }
 
+  /**
+   * Takes the patch in without writing it: the next update() writes it with its own. For a tool that has exited while
+   * the tree is frozen: each write is part of the freeze.
+   */
+  note(patch: Partial<JournalEntry>): void {
+    if (patch.toolPids) {
+      // Each pid keeps the start time recorded with it: toolPids and toolStartTimes go together, index by index.
+      const known = new Map((this.entry.toolPids ?? []).map((pid, i) => [pid, this.entry.toolStartTimes?.[i] ?? null]))
+      patch = { ...patch, toolStartTimes: patch.toolPids.map((pid) => (known.has(pid) ? known.get(pid)! : (readStat(pid)?.startTime ?? null))) }
+    }
+    this.entry = { ...this.entry, ...patch }
+  }
+
   update(patch: Partial<JournalEntry>): void {
     if (patch.toolPids) patch = { ...patch, toolStartTimes: patch.toolPids.map((pid) => readStat(pid)?.startTime ?? null) }
     this.entry = { ...this.entry, ...patch, updatedAt: new Date().toISOString() }

@@ -140,7 +140,7 @@ async function waitMemberStopped(m: TreeMember, timeoutMs: number): Promise<Thre
   const ts = await pollUntil(() => {
     const now = readThreadStates(m.id.pid)
     return allStopped(now) ? now : checkIdentity(m.id) === 'same' ? undefined : []
-  }, { timeoutMs })
+  }, { timeoutMs, spinMs: 2 })
   if (ts) return ts
   const now = readThreadStates(m.id.pid)
   const late = now.filter((t) => !isStopped(t)).map((t) => `${t.tid}:${t.state}`)

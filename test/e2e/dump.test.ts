@@ -100,7 +100,7 @@ describe('a running 4-thread target, dumped once', () => {
     // Progress and warnings are snap's own: nothing from the runtime underneath (a Node warning is a leak).
     expect(run.stderr).not.toMatch(/\(node:\d+\)|Warning:/);
     // By default the tree is frozen only for the checkpoint: put back first, then the core is built from the images.
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     expect(result.steps.every((s) => s.status === 'ok')).toBe(true);
     expect(result.bundleSize).toBe(statSync(bundle).size);
 
@@ -116,7 +116,7 @@ describe('a running 4-thread target, dumped once', () => {
     expect(manifest.originalState.threads).toHaveLength(4);
     expect(manifest.finalState).toBe('running');
     expect(manifest.normalization.action).toBe('sigstop');
-    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks']);
+    expect(manifest.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'final-state', 'core', 'stacks']);
     expect(manifest.mode, 'cores built from the CRIU images').toBe('short-freeze');
     expect(manifest.freezeWindowMs).toBe(result.freezeWindowMs);
     expect(manifest.freezeWindowMs).toBeGreaterThan(0);

@@ -43,7 +43,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     // The core is built after the target is put back: the freeze ends before the core step starts.
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     const finalStep = result.steps.find((s) => s.name === 'final-state')!;
     const coreStep = result.steps.find((s) => s.name === 'core')!;
     expect(Date.parse(coreStep.startedAt)).toBeGreaterThanOrEqual(Date.parse(finalStep.endedAt));
@@ -89,7 +89,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'core', 'final-state', 'core-recipes', 'stacks', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'core', 'final-state', 'core-recipes', 'stacks', 'seal']);
     const extracted = await extractBundle(bundle);
     const manifest = readExtractedManifest(extracted);
     expect(manifest.mode).toBe('standard');
@@ -118,7 +118,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(run.exitCode, run.stderr).toBe(0);
     expect(run.stderr).not.toMatch(/\bcrit\b/);
     const result = JSON.parse(run.stdout) as DumpResult;
-    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
+    expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'final-state', 'core', 'stacks', 'seal']);
     expect(result.warnings).toEqual([]);
     const extracted = await extractBundle(bundle);
     expect(readExtractedManifest(extracted).mode).toBe('short-freeze');

@@ -10,32 +10,55 @@ import { pollUntil } from '../../process/poll.js'
 import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
 import { diagnoseCriuLog } from '../../tools/criu-log.js'
 import { readPstreeImage } from '../../tools/criu-pstree.js'
-import { runTool, tailLines } from '../../tools/run.js'
+import { startGatedTool, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
 import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
 
 
-export async function checkpoint(s: DumpState, report: (d: string) => void): Promise<void> {
+/**
+ * Before the freeze: criu's image directory, its post-dump script and its command line, and criu itself, started and
+ * held at a gate. What the tree's stop converts and how criu is to be run are known from the preflight; the freeze
+ * then pays for no fork of snap, only for criu's exec.
+ */
+export async function readyCheckpoint(s: DumpState, report: (d: string) => void): Promise<void> {
   const o = s.o
-  await s.timed('checkpoint', async (rec) => {
-    s.budget.checkCancelled('the checkpoint')
+  await s.timed('criu-ready', async (rec) => {
+    s.budget.checkCancelled('starting criu')
     const workDir = s.workDir!
     s.imagesDir = join(workDir, 'criu')
     mkdirSync(s.imagesDir)
     const logFile = join(workDir, 'logs', 'criu-dump.log')
     const outFile = join(workDir, 'logs', 'criu-dump.out')
+    // Found stopped now (Ctrl+Z): converted while criu holds them. A process born during the stop was running.
     const toConvert = s.members.filter((m) => m.found === 'stopped').map((m) => m.id.pid)
     const marker = join(workDir, 'stop-converted')
     const actionScript = toConvert.length > 0 ? join(workDir, 'convert-stop.sh') : undefined
     if (actionScript) writeFileSync(actionScript, stopConversionScript(toConvert, marker), { mode: 0o700, flag: 'wx' })
     const args = criuDumpArgs(o.pid, s.imagesDir, logFile, { shellJob: false, extra: s.criuOptions, actionScript })
+    const stop = new AbortController()
+    const tool = startGatedTool(s.criu!.path, args, {
+      cancel: stop.signal,
+      dieWithSnap: false, // see checkpoint(): if snap is killed, criu finishes and `snap recover` puts the tree back
+      logFile: outFile,
+      onSpawn: (pid) => s.trackTool(pid, true),
+    })
+    s.criuRun = { tool, stop, logFile, outFile, marker, toConvert, timeoutMs: toolTimeoutMs(totalRssKiB(s)) }
+    rec.note = `criu ${tool.pid ?? '?'} started, held until every thread is stopped: its start is not part of the freeze`
+    report(rec.note)
+  })
+}
+
+export async function checkpoint(s: DumpState, report: (d: string) => void): Promise<void> {
+  const o = s.o
+  await s.timed('checkpoint', async (rec) => {
+    s.budget.checkCancelled('the checkpoint')
+    const { tool, stop: criuStop, logFile, outFile, marker, toConvert, timeoutMs } = s.criuRun!
     // criu holds the tree from seize to unseize, its parasite code running inside each process. Stopped then (SIGTERM
     // kills criu at once: it has no handler), criu can take a process with it. So a signal stops criu only once it has
     // let go of the root, at the end of its memory dump. Its deadline still holds.
-    let criuPid: number | undefined
+    const criuPid = tool.pid
     let settled = false
-    const criuStop = new AbortController()
     const holdsTarget = () => criuPid !== undefined && tracerGroup(o.pid) === criuPid
     const onSignal = () => {
       if (holdsTarget()) s.progress.note('waiting for criu to let go of the tree: stopped while it holds it, criu can take a process down')
@@ -45,16 +68,8 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
     }
     o.cancel.addEventListener('abort', onSignal, { once: true })
     s.toolHolds = 'criu'
-    const run = await runTool(s.criu!.path, args, {
-      timeoutMs: s.budget.remainingMs(toolTimeoutMs(totalRssKiB(s))),
-      cancel: criuStop.signal,
-      dieWithSnap: false, // the same reason, if snap is killed: criu finishes, and `snap recover` puts the tree back
-      logFile: outFile,
-      onSpawn: (pid) => {
-        criuPid = pid
-        s.trackTool(pid, true)
-      },
-    }).finally(() => {
+    tool.open(s.budget.remainingMs(timeoutMs))
+    const run = await tool.done.finally(() => {
       settled = true
       o.cancel.removeEventListener('abort', onSignal)
     })

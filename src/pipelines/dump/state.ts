@@ -13,7 +13,7 @@ import type { MappingUse } from '../../process/memory-map.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
-import { round, type StartedTool, type ToolRun } from '../../tools/run.js'
+import { round, type GatedTool, type StartedTool, type ToolRun } from '../../tools/run.js'
 import type { Progress } from '../../ui/progress.js'
 import type { ByteMeter } from '../../ui/byte-meter.js'
 import type { OperationBudget } from '../budget.js'
@@ -117,6 +117,8 @@ export class DumpState {
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
   readonly coreRecipes = new Map<number, string>()
   imagesDir = ''
+  /** criu, started before the freeze and held at its gate (readyCheckpoint), and where it writes. */
+  criuRun?: { tool: GatedTool; stop: AbortController; logFile: string; outFile: string; marker: string; toConvert: number[]; timeoutMs: number }
   criuOptions: string[] = []
   criuReasons: CriuOptionReason[] = []
   /** Set when the target is a container's init: its root on the host and the mounts criu must be told about. */
@@ -160,10 +162,21 @@ export class DumpState {
     if (!this.artifacts.some((a) => a.path === path)) this.artifacts.push({ path, kind })
   }
 
+  /** From the first SIGSTOP until the tree is put back. */
+  get frozen(): boolean {
+    return this.touched && !this.released
+  }
+
+  /**
+   * The journal's list of tools to kill if snap dies. A tool that started is written at once; one that exited while
+   * the tree is frozen is written with the next update (a journal naming an exited tool is harmless: recover checks
+   * each pid's start time before it signals).
+   */
   trackTool(pid: number, running: boolean): void {
     if (running) this.toolPids.add(pid)
     else this.toolPids.delete(pid)
-    this.journal?.update({ toolPids: [...this.toolPids] })
+    if (running || !this.frozen) this.journal?.update({ toolPids: [...this.toolPids] })
+    else this.journal?.note({ toolPids: [...this.toolPids] })
   }
 
   async timed<T>(name: string, fn: (rec: StepRecord) => Promise<T>): Promise<T> {
@@ -171,6 +184,7 @@ export class DumpState {
     const t0 = performance.now()
     const rec: StepRecord = { name, status: 'ok', startedAt: startedAt.toISOString(), endedAt: '', durationMs: 0 }
     this.steps.push(rec)
+    // Written at once, frozen or not: `snap recover --list` names the step a dead snap was in.
     this.journal?.update({ step: name })
     try {
       return await fn(rec)
