@@ -26,7 +26,10 @@ const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
 if (args.length === 1 && (args[0] === '--version' || args[0] === 'version')) {
   process.stdout.write(`${pkg.name}/${pkg.version} ${process.platform}-${process.arch} node-${process.version}\n`)
 } else {
-  const { execute } = await import('@oclif/core')
+  const { execute, settings } = await import('@oclif/core')
+  // Always the built code: with NODE_ENV=development or test, oclif would otherwise look for the TypeScript sources
+  // and load the compiler to read tsconfig.json (40 MiB more, every command), whatever the shell it runs from.
+  settings.enableAutoTranspile = false
   // oclif takes its program name (config.bin) from package.json: given the one typed.
   const pjson = { ...pkg, oclif: { ...pkg.oclif, bin: name } }
   await execute({ loadOptions: { root: fileURLToPath(new URL('..', import.meta.url)), pjson } })

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { Parser, type ReadEntry } from 'tar'
+import { reclaimEvery } from '../tools/reclaim.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { decompressor, detectCompression, type Compression } from './compression.js'
 import { TarEndGuard } from './tar-end.js'
@@ -223,6 +224,9 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   })
 
   const trailer = new TarEndGuard()
+  // Every chunk read and decompressed is a fresh Buffer, dead once the parser has it: freed every 4 MiB read, so the
+  // pass holds a few MiB of them instead of the 64 MiB V8 would let pile up.
+  const reclaim = reclaimEvery(4 << 20)
   const source = createReadStream(path, { highWaterMark: 1 << 20 })
   const dec = decompressor(compression)
   const stream: Readable = dec ? source.pipe(dec) : source
@@ -250,6 +254,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     for await (const chunk of stream) {
       if (fatal) break
       visitor.onRead?.(source.bytesRead, fileSize)
+      reclaim(source.bytesRead)
       trailer.feed(chunk as Buffer)
       if (!parser.write(chunk as Buffer) && !fatal) await nextEvent(['drain', 'end', 'abort', 'error'])
     }

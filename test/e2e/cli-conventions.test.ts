@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { repoRoot, runSnap } from '../helpers/cli.js';
+import { repoRoot, runSnap, snapWithPeak } from '../helpers/cli.js';
 
 const journalDir = mkdtempSync(join(tmpdir(), 'snap-conventions-journal-'));
 const env = { SNAP_JOURNAL_DIR: journalDir };
@@ -89,6 +89,16 @@ describe('the name typed', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the environment it is run from', () => {
+  it('NODE_ENV=development or test (a developer\'s shell, a test runner) changes nothing: same output, same memory', () => {
+    const runs = ['production', 'development', 'test'].map((NODE_ENV) => snapWithPeak(['doctor', '--no-canary', '--json'], { ...env, NODE_ENV }));
+    for (const r of runs) expect(r.run.stderr).not.toMatch(/Could not find source|ts-node|tsconfig/);
+    const [prod, ...others] = runs.map((r) => r.peakKiB / 1024);
+    // oclif, left to itself, loads the TypeScript compiler in development and test: 40 MiB more, measured here.
+    for (const mib of others) expect(Math.abs(mib - prod!)).toBeLessThan(15);
   });
 });
 
