@@ -1,6 +1,6 @@
 // Where the bundle goes: checked before the target is touched, so a bad path costs nothing.
 
-import { accessSync, constants, lstatSync, statfsSync, statSync } from 'node:fs'
+import { accessSync, constants, lstatSync, readFileSync, realpathSync, statfsSync, statSync } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import { OutputPathError } from '../errors.js'
 import { EXTENSION, type Compression } from './compression.js'
@@ -55,10 +55,38 @@ export function checkOutputPath(output: string, estimateBytes: number): string {
   const free = Number(fs.bavail) * Number(fs.bsize)
   if (free < estimateBytes)
     throw new OutputPathError(
-      `not enough room in ${dir}: ${humanBytes(free)} free, about ${humanBytes(estimateBytes)} needed`,
+      `not enough room in ${dir} (filesystem ${filesystemOf(dir)}): ${humanBytes(free)} free, about ${humanBytes(estimateBytes)} needed`,
       'free space or give --output on a larger filesystem',
     )
   return path
+}
+
+/**
+ * The filesystem a path is on, as a person finds it in `df`: its mount point and type ("/var/tmp (ext4)"), from the
+ * longest mount point in /proc/self/mountinfo that holds the path. A full disk is named by it, not only by the
+ * directory written to.
+ */
+export function filesystemOf(path: string): string {
+  let real: string
+  let mountinfo: string
+  try {
+    real = realpathSync(path)
+    mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')
+  } catch {
+    return 'unknown filesystem'
+  }
+  const unescape = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+  let best: { at: string; type: string } | undefined
+  for (const line of mountinfo.split('\n')) {
+    const fields = line.split(' ')
+    const dash = fields.indexOf('-')
+    if (fields.length < 5 || dash < 0) continue
+    const at = unescape(fields[4]!)
+    const inside = at === '/' || real === at || real.startsWith(at.endsWith('/') ? at : `${at}/`)
+    // Later lines are mounted over earlier ones at the same point: the last wins, as the kernel resolves it.
+    if (inside && (!best || at.length >= best.at.length)) best = { at, type: fields[dash + 1] ?? '?' }
+  }
+  return best ? `${best.at} (${best.type})` : 'unknown filesystem'
 }
 
 /**

@@ -13,7 +13,7 @@ import type { Writable } from 'node:stream'
 import { finished, pipeline } from 'node:stream/promises'
 import { Header, Pax } from 'tar'
 import { OutputPathError } from '../errors.js'
-import { partialPrefix } from './output-path.js'
+import { filesystemOf, partialPrefix } from './output-path.js'
 import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 
@@ -252,7 +252,10 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
     input.onPartial?.(undefined)
     const err = e as NodeJS.ErrnoException
     if (err.code === 'ENOSPC' || err.code === 'EDQUOT' || /No space left/i.test(err.message))
-      throw new OutputPathError(`no space left while writing the bundle in ${dirname(input.output)}`, 'free space or give --output on another filesystem')
+      throw new OutputPathError(
+        `no space left while writing the bundle in ${dirname(input.output)}, on the filesystem mounted at ${filesystemOf(dirname(input.output))}`,
+        'free space there or give --output on another filesystem',
+      )
     throw e
   }
   try {

@@ -208,7 +208,9 @@ describe('a disk that is full', () => {
     const result = await dump.result;
     expect(result.stderr, 'the seal started: the estimate passed').toMatch(/\[start\] Seal the bundle/);
     expect(result.exitCode, result.stderr).toBe(7);
-    expectOneErrorLine(result, /no space left while writing the bundle in /);
+    // Named by its filesystem, as df shows it, besides the directory.
+    expectOneErrorLine(result, /no space left while writing the bundle in .*, on the filesystem mounted at \S+ \(tmpfs\)/);
+    expect(result.stderr).toContain(`mounted at ${outDir} (tmpfs)`);
     await expectNoLeftovers(dump);
     expectNoOutput(dump, ['filler']);
     expectNoJournal(dump);

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, wr
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checkOutputPath, defaultOutputName } from '../../src/bundle/output-path.js';
+import { checkOutputPath, defaultOutputName, filesystemOf } from '../../src/bundle/output-path.js';
 import { EXIT_CODES, OutputPathError } from '../../src/errors.js';
 
 let dir: string;
@@ -75,5 +75,14 @@ describe('defaultOutputName', () => {
     const at = new Date('2026-01-02T03:04:05.678Z');
     expect(defaultOutputName('my app/../x', 4242, at, 'zstd')).toBe('snap-my_app_.._x-4242-20260102T030405Z.tar.zst');
     expect(defaultOutputName('', 7, at, 'none')).toBe('snap-process-7-20260102T030405Z.tar');
+  });
+});
+
+describe('filesystemOf', () => {
+  it('names the mount point and type a path is on, the innermost mount winning', () => {
+    expect(filesystemOf('/proc/self')).toBe('/proc (proc)');
+    expect(filesystemOf('/proc/sys/kernel')).toMatch(/^\/proc(\/sys)? \(\w+\)$/);
+    expect(filesystemOf('/')).toMatch(/^\/ \(\w+\)$/);
+    expect(filesystemOf('/no/such/path')).toBe('unknown filesystem');
   });
 });
