@@ -55,12 +55,38 @@ function unpack(payload, into) {
   if (at !== raw.length) throw new Error('payload length does not match its index')
 }
 
+/**
+ * Each build unpacks once; a new one removes what older builds left: copies not started from in a day (a snap of an
+ * older build still at work keeps its own), and half-unpacked ones whose process is gone.
+ */
+function removeOldCopies(base, id) {
+  const dayAgo = Date.now() - 24 * 3600 * 1000
+  for (const entry of fs.readdirSync(base)) {
+    const full = path.join(base, entry)
+    try {
+      const tmp = /^[0-9a-f]{24}\.tmp-(\d+)$/.exec(entry)
+      if (tmp && !fs.existsSync(`/proc/${tmp[1]}`)) fs.rmSync(full, { recursive: true, force: true })
+      else if (/^[0-9a-f]{24}$/.test(entry) && entry !== id && fs.statSync(path.join(full, '.complete')).atimeMs < dayAgo)
+        fs.rmSync(full, { recursive: true, force: true })
+    } catch {
+      // another run removed it, or it is not ours to judge: left alone
+    }
+  }
+}
+
 function ensureUnpacked() {
   const payload = Buffer.from(sea.getAsset('app'))
   const id = crypto.createHash('sha256').update(payload).digest('hex').slice(0, 24)
   const { dir, base, uid } = homeOf(id)
   if (fs.existsSync(path.join(dir, '.complete'))) {
     if (!trusted(dir, uid)) fail(`${dir} is not a private directory of this user`, 'remove it; the next run unpacks the program again')
+    // Marks this copy as in use (relatime may not), so a newer build leaves it alone for a day.
+    const now = new Date()
+    try {
+      fs.utimesSync(path.join(dir, '.complete'), now, fs.statSync(path.join(dir, '.complete')).mtime)
+    } catch {
+      // read-only: then it is simply older
+    }
     return dir
   }
   fs.mkdirSync(base, { recursive: true, mode: 0o755 })
@@ -72,6 +98,7 @@ function ensureUnpacked() {
     unpack(payload, tmp)
     fs.writeFileSync(path.join(tmp, '.complete'), `${id}\n`)
     fs.renameSync(tmp, dir)
+    removeOldCopies(base, id)
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true })
     // Another run unpacked the same build at the same time: use its copy.

@@ -2,7 +2,7 @@
 // node binary is hidden and the checkout has no node_modules, it checks the host (doctor, whose canary is a real
 // dump and restore), dumps a target, inspects the bundle and restores it.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
@@ -35,9 +35,9 @@ function withoutNode(args: string[], timeoutMs = 180_000, program?: string): { s
 
 beforeAll(() => {
   dir = makeTempDir('snap-binary-');
-  // Built when missing or older than the build it packs.
-  const stamp = join(repoRoot, 'dist', '.build-stamp');
-  if (!existsSync(binary) || (existsSync(stamp) && statSync(stamp).mtimeMs > statSync(binary).mtimeMs))
+  // Built when missing or older than what it is made of.
+  const sources = [join(repoRoot, 'dist', '.build-stamp'), join(repoRoot, 'bin', 'sea-launcher.cjs'), join(repoRoot, 'bin', 'run.js'), join(repoRoot, 'scripts', 'build-binary.mjs')];
+  if (!existsSync(binary) || sources.some((f) => existsSync(f) && statSync(f).mtimeMs > statSync(binary).mtimeMs))
     execFileSync(join(repoRoot, 'node_modules', '.bin', 'node'), [join(repoRoot, 'scripts', 'build-binary.mjs')], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
 }, 600_000);
 afterAll(async () => {
@@ -51,6 +51,33 @@ describe.skipIf(!root)('the standalone executable, where no node exists', () => 
     const r = withoutNode(['--version']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^procsnap\/\d+\.\d+\.\d+ linux-x64 node-v24\./);
+  });
+
+  it('a new unpack removes the copies of older builds unused for a day, and half-unpacked ones; a recent one stays', () => {
+    const base = '/var/lib/procsnap/app';
+    expect(withoutNode(['--version']).status).toBe(0);
+    const current = readdirSync(base).filter((e) => /^[0-9a-f]{24}$/.test(e) && existsSync(join(base, e, '.complete')));
+    const old = join(base, 'f'.repeat(24));
+    const recent = join(base, 'e'.repeat(24));
+    const half = join(base, `${'d'.repeat(24)}.tmp-999999999`); // no such pid
+    for (const d of [old, recent, half]) mkdirSync(d, { recursive: true, mode: 0o755 });
+    for (const d of [old, recent]) writeFileSync(join(d, '.complete'), 'x\n');
+    const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    utimesSync(join(old, '.complete'), twoDaysAgo, twoDaysAgo);
+    try {
+      // As on a host where this build runs for the first time: no copy of it yet.
+      for (const c of current) rmSync(join(base, c), { recursive: true, force: true });
+      const r = withoutNode(['--version']);
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(old)).toBe(false);
+      expect(existsSync(half)).toBe(false);
+      expect(existsSync(recent)).toBe(true);
+      // This build's copy, unpacked again; the older builds' copies were removed above, as a new build would find them.
+      const now = readdirSync(base).filter((e) => /^[0-9a-f]{24}$/.test(e) && e !== 'e'.repeat(24) && existsSync(join(base, e, '.complete')));
+      expect(now).toHaveLength(1);
+    } finally {
+      for (const d of [old, recent, half]) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it('doctor passes, its canary dumped and restored', () => {
