@@ -134,17 +134,19 @@ export class Journal {
    * the tree is frozen: each write is part of the freeze.
    */
   note(patch: Partial<JournalEntry>): void {
-    if (patch.toolPids) {
-      // Each pid keeps the start time recorded with it: toolPids and toolStartTimes go together, index by index.
-      const known = new Map((this.entry.toolPids ?? []).map((pid, i) => [pid, this.entry.toolStartTimes?.[i] ?? null]))
-      patch = { ...patch, toolStartTimes: patch.toolPids.map((pid) => (known.has(pid) ? known.get(pid)! : (readStat(pid)?.startTime ?? null))) }
-    }
-    this.entry = { ...this.entry, ...patch }
+    this.entry = { ...this.entry, ...this.withStartTimes(patch) }
+  }
+
+  /** toolPids and toolStartTimes go together, index by index: each pid keeps the start time recorded with it, a new
+   *  one gets its own from /proc. */
+  private withStartTimes(patch: Partial<JournalEntry>): Partial<JournalEntry> {
+    if (!patch.toolPids) return patch
+    const known = new Map((this.entry.toolPids ?? []).map((pid, i) => [pid, this.entry.toolStartTimes?.[i] ?? null]))
+    return { ...patch, toolStartTimes: patch.toolPids.map((pid) => (known.has(pid) ? known.get(pid)! : (readStat(pid)?.startTime ?? null))) }
   }
 
   update(patch: Partial<JournalEntry>): void {
-    if (patch.toolPids) patch = { ...patch, toolStartTimes: patch.toolPids.map((pid) => readStat(pid)?.startTime ?? null) }
-    this.entry = { ...this.entry, ...patch, updatedAt: new Date().toISOString() }
+    this.entry = { ...this.entry, ...this.withStartTimes(patch), updatedAt: new Date().toISOString() }
     // Write-then-rename so a crash mid-write never leaves a half journal.
     const tmp = `${this.path}.tmp-${process.pid}`
     writeFileSync(tmp, JSON.stringify(this.entry, null, 2), { mode: 0o600 })

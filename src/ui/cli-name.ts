@@ -16,8 +16,8 @@ export function setCliName(invoked: string | undefined): void {
   name = (CLI_NAMES as readonly string[]).includes(invoked ?? '') ? invoked! : 'snap'
 }
 
-/** Every command quoted in backticks (`snap recover PID`) and the `snap:` line prefix, in the invoked name. */
-export function asInvoked(text: string): string {
-  if (name === 'snap') return text
-  return text.replace(/`snap(?=[\s`])/g, '`' + name).replace(/^snap(?=: )/gm, name)
+/** Every command quoted in backticks (`snap recover PID`) and the `snap:` line prefix, in the invoked name (or `as`). */
+export function asInvoked(text: string, as: string = name): string {
+  if (as === 'snap') return text
+  return text.replace(/`snap(?=[\s`])/g, '`' + as).replace(/^snap(?=: )/gm, as)
 }

@@ -7,6 +7,6 @@ import { asInvoked, setCliName } from './cli-name.js'
 export default class SnapHelp extends Help {
   protected override log(...args: string[]): void {
     setCliName(this.config.bin)
-    super.log(...args.map(asInvoked))
+    super.log(...args.map((a) => asInvoked(a)))
   }
 }

@@ -1,6 +1,8 @@
 // procsnap(1), generated from the commands themselves (their descriptions, arguments, flags and examples), so the
 // page says what the program does. Written at build; `npm run setup` puts it where man finds it.
 
+import { asInvoked } from './cli-name.js'
+
 export interface ManArg {
   name: string
   description?: string
@@ -45,7 +47,7 @@ export function roffText(s: string): string {
     .join('\n')
 }
 
-const withBin = (s: string, bin: string) => s.replace(/<%= config\.bin %>/g, bin).replace(/`snap(?=[\s`])/g, '`' + bin)
+const withBin = (s: string, bin: string) => asInvoked(s.replace(/<%= config\.bin %>/g, bin), bin)
 
 export function manPage(facts: ManPageFacts, commands: ManCommand[]): string {
   const { bin } = facts
