@@ -64,6 +64,26 @@ export class TargetRefusedError extends SnapError {
   }
 }
 
+/**
+ * A /proc file of the tree could not be read for a reason other than the process being gone: hidepid, an LSM, a
+ * mount over it. Read as "nothing", it would make a tree look as if it held no fds, sockets or children, and the
+ * plan would refuse nothing; so the dump refuses instead, before any signal.
+ */
+export class ProcUnreadableError extends TargetRefusedError {
+  readonly path: string
+  /** The errno name: EACCES, EIO, ENOTDIR, EISDIR, ... */
+  readonly code: string
+
+  constructor(path: string, code: string, reason?: string) {
+    super(
+      `cannot read ${path}: ${code}${reason ? ` (${reason})` : ''}`,
+      'snap refuses a tree it cannot see whole; check hidepid/LSM settings and mounts over /proc',
+    )
+    this.path = path
+    this.code = code
+  }
+}
+
 export class PermissionDeniedError extends SnapError {
   constructor(message: string, hint?: string) {
     super('permission', message, hint)

@@ -1,19 +1,20 @@
 // Can snap touch this process at all? Answered from /proc before any signal, so a refusal leaves the target as it was.
 
-import { readFileSync } from 'node:fs'
 import { PermissionDeniedError, UsageError, TargetNotFoundError, TargetRefusedError } from '../errors.js'
-import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readPtraceScope, readStat, readStatus } from './proc.js'
+import {
+  CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, hasCap, readEffectiveCaps, readProcText, readPtraceScope, readStat, readStatStrict,
+  readStatusStrict,
+} from './proc.js'
 
 const PF_KTHREAD = 0x00200000
 
+/** 0 when the process is gone (the checks after it say so); ProcUnreadableError when its stat cannot be read: a
+ *  kernel thread must not pass for a process. */
 function readFlags(pid: number): number {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    return Number(rest[9 - 3])
-  } catch {
-    return 0
-  }
+  const text = readProcText(`/proc/${pid}/stat`)
+  if (text === undefined) return 0
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return Number(rest[9 - 3])
 }
 
 export function parsePid(raw: string): number {
@@ -27,14 +28,15 @@ export function parsePid(raw: string): number {
 export function checkTargetAllowed(pid: number, ownPids: number[] = []): void {
   if (pid === 1) throw new TargetRefusedError('refusing to stop pid 1 (init): stopping it would hang the whole system')
   if (pid === process.pid || ownPids.includes(pid)) throw new TargetRefusedError(`refusing to dump snap itself (pid ${pid})`)
-  const stat = readStat(pid)
+  const stat = readStatStrict(pid)
   if (!stat) throw new TargetNotFoundError(pid)
   if (pid === process.ppid) throw new TargetRefusedError(`refusing to stop snap's own parent (pid ${pid}): it waits for snap, and snap would wait for it`)
   if ((readFlags(pid) & PF_KTHREAD) !== 0) throw new TargetRefusedError(`pid ${pid} (${stat.comm}) is a kernel thread; there is nothing to dump`)
   if (stat.state === 'Z' || stat.state === 'X') throw new TargetRefusedError(`pid ${pid} (${stat.comm}) is a zombie; it has already exited`)
-  const status = readStatus(pid)
+  const status = readStatusStrict(pid)
   const tracer = Number(status?.['TracerPid'] ?? 0)
   if (tracer !== 0) {
+    // Only a name for the message: the refusal stands whether or not the tracer's stat can be read.
     const tracerComm = readStat(tracer)?.comm ?? 'unknown'
     throw new TargetRefusedError(
       `pid ${pid} is already traced by pid ${tracer} (${tracerComm})`,
@@ -61,7 +63,7 @@ export function sessionLeaderHidden(nssid: string | undefined): boolean {
 export function checkPrivileges(pid: number): void {
   const caps = readEffectiveCaps('self')
   const uid = process.geteuid?.() ?? 0
-  const status = readStatus(pid)
+  const status = readStatusStrict(pid)
   const targetUid = Number((status?.['Uid'] ?? '0').split(/\s+/)[1] ?? 0)
   const ptrace = hasCap(caps, CAP_SYS_PTRACE)
   if (!hasCap(caps, CAP_SYS_ADMIN) && !hasCap(caps, CAP_CHECKPOINT_RESTORE))

@@ -1,7 +1,7 @@
 // How many bytes a capture of a tree will write, from the mappings a core holds and the memory criu dumps: the room
 // check must use what will be written (a JVM's 104 MB RSS gave a 2.9 GB core), and refuse before the freeze.
 
-import { readFileSync } from 'node:fs'
+import { readProcText } from './proc.js'
 
 export interface MappingLine {
   start: bigint
@@ -42,19 +42,16 @@ export interface CaptureEstimate {
   totalBytes: number
 }
 
-/** For every pid: its core (if it gets one) and its resident memory in criu's pages (if there is a checkpoint). */
+/** For every pid: its core (if it gets one) and its resident memory in criu's pages (if there is a checkpoint). A
+ *  process gone meanwhile counts nothing; one whose maps or status cannot be read throws ProcUnreadableError, since the
+ *  room check would otherwise pass on a guess. */
 export function estimateCapture(pids: number[], corePids: Set<number>, checkpoint: boolean): CaptureEstimate {
   let cores = 0
   let images = 0
   for (const pid of pids) {
-    let maps = ''
-    let status = ''
-    try {
-      maps = readFileSync(`/proc/${pid}/maps`, 'utf8')
-      status = readFileSync(`/proc/${pid}/status`, 'utf8')
-    } catch {
-      continue
-    }
+    const maps = readProcText(`/proc/${pid}/maps`)
+    const status = maps === undefined ? undefined : readProcText(`/proc/${pid}/status`)
+    if (maps === undefined || status === undefined) continue
     if (corePids.has(pid)) cores += coreBytes(parseMaps(maps))
     const rss = /^VmRSS:\s*(\d+)/m.exec(status)
     if (checkpoint && rss) images += Number(rss[1]) * 1024

@@ -1,7 +1,7 @@
 // A process is its pid AND its start time: a pid alone can be reused by another process after the first one exits.
 
 import { TargetChangedError, TargetNotFoundError } from '../errors.js'
-import { readBootId, readStat } from './proc.js'
+import { readBootId, readStat, readStatStrict } from './proc.js'
 
 export interface TargetIdentity {
   pid: number
@@ -10,14 +10,17 @@ export interface TargetIdentity {
   bootId: string
 }
 
+/** TargetNotFoundError when the process is gone; ProcUnreadableError when its stat cannot be read. */
 export function captureIdentity(pid: number): TargetIdentity {
-  const stat = readStat(pid)
+  const stat = readStatStrict(pid)
   if (!stat) throw new TargetNotFoundError(pid)
   return { pid, startTime: stat.startTime, bootId: readBootId() }
 }
 
 export type IdentityCheck = 'same' | 'gone' | 'reused'
 
+/** Never throws on a read: the rollback asks it of every process, and must finish. A stat that cannot be read answers
+ *  'gone' (nothing is sent to a process snap cannot identify). */
 export function checkIdentity(id: TargetIdentity): IdentityCheck {
   if (id.bootId !== readBootId()) return 'reused'
   const stat = readStat(id.pid)

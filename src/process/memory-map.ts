@@ -2,7 +2,7 @@
 // under "memory". Mappings of one file (its text, data and relro) are added up under the file's name; anonymous
 // ones under [heap], [stack] or [anon].
 
-import { readTextFile } from './proc.js'
+import { readProcText } from './proc.js'
 
 export interface MappingUse {
   mapping: string
@@ -35,7 +35,8 @@ export function parseSmaps(text: string, keep = 12): MappingUse[] {
   ]
 }
 
+/** Undefined when the process is gone; ProcUnreadableError when its smaps cannot be read. */
 export function readMemoryMap(pid: number): MappingUse[] | undefined {
-  const text = readTextFile(`/proc/${pid}/smaps`)
+  const text = readProcText(`/proc/${pid}/smaps`)
   return text === undefined ? undefined : parseSmaps(text)
 }

@@ -1,6 +1,58 @@
 // Reads what the kernel says about a process in /proc. Plain functions over one pid; nothing here sends signals.
+//
+// A read that fails because the process (or thread, or fd) is gone answers "nothing": that is the truth. Any other
+// failure (EACCES from hidepid or an LSM, EIO, ENOTDIR or EISDIR from a mount over the file) hides something that
+// exists, and answering "nothing" there would let a dump decide from a tree it did not see: what the plan reads
+// throws ProcUnreadableError instead. A few readers stay quiet on purpose, for callers that must finish whatever
+// /proc says (an identity check during a rollback, the bookkeeping of tools, a scan of every pid); each says so.
 
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { ProcUnreadableError } from '../errors.js'
+
+/** ENOENT: the process's (or thread's, or fd's) entry no longer exists. ESRCH: it exited while its file was read. */
+const GONE_CODES = new Set(['ENOENT', 'ESRCH'])
+
+function errnoCode(e: unknown): string | undefined {
+  const code = (e as NodeJS.ErrnoException | null | undefined)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+/** Whether a failed read means that what it described is gone (and "nothing" is the right answer). */
+export function isGoneError(e: unknown): boolean {
+  const code = errnoCode(e)
+  return code !== undefined && GONE_CODES.has(code)
+}
+
+/**
+ * One read of a /proc path: its result; undefined when what it describes is gone; for any other errno a
+ * ProcUnreadableError naming the path and the code. An error without an errno (a bug in `read`) is passed on as is.
+ */
+export function procRead<T>(path: string, read: (path: string) => T): T | undefined {
+  try {
+    return read(path)
+  } catch (e) {
+    if (isGoneError(e)) return undefined
+    const code = errnoCode(e)
+    if (code === undefined) throw e
+    // Node words it "EACCES: permission denied, open '/proc/...'": the part between the code and the comma.
+    const reason = /^[A-Z0-9_]+: ([^,]+)/.exec((e as Error).message ?? '')?.[1]
+    throw new ProcUnreadableError(path, code, reason)
+  }
+}
+
+export const readProcText = (path: string): string | undefined => procRead(path, (p) => readFileSync(p, 'utf8'))
+export const listProcDir = (path: string): string[] | undefined => procRead(path, (p) => readdirSync(p))
+export const readProcLink = (path: string): string | undefined => procRead(path, (p) => readlinkSync(p))
+
+/** For the readers that must not throw: a file that cannot be read answers as a gone process does. */
+function quietly<T>(read: () => T): T | undefined {
+  try {
+    return read()
+  } catch (e) {
+    if (e instanceof ProcUnreadableError) return undefined
+    throw e
+  }
+}
 
 /** One-letter scheduler state from /proc/PID/stat (R, S, D, T, t, Z, X, I, ...). */
 export type ThreadState = string
@@ -18,16 +70,19 @@ export interface ProcStat {
   startTime: number
 }
 
-/** Returns undefined when the process (or thread) does not exist. */
+/** Undefined when the process (or thread) is gone; throws ProcUnreadableError when its stat exists but cannot be read. */
+export function readStatStrict(pid: number, tid?: number): ProcStat | undefined {
+  const text = readProcText(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`)
+  return text === undefined ? undefined : parseStat(text)
+}
+
+/**
+ * Never throws on a read: undefined when the process is gone or its stat cannot be read. For what must finish
+ * whatever /proc says: the identity check of a rollback, tool and journal bookkeeping, scans of every pid. What a
+ * dump decides from before its first signal uses readStatStrict.
+ */
 export function readStat(pid: number, tid?: number): ProcStat | undefined {
-  const path = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch {
-    return undefined
-  }
-  return parseStat(text)
+  return quietly(() => readStatStrict(pid, tid))
 }
 
 /** comm may hold spaces and parentheses, so split on the LAST ')'. */
@@ -57,12 +112,9 @@ export function processExists(pid: number): boolean {
   return readStat(pid) !== undefined
 }
 
+/** Empty when the process is gone; throws ProcUnreadableError when its task directory cannot be read. */
 export function listThreadIds(pid: number): number[] {
-  try {
-    return readdirSync(`/proc/${pid}/task`).map(Number).filter(Number.isInteger).sort((a, b) => a - b)
-  } catch {
-    return []
-  }
+  return (listProcDir(`/proc/${pid}/task`) ?? []).map(Number).filter(Number.isInteger).sort((a, b) => a - b)
 }
 
 export interface ThreadSnapshot {
@@ -70,24 +122,33 @@ export interface ThreadSnapshot {
   state: ThreadState
 }
 
-/** The state of every thread right now. A thread that exits between listing and reading is left out. */
-export function readThreadStates(pid: number): ThreadSnapshot[] {
+/**
+ * The state of every thread right now, for the found state, which is read before any signal: a thread that exits
+ * between listing and reading is left out; one whose stat cannot be read throws ProcUnreadableError.
+ */
+export function readThreadStatesStrict(pid: number): ThreadSnapshot[] {
   const out: ThreadSnapshot[] = []
   for (const tid of listThreadIds(pid)) {
+    const s = readStatStrict(pid, tid)
+    if (s) out.push({ tid, state: s.state })
+  }
+  return out
+}
+
+/**
+ * The state of every thread right now; never throws on a read. The freeze and the rollback poll it to the end: a
+ * thread that is gone or cannot be read is left out (an empty answer is neither all stopped nor none stopped).
+ */
+export function readThreadStates(pid: number): ThreadSnapshot[] {
+  const out: ThreadSnapshot[] = []
+  for (const tid of quietly(() => listThreadIds(pid)) ?? []) {
     const s = readStat(pid, tid)
     if (s) out.push({ tid, state: s.state })
   }
   return out
 }
 
-/** /proc/PID/status as key -> value. */
-export function readStatus(pid: number): Record<string, string> | undefined {
-  let text: string
-  try {
-    text = readFileSync(`/proc/${pid}/status`, 'utf8')
-  } catch {
-    return undefined
-  }
+function parseStatus(text: string): Record<string, string> {
   const out: Record<string, string> = {}
   for (const line of text.split('\n')) {
     const i = line.indexOf(':')
@@ -96,15 +157,25 @@ export function readStatus(pid: number): Record<string, string> | undefined {
   return out
 }
 
+/** /proc/PID/status as key -> value; undefined when the process is gone, ProcUnreadableError when it cannot be read. */
+export function readStatusStrict(pid: number | 'self'): Record<string, string> | undefined {
+  const text = readProcText(`/proc/${pid}/status`)
+  return text === undefined ? undefined : parseStatus(text)
+}
+
+/** /proc/PID/status as key -> value; never throws on a read (undefined when gone or unreadable), for the freeze's
+ *  bookkeeping (a tracer's group, a resident size for a note). What decides a dump uses readStatusStrict. */
+export function readStatus(pid: number): Record<string, string> | undefined {
+  return quietly(() => readStatusStrict(pid))
+}
+
+/** Never throws on a read: a restore compares a restored process's cmdline with the manifest's, and an unreadable one
+ *  there is a mismatch to report, not a refusal. */
 export function readCmdline(pid: number): string[] {
-  try {
-    const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-    const parts = raw.split('\0')
-    if (parts.at(-1) === '') parts.pop()
-    return parts
-  } catch {
-    return []
-  }
+  const raw = quietly(() => readProcText(`/proc/${pid}/cmdline`)) ?? ''
+  const parts = raw.split('\0')
+  if (parts.at(-1) === '') parts.pop()
+  return parts
 }
 
 /** Only the NAMES: values can hold secrets. */
@@ -112,20 +183,19 @@ export function readEnvironNames(pid: number): string[] {
   return readEnviron(pid).map(([k]) => k)
 }
 
+/** Empty when the process is gone; ProcUnreadableError when its environ cannot be read. */
 export function readEnviron(pid: number): [string, string][] {
-  try {
-    return readFileSync(`/proc/${pid}/environ`, 'utf8')
-      .split('\0')
-      .filter((e) => e.length > 0)
-      .map((e) => {
-        const i = e.indexOf('=')
-        return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)]
-      })
-  } catch {
-    return []
-  }
+  return (readProcText(`/proc/${pid}/environ`) ?? '')
+    .split('\0')
+    .filter((e) => e.length > 0)
+    .map((e) => {
+      const i = e.indexOf('=')
+      return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)]
+    })
 }
 
+/** Any symlink, undefined when it cannot be read for whatever reason: for links that are only a record (an exe, a
+ *  cwd) or that are looked for outside /proc. What decides a dump reads links with readProcLink. */
 export function readLink(path: string): string | undefined {
   try {
     return readlinkSync(path)
@@ -134,27 +204,18 @@ export function readLink(path: string): string | undefined {
   }
 }
 
+/** Empty when the process is gone; ProcUnreadableError when its ns directory or a link in it cannot be read. */
 export function readNamespaces(pid: number): Record<string, string> {
   const out: Record<string, string> = {}
-  let names: string[] = []
-  try {
-    names = readdirSync(`/proc/${pid}/ns`)
-  } catch {
-    return out
-  }
-  for (const n of names) {
-    const target = readLink(`/proc/${pid}/ns/${n}`)
+  for (const n of listProcDir(`/proc/${pid}/ns`) ?? []) {
+    const target = readProcLink(`/proc/${pid}/ns/${n}`)
     if (target) out[n] = target
   }
   return out
 }
 
 export function readCgroup(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim()
-  } catch {
-    return ''
-  }
+  return (readProcText(`/proc/${pid}/cgroup`) ?? '').trim()
 }
 
 export interface OpenFile {
@@ -164,15 +225,10 @@ export interface OpenFile {
 
 /** Regular files (absolute paths) behind the process's file descriptors. */
 export function readOpenFiles(pid: number): OpenFile[] {
-  let fds: string[] = []
-  try {
-    fds = readdirSync(`/proc/${pid}/fd`)
-  } catch {
-    return []
-  }
   const out: OpenFile[] = []
-  for (const fd of fds) {
-    const path = readLink(`/proc/${pid}/fd/${fd}`)
+  for (const fd of listProcDir(`/proc/${pid}/fd`) ?? []) {
+    // ENOENT here is a fd closed since the listing.
+    const path = readProcLink(`/proc/${pid}/fd/${fd}`)
     if (path && path.startsWith('/') && !path.startsWith('/dev/') && !path.startsWith('/proc/')) out.push({ fd: Number(fd), path })
   }
   return out.sort((a, b) => a.fd - b.fd)
@@ -180,12 +236,7 @@ export function readOpenFiles(pid: number): OpenFile[] {
 
 /** Files mapped into memory (executable, libraries, mapped data files), without duplicates. */
 export function readMappedFiles(pid: number): string[] {
-  let text: string
-  try {
-    text = readFileSync(`/proc/${pid}/maps`, 'utf8')
-  } catch {
-    return []
-  }
+  const text = readProcText(`/proc/${pid}/maps`) ?? ''
   const seen = new Set<string>()
   for (const line of text.split('\n')) {
     const m = /^\S+\s+\S+\s+\S+\s+\S+\s+\d+\s+(\/.*)$/.exec(line)
@@ -195,21 +246,27 @@ export function readMappedFiles(pid: number): string[] {
   return [...seen].sort()
 }
 
-/** Children of pid, from /proc/PID/task/TID/children (needs CONFIG_PROC_CHILDREN; empty when absent). */
-export function readChildren(pid: number): number[] {
-  const out: number[] = []
-  for (const tid of listThreadIds(pid)) {
-    try {
-      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim()
-      if (text) out.push(...text.split(/\s+/).map(Number))
-    } catch {
-      // the thread went away; its children are reparented and will be seen elsewhere
-    }
-  }
-  return out
+function parseChildren(text: string | undefined): number[] {
+  const t = (text ?? '').trim()
+  return t ? t.split(/\s+/).map(Number) : []
 }
 
-/** The whole tree rooted at pid, root first. */
+/**
+ * Children of pid, from /proc/PID/task/TID/children (needs CONFIG_PROC_CHILDREN; empty when absent). A thread gone
+ * meanwhile is skipped: its children are reparented and seen elsewhere. A file that exists but cannot be read throws
+ * ProcUnreadableError: a tree without its children would be dumped in part.
+ */
+export function readChildrenStrict(pid: number): number[] {
+  return listThreadIds(pid).flatMap((tid) => parseChildren(readProcText(`/proc/${pid}/task/${tid}/children`)))
+}
+
+/** Children of pid; never throws on a read (what cannot be read is left out). For the freeze's second look, which a
+ *  tree already read whole in the preflight, and for a restore watching what criu made. */
+export function readChildren(pid: number): number[] {
+  return (quietly(() => listThreadIds(pid)) ?? []).flatMap((tid) => parseChildren(quietly(() => readProcText(`/proc/${pid}/task/${tid}/children`))))
+}
+
+/** The whole tree rooted at pid, root first; ProcUnreadableError when a children file cannot be read. */
 export function readProcessTree(pid: number): number[] {
   const out: number[] = []
   const queue = [pid]
@@ -217,7 +274,7 @@ export function readProcessTree(pid: number): number[] {
     const p = queue.shift()!
     if (out.includes(p)) continue
     out.push(p)
-    queue.push(...readChildren(p))
+    queue.push(...readChildrenStrict(p))
   }
   return out
 }
@@ -228,23 +285,18 @@ export function readBootId(): string {
   return cachedBootId
 }
 
+/** Undefined on a kernel without Yama (no such file); ProcUnreadableError when the file is there but unreadable:
+ *  who may trace is not decided blind. */
 export function readPtraceScope(): number | undefined {
-  try {
-    return Number(readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8').trim())
-  } catch {
-    return undefined
-  }
+  const text = readProcText('/proc/sys/kernel/yama/ptrace_scope')
+  return text === undefined ? undefined : Number(text.trim())
 }
 
-/** Effective capabilities of a process as a bigint mask (from CapEff in status). */
+/** Effective capabilities of a process as a bigint mask (from CapEff in status): none when it is gone,
+ *  ProcUnreadableError when its status cannot be read. */
 export function readEffectiveCaps(pid: number | 'self'): bigint {
-  try {
-    const text = readFileSync(`/proc/${pid}/status`, 'utf8')
-    const m = /^CapEff:\s*([0-9a-f]+)/m.exec(text)
-    return m?.[1] ? BigInt('0x' + m[1]) : 0n
-  } catch {
-    return 0n
-  }
+  const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readProcText(`/proc/${pid}/status`) ?? '')
+  return m?.[1] ? BigInt('0x' + m[1]) : 0n
 }
 
 /** The process group of a process's tracer (a tool leads its own group: criu's pid, for criu), or undefined while
@@ -254,7 +306,8 @@ export function tracerGroup(pid: number): number | undefined {
   return tracer > 0 ? readStat(tracer)?.pgrp : undefined
 }
 
-/** A small text file (a status, a pidfile), or undefined when it cannot be read. */
+/** A small text file (a pidfile, a file of a work directory), or undefined when it cannot be read for whatever
+ *  reason. A /proc file the plan decides from is read with readProcText. */
 export function readTextFile(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8')

@@ -2,8 +2,8 @@
 // state and queue. Read-only; the decisions about them are in dump-plan.ts.
 
 import { execFileSync } from 'node:child_process'
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import { endianness } from 'node:os'
+import { listProcDir, readProcLink, readProcText } from './proc.js'
 
 export type SocketFamily = 'inet' | 'inet6' | 'unix' | 'netlink' | 'other'
 
@@ -46,21 +46,15 @@ export interface TreeSockets {
   notes: string[]
 }
 
-/** Every fd and what it points to. A fd closed between the listing and the readlink is left out. */
+/**
+ * Every fd and what it points to. None when the process is gone; a fd closed between the listing and the readlink is
+ * left out. A fd directory or link that cannot be read throws ProcUnreadableError: "no fds" would hide every socket.
+ */
 export function readFdLinks(pid: number): FdLink[] {
-  let names: string[]
-  try {
-    names = readdirSync(`/proc/${pid}/fd`)
-  } catch {
-    return []
-  }
   const out: FdLink[] = []
-  for (const name of names) {
-    try {
-      out.push({ fd: Number(name), link: readlinkSync(`/proc/${pid}/fd/${name}`) })
-    } catch {
-      // closed meanwhile
-    }
+  for (const name of listProcDir(`/proc/${pid}/fd`) ?? []) {
+    const link = readProcLink(`/proc/${pid}/fd/${name}`)
+    if (link !== undefined) out.push({ fd: Number(name), link })
   }
   return out.sort((a, b) => a.fd - b.fd)
 }
@@ -285,12 +279,10 @@ export function parseSsUnix(text: string): SsUnixRow[] {
   return rows
 }
 
+/** A table that does not exist is empty (tcp6 without IPv6, packet without AF_PACKET); one that cannot be read
+ *  throws ProcUnreadableError. */
 function readText(path: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch {
-    return ''
-  }
+  return readProcText(path) ?? ''
 }
 
 interface NetnsTables {
@@ -437,9 +429,5 @@ export function readTreeSockets(pids: number[], fdLinks?: Map<number, FdLink[]>,
 }
 
 function readLinkOrEmpty(path: string): string {
-  try {
-    return readlinkSync(path)
-  } catch {
-    return ''
-  }
+  return readProcLink(path) ?? ''
 }

@@ -4,7 +4,7 @@
 import { RollbackIncompleteError, StepTimeoutError, TargetChangedError } from '../errors.js'
 import { assertSameProcess, checkIdentity, signalTarget, type TargetIdentity } from './identity.js'
 import { pollUntil } from './poll.js'
-import { readThreadStates, type ThreadSnapshot } from './proc.js'
+import { readThreadStates, readThreadStatesStrict, type ThreadSnapshot } from './proc.js'
 
 export type RunState = 'running' | 'stopped'
 
@@ -19,18 +19,19 @@ export const noneStopped = (ts: ThreadSnapshot[]) => ts.length > 0 && !ts.some(i
 
 /**
  * Stopped means every thread is in group stop ('T'). A group stop reaches threads one by one, so a mix of T and
- * other states is a stop (or a continue) in progress: wait briefly for it to settle before deciding.
+ * other states is a stop (or a continue) in progress: wait briefly for it to settle before deciding. Read before any
+ * signal, so a thread whose state cannot be read throws ProcUnreadableError rather than being left out.
  */
 export async function observeRunState(id: TargetIdentity, settleMs = 200): Promise<ObservedState> {
   assertSameProcess(id, 'reading the original state')
   const settled = await pollUntil(
     () => {
-      const ts = readThreadStates(id.pid)
+      const ts = readThreadStatesStrict(id.pid)
       return allStopped(ts) || noneStopped(ts) ? ts : undefined
     },
     { timeoutMs: settleMs },
   )
-  const threads = settled ?? readThreadStates(id.pid)
+  const threads = settled ?? readThreadStatesStrict(id.pid)
   if (threads.length === 0) assertSameProcess(id, 'reading the original state')
   return { state: allStopped(threads) ? 'stopped' : 'running', threads }
 }

@@ -1,11 +1,11 @@
 // Everything a dump must decide before its first signal, read from /proc for every process of the tree, its
 // ancestors and snap itself. Only reading here; dump-plan.ts decides from these facts with pure functions.
 
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { TargetNotFoundError } from '../errors.js'
 import { readFdLinks, readTreeSockets, IO_URING_LINK, type FdLink, type HeldSocket } from './sockets.js'
-import { CAP_SYS_RESOURCE, hasCap, readNamespaces, readStat, readStatus } from './proc.js'
+import { CAP_SYS_RESOURCE, hasCap, procRead, readNamespaces, readProcText, readStatStrict, readStatusStrict } from './proc.js'
 import { EXTRA_DIRS, isExecutableFile } from '../tools/locate.js'
 
 /** Real, effective and saved ids, as in the status Uid: and Gid: lines (the fourth, filesystem id, is not used). */
@@ -150,9 +150,16 @@ export function parsePasswd(text: string): Map<number, string> {
   return out
 }
 
+/** A /proc file: empty when what it describes is gone (a fd closed since the listing), ProcUnreadableError when it
+ *  exists but cannot be read (a lock or a SysV segment there would go unseen). */
 function readText(path: string): string {
+  return readProcText(path) ?? ''
+}
+
+/** User names only label the plan's messages: a missing or unreadable passwd leaves uids as numbers. */
+function readPasswd(): string {
   try {
-    return readFileSync(path, 'utf8')
+    return readFileSync('/etc/passwd', 'utf8')
   } catch {
     return ''
   }
@@ -202,8 +209,8 @@ export function findTool(name: string, path = process.env.PATH ?? ''): FoundTool
 }
 
 function readProcessFacts(pid: number, links: FdLink[], sockets: HeldSocket[], procLocks: HeldLock[]): ProcessFacts | undefined {
-  const stat = readStat(pid)
-  const status = readStatus(pid)
+  const stat = readStatStrict(pid)
+  const status = readStatusStrict(pid)
   if (!stat || !status) return undefined
   return {
     pid,
@@ -223,7 +230,7 @@ function readProcessFacts(pid: number, links: FdLink[], sockets: HeldSocket[], p
 }
 
 function readSnapFacts(): SnapFacts {
-  const status = readStatus(process.pid) ?? {}
+  const status = readStatusStrict(process.pid) ?? {}
   const capEff = (status['CapEff'] ?? '0').trim()
   return {
     pid: process.pid,
@@ -239,7 +246,7 @@ function readSnapFacts(): SnapFacts {
 function readAncestorPids(rootPpid: number): number[] {
   const out: number[] = []
   for (let pid = rootPpid; pid > 1 && out.length < 64 && !out.includes(pid); ) {
-    const stat = readStat(pid)
+    const stat = readStatStrict(pid)
     if (!stat) break
     out.push(pid)
     pid = stat.ppid
@@ -249,7 +256,7 @@ function readAncestorPids(rootPpid: number): number[] {
 
 /** Reads the facts of the tree rooted at rootPid whose processes are pids (the root among them or not). */
 export function readTreeFacts(rootPid: number, pids: number[]): TreeFacts {
-  const rootStat = readStat(rootPid)
+  const rootStat = readStatStrict(rootPid)
   if (!rootStat) throw new TargetNotFoundError(rootPid)
   const treePids = [rootPid, ...pids.filter((p) => p !== rootPid)]
   const ancestorPids = readAncestorPids(rootStat.ppid).filter((p) => !treePids.includes(p))
@@ -270,7 +277,7 @@ export function readTreeFacts(rootPid: number, pids: number[]): TreeFacts {
 
   const ancestors: AncestorFacts[] = []
   for (const pid of ancestorPids) {
-    const stat = readStat(pid)
+    const stat = readStatStrict(pid)
     if (!stat) break
     ancestors.push({ pid, ppid: stat.ppid, comm: stat.comm, sockets: sockets.byPid[pid] ?? [] })
   }
@@ -278,7 +285,7 @@ export function readTreeFacts(rootPid: number, pids: number[]): TreeFacts {
   const snap = readSnapFacts()
   const tools = Object.fromEntries(NETFILTER_TOOLS.map((t) => [t, findTool(t)])) as Record<NetfilterTool, FoundTool | null>
 
-  const passwd = parsePasswd(readText('/etc/passwd'))
+  const passwd = parsePasswd(readPasswd())
   const userNames: Record<number, string> = {}
   for (const p of processes) {
     for (const uid of [p.uid.real, p.uid.effective, p.uid.saved]) {
@@ -295,7 +302,8 @@ export function readTreeFacts(rootPid: number, pids: number[]): TreeFacts {
     ancestors,
     unixPeers: sockets.unixPeers,
     tools,
-    hostIpv6: existsSync('/proc/net/if_inet6'),
+    // Absent without IPv6; unreadable is not "absent": criu's need for ip6tables-restore is decided from it.
+    hostIpv6: procRead('/proc/net/if_inet6', statSync) !== undefined,
     userNames,
     notes,
   }

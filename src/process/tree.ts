@@ -1,10 +1,10 @@
 // A target is a tree: a master and its workers. Every process of it is stopped, verified, and put back to its own
 // original state; one left frozen is an outage snap caused. Every transition is confirmed in /proc, per process.
 
-import { RollbackIncompleteError, StepTimeoutError, TargetChangedError } from '../errors.js'
+import { RollbackIncompleteError, StepTimeoutError, TargetChangedError, TargetNotFoundError } from '../errors.js'
 import { captureIdentity, checkIdentity, type IdentityCheck, type TargetIdentity } from './identity.js'
 import { pollUntil } from './poll.js'
-import { readChildren, readStat, readStatus, readThreadStates, type ThreadSnapshot } from './proc.js'
+import { readChildren, readChildrenStrict, readStat, readStatStrict, readStatus, readStatusStrict, readThreadStates, type ThreadSnapshot } from './proc.js'
 import { allStopped, isStopped, noneStopped, observeRunState, type RunState } from './stop.js'
 
 export interface TreeMember {
@@ -33,9 +33,10 @@ export interface MemberOutcome {
   check?: IdentityCheck
 }
 
-/** The last NSpid entry: the pid as the process's own PID namespace sees it. */
-export function innerPidOf(pid: number): number {
-  const nspid = readStatus(pid)?.['NSpid']?.trim().split(/\s+/)
+/** The last NSpid entry: the pid as the process's own PID namespace sees it. The status is read quietly unless the
+ *  caller read it already (the preflight reads it strictly). */
+export function innerPidOf(pid: number, status = readStatus(pid)): number {
+  const nspid = status?.['NSpid']?.trim().split(/\s+/)
   const last = Number(nspid?.at(-1))
   return Number.isInteger(last) && last > 0 ? last : pid
 }
@@ -45,13 +46,16 @@ const isZombie = (pid: number) => {
   return s === 'Z' || s === 'X'
 }
 
-/** The descendants of pid (not pid itself), breadth first, zombies left out: they have nothing to stop or resume. */
-export function readDescendants(pid: number): number[] {
+/**
+ * The descendants of pid (not pid itself), breadth first, zombies left out: they have nothing to stop or resume.
+ * Children are read quietly by default (the freeze's second look, a restore); the preflight passes readChildrenStrict.
+ */
+export function readDescendants(pid: number, childrenOf: (pid: number) => number[] = readChildren): number[] {
   const out: number[] = []
   const seen = new Set([pid])
   const queue = [pid]
   while (queue.length > 0) {
-    for (const child of readChildren(queue.shift()!)) {
+    for (const child of childrenOf(queue.shift()!)) {
       if (seen.has(child)) continue
       seen.add(child)
       queue.push(child)
@@ -61,20 +65,25 @@ export function readDescendants(pid: number): number[] {
   return out
 }
 
-/** Every live process of the tree rooted at root, root first, each with the state it is in now. */
+/**
+ * Every live process of the tree rooted at root, root first, each with the state it is in now. Read before any
+ * signal: a /proc file of the tree that exists but cannot be read throws ProcUnreadableError, so a tree is never
+ * planned without a part of it.
+ */
 export async function discoverTree(root: TargetIdentity): Promise<TreeMember[]> {
   const members: TreeMember[] = []
-  for (const pid of [root.pid, ...readDescendants(root.pid)]) {
+  for (const pid of [root.pid, ...readDescendants(root.pid, readChildrenStrict)]) {
     let id: TargetIdentity
     try {
       id = pid === root.pid ? root : captureIdentity(pid)
-    } catch {
-      continue // exited between the listing and the look: not part of the tree any more
+    } catch (e) {
+      if (e instanceof TargetNotFoundError) continue // exited between the listing and the look: not part of the tree any more
+      throw e
     }
-    const stat = readStat(pid)
+    const stat = readStatStrict(pid)
     if (!stat) continue
     const observed = await observeRunState(id)
-    members.push({ id, innerPid: innerPidOf(pid), ppid: stat.ppid, comm: stat.comm, found: observed.state, threadsFound: observed.threads, threadsAtStop: [] })
+    members.push({ id, innerPid: innerPidOf(pid, readStatusStrict(pid)), ppid: stat.ppid, comm: stat.comm, found: observed.state, threadsFound: observed.threads, threadsAtStop: [] })
   }
   return members
 }
@@ -92,8 +101,15 @@ export interface TreeStopResult {
  * no one new: a stopped process cannot fork, so this ends. Processes found stopped are sent nothing: they may be in a
  * job-control stop (Ctrl+Z), which only SIGCONT ends, and a thread woken by it runs before a SIGSTOP sent right after
  * can stop it. Their stop is converted while criu holds every thread (stopConversionScript in tools/criu.ts).
+ * `admit` sees the processes born meanwhile before any signal goes to them (the dump locks them there); if it throws,
+ * they are not stopped and not made members.
  */
-export async function stopTree(members: TreeMember[], timeoutMs: number, cancelled: () => boolean = () => false): Promise<TreeStopResult> {
+export async function stopTree(
+  members: TreeMember[],
+  timeoutMs: number,
+  cancelled: () => boolean = () => false,
+  admit: (fresh: TreeMember[]) => void = () => undefined,
+): Promise<TreeStopResult> {
   const started = performance.now()
   const deadline = started + timeoutMs
   const root = members[0]!
@@ -126,6 +142,7 @@ export async function stopTree(members: TreeMember[], timeoutMs: number, cancell
       }
     }
     if (fresh.length === 0) break
+    admit(fresh)
     members.push(...fresh)
     bornDuringStop.push(...fresh.map((m) => m.id.pid))
     pending = fresh
