@@ -14,7 +14,7 @@ export const EXIT_CODES = {
   bundleInvalid: { code: 11, meaning: 'the bundle is not a snap bundle, is damaged, tampered with, or unsafe to extract' },
   restoreRefused: { code: 12, meaning: 'restore preflight refused: pid taken, file changed, host differs' },
   restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
-  locked: { code: 14, meaning: 'another snap is already working on this target' },
+  locked: { code: 14, meaning: 'another snap (a dump or a restore) is already working on this target or a process of its tree' },
   rollbackIncomplete: { code: 15, meaning: 'a process of the tree could not be put back in its found state, or died while a tool held it (never reported as put back): act on the message now' },
   internal: { code: 70, meaning: 'a bug in snap (an unexpected error); the target was put back; run again with --debug and report it' },
   interruptedHup: { code: 129, meaning: 'snap got SIGHUP; it rolled back and stopped' },

@@ -1,12 +1,14 @@
 // The journal: a small file per target, written before the first signal and updated at each step, so that if snap
-// dies a later `snap recover` knows what to put back. Creating it with O_EXCL is also the per-target lock.
+// dies a later `snap recover` knows what to put back. Creating it exclusively is also the per-target lock; the locks
+// on every other process of the tree (locks.ts) are taken through it and released with it.
 
-import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync, unlinkSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LockedError } from '../errors.js'
 import type { TargetIdentity } from '../process/identity.js'
 import { readStat } from '../process/proc.js'
+import { claimPid, createExclusive, lockProcess, removeFile, type LockConflict, type LockOwner, type LockResult } from './locks.js'
 
 export interface JournalEntry {
   version: 1
@@ -85,8 +87,9 @@ export class Journal {
   }
 
   /**
-   * Takes the per-target lock by creating the journal exclusively. If a journal exists, its snap is either alive
-   * (another dump is running: refuse) or dead (it needs `snap recover` first: refuse, and say so).
+   * Takes the per-target lock by creating the journal exclusively (written whole, then linked into place: see
+   * createExclusive). If a journal exists, its snap is either alive (another dump is running: refuse) or dead (it
+   * needs `snap recover` first: refuse, and say so).
    */
   static open(init: Omit<JournalEntry, 'version' | 'snapPid' | 'snapStartTime' | 'startedAt' | 'updatedAt' | 'toolPids'>): Journal {
     mkdirSync(journalDir(), { recursive: true, mode: 0o700 })
@@ -101,28 +104,80 @@ export class Journal {
       updatedAt: now,
       ...init,
     }
-    let fd: number
-    try {
-      fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
-      const other = readJournal(path)
-      if (other && snapIsAlive(other))
+    // A journal removed between our create and our read (its snap just finished) is tried again.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      if (createExclusive(path, JSON.stringify(entry, null, 2))) return new Journal(path, entry)
+      let text: string
+      try {
+        text = readFileSync(path, 'utf8')
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue
+        throw e
+      }
+      let other: JournalEntry | undefined
+      try {
+        other = JSON.parse(text) as JournalEntry
+      } catch {
+        // Journals appear whole, so this one is damaged, not being written: say so, and never guess whose it is.
+        throw new LockedError(`the journal ${path} of target ${init.target.pid} cannot be read`, `if no snap is working on target ${init.target.pid}, remove it and try again`)
+      }
+      if (snapIsAlive(other))
         throw new LockedError(
           `another snap (pid ${other.snapPid}) is already working on target ${init.target.pid} (step: ${other.step})`,
           'wait for it to finish',
         )
-      throw new LockedError(
-        `a previous snap${other ? ` (pid ${other.snapPid})` : ''} died while working on target ${init.target.pid}`,
-        'run `snap recover` first',
-      )
+      throw new LockedError(`a previous snap (pid ${other.snapPid}) died while working on target ${init.target.pid}`, 'run `snap recover` first')
     }
-    try {
-      writeSync(fd, JSON.stringify(entry, null, 2))
-    } finally {
-      closeSync(fd)
+    throw new LockedError(`the journal ${path} of target ${init.target.pid} keeps appearing and disappearing`, 'try again')
+  }
+
+  private readonly locks: string[] = []
+
+  private get owner(): LockOwner {
+    return { operation: this.entry.operation, snapPid: this.entry.snapPid, snapStartTime: this.entry.snapStartTime, targetPid: this.entry.target.pid }
+  }
+
+  /**
+   * A dump's lock on each process of its tree (the root too), before any signal. All or none: on a refusal the locks
+   * this call took are let go, and the LockedError names the snap that holds the process and its target. A process
+   * that exited meanwhile is not locked (there is nothing to lock; the stop finds it gone).
+   */
+  lockProcesses(ids: { pid: number; startTime: number }[]): void {
+    this.takeAll(ids.map((id) => ({ pid: id.pid, take: () => lockProcess(journalDir(), this.owner, id) })))
+  }
+
+  /** A restore's claim on each pid it is to create: two restores, or a restore and a dump, never share one. */
+  claimPids(pids: number[]): void {
+    this.takeAll(pids.map((pid) => ({ pid, take: () => claimPid(journalDir(), this.owner, pid) })))
+  }
+
+  private takeAll(wanted: { pid: number; take: () => LockResult }[]): void {
+    const taken: string[] = []
+    for (const w of wanted) {
+      const r = w.take()
+      if ('taken' in r) taken.push(r.taken)
+      else if ('conflict' in r) {
+        for (const p of taken) removeFile(p)
+        throw this.refusal(r.conflict, w.pid)
+      }
     }
-    return new Journal(path, entry)
+    this.locks.push(...taken)
+  }
+
+  /** One line naming who holds the process, as the journal's own refusal does for a target. */
+  private refusal(c: LockConflict, pid: number): LockedError {
+    const mine = pid === this.entry.target.pid ? `target ${pid}` : `process ${pid} of this tree`
+    if (c.why === 'unreadable') return new LockedError(`the lock ${c.path} on ${mine} cannot be read`, `if no snap is working on process ${pid}, remove it and try again`)
+    const l = c.lock
+    const theirs = l.targetPid !== pid ? `in the tree of its target ${l.targetPid}` : pid !== this.entry.target.pid ? 'its target' : ''
+    if (c.why === 'dead') return new LockedError(`a previous snap (pid ${l.snapPid}) died while working on ${mine}${theirs ? ` (${theirs})` : ''}`, 'run `snap recover` first')
+    const journal = readJournal(pathFor(l.targetPid))
+    const step = journal && journal.snapPid === l.snapPid && journal.snapStartTime === l.snapStartTime ? `step: ${journal.step}` : ''
+    const detail = [theirs, step].filter(Boolean).join('; ')
+    return new LockedError(
+      `another snap (pid ${l.snapPid}) is already ${l.operation === 'restore' ? 'restoring' : 'working on'} ${mine}${detail ? ` (${detail})` : ''}`,
+      'wait for it to finish',
+    )
   }
 
   get current(): Readonly<JournalEntry> {
@@ -153,12 +208,11 @@ export class Journal {
     renameSync(tmp, this.path)
   }
 
+  /** Lets go of every lock, then of the journal: a snap that dies in between leaves a journal, which recover reads,
+   *  rather than locks no journal explains. */
   remove(): void {
-    try {
-      unlinkSync(this.path)
-    } catch {
-      // already gone
-    }
+    for (const p of this.locks.splice(0)) removeFile(p)
+    removeFile(this.path)
   }
 }
 

@@ -1,5 +1,8 @@
 // `snap recover`: finishes what a snap that died left half done. Each journal whose snap is gone names a target and
-// the state it must be left in; the target is touched only if its pid still has the recorded start time.
+// the state it must be left in; the target is touched only if its pid still has the recorded start time. The locks a
+// dead snap held on the processes of its tree go with its journal. A journal or lock that cannot be read is reported
+// and left in place: files appear whole (createExclusive), so one that cannot be read is damaged, and nothing in it
+// says whether its snap is still at work.
 
 import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -9,6 +12,7 @@ import { bringToFinalState } from '../process/stop.js'
 import { pollUntil } from '../process/poll.js'
 import { readStat, tracerGroup } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
+import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
 import { pstreeIds } from '../tools/criu-pstree.js'
 
 export interface RecoveryAction {
@@ -139,7 +143,10 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
   }
 }
 
-/** A journal update is written to target-PID.json.tmp-SNAPPID, then renamed: a snap killed in between leaves it. */
+/**
+ * A journal update is written to target-PID.json.tmp-SNAPPID, then renamed; a new journal or lock is written to
+ * NAME.tmp-SNAPPID-RANDOM, then linked into place: a snap killed in between leaves the temporary file.
+ */
 async function removeHalfWrittenUpdates(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
   let names: string[] = []
   try {
@@ -148,11 +155,62 @@ async function removeHalfWrittenUpdates(out: RecoveryAction[], o: RecoverOptions
     return
   }
   for (const name of names) {
-    const m = /^target-(\d+)\.json\.tmp-(\d+)$/.exec(name)
-    if (!m || readStat(Number(m[2])) || (o.pid !== undefined && Number(m[1]) !== o.pid)) continue
+    const m = /^(?:target-(\d+)\.json|(pid-\d+(?:-\d+)?\.lock))\.tmp-(\d+)(?:-[0-9a-f]+)?$/.exec(name)
+    if (!m || readStat(Number(m[3]))) continue
+    const path = join(journalDir(), name)
+    const lock = m[2] !== undefined ? readLock(path) : undefined
+    const targetPid = m[1] !== undefined ? Number(m[1]) : lock && lock !== 'unreadable' ? lock.targetPid : null
+    if (o.pid !== undefined && targetPid !== o.pid) continue
+    const what = m[1] !== undefined ? 'a half-written journal update' : 'a half-written lock'
     const actions = new Actions(o.dryRun ?? false)
-    await actions.run('remove a half-written journal update', () => 'removed a half-written journal update', () => removeJournalFile(join(journalDir(), name)))
-    out.push({ journal: join(journalDir(), name), targetPid: Number(m[1]), snapPid: Number(m[2]), outcome: 'unreadable', actions: actions.list })
+    await actions.run(`remove ${what}`, () => `removed ${what}`, () => removeJournalFile(path))
+    out.push({ journal: path, targetPid, snapPid: Number(m[3]), outcome: 'unreadable', actions: actions.list })
+  }
+}
+
+/** Removes the locks a dead snap held, or says it would. */
+async function removeLocks(locks: { path: string; lock: LockEntry }[], actions: Actions): Promise<void> {
+  if (locks.length === 0) return
+  const pids = [...new Set(locks.map((l) => l.lock.pid))].sort((a, b) => a - b).join(', ')
+  const what = `the lock${locks.length === 1 ? '' : 's'} on ${locks.length === 1 ? 'process' : 'processes'} ${pids}`
+  await actions.run(`remove ${what}`, () => `removed ${what}`, () => {
+    for (const l of locks) removeFile(l.path)
+  })
+}
+
+/**
+ * Locks whose snap is dead and whose journal is gone (a snap killed while it let go of them, say): removed. Unreadable
+ * ones are reported and left in place. Locks of a journal still there are that journal's (left with it when its
+ * recovery failed).
+ */
+async function recoverOrphanLocks(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
+  const journals = listJournals().flatMap((j) => (j.entry ? [j.entry] : []))
+  const owners = new Map<string, { path: string; lock: LockEntry }[]>()
+  for (const { path } of listLockFiles(journalDir())) {
+    const lock = readLock(path)
+    if (lock === undefined) continue
+    if (lock === 'unreadable') {
+      if (o.pid !== undefined) continue
+      out.push({
+        journal: path,
+        targetPid: null,
+        snapPid: null,
+        outcome: 'unreadable',
+        actions: [`left in place: the lock ${path} cannot be read; if no snap is running, remove it`],
+      })
+      continue
+    }
+    if (o.pid !== undefined && lock.targetPid !== o.pid) continue
+    if (lockOwnerAlive(lock) || journals.some((j) => j.snapPid === lock.snapPid && j.snapStartTime === lock.snapStartTime)) continue
+    const key = `${lock.snapPid}:${lock.snapStartTime}:${lock.targetPid}`
+    owners.set(key, [...(owners.get(key) ?? []), { path, lock }])
+  }
+  for (const locks of owners.values()) {
+    const { snapPid, targetPid } = locks[0]!.lock
+    const actions = new Actions(o.dryRun ?? false)
+    actions.note(`snap ${snapPid} is gone and left no journal`)
+    await removeLocks(locks, actions)
+    out.push({ journal: join(journalDir(), `target-${targetPid}.json`), targetPid, snapPid, outcome: 'recovered', actions: actions.list })
   }
 }
 
@@ -169,8 +227,9 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     if (o.pid !== undefined && (entry?.target.pid ?? pidOfJournal(path)) !== o.pid) continue
     const actions = new Actions(o.dryRun ?? false)
     if (!entry) {
-      await actions.run('remove the unreadable journal', () => 'removed unreadable journal', () => removeJournalFile(path))
-      out.push({ journal: path, targetPid: pidOfJournal(path) ?? null, snapPid: null, outcome: 'unreadable', actions: actions.list })
+      const target = pidOfJournal(path)
+      actions.note(`left in place: the journal cannot be read; if no snap is working on target ${target ?? '?'}, remove ${path}`)
+      out.push({ journal: path, targetPid: target ?? null, snapPid: null, outcome: 'unreadable', actions: actions.list })
       continue
     }
     if (snapIsAlive(entry)) {
@@ -208,6 +267,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
         })
       await removePaths([entry.workDir, ...leftoversBesideOutput(entry)], actions)
       if (actions.list.length === 0) actions.note('nothing was left of the restore')
+      await removeLocks(locksOf(journalDir(), entry), actions)
       await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
       out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.list })
       continue
@@ -238,9 +298,13 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
       }
     }
     await removePaths([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)], actions)
-    if (outcome !== 'failed') await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
+    if (outcome !== 'failed') {
+      await removeLocks(locksOf(journalDir(), entry), actions)
+      await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
+    }
     out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome, actions: actions.list })
   }
+  await recoverOrphanLocks(out, o)
   return out
 }
 

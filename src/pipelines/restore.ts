@@ -144,7 +144,13 @@ export class RestoreRun {
       partialPath: null,
       workDir: this.workDir ?? null,
     })
-    if (!this.o.newPidns && !manifest.container) checkPidsFree(manifest)
+    // Every pid the tree will take, claimed before it is checked free: a dump of a process that gets one of them, or
+    // another restore of a tree sharing one, stops at the claim. In a pid namespace of its own the tree takes no pid
+    // of the host's that could be known now.
+    if (!this.o.newPidns && !manifest.container) {
+      this.journal.claimPids(manifest.target.treePids)
+      checkPidsFree(manifest)
+    }
     const need = manifest.artifacts.filter((a) => a.kind === 'criu-image').reduce((n, a) => n + a.size, 0)
     const st = statfsSync(this.workDir!)
     const free = Number(st.bavail) * Number(st.bsize)
@@ -229,6 +235,8 @@ export class RestoreRun {
       }
       checkImageIdentity(this.manifest, identity)
       this.imageTree = identity.tree
+      // The images, not the manifest, say which pids criu will create: any the manifest left out is claimed too.
+      if (!this.o.newPidns && !this.manifest.container) this.journal?.claimPids(identity.tree.map((t) => t.pid))
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
       await checkFiles(this.manifest, identity.files)

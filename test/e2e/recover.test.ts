@@ -28,12 +28,19 @@ function readJournal(dump: DumpUnderTest): { partialPath: string | null } | unde
   }
 }
 
-/** SIGKILL to snap; waits until it is gone and its journal is there. */
+/** The lock files on the target's process (pid-PID-START.lock) in the dump's journal directory. */
+function targetLocks(dump: DumpUnderTest): string[] {
+  const dir = dump.journalDir ?? '/run/snap';
+  return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`pid-${dump.target.pid}-`)) : [];
+}
+
+/** SIGKILL to snap; waits until it is gone and its journal is there, and its lock on the target. */
 async function killSnap(dump: DumpUnderTest): Promise<void> {
   dump.signal('SIGKILL');
   const result = await dump.result;
   expect(result.signal).toBe('SIGKILL');
   expect(existsSync(journalPath(dump)), `journal ${journalPath(dump)} after SIGKILL`).toBe(true);
+  expect(targetLocks(dump), 'the dead snap\'s lock on the target').toHaveLength(1);
 }
 
 function snapEnv(dump: DumpUnderTest): Record<string, string | undefined> {
@@ -66,6 +73,7 @@ async function expectAllCleared(dump: DumpUnderTest): Promise<void> {
   await expectNoLeftovers(dump);
   expectNoOutput(dump);
   expect(existsSync(journalPath(dump)), 'journal after recover').toBe(false);
+  expect(targetLocks(dump), 'lock on the target after recover').toEqual([]);
 }
 
 /** Waits until criu holds the target and copies its memory (its parasite runs inside the target). */

@@ -12,7 +12,11 @@ export async function freezeTree(s: DumpState, report: (d: string) => void): Pro
     s.freezeStart = performance.now()
     s.touched = true
     s.journal?.update({ touched: true })
-    const stopped = await stopTree(s.members, s.budget.remainingMs(STOP_TIMEOUT_MS), () => s.o.cancel.aborted)
+    // A process born while the tree is being stopped is locked before it is sent anything; one that another snap
+    // holds fails this dump, whose rollback puts back what it stopped.
+    const stopped = await stopTree(s.members, s.budget.remainingMs(STOP_TIMEOUT_MS), () => s.o.cancel.aborted, (fresh) =>
+      s.journal?.lockProcesses(fresh.map((m) => m.id)),
+    )
     s.budget.checkCancelled('stopping the tree')
     s.stopSettleMs = stopped.settleMs
     s.bornDuringStop = stopped.bornDuringStop

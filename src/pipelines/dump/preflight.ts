@@ -1,4 +1,4 @@
-// Stage 1, before any signal: who may do this, the lock, the tools, the whole tree as it is now, what criu could not
+// Stage 1, before any signal: who may do this, the locks, the tools, the whole tree as it is now, what criu could not
 // dump (refused here, naming the process, the cause and the way out), the criu options the tree needs and why, room.
 
 import { mkdirSync, mkdtempSync } from 'node:fs'
@@ -42,6 +42,9 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
       partialPath: null,
       workDir: null,
     })
+    // The root's own process lock at once: a dump of a tree that holds it (its parent's, say) stops here, before the
+    // checks below mistake that dump's tracer for someone else's debugger.
+    s.journal.lockProcesses([s.identity])
     checkTargetAllowed(o.pid)
     // The tool probes, `criu check` and the target's description are independent: run them side by side.
     const needCriu = !o.coreOnly
@@ -64,6 +67,9 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
 
     // The tree as it is now: every process, each with its own found state.
     s.members = await discoverTree(s.identity)
+    // Every process of the tree locked before any signal: a dump of a parent and one of a child never stop the same
+    // process, each taking the other's stop for the state it found.
+    s.journal.lockProcesses(s.members.map((m) => m.id))
     assertSameProcess(s.identity, 'preflight')
     const pids = s.members.map((m) => m.id.pid)
     s.target.treePids = pids
