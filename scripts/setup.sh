@@ -15,8 +15,10 @@
 #      (4.2 moved the pagemap's page count): forky's pure-Python crit goes in the same prefix, run
 #      by /usr/bin/python3 (/opt/procsnap/bin/crit).
 #   2b. The real services the tests capture, from Debian (redis, nginx, PostgreSQL, a JRE, runc,
-#      busybox-static) and iptables, which criu needs to lock the network around established TCP
-#      connections. Installed with service start-up disabled: nothing is left listening.
+#      busybox-static), iptables, which criu needs to lock the network around established TCP
+#      connections, and nftables: its `nft` finds and removes a network lock that a criu killed mid-dump
+#      left behind (snap asks criu for its nftables lock, one table per run, wherever it can remove it).
+#      Installed with service start-up disabled: nothing is left listening.
 #   2c. gdb >= 14. Debian 12's gdb 13 cannot read AVX-512 register state on AMD CPUs (it knows only Intel's
 #      XSAVE layout): the k and zmm registers come out wrong, in the live process and in the cores it writes.
 #      Installing trixie's gdb 16 would upgrade libc6 and friends, so, as for CRIU, it and exactly the trixie
@@ -66,7 +68,7 @@ GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
 GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
-APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables)
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables nftables strace)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
 SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static)
 

@@ -353,6 +353,16 @@ export function chooseCriuOptions(facts: TreeFacts): CriuPlan {
   }
 
   const listen = firstAcross(facts, (p) => p.sockets.filter(isTcpListener), byInode)
+  if (listen && !conn) {
+    const s = listen.item
+    reasons.push({
+      option: '--tcp-established',
+      reason:
+        `${who(listen.p)} listens on ${s.local}: a connection it accepts between this look and the stop is an established ` +
+        `TCP socket criu refuses without the option (sk-inet.c "Connected TCP socket"; under load one always arrives), ` +
+        `so it is given now, and the live process keeps such a connection`,
+    })
+  }
   if (listen) {
     const s = listen.item
     const listeners = new Map(facts.processes.flatMap((p) => p.sockets.filter(isTcpListener)).map((x) => [x.inode, x]))

@@ -431,3 +431,36 @@ export function readTreeSockets(pids: number[], fdLinks?: Map<number, FdLink[]>,
 function readLinkOrEmpty(path: string): string {
   return readProcLink(path) ?? ''
 }
+
+/** A TCP connection of the tree, as its network lock names it. */
+export interface TreeConnection {
+  family: 'inet' | 'inet6'
+  localAddress: string
+  localPort: number
+  remoteAddress: string
+  remotePort: number
+}
+
+/** criu's can_dump_inet_sk states: the connections criu dumps in repair mode (see CONNECTED_TCP_STATES in dump-plan.ts). */
+const REPAIRED_STATES = new Set(['ESTABLISHED', 'SYN_SENT', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'])
+
+/**
+ * Every TCP connection the tree's processes hold now, read once the tree is stopped (nothing can accept or close one
+ * then): each process's socket inodes, found in the TCP tables of the root's network namespace.
+ */
+export function readTreeConnections(pids: number[]): TreeConnection[] {
+  const root = pids[0]
+  if (root === undefined) return []
+  const inodes = new Set<number>()
+  for (const pid of pids)
+    for (const l of readFdLinks(pid)) {
+      const inode = socketInodeOf(l.link)
+      if (inode !== undefined) inodes.add(inode)
+    }
+  const out: TreeConnection[] = []
+  for (const table of ['tcp', 'tcp6'])
+    for (const row of parseInetTable(readProcText(`/proc/${root}/net/${table}`) ?? ''))
+      if (inodes.has(row.inode) && REPAIRED_STATES.has(row.state))
+        out.push({ family: row.family, localAddress: row.localAddress, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort })
+  return out
+}

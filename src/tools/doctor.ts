@@ -1,5 +1,6 @@
 // `snap doctor`: what snap would use on this host and what is wrong, each problem with its fix.
 
+import { readdirSync, readFileSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
@@ -7,6 +8,34 @@ import { runCanary, type CanaryReport } from './canary.js'
 import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
 import { findGdb, MIN_GDB } from './gdb.js'
 import { isExecutableFile, locateTool } from './locate.js'
+import { iptablesCriuRules, nftCriuTables } from './network-lock.js'
+
+/** Is any criu running on the host (by its executable's name)? */
+function criuRunning(): boolean {
+  let names: string[] = []
+  try {
+    names = readdirSync('/proc').filter((n) => /^\d+$/.test(n))
+  } catch {
+    return false
+  }
+  return names.some((n) => {
+    try {
+      return readFileSync(`/proc/${n}/comm`, 'utf8').trim() === 'criu'
+    } catch {
+      return false
+    }
+  })
+}
+
+async function findNetworkLocks(): Promise<DoctorReport['networkLocks']> {
+  const running = criuRunning()
+  const tables = (await nftCriuTables()).map((t) => ({ lock: `nftables table inet ${t}`, remove: `nft delete table inet ${t}`, ownerRunning: running }))
+  const rules = (await iptablesCriuRules()).map((r) => {
+    const tool = r.program.split('/').at(-1)!
+    return { lock: `${tool} ${r.spec}`, remove: `${tool} -D ${r.spec.slice('-A '.length)}`, ownerRunning: running }
+  })
+  return [...tables, ...rules]
+}
 
 export interface ToolReport {
   path: string | null
@@ -30,6 +59,8 @@ export interface DoctorReport {
   ruledOut: { missing: string; rulesOut: string }[]
   /** A canary with a listening socket and an established connection, dumped and restored (null: not run). */
   canary: CanaryReport | null
+  /** criu's network lock found on the host (nftables tables, iptables rules), and whether a running criu may own it. */
+  networkLocks: { lock: string; remove: string; ownerRunning: boolean }[]
 }
 
 const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: string }[] = [
@@ -38,7 +69,7 @@ const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: stri
   { name: 'unshare', paths: ['/usr/bin/unshare', '/bin/unshare'], required: false, usedFor: 'restore --new-pidns' },
   { name: 'python3', paths: ['/usr/bin/python3', '/bin/python3'], required: false, usedFor: 'cores built from the CRIU images: in-kernel page copy (else slower); the doctor\'s canary' },
   { name: 'iptables', paths: ['/usr/sbin/iptables', '/sbin/iptables', '/usr/bin/iptables'], required: false, usedFor: 'criu --tcp-established: locks the network around established connections' },
-  { name: 'nft', paths: ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'], required: false, usedFor: 'only with --criu-opt --network-lock=nftables' },
+  { name: 'nft', paths: ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'], required: false, usedFor: "criu's nftables network lock (one table per dump instead of two iptables runs per connection): snap asks for it only where it can find and remove a table a dead criu left" },
 ]
 
 async function probe<T extends { path: string; version: string }>(find: () => Promise<T>, name: 'criu' | 'gdb', flag?: string): Promise<ToolReport> {
@@ -93,6 +124,14 @@ export async function diagnose(
       missing: 'CAP_SYS_RESOURCE',
       rulesOut: 'checkpointing a process of another uid (nginx workers as www-data, PostgreSQL): criu must read its rlimits; --core-only still works',
     })
+  // A lock no running criu owns is one a dead criu left: its connections hang until it is removed.
+  const networkLocks = await findNetworkLocks()
+  const orphans = networkLocks.filter((l) => !l.ownerRunning)
+  if (orphans.length > 0)
+    problems.push({
+      what: `criu's network lock is on this host with no criu running (${orphans.length}: ${orphans.map((l) => l.lock).join('; ')}): the connections it names hang`,
+      fix: `remove it: ${orphans.map((l) => `\`${l.remove}\``).join(', ')}`,
+    })
   // The canary only where criu could run at all: as root with a working criu and gdb.
   let canaryReport: CanaryReport | null = null
   if (canary && criu.ok && gdb.ok && (check?.ok ?? false) && (capabilities.sysAdmin || capabilities.checkpointRestore)) {
@@ -107,6 +146,7 @@ export async function diagnose(
   }
   return {
     ok: problems.length === 0,
+    networkLocks,
     ruledOut,
     canary: canaryReport,
     criu: { ...criu, minimum: MIN_CRIU.text, check },

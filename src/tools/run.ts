@@ -1,7 +1,7 @@
 // Runs one external tool (gdb, criu) as its own process group, with a deadline, a cancel signal, and its output
 // in a log file. The group is what gets killed: a tool's own children must not outlive it.
 
-import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs'
+import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { pollUntil } from '../process/poll.js'
 import { readStat } from '../process/proc.js'
@@ -22,6 +22,16 @@ export interface ToolRunOptions {
    * the target it can take the target with it, so it finishes and leaves the target stopped for `snap recover`.
    */
   dieWithSnap?: boolean
+  /**
+   * Awaited before the tool is stopped (by its deadline, a cancel, or stopAllTools): criu must not be killed while it
+   * holds the tree, so its caller waits here until criu has let go (bounded by a deadline of its own).
+   */
+  beforeStop?: () => Promise<void>
+  /**
+   * Keep the OOM killer off the tool: a criu or gdb killed while it holds a production process can take the process
+   * with it. Lowering oom_score_adj needs CAP_SYS_RESOURCE; without it the tool runs as it would have, and its log says so.
+   */
+  protectFromOom?: boolean
 }
 
 export interface ToolRun {
@@ -38,8 +48,8 @@ export interface ToolRun {
   logFile: string
 }
 
-/** Processes snap started that are still running, so a signal handler can stop them all. */
-const running = new Map<number, { command: string }>()
+/** Processes snap started that are still running, each with the way to stop it, so that they can all be stopped. */
+const running = new Map<number, { command: string; stop: () => Promise<void> }>()
 
 export function runningToolPids(): number[] {
   return [...running.keys()]
@@ -93,9 +103,20 @@ export async function stopProcessGroup(pgid: number, graceMs: number): Promise<v
  */
 export const STOP_GRACE_MS = 500
 
-/** Stops every tool still running (used on SIGINT/SIGTERM/SIGHUP). */
-export async function stopAllTools(graceMs = STOP_GRACE_MS): Promise<void> {
-  await Promise.all(runningToolPids().map((pid) => stopProcessGroup(pid, graceMs)))
+/** Stops every tool still running (used on SIGINT/SIGTERM/SIGHUP), each the way it asked to be stopped. */
+export async function stopAllTools(): Promise<void> {
+  await Promise.all([...running.values()].map((r) => r.stop()))
+}
+
+/** -1000: the OOM killer never picks it. Returns what the log should say. */
+function protectFromOom(pid: number): string {
+  try {
+    writeFileSync(`/proc/${pid}/oom_score_adj`, '-1000')
+    return 'oom_score_adj -1000: the OOM killer leaves it alone while it holds the target'
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e)
+    return `oom_score_adj not lowered (${code}: lowering it needs CAP_SYS_RESOURCE): the OOM killer may pick this tool`
+  }
 }
 
 /**
@@ -145,24 +166,31 @@ export function startTool(
   let timedOut = false
   let cancelled = false
   let stopping: Promise<void> | undefined
-  const stop = () => {
-    if (pid !== undefined && !stopping) stopping = stopProcessGroup(pid, opts.graceMs ?? STOP_GRACE_MS)
+  const stop = (): Promise<void> => {
+    if (pid !== undefined && !stopping)
+      stopping = (async () => {
+        await opts.beforeStop?.().catch(() => undefined)
+        await stopProcessGroup(pid, opts.graceMs ?? STOP_GRACE_MS)
+      })()
+    return stopping ?? Promise.resolve()
   }
   let timer: NodeJS.Timeout | undefined
   const armTimeout = (ms: number) => {
     clearTimeout(timer)
     timer = setTimeout(() => {
       timedOut = true
-      stop()
+      void stop()
     }, ms)
   }
   if (opts.timeoutMs !== undefined) armTimeout(opts.timeoutMs)
   const onAbort = () => {
     cancelled = true
-    stop()
+    void stop()
   }
   if (pid !== undefined) {
-    running.set(pid, { command: file })
+    // Inherited through the gate's exec and by the tool's own children.
+    if (opts.protectFromOom) appendFileSync(opts.logFile, `# ${protectFromOom(pid)}\n`)
+    running.set(pid, { command: file, stop })
     opts.onSpawn?.(pid)
   }
   if (opts.cancel?.aborted) onAbort()
@@ -262,6 +290,11 @@ export function printableLine(line: string, max = 200): string {
 function looksBinary(line: string): boolean {
   const undecodable = line.length - line.replaceAll('\uFFFD', '').length
   return undecodable > 0 && undecodable / line.length > 0.05
+}
+
+/** A line the tool printed, not one snap wrote into its log (the command line, `$ ...`; a note, `# ...`). */
+export function isToolLine(line: string): boolean {
+  return !line.startsWith('$ ') && !line.startsWith('# ')
 }
 
 /** The last lines of a log, for error messages: the tool's own words, made printable; binary junk left out. */

@@ -86,6 +86,7 @@ export function renderDoctor(r: DoctorReport): string {
     lines.push(`${h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss')} ${h.name.padEnd(7)} ${h.path ?? 'not found'} (${h.usedFor})`)
   for (const x of r.ruledOut) lines.push(chalk.yellow(`without ${x.missing}: no ${x.rulesOut}`))
   if (r.canary) for (const s of r.canary.steps) lines.push(`${mark(s.ok)} canary  ${s.what}: ${s.detail}`)
+  for (const l of r.networkLocks.filter((x) => x.ownerRunning)) lines.push(chalk.yellow(`     netlock ${l.lock} (a criu is running: it may be its own)`))
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
   if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))
   return lines.join('\n')

@@ -10,8 +10,9 @@ import { pollUntil } from '../../process/poll.js'
 import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
 import { diagnoseCriuLog } from '../../tools/criu-log.js'
 import { readPstreeImage } from '../../tools/criu-pstree.js'
-import { startGatedTool, tailLines } from '../../tools/run.js'
+import { isToolLine, startGatedTool, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
+import { lockConnections, readyNetworkLock, unlockConnections } from './network-lock.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
 import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
 
@@ -29,6 +30,7 @@ export async function readyCheckpoint(s: DumpState, report: (d: string) => void)
     s.imagesDir = join(workDir, 'criu')
     mkdirSync(s.imagesDir)
     const logFile = join(workDir, 'logs', 'criu-dump.log')
+    if (s.networkLock) s.networkLock.criuLog = logFile
     const outFile = join(workDir, 'logs', 'criu-dump.out')
     // Found stopped now (Ctrl+Z): converted while criu holds them. A process born during the stop was running.
     const toConvert = s.members.filter((m) => m.found === 'stopped').map((m) => m.id.pid)
@@ -36,14 +38,18 @@ export async function readyCheckpoint(s: DumpState, report: (d: string) => void)
     const actionScript = toConvert.length > 0 ? join(workDir, 'convert-stop.sh') : undefined
     if (actionScript) writeFileSync(actionScript, stopConversionScript(toConvert, marker), { mode: 0o700, flag: 'wx' })
     const args = criuDumpArgs(o.pid, s.imagesDir, logFile, { shellJob: false, extra: s.criuOptions, actionScript })
-    const stop = new AbortController()
+    const rssKiB = totalRssKiB(s)
     const tool = startGatedTool(s.criu!.path, args, {
-      cancel: stop.signal,
+      cancel: o.cancel,
       dieWithSnap: false, // see checkpoint(): if snap is killed, criu finishes and `snap recover` puts the tree back
+      protectFromOom: true,
+      // Ctrl+C, SIGTERM, SIGHUP and the deadline all stop criu only once it has let go of the tree.
+      beforeStop: () => waitForCriuToLetGo(s, tool.pid, letGoTimeoutMs(rssKiB)),
       logFile: outFile,
       onSpawn: (pid) => s.trackTool(pid, true),
     })
-    s.criuRun = { tool, stop, logFile, outFile, marker, toConvert, timeoutMs: toolTimeoutMs(totalRssKiB(s)) }
+    s.criuRun = { tool, logFile, outFile, marker, toConvert, timeoutMs: toolTimeoutMs(rssKiB) }
+    readyNetworkLock(s)
     rec.note = `criu ${tool.pid ?? '?'} started, held until every thread is stopped: its start is not part of the freeze`
     report(rec.note)
   })
@@ -53,27 +59,18 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
   const o = s.o
   await s.timed('checkpoint', async (rec) => {
     s.budget.checkCancelled('the checkpoint')
-    const { tool, stop: criuStop, logFile, outFile, marker, toConvert, timeoutMs } = s.criuRun!
-    // criu holds the tree from seize to unseize, its parasite code running inside each process. Stopped then (SIGTERM
-    // kills criu at once: it has no handler), criu can take a process with it. So a signal stops criu only once it has
-    // let go of the root, at the end of its memory dump. Its deadline still holds.
-    const criuPid = tool.pid
-    let settled = false
-    const holdsTarget = () => criuPid !== undefined && tracerGroup(o.pid) === criuPid
-    const onSignal = () => {
-      if (holdsTarget()) s.progress.note('waiting for criu to let go of the tree: stopped while it holds it, criu can take a process down')
-      void pollUntil(() => settled || !holdsTarget(), { timeoutMs: Number.MAX_SAFE_INTEGER, maxIntervalMs: 5 }).then(() =>
-        criuStop.abort(o.cancel.reason),
-      )
-    }
-    o.cancel.addEventListener('abort', onSignal, { once: true })
+    const { tool, logFile, outFile, marker, toConvert, timeoutMs } = s.criuRun!
+    const locked = await lockConnections(s)
+    if (locked) report(locked)
     s.toolHolds = 'criu'
+    s.criuOpened = true
     tool.open(s.budget.remainingMs(timeoutMs))
-    const run = await tool.done.finally(() => {
-      settled = true
-      o.cancel.removeEventListener('abort', onSignal)
-    })
+    const run = await tool.done
+    s.criuResult = run
     if (run.pid !== undefined) s.trackTool(run.pid, false)
+    // criu took every connection out of repair mode when it finished: the lock has done its work. When it did not
+    // finish, the rollback first takes them out of repair mode, then removes the lock.
+    if (run.exitCode === 0) await unlockConnections(s)
     // Whatever criu says, a process that died while it held the tree is the story.
     assertTreeIntact(s, 'the checkpoint (criu dump)')
     s.toolHolds = undefined
@@ -89,7 +86,7 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
       try {
         why = diagnoseCriuLog(readFileSync(logFile, 'utf8'))
       } catch {
-        why = { cause: tailLines(outFile, 2, (l) => !l.startsWith('$ ')).join(' | ') || 'no error lines' }
+        why = { cause: tailLines(outFile, 2, isToolLine).join(' | ') || 'no error lines' }
       }
       throw new StepFailedError(
         `criu dump failed (${exitText(run)}${complete ? '' : ', images incomplete'}): ${why.cause}`,
@@ -119,6 +116,31 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
     await recheckStopped(s, 'criu dump')
     report(`${s.dumped.length} process(es), ${images.length} image files; criu options: ${s.criuOptions.join(' ') || '(none)'}`)
   })
+}
+
+/** criu holds the tree while it dumps memory: allow that, and more for more memory, before killing it anyway. */
+function letGoTimeoutMs(rssKiB: number): number {
+  return Math.round(30_000 + 30_000 * (rssKiB / (1024 * 1024)))
+}
+
+/** Pids of the tree that a process of criu's group traces now. */
+function heldByCriu(s: DumpState, criuPid: number): number[] {
+  return s.members.filter((m) => tracerGroup(m.id.pid) === criuPid).map((m) => m.id.pid)
+}
+
+/**
+ * criu holds the tree from seize to unseize, its parasite code running inside each process: stopped then (SIGTERM
+ * kills criu at once: it has no handler), criu can take a process with it (measured: killed at one of its ptrace calls
+ * in eight, the target died). So criu is stopped only once no process of the tree is traced by it, or once this
+ * deadline has passed too; the terminal says what snap is waiting for.
+ */
+async function waitForCriuToLetGo(s: DumpState, criuPid: number | undefined, timeoutMs: number): Promise<void> {
+  if (criuPid === undefined) return
+  const held = heldByCriu(s, criuPid)
+  if (held.length === 0) return
+  s.progress.note(`waiting for criu to let go of the tree (${held.length} process${held.length === 1 ? '' : 'es'} held, at most ${Math.round(timeoutMs / 1000)} s): killed while it holds them, criu can take a process down`)
+  const free = await pollUntil(() => heldByCriu(s, criuPid).length === 0, { timeoutMs, maxIntervalMs: 5 })
+  if (!free) s.progress.warn(`criu still held the tree after ${Math.round(timeoutMs / 1000)} s; stopping it anyway`)
 }
 
 function totalRssKiB(s: DumpState): number {

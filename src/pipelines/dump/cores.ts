@@ -7,7 +7,7 @@ import { InterruptedError, StepFailedError, StepTimeoutError } from '../../error
 import { writeCoreFromImages } from '../../corefile/index.js'
 import { recipeFromCore, writeRecipe, type CoreRecipe } from '../../corefile/recipe.js'
 import { gcoreCommands } from '../../tools/gdb.js'
-import { tailLines } from '../../tools/run.js'
+import { isToolLine, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
 import { exitText, MiB, recordTool, toolTimeoutMs, type DumpState } from './state.js'
@@ -56,7 +56,7 @@ export async function coresWithGdb(s: DumpState, report: (d: string) => void): P
     // gdb's exit status is not proof of a core: check that an ELF core file is really there, for every process.
     const bad = cores.filter((c) => !isElfCore(c.file))
     if (run.exitCode !== 0 || bad.length > 0) {
-      const lines = tailLines(logFile, 3, (l) => !l.startsWith('$ ') && !/^\(gdb\)\s*$/.test(l))
+      const lines = tailLines(logFile, 3, (l) => isToolLine(l) && !/^\(gdb\)\s*$/.test(l))
       const which = bad.length > 0 ? ` for ${bad.map((c) => c.pid).join(', ')}` : ''
       throw new StepFailedError(`gdb did not write a core${which} (${exitText(run)}): ${lines.join(' | ') || 'no output'}`, keptHint(logFile, 'gdb'))
     }

@@ -8,7 +8,9 @@ import { TargetRefusedError, ToolError } from '../../errors.js'
 import { checkPrivileges, checkTargetAllowed } from '../../process/access.js'
 import { estimateCapture } from '../../process/capture-size.js'
 import { describeTarget } from '../../process/describe.js'
-import { chooseCriuOptions, findRefusals } from '../../process/dump-plan.js'
+import { chooseCriuOptions, findRefusals, isTcpConnection } from '../../process/dump-plan.js'
+import type { TreeFacts } from '../../process/tree-facts.js'
+import { criuSupportsNftables, networkLockGiven, nftProgram, snapTableName } from '../../tools/network-lock.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
 import { readMemoryMap } from '../../process/memory-map.js'
@@ -16,7 +18,7 @@ import { mappedElfFiles } from '../../process/binaries.js'
 import { readFdLinks } from '../../process/sockets.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
-import { readLink } from '../../process/proc.js'
+import { readLink, readStat } from '../../process/proc.js'
 import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
 import { startTool } from '../../tools/run.js'
@@ -50,8 +52,10 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     const needCriu = !o.coreOnly
     const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
     const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c!.path))
-    const [criu, gdb, check, target] = await s.budget.unlessStopped(
-      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv })]),
+    // criu's nftables lock is asked for only where a lock it leaves behind can be found and removed (`nft`).
+    const nftables = needCriu && !networkLockGiven(o.criuExtraOptions) && nftProgram() ? criuFound.then((c) => (c ? criuSupportsNftables(c.path) : false)) : Promise.resolve(false)
+    const [criu, gdb, check, target, nftablesLock] = await s.budget.unlessStopped(
+      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv }), nftables]),
       'preflight (tool versions and `criu check`)',
     )
     if (criu.status === 'rejected') throw criu.reason
@@ -82,16 +86,44 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
       if (o.includeBinaries) for (const f of mappedElfFiles(pid)) if (!s.mappedBinaries.has(f)) s.mappedBinaries.set(f, pid)
     }
     if (!o.coreOnly) {
+      const plan = chooseCriuOptions(facts)
+      // The connections are locked while criu dumps them. In the host's network namespace snap takes the lock itself
+      // (one nftables transaction, a table named after this snap); a tree with a network namespace of its own is
+      // locked whole by criu, with nftables where it can (a table per run), else iptables (src/tools/network-lock.ts).
+      const locking = lockNeeded(facts, plan.options) && !networkLockGiven(o.criuExtraOptions)
+      const lockMethod = !locking ? undefined : !ownNetns(facts) && nftProgram() ? 'snap' : nftablesLock.status === 'fulfilled' && nftablesLock.value ? 'nftables' : undefined
+      const lockOptions = lockMethod === 'snap' ? ['--network-lock', 'skip'] : lockMethod === 'nftables' ? ['--network-lock', 'nftables'] : []
       // What criu cannot dump is found now, before any signal, not after the freeze.
-      const refusals = findRefusals(facts, { criuExtraOptions: o.criuExtraOptions })
+      const refusals = findRefusals(facts, { criuExtraOptions: [...o.criuExtraOptions, ...lockOptions] })
       if (refusals.length > 0) {
         const first = refusals[0]!
         const more = refusals.length > 1 ? ` (and ${refusals.length - 1} more: ${refusals.slice(1).map((r) => `${r.pid} ${r.code}`).join(', ')})` : ''
         throw new TargetRefusedError(`cannot checkpoint process ${first.pid} (${first.comm}): ${first.cause}${more}`, first.hint)
       }
-      const plan = chooseCriuOptions(facts)
       s.criuReasons = [...plan.reasons]
       s.criuOptions = [...plan.options]
+      if (lockMethod) {
+        s.criuOptions.push(...lockOptions)
+        s.criuReasons.push(
+          lockMethod === 'snap'
+            ? {
+                option: '--network-lock skip',
+                reason:
+                  'snap locks the connections itself while criu dumps them: one nftables transaction for all of them (criu takes two iptables runs per connection, and its own nftables lock aborts past about 250), in a table named after this snap that the rollback and recover remove',
+              }
+            : {
+                option: '--network-lock nftables',
+                reason: 'criu locks the network namespace while it dumps it: one nftables table per run instead of iptables, and a table a dead criu leaves is found by its run id and removed',
+              },
+        )
+      }
+      if (lockNeeded(facts, [...plan.options, ...o.criuExtraOptions]))
+        s.networkLock = {
+          method: lockMethod ?? networkLockGiven(o.criuExtraOptions) ?? 'iptables',
+          table: lockMethod === 'snap' ? snapTableName(process.pid, readStat(process.pid)?.startTime ?? 0) : undefined,
+          criuLog: '', // known once criu is readied (readyCheckpoint)
+          connections: facts.processes.flatMap((p) => p.sockets.filter(isTcpConnection).map((c) => ({ local: c.local, remote: c.remote }))),
+        }
       // A container's init: the mounts bound in from the host are named to criu as external, the way runc does.
       s.container = describeContainer(o.pid, readLink)
       if (s.container) {
@@ -143,8 +175,20 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
 function startGdbSession(s: DumpState): void {
   s.gdbSession = startTool(s.gdb!.path, gdbSessionArgs(), {
     cancel: s.o.cancel,
+    protectFromOom: true, // it holds the frozen tree while it writes the cores
     logFile: join(s.workDir!, 'logs', 'gdb.log'),
     stdin: 'pipe',
     onSpawn: (pid) => s.trackTool(pid, true),
   })
+}
+
+/** criu takes a network lock for a tree with TCP connections (--tcp-established), and for one in a network namespace
+ *  of its own, which it locks whole. */
+function lockNeeded(facts: TreeFacts, options: string[]): boolean {
+  return ownNetns(facts) || options.includes('--tcp-established')
+}
+
+function ownNetns(facts: TreeFacts): boolean {
+  const root = facts.processes[0]
+  return root?.ns.net !== undefined && facts.snap.ns.net !== undefined && root.ns.net !== facts.snap.ns.net
 }

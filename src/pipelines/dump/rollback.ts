@@ -1,13 +1,61 @@
 // The failure path of every stage, as cr_dump_finish undoes criu's: tools stopped, every process of the tree in its
 // own found state (or the final one, if that was reached), partial files removed, and each undo said out loud.
 
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { RollbackIncompleteError } from '../../errors.js'
+import { isSnapError, RollbackIncompleteError } from '../../errors.js'
 import { checkIdentity } from '../../process/identity.js'
-import { putTreeBack } from '../../process/tree.js'
+import { confirmSurvival, runCountsOf, type RunCounts } from '../../process/survival.js'
+import { putTreeBack, type TreeMember } from '../../process/tree.js'
+import { removeLeftoverLock } from '../../tools/network-lock.js'
+import { leaveRepairMode } from '../../tools/tcp-repair.js'
 import { stopAllTools } from '../../tools/run.js'
-import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
+import { exitText, STOP_TIMEOUT_MS, type DumpState } from './state.js'
+
+/** How long a resumed process gets to show it survived its resume (every thread a turn on a CPU). */
+const SURVIVAL_TIMEOUT_MS = 2000
+
+/**
+ * A criu that did not finish cleanly may have left its network lock on the host: the live connections of the tree
+ * hang behind it. Removed here, each table or rule named. Only what this run's criu owns is touched.
+ */
+async function removeCriuNetworkLock(s: DumpState, actions: string[]): Promise<void> {
+  if (!s.networkLock) return
+  // snap's own lock: there from the moment it was set until unlockConnections removed it, whatever criu did.
+  if (s.networkLock.method === 'snap' ? !s.lockSet : !s.criuOpened || s.criuResult?.exitCode === 0) return
+  let log: string | undefined
+  try {
+    log = readFileSync(s.networkLock.criuLog, 'utf8')
+  } catch {
+    log = undefined
+  }
+  try {
+    const removed = await removeLeftoverLock(s.networkLock, log)
+    if (s.networkLock.method === 'snap') s.lockSet = false
+    if (removed.length > 0) actions.push(`${s.networkLock.method === 'snap' ? "the connections' network lock" : "criu's network lock"} removed (${removed.join('; ')})`)
+  } catch (e) {
+    s.progress.warn(`could not check for criu's network lock: ${(e as Error).message}; run \`snap doctor\` to find it`)
+  }
+}
+
+/**
+ * A criu that died while it dumped connections may have left sockets of the tree in TCP repair mode: resumed so, the
+ * process gets EPERM from them and drops the connection. They are taken out of it while the tree is still stopped.
+ */
+async function undoCriuOnSockets(s: DumpState, actions: string[]): Promise<void> {
+  if (!s.criuOpened || !s.networkLock || s.criuResult?.exitCode === 0) return
+  const pids = s.members.filter((m) => checkIdentity(m.id) === 'same').map((m) => m.id.pid)
+  const r = await leaveRepairMode(pids)
+  if (r.repaired.length > 0) actions.push(`${r.repaired.length} socket(s) criu left in TCP repair mode taken out of it (${r.repaired.join(', ')})`)
+  for (const p of r.problems) s.progress.warn(`TCP repair mode: ${p}; the connection may not work`)
+}
+
+/** What happened to criu, for the message about a process that died: the tool that held it is the likely cause. */
+function toolStory(s: DumpState): string {
+  const r = s.criuResult
+  if (r && r.exitCode !== 0) return ` after criu dump ended (${exitText(r)}) while it held the tree`
+  return s.toolHolds ? ` while ${s.toolHolds} held the tree` : ''
+}
 
 export function cleanupWorkDir(s: DumpState): void {
   if (s.workDir) rmSync(s.workDir, { recursive: true, force: true })
@@ -26,13 +74,30 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
+  await undoCriuOnSockets(s, actions)
+  await removeCriuNetworkLock(s, actions)
   let failure: RollbackIncompleteError | undefined
+  const died: string[] = []
   if (s.touched && s.members.length > 0) {
     const present = s.members.filter((m) => checkIdentity(m.id) === 'same')
     const gone = s.members.filter((m) => !present.includes(m))
-    const want = (m: (typeof s.members)[number]) => (s.released ? s.leaveFor(m) : m.found)
+    const want = (m: TreeMember) => (s.released ? s.leaveFor(m) : m.found)
+    // Taken while they are stopped: after the resume, each must be seen to run before it is called resumed.
+    const runCounts = new Map<number, RunCounts>(present.filter((m) => want(m) === 'running').map((m) => [m.id.pid, runCountsOf(m.id.pid)]))
     try {
       const outcomes = await putTreeBack(present, want, STOP_TIMEOUT_MS)
+      await Promise.all(
+        outcomes
+          .filter((x) => x.left === 'running' && runCounts.has(x.pid))
+          .map(async (x) => {
+            const m = present.find((p) => p.id.pid === x.pid)!
+            const sv = await confirmSurvival(m.id, runCounts.get(x.pid)!, SURVIVAL_TIMEOUT_MS)
+            if (sv === 'died') {
+              x.left = 'gone'
+              died.push(`${m.id.pid} (${m.comm})`)
+            }
+          }),
+      )
       const root = outcomes.find((x) => x.pid === s.o.pid)
       if (root && root.left !== 'gone') actions.push(`target ${root.pid} ${root.left === 'running' ? 'resumed' : 'left stopped'} as it was`)
       const others = outcomes.filter((x) => x.pid !== s.o.pid)
@@ -52,9 +117,23 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
     // A process that is gone was not put back, whatever else was: never counted as resumed.
     for (const m of gone) {
       const what = m.id.pid === s.o.pid ? 'target' : 'process'
-      actions.push(`${what} ${m.id.pid} is gone (${checkIdentity(m.id)}); nothing sent to it`)
+      if (died.includes(`${m.id.pid} (${m.comm})`)) actions.push(`${what} ${m.id.pid} died as soon as it was resumed`)
+      else {
+        actions.push(`${what} ${m.id.pid} is gone (${checkIdentity(m.id)}); nothing sent to it`)
+        if (checkIdentity(m.id) === 'gone') died.push(`${m.id.pid} (${m.comm})`)
+      }
     }
   }
+  // A death is never reported as a rollback: whatever failed first, the story is now that processes are gone. A
+  // failure that already says so (a process gone while a tool held it, a pid reused) keeps its own words.
+  const alreadyTold = isSnapError(cause) && (cause.kind === 'rollbackIncomplete' || cause.kind === 'targetChanged')
+  const deaths =
+    died.length > 0 && !alreadyTold
+      ? new RollbackIncompleteError(
+          `process${died.length === 1 ? '' : 'es'} ${died.join(', ')} died during the dump${toolStory(s)}: the capture may have damaged the service, and ${died.length === 1 ? 'it was' : 'they were'} not put back (the dump had failed: ${(cause as Error).message})`,
+          'check the service now and restart what is missing',
+        )
+      : undefined
   if (s.partial) {
     rmSync(s.partial, { force: true })
     actions.push('partial bundle removed')
@@ -67,4 +146,5 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   if (!failure) s.journal?.remove()
   if (actions.length > 0) s.progress.note(`rolled back: ${actions.join('; ')}`)
   if (failure) throw failure
+  if (deaths) throw deaths
 }

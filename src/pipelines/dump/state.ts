@@ -13,6 +13,7 @@ import type { MappingUse } from '../../process/memory-map.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
+import type { NetworkLockRecord } from '../../tools/network-lock.js'
 import { round, type GatedTool, type StartedTool, type ToolRun } from '../../tools/run.js'
 import type { Progress } from '../../ui/progress.js'
 import type { ByteMeter } from '../../ui/byte-meter.js'
@@ -118,7 +119,17 @@ export class DumpState {
   readonly coreRecipes = new Map<number, string>()
   imagesDir = ''
   /** criu, started before the freeze and held at its gate (readyCheckpoint), and where it writes. */
-  criuRun?: { tool: GatedTool; stop: AbortController; logFile: string; outFile: string; marker: string; toConvert: number[]; timeoutMs: number }
+  criuRun?: { tool: GatedTool; logFile: string; outFile: string; marker: string; toConvert: number[]; timeoutMs: number }
+  /** True once criu's gate was opened: from then on criu may have seized the tree and locked its connections. */
+  criuOpened = false
+  /** How criu dump ended, once it has. */
+  criuResult?: ToolRun
+  /** The network lock criu's run sets (when the tree has connections to lock), to find what a dead criu left. */
+  networkLock?: NetworkLockRecord
+  /** method 'snap': the two nft processes, started before the freeze, that set and remove the lock. */
+  lockTools?: { lock: StartedTool; unlock: StartedTool }
+  /** True from the moment snap's lock may be on the host until it was removed. */
+  lockSet = false
   criuOptions: string[] = []
   criuReasons: CriuOptionReason[] = []
   /** Set when the target is a container's init: its root on the host and the mounts criu must be told about. */
