@@ -1,8 +1,8 @@
 // Where the bundle goes: checked before the target is touched, so a bad path costs nothing.
 
-import { accessSync, constants, lstatSync, readFileSync, realpathSync, statfsSync, statSync } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
-import { OutputPathError } from '../errors.js'
+import { accessSync, constants, existsSync, lstatSync, readFileSync, realpathSync, statfsSync, statSync } from 'node:fs'
+import { basename, dirname, relative, resolve } from 'node:path'
+import { isSnapError, OutputPathError } from '../errors.js'
 import { EXTENSION, type Compression } from './compression.js'
 
 export function defaultOutputName(comm: string, pid: number, at: Date, compression: Compression): string {
@@ -87,6 +87,75 @@ export function filesystemOf(path: string): string {
     if (inside && (!best || at.length >= best.at.length)) best = { at, type: fields[dash + 1] ?? '?' }
   }
   return best ? `${best.at} (${best.type})` : 'unknown filesystem'
+}
+
+/** The filesystem of a path that may be gone: that of its nearest ancestor still there. */
+function filesystemNear(path: string): string {
+  let at = resolve(path)
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at)
+  return filesystemOf(at)
+}
+
+/** ENOSPC or EDQUOT, from the error or the errors it wraps (a CoreBuildError keeps the write's error as its cause). */
+export function noSpaceCode(e: unknown): 'ENOSPC' | 'EDQUOT' | undefined {
+  for (let at = e, depth = 0; at instanceof Error && depth < 8; at = at.cause, depth++) {
+    const code = (at as NodeJS.ErrnoException).code
+    if (code === 'ENOSPC' || /No space left on device/i.test(at.message)) return 'ENOSPC'
+    if (code === 'EDQUOT' || /Disk quota exceeded/i.test(at.message)) return 'EDQUOT'
+  }
+  return undefined
+}
+
+/** The file a failed write names (Node's errno errors carry it), from the error or the errors it wraps. */
+function pathOf(e: unknown): string | undefined {
+  for (let at = e, depth = 0; at instanceof Error && depth < 8; at = at.cause, depth++) {
+    const path = (at as NodeJS.ErrnoException).path
+    if (typeof path === 'string') return path
+  }
+  return undefined
+}
+
+/** Whether the output directory, or the work directory snap keeps in it, has been removed. */
+export function outputDirGone(dir: string, workDir?: string): boolean {
+  return !existsSync(dir) || (workDir !== undefined && !existsSync(workDir))
+}
+
+const inside = (dir: string, path: string) => {
+  const rel = relative(resolve(dir), resolve(path))
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'))
+}
+
+/**
+ * A write that failed because of where the output goes, as the one line that says so (exit 7): a full disk or a
+ * quota (ENOSPC, EDQUOT, wherever in the error's causes), or the output directory (or the work directory snap keeps in
+ * it) removed meanwhile, which makes every later write fail with ENOENT or a tool fail for want of its files. Each
+ * names the directory and its filesystem, as `df` shows it. Anything else, and a failure that already tells its own
+ * story (a signal, a deadline, a process gone), is returned as it is.
+ */
+export function asOutputError(e: unknown, dir: string, doing: string, workDir?: string): unknown {
+  if (isSnapError(e) && e.kind !== 'internal' && e.kind !== 'stepFailed') return e
+  const full = noSpaceCode(e)
+  if (full) {
+    // A write elsewhere (the journal, a kept log) is named by its own directory, not blamed on the output's.
+    const written = pathOf(e)
+    const where = written && !inside(dir, written) ? dirname(written) : dir
+    const what = full === 'EDQUOT' ? 'disk quota exceeded' : 'no space left'
+    return new OutputPathError(
+      `${what} while ${doing} in ${where}, on the filesystem mounted at ${filesystemNear(where)}`,
+      full === 'EDQUOT' ? 'free space within the quota or give --output on another filesystem' : 'free space there or give --output on another filesystem',
+    )
+  }
+  if (!existsSync(dir))
+    return new OutputPathError(
+      `output directory ${dir} was removed while ${doing} (it was on the filesystem mounted at ${filesystemNear(dir)})`,
+      'nothing of the capture is left; create it again or choose another --output, and dump again',
+    )
+  if (workDir !== undefined && !existsSync(workDir))
+    return new OutputPathError(
+      `the work directory ${workDir} was removed while ${doing}, from ${dir} on the filesystem mounted at ${filesystemOf(dir)}`,
+      'something cleans that directory: give --output one nothing else cleans, and dump again',
+    )
+  return e
 }
 
 /**

@@ -13,7 +13,7 @@ import type { Writable } from 'node:stream'
 import { finished, pipeline } from 'node:stream/promises'
 import { Header, Pax } from 'tar'
 import { OutputPathError } from '../errors.js'
-import { filesystemOf, partialPrefix } from './output-path.js'
+import { partialPrefix } from './output-path.js'
 import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 
@@ -87,7 +87,12 @@ async function writeEntries(
   const swallow = () => undefined
   sink.on('error', swallow) // each write's callback carries the error; this only keeps it from being unhandled
   const write = (data: Buffer): Promise<void> => {
-    const p = new Promise<void>((resolve, reject) => sink.write(data, (e) => (e ? reject(e) : resolve())))
+    const p = new Promise<void>((resolve, reject) => {
+      // A file stream opened with autoClose: false is not destroyed by its error (ENOSPC): a write given to it after
+      // that is buffered forever and its callback never runs: the seal would wait on it forever.
+      if (sink.errored) reject(sink.errored)
+      else sink.write(data, (e) => (e ? reject(e) : resolve()))
+    })
     p.catch(swallow) // awaited later, when its buffer comes round again or at the end
     return p
   }
@@ -250,12 +255,7 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
     }
     removeQuietly(partial)
     input.onPartial?.(undefined)
-    const err = e as NodeJS.ErrnoException
-    if (err.code === 'ENOSPC' || err.code === 'EDQUOT' || /No space left/i.test(err.message))
-      throw new OutputPathError(
-        `no space left while writing the bundle in ${dirname(input.output)}, on the filesystem mounted at ${filesystemOf(dirname(input.output))}`,
-        'free space there or give --output on another filesystem',
-      )
+    // A full disk (ENOSPC, EDQUOT) is the caller's to name with the rest of its writes (asOutputError).
     throw e
   }
   try {

@@ -13,6 +13,7 @@ import { freezeTree, normalizationRecord } from './dump/freeze.js'
 import { preflight } from './dump/preflight.js'
 import { releaseTree } from './dump/release.js'
 import { cleanupWorkDir, rollback } from './dump/rollback.js'
+import { asDumpOutputError } from './dump/output-fault.js'
 import { processRecords, seal, startSeal } from './dump/seal.js'
 import { stacksOfCores } from './dump/stacks.js'
 import { storeBinaries } from './dump/binaries.js'
@@ -108,8 +109,10 @@ export class DumpRun {
     try {
       await s.progress.run(steps)
     } catch (e) {
-      await rollback(s, e)
-      throw e
+      // A full disk or a vanished output directory, met by whichever stage wrote, is told as the output's fault.
+      const failure = asDumpOutputError(s, e)
+      await rollback(s, failure)
+      throw failure
     }
     s.journal?.remove()
     cleanupWorkDir(s)

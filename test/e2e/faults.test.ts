@@ -1,8 +1,11 @@
 // Fault injection: fake criu and gdb (test/fixtures/fake-tools) that fail, crash, hang, print garbage or exit 0
 // without writing anything; a --timeout; the target killed or its pid handed to another process mid-dump; a disk
-// that fills up while the bundle is written. Each test checks what snap left: the target as it was found, no process,
-// no bundle, no partial file, no journal, the exit code and one printable line.
+// that fills up once the images or the cores are written; the output directory removed mid-dump. Each test checks
+// what snap left: the target as it was found, no process, no bundle, no partial file, no journal, the exit code and
+// one printable line.
 import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import {
@@ -206,13 +209,79 @@ describe('a disk that is full', () => {
       env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '20' },
     });
     const result = await dump.result;
-    expect(result.stderr, 'the seal started: the estimate passed').toMatch(/\[start\] Seal the bundle/);
+    expect(result.stderr, 'the tree was back: the estimate passed').toMatch(/\[done\]\s+Put every process back/);
     expect(result.exitCode, result.stderr).toBe(7);
-    // Named by its filesystem, as df shows it, besides the directory.
-    expectOneErrorLine(result, /no space left while writing the bundle in .*, on the filesystem mounted at \S+ \(tmpfs\)/);
-    expect(result.stderr).toContain(`mounted at ${outDir} (tmpfs)`);
+    // Which write meets the full disk first (a core's recipe, the stacks, the bundle streaming beside them) varies
+    // from run to run; each is named by its filesystem, as df shows it, besides the directory.
+    expectOneErrorLine(result, new RegExp(`no space left while [a-z ]+ in ${outDir}, on the filesystem mounted at ${outDir} \\(tmpfs\\)`));
+    expect(result.stderr).not.toMatch(/unexpected error|stored whole/);
     await expectNoLeftovers(dump);
     expectNoOutput(dump, ['filler']);
+    expectNoJournal(dump);
+    await expectRunning(target);
+  });
+
+  it('no room left at all after gcore: the recipe of the core fails on ENOSPC, exit 7 naming the step and the filesystem, nothing left', async () => {
+    // The fake gdb fills the disk to the last byte after its gcore: the first write of the core's recipe (its blob:
+    // the ELF head, which no image holds) fails, every time, before any other write of the capture does.
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const outDir = tmpfs('400m');
+    const dump = startDump(target, {
+      outDir,
+      criu: REAL_CRIU,
+      gdb: fake('gdb-fill'),
+      args: ['--compression', 'none'],
+      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '0' },
+    });
+    const result = await dump.result;
+    expect(result.exitCode, result.stderr).toBe(7);
+    expectOneErrorLine(result, new RegExp(`no space left while keeping the cores as recipes in ${outDir}, on the filesystem mounted at ${outDir} \\(tmpfs\\); free space there`));
+    expect(result.stderr, 'a full disk is not a core that could not be matched').not.toMatch(/stored whole/);
+    expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was/);
+    await expectNoLeftovers(dump);
+    expectNoOutput(dump, ['filler']);
+    expectNoJournal(dump);
+    await expectRunning(target);
+  });
+
+  it('room for the CRIU images but not for the cores built from them: exit 7 naming the step and the filesystem, nothing left', async () => {
+    // The fake criu leaves 16 MiB once its images are written; the core built from them holds the 64 MiB of memory.
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const outDir = tmpfs('400m');
+    const dump = startDump(target, {
+      outDir,
+      criu: fake('criu-fill'),
+      args: ['--compression', 'none'],
+      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '16' },
+    });
+    const result = await dump.result;
+    expect(result.exitCode, result.stderr).toBe(7);
+    expectOneErrorLine(result, new RegExp(`no space left while writing the cores in ${outDir}, on the filesystem mounted at ${outDir} \\(tmpfs\\)`));
+    expect(result.stderr).toMatch(/\[start\] Cores built from the CRIU images/);
+    expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was/);
+    await expectNoLeftovers(dump);
+    expectNoOutput(dump, ['filler']);
+    expectNoJournal(dump);
+    await expectRunning(target);
+  });
+});
+
+describe('the output directory removed mid-dump', () => {
+  afterEach(cleanupAllTargets);
+
+  it('removed while criu runs: exit 7 naming the directory and its filesystem, target running, nothing left, the directory not made again', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    const outDir = join(makeTempDir('snap-fault-parent-'), 'out');
+    mkdirSync(outDir, { mode: 0o700 });
+    const dump = startDump(target, { outDir, criu: fake('criu-slow'), env: { SNAP_FAKE_DELAY: '2' } });
+    await dump.waitForMarker('criu to start');
+    rmSync(outDir, { recursive: true, force: true });
+    const result = await dump.result;
+    expect(result.exitCode, result.stderr).toBe(7);
+    expectOneErrorLine(result, new RegExp(`output directory ${outDir} was removed while writing the CRIU images \\(it was on the filesystem mounted at \\S+ \\(\\w+\\)\\)`));
+    expect(result.stderr).toMatch(/rolled back: target \d+ resumed as it was/);
+    expect(existsSync(outDir), 'snap does not make the directory again').toBe(false);
+    await expectNoLeftovers(dump);
     expectNoJournal(dump);
     await expectRunning(target);
   });

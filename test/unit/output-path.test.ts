@@ -3,8 +3,9 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, wr
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { checkOutputPath, defaultOutputName, filesystemOf } from '../../src/bundle/output-path.js';
-import { EXIT_CODES, OutputPathError } from '../../src/errors.js';
+import { asOutputError, checkOutputPath, defaultOutputName, filesystemOf, noSpaceCode } from '../../src/bundle/output-path.js';
+import { CoreBuildError } from '../../src/corefile/errors.js';
+import { EXIT_CODES, InterruptedError, OutputPathError, StepFailedError, StepTimeoutError } from '../../src/errors.js';
 
 let dir: string;
 beforeEach(() => {
@@ -84,5 +85,62 @@ describe('filesystemOf', () => {
     expect(filesystemOf('/proc/sys/kernel')).toMatch(/^\/proc(\/sys)? \(\w+\)$/);
     expect(filesystemOf('/')).toMatch(/^\/ \(\w+\)$/);
     expect(filesystemOf('/no/such/path')).toBe('unknown filesystem');
+  });
+});
+
+/** An errno error as Node's fs functions throw it. */
+function errno(code: string, message: string, path?: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: ${message}`), { code, ...(path ? { path } : {}) });
+}
+
+describe('asOutputError: a write that failed because of where the output goes', () => {
+  it('ENOSPC, from the error or the errors it wraps, names the step, the directory and its filesystem (exit 7)', () => {
+    const direct = asOutputError(errno('ENOSPC', 'no space left on device, write'), dir, 'writing the cores');
+    expect(direct).toBeInstanceOf(OutputPathError);
+    expect((direct as OutputPathError).exitCode).toBe(7);
+    expect((direct as OutputPathError).message).toBe(`no space left while writing the cores in ${dir}, on the filesystem mounted at ${filesystemOf(dir)}`);
+    // writeCoreFromImages wraps the write's error in a CoreBuildError (exit 8): the full disk is still the story.
+    const wrapped = new CoreBuildError('ENOSPC: no space left on device, write', { cause: errno('ENOSPC', 'no space left on device, write') });
+    expect((asOutputError(wrapped, dir, 'writing the cores') as OutputPathError).kind).toBe('output');
+    // zstd's stderr, or a tool's message, with no errno code.
+    expect(noSpaceCode(new StepFailedError('gdb did not write a core (exit 1): No space left on device'))).toBe('ENOSPC');
+  });
+
+  it('EDQUOT says the quota', () => {
+    const e = asOutputError(errno('EDQUOT', 'disk quota exceeded, write'), dir, 'writing the bundle') as OutputPathError;
+    expect(e.message).toMatch(new RegExp(`^disk quota exceeded while writing the bundle in ${dir}, on the filesystem mounted at `));
+    expect(e.hint).toMatch(/quota/);
+  });
+
+  it('a full disk elsewhere (a file outside the output directory) is named by its own directory', () => {
+    const e = asOutputError(errno('ENOSPC', 'no space left on device, open', '/run/snap/target-1.json'), dir, 'writing the bundle') as OutputPathError;
+    expect(e.message).toContain('in /run/snap, on the filesystem mounted at ');
+  });
+
+  it('the output directory or the work directory removed: exit 7 naming it, whatever error the write met', () => {
+    const out = join(dir, 'out');
+    mkdirSync(out);
+    const work = join(out, '.x.work-1-abc');
+    mkdirSync(work);
+    const enoent = errno('ENOENT', 'no such file or directory, open', join(work, 'core.1'));
+    expect(asOutputError(enoent, out, 'writing the cores', work)).toBe(enoent); // both still there: not the output's
+    rmSync(work, { recursive: true });
+    expect((asOutputError(enoent, out, 'writing the cores', work) as OutputPathError).message).toBe(
+      `the work directory ${work} was removed while writing the cores, from ${out} on the filesystem mounted at ${filesystemOf(out)}`,
+    );
+    rmSync(out, { recursive: true });
+    const criu = new StepFailedError('criu dump failed (exit 1, images incomplete): no error lines');
+    const gone = asOutputError(criu, out, 'writing the CRIU images', work) as OutputPathError;
+    expect(gone).toBeInstanceOf(OutputPathError);
+    expect(gone.message).toBe(`output directory ${out} was removed while writing the CRIU images (it was on the filesystem mounted at ${filesystemOf(dir)})`);
+  });
+
+  it("leaves alone what is not the output's fault, and a failure that tells its own story", () => {
+    const other = errno('EIO', 'i/o error, read');
+    expect(asOutputError(other, dir, 'writing the bundle')).toBe(other);
+    const timeout = new StepTimeoutError('the core dump (gdb) did not finish in time; it was killed');
+    expect(asOutputError(timeout, join(dir, 'gone'), 'writing the cores')).toBe(timeout);
+    const interrupted = new InterruptedError('SIGINT', 'the seal');
+    expect(asOutputError(interrupted, join(dir, 'gone'), 'writing the bundle')).toBe(interrupted);
   });
 });

@@ -4,6 +4,7 @@
 
 import { copyFileSync, mkdirSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { isOutputFault } from './output-fault.js'
 import { MiB, type DumpState } from './state.js'
 
 export async function storeBinaries(s: DumpState, report: (d: string) => void): Promise<void> {
@@ -27,6 +28,8 @@ export async function storeBinaries(s: DumpState, report: (d: string) => void): 
         stored++
         s.addArtifact(entry, 'binary')
       } catch (e) {
+        // A full disk or a vanished output directory fails the dump: every later copy would fail the same way.
+        if (isOutputFault(s, e)) throw e
         s.warn(`${path} could not be stored: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
       }
     }

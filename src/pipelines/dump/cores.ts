@@ -10,6 +10,7 @@ import { gcoreCommands } from '../../tools/gdb.js'
 import { isToolLine, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
+import { isOutputFault } from './output-fault.js'
 import { exitText, MiB, recordTool, toolTimeoutMs, type DumpState } from './state.js'
 
 export function isElfCore(path: string): boolean {
@@ -105,8 +106,9 @@ export async function recipesOfGcoreCores(s: DumpState, report: (d: string) => v
         const fromImages = recipe.pieces.filter((p) => p.from !== 'blob').reduce((sum, p) => sum + p.bytes, 0)
         notes.push(`${pid}: ${Math.round(fromImages / MiB)} MiB from the images, ${Math.round(own / MiB)} MiB of its own, sha256 ${recipe.sha256}`)
       } catch (e) {
-        // Stopped by a signal or the deadline: that is the dump's failure, not this core's.
-        if (s.o.cancel.aborted || e instanceof InterruptedError || e instanceof StepTimeoutError) throw e
+        // Stopped by a signal or the deadline, or a full disk or a vanished output directory: that is the dump's
+        // failure, not this core's.
+        if (s.o.cancel.aborted || e instanceof InterruptedError || e instanceof StepTimeoutError || isOutputFault(s, e)) throw e
         rmSync(join(s.workDir!, blobName), { force: true })
         s.warn(`core ${pid} is stored whole: it could not be matched with the images (${(e as Error).message})`)
         s.addArtifact(`core.${pid}`, 'core')

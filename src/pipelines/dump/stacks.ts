@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { renderStacks, stacksFromCore, type ProcessStacks } from '../../analysis/stacks.js'
 import { exeOfProcess } from '../../tools/criu-identity.js'
 import { readLink } from '../../process/proc.js'
+import { isOutputFault } from './output-fault.js'
 import type { DumpState } from './state.js'
 
 /** gdb unwinds a process in well under a second here; more than this is a gdb stuck on a strange core. */
@@ -32,6 +33,8 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
           }),
         )
       } catch (e) {
+        // A full disk or a vanished output directory fails the dump: every later write would fail the same way.
+        if (isOutputFault(s, e)) throw e
         s.warn(`no stacks for ${m.id.pid}: ${(e as Error).message}`)
       } finally {
         // A core kept as a recipe is not in the bundle: gone now, its pages never go to disk, where they would
