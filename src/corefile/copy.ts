@@ -24,7 +24,7 @@ export interface CopyOutcome {
   fallbackReason?: string
 }
 
-const PYTHON = ['/usr/bin/python3', '/bin/python3'].find((path) => existsSync(path)) ?? 'python3'
+export const PYTHON = ['/usr/bin/python3', '/bin/python3'].find((path) => existsSync(path)) ?? 'python3'
 
 /** Reads JSON jobs on stdin, one a line; copies each with copy_file_range, or sendfile where that is refused. */
 const KERNEL_COPY_SCRIPT = `

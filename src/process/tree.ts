@@ -16,6 +16,8 @@ export interface TreeMember {
   comm: string
   /** The state it was found in, observed before any signal (or, for a process born during the stop, running). */
   found: RunState
+  /** For one found stopped: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), when it is known. */
+  stopSignal?: number
   /** Threads as found, before any signal. */
   threadsFound: ThreadSnapshot[]
   /** Threads seen at the verified stop. */

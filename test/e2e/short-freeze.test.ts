@@ -62,26 +62,38 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     expect(gdb.ticks).toBeLessThanOrEqual(target.readProgress().ticks);
   });
 
-  it('a target paused with SIGTSTP stays paused and does not advance a step', async () => {
-    const target = await startTarget({ threads: 4, mib: 16, group: 'own-pgrp' });
-    await target.pauseWith('SIGTSTP');
-    const at = target.readProgress();
-    const bundle = join(makeTempDir('snap-test-out-'), 'sf-paused.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'images', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
-    expect(run.exitCode, run.stderr).toBe(0);
-    for (let i = 0; i < 6; i++) {
-      expect(target.threadStates().every((s) => s === 'T')).toBe(true);
-      expect(target.readProgress().ticks).toBe(at.ticks);
-      expect(target.readProgress().counters).toEqual(at.counters);
-      await sleep(50);
-    }
-    const extracted = await extractBundle(bundle);
-    const gdb = await gdbOnCore(extracted, target.pid);
-    expect(gdb.threads, gdb.out).toBe(4);
-    expect(gdb.ticks).toBe(at.ticks);
-    await target.resume();
-    await target.waitUntilTicksAdvance(3);
-  });
+  // A job-control stop, whichever signal made it: criu seizes only SIGSTOP and SIGTSTP stops, and gdb would resume a
+  // job-control-stopped process when it detaches; every one is turned into a SIGSTOP stop without a thread running.
+  for (const [signal, core] of [['SIGTSTP', 'images'], ['SIGTTIN', 'images'], ['SIGTTOU', 'images'], ['SIGTTIN', 'gcore']] as const) {
+    it(`a target paused with ${signal} (--core ${core}) stays paused, does not advance a step, and its stop is converted`, async () => {
+      const target = await startTarget({ threads: 4, mib: 16, group: 'own-pgrp' });
+      await target.pauseWith(signal);
+      const at = target.readProgress();
+      const bundle = join(makeTempDir('snap-test-out-'), 'sf-paused.tar.zst');
+      const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', core, '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+      expect(run.exitCode, run.stderr).toBe(0);
+      const result = JSON.parse(run.stdout) as DumpResult;
+      expect(result.originalState).toBe('stopped');
+      expect(result.finalState).toBe('stopped');
+      expect(result.normalization.action).toBe('converted');
+      for (let i = 0; i < 6; i++) {
+        expect(target.threadStates().every((s) => s === 'T')).toBe(true);
+        expect(target.readProgress().ticks).toBe(at.ticks);
+        expect(target.readProgress().counters).toEqual(at.counters);
+        await sleep(50);
+      }
+      const extracted = await extractBundle(bundle);
+      const manifest = readExtractedManifest(extracted);
+      expect(manifest.normalization.action).toBe('converted');
+      expect(manifest.normalization.note).toContain(`already stopped (by ${signal})`);
+      expect(manifest.normalization.note).toMatch(/converted to a SIGSTOP stop/);
+      const gdb = await gdbOnCore(extracted, target.pid);
+      expect(gdb.threads, gdb.out).toBe(4);
+      expect(gdb.ticks).toBe(at.ticks);
+      await target.resume();
+      await target.waitUntilTicksAdvance(3);
+    });
+  }
 
   it('--core gcore: gdb writes the core while the target is frozen, before it is put back, and the manifest says so', async () => {
     const target = await startTarget({ threads: 2, mib: 8, group: 'setsid' });

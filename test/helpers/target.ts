@@ -257,9 +257,9 @@ export class Target {
     sendSignal(this.pid, signal);
   }
 
-  /** Pauses the target and waits until every thread shows T. A SIGTSTP the kernel discarded (orphaned process
-   *  group: a setsid target) never gets there, and this throws. */
-  async pauseWith(signal: 'SIGSTOP' | 'SIGTSTP', { timeoutMs = 3000 }: { timeoutMs?: number } = {}): Promise<void> {
+  /** Pauses the target and waits until every thread shows T. A job-control stop (SIGTSTP, SIGTTIN, SIGTTOU) the
+   *  kernel discarded (orphaned process group: a setsid target) never gets there, and this throws. */
+  async pauseWith(signal: 'SIGSTOP' | 'SIGTSTP' | 'SIGTTIN' | 'SIGTTOU', { timeoutMs = 3000 }: { timeoutMs?: number } = {}): Promise<void> {
     this.signal(signal);
     await waitFor(
       () => {
@@ -271,8 +271,8 @@ export class Target {
         timeoutMs,
         detail: () =>
           `thread states ${this.threadStates().join(',') || 'none'}` +
-          (signal === 'SIGTSTP'
-            ? '; the kernel discards SIGTSTP sent to an orphaned process group (a setsid target is one)'
+          (signal !== 'SIGSTOP'
+            ? `; the kernel discards ${signal} sent to an orphaned process group (a setsid target is one)`
             : ''),
       },
     );
