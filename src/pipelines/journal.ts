@@ -30,6 +30,9 @@ export interface JournalEntry {
   toolPids: number[]
   /** Start time of each of toolPids (same order), so `snap recover` never kills a later process that got the pid. */
   toolStartTimes?: (number | null)[]
+  /** A restore's own processes, each recorded with its start time (field 22 of /proc/PID/stat) the moment criu's
+   *  pidfile or /proc showed it: all that a failed restore, or `snap recover` after one, ever signals. */
+  restored?: TargetIdentity[]
   startedAt: string
   updatedAt: string
 }
@@ -200,6 +203,14 @@ export class Journal {
     return { ...patch, toolStartTimes: patch.toolPids.map((pid) => (known.has(pid) ? known.get(pid)! : (readStat(pid)?.startTime ?? null))) }
   }
 
+  /** Adds processes to `restored` and writes the journal at once, before anything could signal them; a process
+   *  recorded already (same pid and start time) is not written again. */
+  recordRestored(ids: TargetIdentity[]): void {
+    const known = this.entry.restored ?? []
+    const fresh = ids.filter((id, i) => !known.some((k) => sameProcess(k, id)) && ids.findIndex((o) => sameProcess(o, id)) === i)
+    if (fresh.length > 0) this.update({ restored: [...known, ...fresh] })
+  }
+
   update(patch: Partial<JournalEntry>): void {
     this.entry = { ...this.entry, ...this.withStartTimes(patch), updatedAt: new Date().toISOString() }
     // Write-then-rename so a crash mid-write never leaves a half journal.
@@ -214,6 +225,10 @@ export class Journal {
     for (const p of this.locks.splice(0)) removeFile(p)
     removeFile(this.path)
   }
+}
+
+function sameProcess(a: TargetIdentity, b: TargetIdentity): boolean {
+  return a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId
 }
 
 export function removeJournalFile(path: string): void {

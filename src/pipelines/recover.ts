@@ -7,13 +7,13 @@
 import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
-import { checkIdentity, type TargetIdentity } from '../process/identity.js'
+import { checkIdentity, signalRecorded, type TargetIdentity } from '../process/identity.js'
 import { bringToFinalState } from '../process/stop.js'
 import { pollUntil } from '../process/poll.js'
 import { readStat, tracerGroup } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
-import { pstreeIds } from '../tools/criu-pstree.js'
+import { readPstreeImage } from '../tools/criu-pstree.js'
 
 export interface RecoveryAction {
   journal: string
@@ -102,13 +102,36 @@ async function removePaths(paths: (string | null | undefined)[], actions: Action
   }
 }
 
-/** Processes of the images' tree (pstree.img in the restore's work directory) born after the restoring snap. */
-function partlyRestored(entry: JournalEntry): number[] {
-  if (!entry.workDir) return []
-  return pstreeIds(join(entry.workDir, 'criu')).filter((pid) => {
+/**
+ * What a dead restore recorded as its own (pid and start time, written as criu made each process) is killed, each only
+ * while its pid still has that start time. Nothing else is signalled: a live process with a pid of the images' tree
+ * that was never recorded is only named, as it may be anyone's.
+ */
+async function killRestored(entry: JournalEntry, actions: Actions): Promise<void> {
+  const recorded = entry.restored ?? []
+  const live = recorded.filter((id) => checkIdentity(id) === 'same')
+  for (const id of recorded) if (checkIdentity(id) === 'reused') actions.note(`pid ${id.pid} now belongs to another process; not touched`)
+  if (live.length > 0) {
+    const pids = live.map((id) => id.pid).join(', ')
+    await actions.run(`kill partly restored ${pids}`, (killed) => (killed.length ? `killed partly restored ${killed.join(', ')}` : undefined), () =>
+      live.filter((id) => signalRecorded(id, 'SIGKILL') === 'signalled').map((id) => id.pid),
+    )
+  }
+  for (const pid of imageTaskPids(entry.workDir)) {
     const s = readStat(pid)
-    return !!s && s.state !== 'Z' && s.startTime >= entry.snapStartTime
-  })
+    if (!s || s.state === 'Z' || s.state === 'X' || recorded.some((id) => id.pid === pid)) continue
+    actions.note(`${s.comm} (pid ${pid}) has a pid of the images' tree but was not recorded as restored; not touched`)
+  }
+}
+
+/** The task pids of pstree.img in a restore's work directory; none when it cannot be read. */
+function imageTaskPids(workDir: string | null): number[] {
+  if (!workDir) return []
+  try {
+    return readPstreeImage(join(workDir, 'criu', 'pstree.img')).map((t) => t.pid)
+  } catch {
+    return []
+  }
 }
 
 
@@ -252,19 +275,8 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     for (const [i, pid] of entry.toolPids.entries()) await killLeftoverTool(pid, entry.toolStartTimes?.[i], entry, actions)
     if (entry.operation === 'restore') {
-      // A restore that died: what criu had restored of the images' tree (their pids, started after that snap) goes;
-      // nothing else is touched, and there is no original to put back.
-      const partly = partlyRestored(entry)
-      if (partly.length > 0)
-        await actions.run(`kill partly restored ${partly.join(', ')}`, () => `killed partly restored ${partly.join(', ')}`, () => {
-          for (const pid of partly) {
-            try {
-              process.kill(pid, 'SIGKILL')
-            } catch {
-              // gone
-            }
-          }
-        })
+      // A restore that died: what it recorded as restored goes; there is no original to put back.
+      await killRestored(entry, actions)
       await removePaths([entry.workDir, ...leftoversBesideOutput(entry)], actions)
       if (actions.list.length === 0) actions.note('nothing was left of the restore')
       await removeLocks(locksOf(journalDir(), entry), actions)

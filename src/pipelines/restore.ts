@@ -12,10 +12,11 @@ import { judgeTrust } from '../bundle/trust.js'
 import { BundleInvalidError, InterruptedError, OutputPathError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { innerPidOf, readDescendants } from '../process/tree.js'
-import { readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
+import { identifiedDescendants, signalRecorded, type TargetIdentity } from '../process/identity.js'
+import { readBootId, readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
-import { pstreeIds, type DumpedTask } from '../tools/criu-pstree.js'
+import type { DumpedTask } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
@@ -65,7 +66,11 @@ export interface RestoreResult {
 }
 
 const STATE_WAIT_MS = 5000
+/** How often a running criu restore is looked at for what it has made. */
+const WATCH_MS = 10
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p))
+/** sh -c: exec the command after $1 if the process $1 is still this one's parent. */
+const PARENT_ALIVE = '[ "$PPID" = "$1" ] || exit 125; shift; exec "$@"'
 
 export class RestoreRun {
   private readonly states: { state: RestoreState; at: string }[] = []
@@ -75,9 +80,9 @@ export class RestoreRun {
   private signedBy: string | null = null
   private manifest!: Manifest
   private criu!: CriuInfo
-  private restoreStart = 0
   private holderPid?: number
-  private restoredPids: number[] = []
+  /** The restored roots, as recorded: the tree under them is looked for from these. */
+  private restoredRoots: TargetIdentity[] = []
   private journal?: Journal
   /** The root's thread count as criu dumped it (pstree.img): what the restored process must have. */
   /** The tree as criu's images hold it: what the restore must bring back, process by process. */
@@ -274,16 +279,48 @@ export class RestoreRun {
       ...(this.o.tcpClose ? ['--tcp-close'] : []),
       ...(this.o.criuExtraOptions ?? []),
     ]
-    this.restoreStart = Date.now()
     const timeoutMs = this.budget.remainingMs(60_000 + 30_000 * ((this.manifest.target.vmRssKiB ?? 0) / (1024 * 1024)))
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
-    const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs, container?.rootfs)
+    const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs, container?.rootfs, (tool) => this.recordRestored(pidfile, tool))
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
     if (run.timedOut) throw new StepTimeoutError('criu restore did not finish in time; it was killed')
     if (run.exitCode !== 0 || !existsSync(pidfile)) throw this.criuFailure(logFile, run.exitCode)
     const pid = Number(readFileSync(pidfile, 'utf8').trim())
-    this.restoredPids = [pid]
     return { pid, pidInNamespace: pid }
+  }
+
+  /**
+   * Records in the journal, as soon as they can be seen, the processes criu has made: the root, then every process
+   * under it, each with its start time. criu writes its pidfile only once the whole tree is restored, so until then the
+   * root is found as what --restore-sibling makes it: a child of criu's parent (snap, unless criu runs under a
+   * wrapper). Either way it must have the images' root pid and have started after criu did.
+   */
+  private recordRestored(pidfile: string, tool: { pid: number; startTime: number }): void {
+    if (!this.journal) return
+    if (this.restoredRoots.length === 0) {
+      const pid = [pidFromFile(pidfile), this.siblingRoot(tool.pid)].find((p) => p !== undefined && p !== tool.pid && this.isImageRoot(p))
+      const s = pid !== undefined ? readStat(pid) : undefined
+      if (pid !== undefined && s && s.startTime >= tool.startTime && s.state !== 'Z' && s.state !== 'X')
+        this.restoredRoots.push({ pid, startTime: s.startTime, bootId: readBootId() })
+    }
+    this.recordTree()
+  }
+
+  /** The child of snap's that criu cloned as the images' root (with --restore-sibling, criu's parent is its parent). */
+  private siblingRoot(toolPid: number): number | undefined {
+    return readChildren(process.pid).find((p) => p !== toolPid && this.isImageRoot(p))
+  }
+
+  /** Whether pid is where criu puts the images' root: its own pid, or inside a container the same pid in its namespace. */
+  private isImageRoot(pid: number): boolean {
+    const want = this.imageTree?.[0]?.pid
+    const samePids = !this.o.newPidns && !this.manifest.container
+    return want !== undefined && (samePids ? pid : innerPidOf(pid)) === want
+  }
+
+  /** The restored roots and everything now under them, into the journal before anything may signal them. */
+  private recordTree(): void {
+    this.journal?.recordRestored(this.restoredRoots.flatMap((r) => [r, ...identifiedDescendants(r)]))
   }
 
   /**
@@ -298,12 +335,17 @@ export class RestoreRun {
     args: string[],
     outFile: string,
     timeoutMs: number,
-    containerRoot?: string,
+    containerRoot: string | undefined,
+    watch: (tool: { pid: number; startTime: number }) => void,
   ): Promise<{ exitCode: number | null; timedOut: boolean; cancelled: boolean }> {
     appendFileSync(outFile, `$ ${[this.criu.path, ...args].map(shellQuote).join(' ')}\n`, { mode: 0o600 })
     const out = openSync(outFile, 'a', 0o600)
-    // setpriv --pdeathsig: criu dies with snap, even if snap is SIGKILLed mid-restore.
-    let [bin, binArgs] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', this.criu.path, ...args]] : [this.criu.path, args]
+    // setpriv --pdeathsig: criu dies with snap, even if snap is SIGKILLed mid-restore. The kernel sends nothing if snap
+    // died before setpriv asked, and criu would then restore a tree nothing records: the shell in between becomes criu
+    // only if snap is still its parent once the signal is set.
+    let [bin, binArgs] = SETPRIV
+      ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', '/bin/sh', '-c', PARENT_ALIVE, 'sh', String(process.pid), this.criu.path, ...args]]
+      : [this.criu.path, args]
     if (containerRoot) {
       // criu pivots into a container's root, which must be a mount point: bound onto itself in a mount namespace of
       // criu's own, so the host keeps no trace of it (as runc does before it restores).
@@ -313,6 +355,10 @@ export class RestoreRun {
     const child = spawn(bin, binArgs, { detached: true, stdio: ['ignore', out, out] })
     if (child.pid !== undefined) this.journal?.update({ step: 'restoring', touched: true, toolPids: [child.pid] })
     closeSync(out)
+    // What criu makes is recorded while it runs, not after: a snap killed meanwhile leaves recover a journal naming it.
+    const toolStart = child.pid !== undefined ? this.journal?.current.toolStartTimes?.[0] : undefined
+    const tool = child.pid !== undefined && toolStart != null ? { pid: child.pid, startTime: toolStart } : undefined
+    const watcher = tool ? setInterval(() => watch(tool), WATCH_MS) : undefined
     const exited = new Promise<number | null>((resolve) => {
       child.once('exit', (code) => resolve(code))
       child.once('error', () => resolve(null))
@@ -336,8 +382,10 @@ export class RestoreRun {
     try {
       const exitCode = await exited
       await stopping
+      if (tool) watch(tool)
       return { exitCode, timedOut, cancelled }
     } finally {
+      clearInterval(watcher)
       clearTimeout(timer)
       this.o.cancel.removeEventListener('abort', onAbort)
     }
@@ -384,7 +432,9 @@ export class RestoreRun {
     const criuHostPid = await pollUntil(() => readChildren(holder)[0], { timeoutMs: STATE_WAIT_MS })
     const root = criuHostPid !== undefined ? await pollUntil(() => readChildren(criuHostPid)[0], { timeoutMs: STATE_WAIT_MS }) : undefined
     if (root === undefined) throw new RestoreFailedError('criu reported success but no restored process was found in the new pid namespace')
-    this.restoredPids = [root]
+    const rootStat = readStat(root)
+    if (rootStat) this.restoredRoots.push({ pid: root, startTime: rootStat.startTime, bootId: readBootId() })
+    this.recordTree()
     const nspid = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${root}/status`, 'utf8'))?.[1]?.trim().split(/\s+/)
     child.unref()
     return { pid: root, pidInNamespace: Number(nspid?.at(-1) ?? root) }
@@ -484,34 +534,27 @@ export class RestoreRun {
     return tree.map((p) => ({ pid: p, left: want(p) }))
   }
 
-  /** Kills anything partly restored and reports failed. */
+  /**
+   * Kills what this restore recorded as its own (recordRestored), each only while its pid still has the recorded
+   * start time, and reports failed. Nothing else is signalled: not a pid of the images' tree that something else has
+   * taken, whenever it started.
+   */
   private async fail(cause: unknown): Promise<void> {
     await stopAllTools()
-    const started = Math.floor(this.restoreStart / 1000)
+    // What the roots started since they were last looked at (once the final state let them run) is theirs too.
+    this.recordTree()
     const killed: number[] = []
-    if (this.restoreStart > 0 && this.manifest) {
-      // What criu restored, found from what criu itself reports: the root in its pidfile and everything under it, and
-      // every pid of the images' own tree that appeared after criu started. Never filtered by what the manifest
-      // claims (the manifest is exactly what a failed identity check found to lie).
-      const fromPidfile = Number(readTextFile(join(this.workDir ?? '/nonexistent', 'restored.pid'))?.trim())
-      const roots = [...this.restoredPids, ...(Number.isInteger(fromPidfile) && fromPidfile > 1 ? [fromPidfile] : [])]
-      const candidates = new Set(roots.flatMap((p) => [p, ...readDescendants(p)]))
-      if (!this.o.newPidns && !this.manifest.container) for (const p of pstreeIds(join(this.workDir!, 'criu'))) candidates.add(p)
-      for (const pid of candidates) {
-        if (readStat(pid) && processStartedAfter(pid, started)) {
-          try {
-            process.kill(pid, 'SIGKILL')
-            killed.push(pid)
-          } catch {
-            // gone
-          }
-        }
-      }
+    const reused: number[] = []
+    for (const id of this.journal?.current.restored ?? []) {
+      const sent = signalRecorded(id, 'SIGKILL')
+      if (sent === 'signalled') killed.push(id.pid)
+      else if (sent === 'reused') reused.push(id.pid)
     }
     if (this.holderPid !== undefined) await stopProcessGroup(this.holderPid, 500)
     this.enter('failed')
     const why = cause instanceof SnapError ? cause.message : String(cause)
-    this.progress.note(`restore failed: ${why}${killed.length ? `; killed partly restored ${killed.join(', ')}` : ''}`)
+    const left = reused.length ? `; left ${reused.join(', ')} alone (the pid now belongs to another process)` : ''
+    this.progress.note(`restore failed: ${why}${killed.length ? `; killed partly restored ${killed.join(', ')}` : ''}${left}`)
   }
 }
 
@@ -527,12 +570,10 @@ function containerRestoreArgs(c: NonNullable<Manifest['container']>): string[] {
   return args
 }
 
-function processStartedAfter(pid: number, epochSec: number): boolean {
-  const s = readStat(pid)
-  if (!s) return false
-  const bootSec = Number(readFileSync('/proc/stat', 'utf8').match(/^btime (\d+)/m)?.[1] ?? 0)
-  const ticks = 100 // USER_HZ is 100 on Linux
-  return bootSec + s.startTime / ticks >= epochSec - 1
+/** The pid criu wrote to its pidfile, once it has. */
+function pidFromFile(path: string): number | undefined {
+  const pid = Number(readTextFile(path)?.trim())
+  return Number.isInteger(pid) && pid > 1 ? pid : undefined
 }
 
 export type { FinalState }

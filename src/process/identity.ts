@@ -1,7 +1,7 @@
 // A process is its pid AND its start time: a pid alone can be reused by another process after the first one exits.
 
 import { TargetChangedError, TargetNotFoundError } from '../errors.js'
-import { readBootId, readStat, readStatStrict } from './proc.js'
+import { readBootId, readChildren, readStat, readStatStrict } from './proc.js'
 
 export interface TargetIdentity {
   pid: number
@@ -43,4 +43,51 @@ export function assertSameProcess(id: TargetIdentity, during: string): void {
 export function signalTarget(id: TargetIdentity, signal: NodeJS.Signals, during: string): void {
   assertSameProcess(id, during)
   process.kill(id.pid, signal)
+}
+
+export type RecordedSignal = 'signalled' | IdentityCheck
+
+/**
+ * Signals a process snap recorded (pid and start time) only while that pid still names it: 'reused' when the pid now
+ * has another start time (or the host was rebooted), 'gone' when it has exited (ESRCH included). Nothing else is ever
+ * sent.
+ *
+ * No pidfd: Node has none, and a python3 helper (os.pidfd_open, signal.pidfd_send_signal) would cost a process
+ * start per signal and a dependency, to close the microseconds between this check and kill(2). To hit that gap the
+ * process would have to exit and be reaped, and its pid be handed out again, which the kernel does only after
+ * cycling through every other free pid.
+ */
+export function signalRecorded(id: TargetIdentity, signal: NodeJS.Signals): RecordedSignal {
+  const check = checkIdentity(id)
+  if (check !== 'same') return check
+  try {
+    process.kill(id.pid, signal)
+    return 'signalled'
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return 'gone'
+    throw e
+  }
+}
+
+/**
+ * Every process under root, each with its start time, if root still is the process recorded. A child counts only if
+ * its stat names the process it was found under as its parent and it started no earlier than that parent: a pid
+ * handed out again between reading the children and reading the stat fails both.
+ */
+export function identifiedDescendants(root: TargetIdentity): TargetIdentity[] {
+  if (checkIdentity(root) !== 'same') return []
+  const out: TargetIdentity[] = []
+  const queue = [root]
+  while (queue.length > 0) {
+    const parent = queue.shift()!
+    for (const pid of readChildren(parent.pid)) {
+      const s = readStat(pid)
+      if (!s || s.ppid !== parent.pid || s.startTime < parent.startTime || s.state === 'Z' || s.state === 'X') continue
+      if (out.some((o) => o.pid === pid)) continue
+      const id = { pid, startTime: s.startTime, bootId: root.bootId }
+      out.push(id)
+      queue.push(id)
+    }
+  }
+  return out
 }

@@ -1,18 +1,21 @@
 // Crash safety: snap killed with SIGKILL at each step leaves a journal; every snap command then warns, a new dump of
 // that target refuses, and `snap recover` kills what the dead snap left running, puts the target back (only if its
 // pid still has the recorded start time) and removes the partial output.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RecoveryAction } from '../../src/pipelines/recover.js';
+import { PSTREE_MAGIC } from '../../src/tools/criu-image-format.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';
+import { image, message } from '../helpers/criu-image-writer.js';
 import {
   expectNoLeftovers, expectNoOutput, expectRunning, expectStopped, fake, processesOfRun, REAL_CRIU, REAL_GDB, startDump, startTargetWithPid,
   waitUntilTracedBy,
   type DumpUnderTest,
 } from '../helpers/faults.js';
-import { cleanupAllTargets, startTarget, waitFor, type Target } from '../helpers/target.js';
+import { cleanupAllTargets, processExists, readProcStat, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 afterAll(removeTempDirs);
 
@@ -325,5 +328,70 @@ describe('a snap that died between creating a file and journalling it', () => {
     expect(readdirSync(outDir)).toEqual(['.x.tar.zst.partial-999-ffffffff']);
     expect(readdirSync(journalDir)).toEqual([]);
     await expectRunning(target);
+  });
+});
+
+describe('a restore that died: recover kills only what its journal records as restored', () => {
+  afterEach(cleanupAllTargets);
+
+  it('a recorded pid with another start time and a live pid of the images never recorded are not touched; a recorded one is killed', async () => {
+    const journalDir = makeTempDir('snap-fault-journal-');
+    const workDir = makeTempDir('snap-fault-restore-work-');
+    const deadSnap = 4_194_303; // above pid_max: no process has it, so the journal's snap is dead
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    // Unrelated processes, both started long after the dead snap (snapStartTime 1) and both with pids of the images.
+    const taken = await startTarget({ threads: 2, group: 'setsid' });
+    const never = await startTarget({ threads: 2, group: 'setsid' });
+    const restored = spawn('/bin/sleep', ['3600'], { detached: true, stdio: 'ignore' });
+    restored.unref();
+    const mine = restored.pid!;
+    try {
+      const tasks = [mine, taken.pid, never.pid].map((pid) => message([[1, pid], [2, 1], [3, pid], [4, pid], [5, [pid]]]));
+      mkdirSync(join(workDir, 'criu'));
+      writeFileSync(join(workDir, 'criu', 'pstree.img'), image(PSTREE_MAGIC, tasks));
+      const now = new Date().toISOString();
+      writeFileSync(
+        join(journalDir, `target-${mine}.json`),
+        JSON.stringify({
+          version: 1, operation: 'restore', snapPid: deadSnap, snapStartTime: 1, target: { pid: mine, startTime: 0, bootId },
+          originalState: 'running', restoreTo: 'running', step: 'restoring', touched: true, output: null, partialPath: null, workDir,
+          toolPids: [], startedAt: now, updatedAt: now,
+          restored: [
+            { pid: mine, startTime: readProcStat(mine)!.startTime, bootId },
+            { pid: taken.pid, startTime: taken.startTime()! - 1, bootId }, // the pid is now another process's
+          ],
+        }),
+      );
+      const env = { SNAP_JOURNAL_DIR: journalDir };
+
+      const dry = await runSnap(['recover', '--dry-run', '--json'], { env });
+      expect(dry.exitCode, dry.stderr).toBe(0);
+      expect((JSON.parse(dry.stdout) as { recovered: RecoveryAction[] }).recovered[0]!.actions).toContain(`would kill partly restored ${mine}`);
+      expect(processExists(mine), 'the recorded process after a dry run').toBe(true);
+
+      const run = await runSnap(['recover', '--json'], { env });
+      expect(run.exitCode, run.stderr).toBe(0);
+      const { recovered } = JSON.parse(run.stdout) as { recovered: RecoveryAction[] };
+      expect(recovered, run.stdout).toHaveLength(1);
+      expect(recovered[0]!.outcome).toBe('recovered');
+      expect(recovered[0]!.actions).toEqual(
+        expect.arrayContaining([
+          `killed partly restored ${mine}`,
+          `pid ${taken.pid} now belongs to another process; not touched`,
+          expect.stringMatching(new RegExp(`^\\S+ \\(pid ${never.pid}\\) has a pid of the images' tree but was not recorded as restored; not touched$`)),
+        ]),
+      );
+      expect(recovered[0]!.actions.filter((a) => a.startsWith('killed')), 'what was killed').toEqual([`killed partly restored ${mine}`]);
+      await waitFor(() => !processExists(mine) || readProcStat(mine)?.state === 'Z', { what: `the recorded process ${mine} to be killed` });
+      for (const other of [taken, never]) {
+        expect(other.isAlive(), `process ${other.pid}`).toBe(true);
+        await expectRunning(other);
+        await other.waitUntilTicksAdvance(5);
+      }
+      expect(readdirSync(journalDir)).toEqual([]);
+      expect(existsSync(workDir), 'the work directory').toBe(false);
+    } finally {
+      if (processExists(mine)) process.kill(mine, 'SIGKILL');
+    }
   });
 });

@@ -3,12 +3,12 @@
 // one's way, a lock left by a dead snap sends the person to `snap recover`, and recover clears what it can read and
 // leaves what it cannot.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockedError } from '../../src/errors.js';
-import { captureIdentity, type TargetIdentity } from '../../src/process/identity.js';
+import { captureIdentity, checkIdentity, signalRecorded, type TargetIdentity } from '../../src/process/identity.js';
 import { Journal, type JournalEntry } from '../../src/pipelines/journal.js';
 import { pidClaimName, processLockName, type LockEntry } from '../../src/pipelines/locks.js';
 import { recoverAll } from '../../src/pipelines/recover.js';
@@ -191,6 +191,32 @@ describe('a restore\'s claims on the pids it will create', () => {
     expect(existsSync(join(dir, pidClaimName(7)))).toBe(true);
     j.remove();
     expect(readdirSync(dir).sort()).toEqual([processLockName(live.pid, live.startTime), processLockName(7, 1), pidClaimName(8)].sort());
+  });
+});
+
+describe('what a restore records as restored', () => {
+  it('each process is written to the journal at once, once, with its pid, start time and boot id', async () => {
+    const [a, b] = [await sleeper(), await sleeper()];
+    const j = openJournal({ pid: 4248, startTime: 0, bootId }, 'restore');
+    const onDisk = () => (JSON.parse(readFileSync(j.path, 'utf8')) as JournalEntry).restored;
+    expect(onDisk()).toBeUndefined();
+    j.recordRestored([a]);
+    expect(onDisk()).toEqual([a]);
+    const inode = statSync(j.path).ino;
+    j.recordRestored([a]);
+    expect(statSync(j.path).ino, 'nothing new: the journal is not written again').toBe(inode);
+    j.recordRestored([a, b, b]);
+    expect(onDisk()).toEqual([a, b]);
+    j.remove();
+  });
+
+  it('a recorded process is signalled only while its pid has the recorded start time', async () => {
+    const [a] = [await sleeper()];
+    expect(signalRecorded({ ...a, startTime: a.startTime - 1 }, 'SIGKILL')).toBe('reused');
+    expect(signalRecorded({ ...a, bootId: 'another-boot' }, 'SIGKILL')).toBe('reused');
+    expect(checkIdentity(a), 'the process after both refusals').toBe('same');
+    expect(signalRecorded(a, 'SIGKILL')).toBe('signalled');
+    await waitFor(() => signalRecorded(a, 'SIGKILL') === 'gone', { what: `sleep ${a.pid} to die` });
   });
 });
 
