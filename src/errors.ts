@@ -11,7 +11,7 @@ export const EXIT_CODES = {
   stepFailed: { code: 8, meaning: 'an external step (gdb, criu) failed; the target was put back' },
   targetChanged: { code: 9, meaning: 'the target exited or its pid was reused during the operation' },
   timeout: { code: 10, meaning: 'a step ran past its deadline; its processes were killed and the target put back' },
-  bundleInvalid: { code: 11, meaning: 'the bundle is not a snap bundle, is damaged, tampered with, or unsafe to extract' },
+  bundleInvalid: { code: 11, meaning: 'the bundle is not a snap bundle, is damaged, tampered with, unsafe to extract, or (for restore) not signed by a trusted key' },
   restoreRefused: { code: 12, meaning: 'restore preflight refused: pid taken, file changed, host differs' },
   restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
   locked: { code: 14, meaning: 'another snap (a dump or a restore) is already working on this target or a process of its tree' },
@@ -126,6 +126,18 @@ export class BundleInvalidError extends SnapError {
   constructor(message: string, problems: string[] = [], hint?: string) {
     super('bundleInvalid', message, hint)
     this.problems = problems
+  }
+}
+
+/**
+ * The bundle is signed by a key in the trusted-keys directory that is not trusted: someone other than root could have
+ * written it (or a directory above it), so trusting it would hand them root. Names the key; the hint is the fix.
+ */
+export class KeyNotTrustedError extends BundleInvalidError {
+  readonly keyPath: string
+  constructor(message: string, keyPath: string, hint: string) {
+    super(message, [keyPath], hint)
+    this.keyPath = keyPath
   }
 }
 

@@ -91,7 +91,8 @@ export interface EntryVisitor {
    * Throwing stops the pass with that error.
    */
   onHead?(head: { manifest: Manifest; manifestBytes: Buffer; signature?: Buffer }): void
-  /** Stop after the manifest: what inspect needs, so its cost does not grow with the bundle. */
+  /** Stop after the head (the manifest, and the signature right after it): what inspect and list need, so their
+   *  cost does not grow with the bundle. */
   manifestOnly?: boolean
   /** Told how many bytes of the bundle file have been read, of its size, as the pass goes (for progress). */
   onRead?(done: number, size: number): void
@@ -119,6 +120,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   let manifest: Manifest | undefined
   let manifestBytes: Buffer | undefined
   let signature: Buffer | undefined
+  let signatureBegun = false
   const problems: string[] = []
   const seen = new Map<string, { sha256: string; size: number }>()
   const names = new Set<string>()
@@ -156,6 +158,12 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     if (fatal) return entry.resume()
     const name = entry.path
     const position = index++
+    // The head is the manifest and, when signed, the signature right after it: read on to that, no further.
+    if (visitor.manifestOnly && position > 0 && (position > 1 || name !== SIGNATURE_ENTRY)) {
+      fatal = new StopReading()
+      parser.abort(fatal)
+      return entry.resume()
+    }
     const problem = entryNameProblem(name)
     if (problem) return fail(`unsafe entry '${name}' (${problem}); nothing was extracted from it`, name)
     if (entry.type !== 'File' && entry.type !== 'OldFile')
@@ -180,10 +188,6 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
           declared = new Map(manifest.artifacts.map((a) => [a.path, a]))
           maxEntries = 2 + manifest.artifacts.length
           maxBytes = manifestBytes.length + MAX_SIGNATURE_BYTES + manifest.artifacts.reduce((s, a) => s + a.size, 0)
-          if (visitor.manifestOnly) {
-            fatal = new StopReading()
-            parser.abort(fatal)
-          }
         } catch (e) {
           fatal ??= e as Error
           parser.abort(fatal)
@@ -192,12 +196,19 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       return
     }
     if (name === SIGNATURE_ENTRY) {
+      // Anywhere else, the head would be judged unsigned while a full read found a signature: one place, one answer.
+      if (position !== 1) return fail(`${SIGNATURE_ENTRY} is entry ${position + 1}; a signature must come right after ${MANIFEST_ENTRY}`, name)
       if (entry.size > MAX_SIGNATURE_BYTES) return fail(`${SIGNATURE_ENTRY} is too large`, name)
+      signatureBegun = true
       const chunks: Buffer[] = []
       entry.on('data', (c: Buffer) => chunks.push(c))
       entry.on('end', () => {
         signature = Buffer.concat(chunks)
         visitor.onSignature?.(signature)
+        if (visitor.manifestOnly) {
+          fatal = new StopReading()
+          parser.abort(fatal)
+        }
       })
       return
     }
@@ -269,7 +280,10 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     source.destroy()
     dec?.destroy()
   }
-  if (fatal && !(fatal instanceof StopReading)) throw fatal
+  // A head read past the manifest only to see whether a signature follows: a stream cut or damaged beyond that point
+  // is for verify to find, not a reason to refuse what the head says (a signature begun and not finished is).
+  const headWhole = visitor.manifestOnly && manifest !== undefined && (signature !== undefined || !signatureBegun)
+  if (fatal && !(fatal instanceof StopReading) && !headWhole) throw fatal
   if (!manifest || !manifestBytes) throw new BundleInvalidError(`${path} is empty or cut before its manifest ended`, [MANIFEST_ENTRY])
   if (!visitor.manifestOnly && !head()) throw fatal!
   if (!visitor.manifestOnly) {
@@ -278,8 +292,8 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   return { manifest, manifestBytes, compression, signature, problems, seen }
 }
 
-/** The manifest alone, reading only the head of the bundle. */
+/** The manifest and its signature (when there is one), reading only the head of the bundle. */
 export async function readManifest(path: string): Promise<ManifestRead & { signature?: Buffer }> {
   const r = await scanBundle(path, { manifestOnly: true })
-  return { manifest: r.manifest, manifestBytes: r.manifestBytes, compression: r.compression }
+  return { manifest: r.manifest, manifestBytes: r.manifestBytes, compression: r.compression, signature: r.signature }
 }

@@ -26,6 +26,11 @@ export function signBytes(privateKeyPath: string, data: Buffer): Buffer {
   return sign(null, data, readKey(privateKeyPath, 'private'))
 }
 
+/** An Ed25519 public key from a file the user named (--key); UsageError when it is not one. */
+export function readPublicKey(path: string): KeyObject {
+  return readKey(path, 'public')
+}
+
 export function verifyBytes(publicKeyPath: string, data: Buffer, signature: Buffer): boolean {
   return verify(null, data, readKey(publicKeyPath, 'public'), signature)
 }

@@ -1,17 +1,21 @@
-import { Args } from '@oclif/core'
+import { Args, Flags } from '@oclif/core'
 import { statSync } from 'node:fs'
 import type { Manifest } from '../bundle/manifest.js'
 import { readManifest } from '../bundle/reader.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { checkSignature, loadTrustedKeys, namedKey, type SignatureStatus } from '../bundle/trust.js'
+import { SnapCommand, warnLine } from '../ui/base-command.js'
 import { renderInspect } from '../ui/render.js'
 
 export interface InspectResult {
   bundle: { path: string; size: number; compression: string }
+  /** What checking the signature against the trusted keys (or --key) found; the manifest's `signed` is only its claim. */
+  signature: SignatureStatus
   manifest: Manifest
 }
 
 export default class Inspect extends SnapCommand {
-  static override description = 'Show what a bundle holds, from its manifest alone (reads only the head of the file, whatever its size).'
+  static override description =
+    'Show what a bundle holds, from its head alone (the manifest and its signature, checked against the trusted keys or --key; whatever the size of the file).'
 
   static override examples = [
     { description: 'Summary for people', command: '<%= config.bin %> inspect bundle.tar.zst' },
@@ -22,10 +26,19 @@ export default class Inspect extends SnapCommand {
 
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
+  static override flags = {
+    key: Flags.string({ description: 'check the signature against this Ed25519 public key alone (default: the trusted keys)' }),
+  }
+
   async run(): Promise<InspectResult> {
-    const { args } = await this.parse(Inspect)
-    const { manifest, compression } = await readManifest(args.bundle)
-    const result = { bundle: { path: args.bundle, size: statSync(args.bundle).size, compression }, manifest }
+    const { args, flags } = await this.parse(Inspect)
+    const key = flags.key ? namedKey(flags.key) : undefined
+    const head = await readManifest(args.bundle)
+    const keys = key ? undefined : loadTrustedKeys()
+    for (const k of keys?.ignored ?? []) warnLine(k.warning)
+    const { manifest, compression } = head
+    const signature = checkSignature(head, { key, keys })
+    const result = { bundle: { path: args.bundle, size: statSync(args.bundle).size, compression }, signature, manifest }
     if (!this.jsonEnabled()) this.log(renderInspect(result))
     return result
   }

@@ -1,11 +1,13 @@
-import { Args } from '@oclif/core'
+import { Args, Flags } from '@oclif/core'
 import { humanBytes } from '../bundle/output-path.js'
 import { listBundles, type ListResult } from '../pipelines/bundle-list.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { describeSignature } from '../bundle/trust.js'
+import { SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'
 
 export default class List extends SnapCommand {
-  static override description = 'List the bundles in some directories (default: the current one), newest first, from their manifests alone.'
+  static override description =
+    'List the bundles in some directories (default: the current one), newest first, from their heads alone, each with its signature checked against the trusted keys (or --key).'
 
   static override examples = [
     { description: 'Bundles here', command: '<%= config.bin %> list' },
@@ -18,18 +20,29 @@ export default class List extends SnapCommand {
 
   static override args = { dir: Args.string({ description: 'directories to look in (default: .)', required: false }) }
 
+  static override flags = {
+    key: Flags.string({ description: 'check signatures against this Ed25519 public key alone (default: the trusted keys)' }),
+  }
+
   async run(): Promise<ListResult> {
-    const { argv } = await this.parse(List)
-    const result = await listBundles(argv as string[])
+    const { argv, flags } = await this.parse(List)
+    const result = await listBundles(argv as string[], { key: flags.key, warn: warnLine })
     if (!this.jsonEnabled()) {
       for (const b of result.bundles)
         this.log(
           `${b.createdAt}  ${printableInline(b.host)}  pid ${b.pid} ${printableInline(b.comm)}${b.processes > 1 ? ` (+${b.processes - 1})` : ''}  ` +
-            `${humanBytes(b.size)}  ${b.signed ? 'signed' : 'unsigned'}  ${printable(b.path)}`,
+            `${humanBytes(b.size)}  ${printableInline(listedSignature(b))}  ${printable(b.path)}`,
         )
       if (result.bundles.length === 0) this.log('no bundles')
       for (const s of result.skipped) process.stderr.write(`warning: ${printable(s.path)} is not a readable bundle: ${printableInline(s.why)}\n`)
     }
     return result
   }
+}
+
+/** One column's worth: the state, with the key and fingerprint that verified it; the reasons are for verify. */
+function listedSignature(b: ListResult['bundles'][number]): string {
+  const s = b.signature
+  if (s.state === 'verified') return describeSignature(s)
+  return s.state === 'unverified' ? 'signature present but not verified' : s.state === 'invalid' ? 'signature invalid' : 'unsigned'
 }

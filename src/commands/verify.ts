@@ -3,14 +3,14 @@ import { openBundleHead } from '../bundle/reader.js'
 import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
 import { cliName } from '../ui/cli-name.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { SnapCommand, warnLine } from '../ui/base-command.js'
 import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderVerify } from '../ui/render.js'
 
 export default class Verify extends SnapCommand {
   static override description =
-    'Check a bundle: manifest against its schema, every artifact against its sha256 and size, no unlisted entries; with --key, the signature.'
+    'Check a bundle: manifest against its schema, every artifact against its sha256 and size, no unlisted entries, and its signature (against --key, else the trusted keys): signed and verified, present but not verified, invalid (exit 11), or unsigned.'
 
   static override examples = [
     { description: 'Check integrity', command: '<%= config.bin %> verify bundle.tar.zst' },
@@ -22,7 +22,7 @@ export default class Verify extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
-    key: Flags.string({ description: 'Ed25519 public key (from `snap keygen`) the manifest must be signed with' }),
+    key: Flags.string({ description: 'Ed25519 public key (from `snap keygen`) the manifest must be signed with (default: the trusted keys, which need not match)' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
   }
 
@@ -32,16 +32,19 @@ export default class Verify extends SnapCommand {
     // Reading a large bundle takes seconds: bytes read, rate and time left on stderr meanwhile.
     const progress = new Progress(chooseProgressMode({ quiet: flags.quiet }))
     let result!: VerifyResult
+    // Told after the progress lines, not among them: a key ignored is news even with --quiet.
+    const ignored: string[] = []
     await progress.run([
       {
-        title: `Verify ${flags.key ? 'the signature and ' : ''}every artifact against its sha256`,
+        title: 'Verify the signature and every artifact against its sha256',
         run: async (report) => {
           const meter = new ByteMeter(report, undefined, meterIntervalMs(progress.mode), 'read: ')
-          result = await verifyBundle(args.bundle, flags.key, (done, size) => meter.update(done, size))
+          result = await verifyBundle(args.bundle, flags.key, (done, size) => meter.update(done, size), (w) => ignored.push(w))
           report(`${result.artifacts} artifacts, ${meter.line().replace(/^read: /, '')}`)
         },
       },
     ])
+    for (const w of ignored) warnLine(w)
     if (!this.jsonEnabled()) this.log(renderVerify(result))
     if (!result.ok) {
       if (this.jsonEnabled()) {

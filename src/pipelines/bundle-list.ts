@@ -1,10 +1,12 @@
 // `snap list [DIR...]`: the bundles in some directories, one line each, newest first. Only each file's head is read
 // (the manifest is its first entry), so a directory of multi-GiB bundles lists in the time of a few small reads.
-// What is not a bundle is left out, and counted.
+// What is not a bundle is left out, and counted. The head holds the signature too (right after the manifest), so each
+// bundle's signature is checked against the trusted keys, loaded once for the whole list.
 
 import { readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { readManifest } from '../bundle/reader.js'
+import { checkSignature, loadTrustedKeys, namedKey, type SignatureStatus } from '../bundle/trust.js'
 import { OutputPathError } from '../errors.js'
 
 export interface ListedBundle {
@@ -16,7 +18,8 @@ export interface ListedBundle {
   comm: string
   processes: number
   mode: string
-  signed: boolean
+  /** What checking the signature found; never the manifest's own word. */
+  signature: SignatureStatus
 }
 
 export interface ListResult {
@@ -28,7 +31,12 @@ export interface ListResult {
 /** Files whose name says bundle: the default name (snap-COMM-PID-TIME.tar.zst) and what -o users give. */
 const BUNDLE_NAME = /\.(tar\.zst|tar\.gz|tar|snap)$/
 
-export async function listBundles(dirs: string[]): Promise<ListResult> {
+/** `key`: check signatures against this public key alone; `warn` is told of each trusted-keys file that is ignored. */
+export async function listBundles(dirs: string[], o: { key?: string; warn?: (line: string) => void } = {}): Promise<ListResult> {
+  // Read once, before any bundle: a --key that is no key is one usage error, not a reason to skip every bundle.
+  const key = o.key ? namedKey(o.key) : undefined
+  const keys = key ? undefined : loadTrustedKeys()
+  for (const k of keys?.ignored ?? []) o.warn?.(k.warning)
   const bundles: ListedBundle[] = []
   const skipped: ListResult['skipped'] = []
   for (const dir of dirs.length > 0 ? dirs : ['.']) {
@@ -49,7 +57,8 @@ export async function listBundles(dirs: string[]): Promise<ListResult> {
         continue // gone meanwhile
       }
       try {
-        const { manifest } = await readManifest(path)
+        const head = await readManifest(path)
+        const { manifest } = head
         bundles.push({
           path,
           size,
@@ -59,7 +68,7 @@ export async function listBundles(dirs: string[]): Promise<ListResult> {
           comm: manifest.target.comm,
           processes: manifest.processes?.length ?? 1,
           mode: manifest.mode,
-          signed: manifest.signed,
+          signature: checkSignature(head, { key, keys }),
         })
       } catch (e) {
         if (BUNDLE_NAME.test(name)) skipped.push({ path, why: (e as Error).message })

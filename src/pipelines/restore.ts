@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { verifyAndExtract } from '../bundle/extract.js'
 import type { FinalState, Manifest } from '../bundle/manifest.js'
 import { humanBytes } from '../bundle/output-path.js'
-import { judgeTrust } from '../bundle/trust.js'
+import { judgeTrust, type SignatureStatus } from '../bundle/trust.js'
 import { BundleInvalidError, InterruptedError, OutputPathError, RestoreFailedError, RestoreRefusedError, SnapError, StepTimeoutError, type InterruptSignal } from '../errors.js'
 import { pollUntil } from '../process/poll.js'
 import { innerPidOf, readDescendants } from '../process/tree.js'
@@ -60,6 +60,8 @@ export interface RestoreResult {
   newPidns: boolean
   /** The key whose signature made the bundle trusted, or null when it was restored unsigned (--allow-unsigned). */
   signedBy: string | null
+  /** What checking the signature found: verified (key file and fingerprint), or unsigned with --allow-unsigned. */
+  signature: SignatureStatus
   states: { state: RestoreState; at: string }[]
   warnings: string[]
   durations: Record<string, number>
@@ -78,6 +80,7 @@ export class RestoreRun {
   private readonly durations: Record<string, number> = {}
   private workDir?: string
   private signedBy: string | null = null
+  private signature: SignatureStatus = { state: 'unsigned' }
   private manifest!: Manifest
   private criu!: CriuInfo
   private holderPid?: number
@@ -127,12 +130,14 @@ export class RestoreRun {
    * out loud), a bundle that holds a checkpoint at all, the pids it needs free, and room for its images.
    */
   private checkHead(manifest: Manifest, head: { manifestBytes: Buffer; signature?: Buffer }): void {
-    const verdict = judgeTrust(this.o.bundle, head, { key: this.o.publicKey, allowUnsigned: this.o.allowUnsigned })
-    if (verdict.trusted) this.signedBy = verdict.by
-    else {
-      this.warnings.push(verdict.warning)
-      this.progress.warn(verdict.warning)
+    const warn = (line: string) => {
+      this.warnings.push(line)
+      this.progress.warn(line)
     }
+    const verdict = judgeTrust(this.o.bundle, head, { key: this.o.publicKey, allowUnsigned: this.o.allowUnsigned, warn })
+    this.signature = verdict.signature
+    if (verdict.trusted) this.signedBy = verdict.by
+    else warn(verdict.warning)
     if (!manifest.tools.criu || manifest.mode === 'core-only')
       throw new RestoreRefusedError(`${this.o.bundle} holds cores only (taken with --core-only): there is no checkpoint to restore`, 'open its cores with gdb instead')
     // One restore of a tree at a time: a second restore of the same bundle (or of another capture of the same pid)
@@ -202,6 +207,7 @@ export class RestoreRun {
       processes: r.processes,
       newPidns: this.o.newPidns,
       signedBy: this.signedBy,
+      signature: this.signature,
       states: this.states,
       warnings: this.warnings,
       durations: this.durations,

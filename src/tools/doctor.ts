@@ -2,6 +2,7 @@
 
 import { readdirSync, readFileSync } from 'node:fs'
 import { arch, release } from 'node:os'
+import { loadTrustedKeys } from '../bundle/trust.js'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
 import { runCanary, type CanaryReport } from './canary.js'
@@ -61,6 +62,8 @@ export interface DoctorReport {
   canary: CanaryReport | null
   /** criu's network lock found on the host (nftables tables, iptables rules), and whether a running criu may own it. */
   networkLocks: { lock: string; remove: string; ownerRunning: boolean }[]
+  /** The trusted-keys directory: the keys restore trusts, and those it ignores (each a problem, with its fix). */
+  trustedKeys: { dir: string; trusted: { path: string; fingerprint: string }[]; ignored: { path: string; why: string; fix: string }[] }
 }
 
 const HELPERS: { name: string; paths: string[]; required: boolean; usedFor: string }[] = [
@@ -132,6 +135,14 @@ export async function diagnose(
       what: `criu's network lock is on this host with no criu running (${orphans.length}: ${orphans.map((l) => l.lock).join('; ')}): the connections it names hang`,
       fix: `remove it: ${orphans.map((l) => `\`${l.remove}\``).join(', ')}`,
     })
+  // A key restore ignores is one someone else could have planted: a problem until its owner or mode is fixed.
+  const keys = loadTrustedKeys()
+  for (const k of keys.ignored) problems.push({ what: `trusted key ${k.path} is ignored: ${k.why}`, fix: k.fix })
+  const trustedKeys = {
+    dir: keys.dir,
+    trusted: keys.trusted.map((k) => ({ path: k.path, fingerprint: k.fingerprint })),
+    ignored: keys.ignored.map((k) => ({ path: k.path, why: k.why, fix: k.fix })),
+  }
   // The canary only where criu could run at all: as root with a working criu and gdb.
   let canaryReport: CanaryReport | null = null
   if (canary && criu.ok && gdb.ok && (check?.ok ?? false) && (capabilities.sysAdmin || capabilities.checkpointRestore)) {
@@ -147,6 +158,7 @@ export async function diagnose(
   return {
     ok: problems.length === 0,
     networkLocks,
+    trustedKeys,
     ruledOut,
     canary: canaryReport,
     criu: { ...criu, minimum: MIN_CRIU.text, check },

@@ -7,6 +7,7 @@ import { EXIT_CODES, InternalError, SnapError, type InterruptSignal } from '../e
 import { staleJournals } from '../pipelines/journal.js'
 import { printableLine } from '../tools/run.js'
 import { asInvoked, cliName, setCliName } from './cli-name.js'
+import { printableInline } from './printable.js'
 
 export abstract class SnapCommand extends Command {
   static override baseFlags = {
@@ -114,4 +115,9 @@ export function safeStderr(text: string): void {
   } catch {
     // nowhere to write
   }
+}
+
+/** A warning that is shown whatever the progress mode (a trusted key ignored): one printable line on stderr. */
+export function warnLine(line: string): void {
+  safeStderr(`warning: ${asInvoked(printableInline(line))}\n`)
 }

@@ -8,6 +8,7 @@ import type { RestoreResult } from '../pipelines/restore.js'
 import type { InspectResult } from '../commands/inspect.js'
 import type { VerifyResult } from '../bundle/verify.js'
 import type { DoctorReport } from '../tools/doctor.js'
+import { describeSignature } from '../bundle/trust.js'
 import type { JournalListing, RecoveryAction } from '../pipelines/recover.js'
 
 export function renderDumpResult(r: DumpResult): string {
@@ -29,7 +30,9 @@ export function renderDumpResult(r: DumpResult): string {
 
 export function renderRestoreResult(r: RestoreResult): string {
   const lines = [
-    `${r.signedBy ? `trust         signed by ${P(r.signedBy)}` : chalk.yellow('trust         NOT SIGNED: restored because of --allow-unsigned')}`,
+    r.signature.state === 'verified'
+      ? `signature     ${P(describeSignature(r.signature))}`
+      : chalk.yellow(`signature     ${P(describeSignature(r.signature))}: restored because of --allow-unsigned`),
     `${chalk.green('restored')}      pid ${r.pid}${r.newPidns ? ` (pid ${r.pidInNamespace} in its new pid namespace)` : ''}, ${r.threads} threads, ${r.finalState}`,
     `states        ${r.states.map((s) => s.state).join(' -> ')}`,
     `durations     ${Object.entries(r.durations).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(', ')}`,
@@ -45,7 +48,9 @@ export function renderInspect(r: InspectResult): string {
   const m = r.manifest
   const t = m.target
   const lines = [
-    `bundle        ${P(r.bundle.path)} (${humanBytes(r.bundle.size)}, ${r.bundle.compression}, schema v${m.schemaVersion}, ${m.signed ? 'signed' : 'unsigned'})`,
+    `bundle        ${P(r.bundle.path)} (${humanBytes(r.bundle.size)}, ${r.bundle.compression}, schema v${m.schemaVersion})`,
+    // Found by checking the signature against the trusted keys, never the manifest's own `signed`.
+    `signature     ${P(describeSignature(r.signature))}`,
     `captured      ${P(m.createdAt)} on ${P(m.host.hostname)} (${P(m.host.kernelRelease)}, ${P(m.host.arch)}) by ${P(m.custody.user)} with ${P(m.tool.name)} ${P(m.tool.version)}`,
     `target        pid ${t.pid} ${P(t.comm)} (${P(t.exe)}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
     `command       ${P(t.cmdline.join(' '))}`,
@@ -70,8 +75,10 @@ export function renderInspect(r: InspectResult): string {
 }
 
 export function renderVerify(r: VerifyResult): string {
-  if (r.ok) return `${chalk.green('ok')}  ${P(r.bundle)}: ${r.artifacts} artifacts, ${humanBytes(r.bytes)} checked, signature ${r.signatureNote}`
-  return [`${chalk.red('FAILED')}  ${P(r.bundle)}`, ...r.problems.map((p) => `  ${P(p)}`)].join('\n')
+  if (r.ok) return `${chalk.green('ok')}  ${P(r.bundle)}: ${r.artifacts} artifacts, ${humanBytes(r.bytes)} checked, ${P(describeSignature(r.signature!))}`
+  // An invalid signature is among the problems already; any other state is said once, after them.
+  const signature = r.signature && r.signature.state !== 'invalid' ? [`  ${P(describeSignature(r.signature))}`] : []
+  return [`${chalk.red('FAILED')}  ${P(r.bundle)}`, ...r.problems.map((p) => `  ${P(p)}`), ...signature].join('\n')
 }
 
 export function renderDoctor(r: DoctorReport): string {
@@ -86,6 +93,11 @@ export function renderDoctor(r: DoctorReport): string {
     lines.push(`${h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss')} ${h.name.padEnd(7)} ${h.path ?? 'not found'} (${h.usedFor})`)
   for (const x of r.ruledOut) lines.push(chalk.yellow(`without ${x.missing}: no ${x.rulesOut}`))
   if (r.canary) for (const s of r.canary.steps) lines.push(`${mark(s.ok)} canary  ${s.what}: ${s.detail}`)
+  const k = r.trustedKeys
+  lines.push(
+    `${mark(k.ignored.length === 0)} keys    ${P(k.dir)}: ${k.trusted.length} trusted${k.ignored.length ? `, ${k.ignored.length} ignored` : ''}` +
+      (k.trusted.length ? ` (${k.trusted.map((t) => `${P(t.path)} ${t.fingerprint}`).join(', ')})` : ''),
+  )
   for (const l of r.networkLocks.filter((x) => x.ownerRunning)) lines.push(chalk.yellow(`     netlock ${l.lock} (a criu is running: it may be its own)`))
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
   if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))

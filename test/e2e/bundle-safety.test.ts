@@ -216,11 +216,11 @@ describe('signed bundles', () => {
     expect(readFileSync(`${lone}.pub`, 'utf8')).toBe('');
   });
 
-  it('a signed bundle verifies with the right key: signature valid', async () => {
+  it('a signed bundle verifies with the right key: signed and verified by it', async () => {
     expect((await listBundle(bundle)).slice(0, 2)).toEqual(['manifest.json', 'manifest.sig']);
     const verify = await snap(['verify', bundle, '--key', `${key}.pub`]);
     expect(verify.exitCode, verify.stderr).toBe(0);
-    expect(verify.stdout).toContain('signature valid');
+    expect(verify.stdout).toContain(`signed and verified by ${key}.pub (SHA256:`);
   });
 
   it('a signed bundle fails verification with another key (exit 11, names manifest.sig)', async () => {
@@ -228,7 +228,7 @@ describe('signed bundles', () => {
     expectRefused(verify, 11, 'manifest.sig');
     const json = await snap(['verify', bundle, '--key', `${otherKey}.pub`, '--json']);
     expect(json.exitCode).toBe(11);
-    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, signature: 'invalid' });
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, signature: { state: 'invalid' } });
   });
 
   it('one changed byte in manifest.json (an added space) breaks the signature, the hashes still match', async () => {

@@ -52,9 +52,9 @@ describe('snap list', () => {
   it('--json: the same three, newest first', async () => {
     const r = await runSnap(['list', dir, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
-    const result = JSON.parse(r.stdout) as { bundles: { path: string; createdAt: string; pid: number; signed: boolean }[]; skipped: { path: string }[] };
+    const result = JSON.parse(r.stdout) as { bundles: { path: string; createdAt: string; pid: number; signature: { state: string } }[]; skipped: { path: string }[] };
     expect(result.bundles.map((b) => b.createdAt)).toEqual([stamps[1], stamps[0], stamps[2]]);
-    expect(result.bundles.every((b) => b.pid === pid && !b.signed)).toBe(true);
+    expect(result.bundles.every((b) => b.pid === pid && b.signature.state === 'unsigned')).toBe(true);
     expect(result.skipped.map((s) => s.path)).toEqual([join(dir, 'junk.tar.zst')]);
   });
 

@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RestoreResult } from '../../src/pipelines/restore.js';
-import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { makeSafeDir, makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
 import { cleanupAllTargets, killPid, processExists, startTarget, waitFor, type Target } from '../helpers/target.js';
@@ -38,8 +38,9 @@ beforeAll(async () => {
   dir = makeTempDir('snap-trust-');
   work = makeTempDir('snap-trust-work-');
   journal = makeTempDir('snap-trust-journal-');
-  trusted = join(dir, 'trusted-keys');
-  mkdirSync(trusted);
+  // Not under the system temp dir: a trusted key below a world-writable directory is not trusted.
+  trusted = join(makeSafeDir('snap-trust-'), 'trusted-keys');
+  mkdirSync(trusted, { mode: 0o755 });
   for (const name of ['team', 'stranger']) expect((await snap(['keygen', join(dir, `${name}.key`)])).exitCode).toBe(0);
   target = await startTarget({ threads: 2, group: 'setsid' });
   signed = join(dir, 'signed.tar.zst');
@@ -100,16 +101,17 @@ describe('restore trusts only signed bundles', () => {
     const run = await snap(['restore', unsigned, '--allow-unsigned', '--json']);
     const result = expectRestored(run);
     expect(result.signedBy).toBeNull();
+    expect(result.signature).toEqual({ state: 'unsigned' });
     expect(result.warnings.join('\n')).toMatch(/not signed/);
     expect(run.stderr).toMatch(/warning: .*not signed/);
   });
 
   it('"signed": true beside a manifest.sig of 4,000 zero bytes: refused, with and without trusted keys', async () => {
     const garbage = await repackBundle(signed, join(dir, 'garbage.tar.zst'), (extracted) => writeFileSync(join(extracted, 'manifest.sig'), Buffer.alloc(4000)));
-    expectRefusedBeforeAnything(await snap(['restore', garbage]), /no trusted key is installed|not signed by any/);
+    expectRefusedBeforeAnything(await snap(['restore', garbage]), /signature invalid: manifest\.sig is 4000 bytes/);
     copyFileSync(join(dir, 'team.key.pub'), join(trusted, 'team.pub'));
     try {
-      expectRefusedBeforeAnything(await snap(['restore', garbage]), /not signed by any of the 1 trusted key/);
+      expectRefusedBeforeAnything(await snap(['restore', garbage]), /signature invalid: manifest\.sig is 4000 bytes/);
     } finally {
       writeFileSync(join(trusted, 'team.pub'), ''); // an empty file is not a key: the directory trusts nothing again
     }
@@ -117,20 +119,21 @@ describe('restore trusts only signed bundles', () => {
 
   it('signed by a key that is not trusted: refused; with --key of another key: refused', async () => {
     copyFileSync(join(dir, 'stranger.key.pub'), join(trusted, 'stranger.pub'));
-    expectRefusedBeforeAnything(await snap(['restore', signed]), /not signed by any of the 1 trusted key/);
+    expectRefusedBeforeAnything(await snap(['restore', signed]), /signature present but not verified: none of the 1 trusted key/);
     expectRefusedBeforeAnything(await snap(['restore', signed, '--key', join(dir, 'stranger.key.pub')]), /signature does not match/);
   });
 
   it('signed, its key in the trusted directory: restored without --key, and the result names the key', async () => {
-    const own = makeTempDir('snap-trust-keys-');
+    const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
     const result = expectRestored(await snap(['restore', signed, '--json'], own));
     expect(result.signedBy).toBe(join(own, 'team.pub'));
+    expect(result.signature).toMatchObject({ state: 'verified', keyFile: join(own, 'team.pub'), fingerprint: expect.stringMatching(/^SHA256:[A-Za-z0-9+/]{43}$/) });
     expect(readFileSync(`/proc/${result.pid}/cmdline`, 'utf8')).toContain('worker');
   });
 
   it('two restores of one bundle at once: exactly one restores, the other is refused with a lock error, the winner lives', async () => {
-    const own = makeTempDir('snap-trust-keys-');
+    const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
     const runs = await Promise.all([snap(['restore', signed, '--json'], own), snap(['restore', signed, '--json'], own)]);
     const winners = runs.filter((r) => r.exitCode === 0);
@@ -144,7 +147,7 @@ describe('restore trusts only signed bundles', () => {
   });
 
   it('snap killed with SIGKILL while criu restores: snap recover leaves nothing behind (no process of the tree, no work dir, no journal)', async () => {
-    const own = makeTempDir('snap-trust-keys-');
+    const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
     const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
     const restoring = startSnap(['restore', signed, '--work-dir', work], { env });
@@ -167,7 +170,7 @@ describe('restore trusts only signed bundles', () => {
   });
 
   it('the same with --new-pidns: snap recover kills unshare, criu and the restored copy', async () => {
-    const own = makeTempDir('snap-trust-keys-');
+    const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
     const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
     const restoring = startSnap(['restore', signed, '--work-dir', work, '--new-pidns'], { env });
@@ -194,9 +197,9 @@ describe('restore trusts only signed bundles', () => {
     expect(readdirSync(work)).toEqual([]);
   });
 
-  it('snap verify says plainly when a signature is present but not checked', async () => {
+  it('snap verify says plainly when a signature is present but not verified', async () => {
     const run = await snap(['verify', signed]);
     expect(run.exitCode, run.stderr).toBe(0);
-    expect(run.stdout).toMatch(/signature present but NOT checked/);
+    expect(run.stdout).toMatch(/signature present but not verified/);
   });
 });

@@ -2,9 +2,9 @@
 // src/bundle/reader.ts, so that they can judge what `snap dump` wrote.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
@@ -21,6 +21,30 @@ export function makeTempDir(prefix = 'snap-test-'): string {
   tempDirs.add(dir);
   return dir;
 }
+/**
+ * A fresh private directory where snap trusts keys: every directory from it up to / owned by root (or this user) and
+ * writable by no one else. The system temp dir is world-writable (sticky /tmp), so trusted keys cannot live there;
+ * /run, the checkout or the home directory can. removeTempDirs() removes it too.
+ */
+export function makeSafeDir(prefix = 'snap-test-safe-'): string {
+  const safe = (dir: string): boolean => {
+    for (let p = dir; ; p = dirname(p)) {
+      try {
+        const st = lstatSync(p);
+        if ((st.uid !== 0 && st.uid !== process.geteuid!()) || st.mode & 0o022 || st.isSymbolicLink()) return false;
+      } catch {
+        return false;
+      }
+      if (p === dirname(p)) return true;
+    }
+  };
+  const base = [process.env.SNAP_TEST_SAFE_DIR, '/run', repoRoot, homedir()].find((d): d is string => !!d && safe(d));
+  if (!base) throw new Error('no directory here is safe for trusted keys (set SNAP_TEST_SAFE_DIR to one only root can write)');
+  const dir = mkdtempSync(join(base, prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
 export function removeTempDirs(): void {
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();

@@ -7,6 +7,7 @@ import { renderDumpResult, renderRestoreResult } from '../../src/ui/render.js';
 const restore = (over: Partial<RestoreResult>): RestoreResult => ({
   state: 'restored', bundle: 'b.tar.zst', pid: 4242, pidInNamespace: 4242, threads: 4, finalState: 'running',
   processes: [{ pid: 4242, left: 'running' }], newPidns: false, signedBy: '/etc/procsnap/trusted-keys/team.key.pub',
+  signature: { state: 'verified', keyFile: '/etc/procsnap/trusted-keys/team.key.pub', fingerprint: 'SHA256:x' },
   states: [], warnings: [], durations: {}, ...over,
 });
 
