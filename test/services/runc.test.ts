@@ -1,14 +1,15 @@
 // A runc container (busybox rootfs; its own root, pid, mount, network, IPC and UTS namespaces) dumped from the host by
 // its init's pid: the mounts runc bound in from the host are described to criu, the container keeps running, and
 // after a kill `snap restore` brings it back into its root, counting on from the capture. `runc checkpoint
-// --leave-running` on the same container is the anchor the closing note compares with.
-import { mkdtempSync } from 'node:fs';
-import { join } from 'node:path';
+// --leave-running` on the same container is the anchor the closing note compares with. A container whose stdio are
+// files on the host is refused before any signal: criu could not look them up.
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
 import { killTree, processTree, startRuncContainer, stopAllServices } from '../helpers/services/index.js';
 import { readProcStat, waitFor } from '../helpers/target.js';
-import { dumpService, expectDumpOk, expectTreeRunning, recordCapture, restoreBundle } from './capture.js';
+import { dumpService, expectDumpOk, expectTreeRunning, recordCapture, restoreBundle, snapEnv, watchNeverStopped } from './capture.js';
 import { readBundleManifest } from '../helpers/bundle.js';
 
 afterAll(stopAllServices);
@@ -57,5 +58,29 @@ describe('runc container', () => {
     } finally {
       await killTree(processTree(rpid), { what: 'the restored container' });
     }
+  });
+
+  it('its stdout a file on the host: refused before any signal (exit 4) naming fd 1, the file and the way out; the container never stopped, no bundle, no journal', async () => {
+    const box = await startRuncContainer({ tickMs: 20, hostStdio: true });
+    await box.ready;
+    const pids = box.pids();
+    expect(pids.length).toBeGreaterThan(0);
+
+    const { value: d, stoppedSeen } = await watchNeverStopped(pids, dumpService('runc-host-stdout', box.pid));
+    expect(d.run.exitCode, d.run.stderr).toBe(4);
+    const escaped = box.stdoutPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    expect(d.run.stderr).toMatch(new RegExp(`process ${box.pid} \\(sh\\) fd 1 is ${escaped}\\b`));
+    expect(d.run.stderr).toMatch(/the host's mount \d+/);
+    expect(d.run.stderr).toMatch(/stdio as a pipe or a terminal/);
+    expect(d.run.stderr).toMatch(new RegExp(`--core-only ${box.pid}\\b`));
+    expect(d.run.stderr).not.toMatch(/Can't lookup mount/);
+    expect(stoppedSeen, 'no process of the container was ever stopped').toEqual([]);
+    expectTreeRunning(pids);
+    expect(existsSync(d.bundle), 'no bundle').toBe(false);
+    expect(readdirSync(dirname(d.bundle)).filter((f) => f.includes(`runc-host-stdout-${box.pid}`)), 'no partial bundle or work directory').toEqual([]);
+    const journals = readdirSync(snapEnv().SNAP_JOURNAL_DIR!).filter((f) => pids.some((p) => f.includes(`-${p}.`) || f.includes(`-${p}-`)));
+    expect(journals, 'no journal or lock left for the container').toEqual([]);
+    await box.waitForCounter(3); // it counts on
+    expect((await box.state())?.status).toBe('running');
   });
 });

@@ -28,6 +28,9 @@ export interface RuncOptions {
   /** The counter's period in ms (50 unless told). */
   tickMs?: number;
   readyTimeoutMs?: number;
+  /** Leave the container's stdio as runc gave it, the host's DIR/stdout.log and DIR/stderr.log (as `runc run -d
+   *  >log` does), instead of the container's own /dev/null. */
+  hostStdio?: boolean;
 }
 
 interface RuncState {
@@ -68,6 +71,11 @@ export class RuncService implements ServiceHandle {
 
   get rootfs(): string {
     return join(this.bundleDir, 'rootfs');
+  }
+
+  /** The host file runc gave the container as its stdout (its stdio stay there with hostStdio). */
+  get stdoutPath(): string {
+    return join(this.dir, 'stdout.log');
   }
 
   /** Host path of the counter the container writes. */
@@ -178,12 +186,12 @@ async function makeRootfs(rootfs: string): Promise<void> {
 
 /** The counter loop: no fork per tick (`read -t` on a fifo held open read-write is the sleep), so the container's
  *  tree is just its init. */
-export function counterScript(tickMs: number): string {
+export function counterScript(tickMs: number, hostStdio = false): string {
   const seconds = (tickMs / 1000).toFixed(3);
   return [
     // The container's own /dev/null, as a runtime's shim gives a container pipes: runc's stdio here are the host's log
     // files, which a checkpoint from the host cannot carry (criu finds no mount for them in the container).
-    'exec </dev/null >/dev/null 2>&1',
+    ...(hostStdio ? [] : ['exec </dev/null >/dev/null 2>&1']),
     'mkfifo /tick && exec 3<>/tick && rm -f /tick',
     'i=0',
     // 1<> opens without truncating: the host never reads an empty file.
@@ -194,7 +202,7 @@ export function counterScript(tickMs: number): string {
 /** ready: runc run -d has exited 0, the pid file names a live process, `runc state` says running, and the counter
  *  has advanced twice. */
 export async function startRuncContainer(options: RuncOptions = {}): Promise<RuncService> {
-  const { tickMs = 50, readyTimeoutMs = 20_000 } = options;
+  const { tickMs = 50, readyTimeoutMs = 20_000, hostStdio = false } = options;
   return inServiceDir('runc', async (dir) => {
     const id = `procsnap-${basename(dir).replace(/[^A-Za-z0-9_.-]/g, '')}`;
     const bundleDir = join(dir, 'bundle');
@@ -211,7 +219,7 @@ export async function startRuncContainer(options: RuncOptions = {}): Promise<Run
       hostname?: string;
     };
     config.process.terminal = false;
-    config.process.args = ['/bin/sh', '-c', counterScript(tickMs)];
+    config.process.args = ['/bin/sh', '-c', counterScript(tickMs, hostStdio)];
     config.process.cwd = '/';
     config.root.readonly = false;
     config.hostname = id.slice(0, 63);
