@@ -9,6 +9,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { connectionsBench, connectionsTable } from './connections.ts'
 
 const root = new URL('..', import.meta.url).pathname
 const snapBin = join(root, 'bin/snap')
@@ -388,9 +389,13 @@ async function main(): Promise<void> {
     log(`${mib} MiB: done`)
   }
   const shapeRows = process.env.BENCH_SHAPES === '0' ? [] : await shapes()
+  // BENCH_CONNECTIONS=0,100,1000 (the default); =none skips it.
+  const counts = process.env.BENCH_CONNECTIONS === 'none' ? [] : (process.env.BENCH_CONNECTIONS ?? '0,100,1000').split(',').map(Number)
+  const connRows = await connectionsBench({ snapBin, criu, baseDir, rounds, counts, log })
   const startup = startupTimes()
   const peak64 = (rows[0] as { snap: { peakKiB: number } } | undefined)?.snap.peakKiB ?? 1
   const md = [
+    ...(rows.length === 0 ? [] : [
     `| target | freeze: runbook | freeze: snap | ratio | total: runbook | total: snap | ratio | snap peak RSS | vs smallest | bundle: runbook | bundle: snap | restore: bare criu | restore: snap after extraction | ratio | restore: snap whole |`,
     `| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
     ...rows.map((r0) => {
@@ -408,6 +413,7 @@ async function main(): Promise<void> {
       return `| ${r.mib} MiB | ${f(r.bareCriu.freezeMs)} | ${f(r.snap.freezeMs)} | ${(r.snap.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.gcore.freezeMs)} | ${(r.gcore.freezeMs / r.bareCriu.freezeMs).toFixed(2)}x | ${f(r.runbook.freezeMs)} | ${(r.snap.freezeMs / r.runbook.freezeMs).toFixed(2)}x | ${f(r.gcore.totalMs)} | ${(r.gcore.bundleBytes / 1048576).toFixed(0)} MiB |`
     }),
     '',
+    ]),
     ...(shapeRows.length
       ? [
           `| target | freeze: bare criu dump | freeze: snap | freeze: snap --core gcore | snap to gcore | bare criu to gcore | bundle: snap | bundle: snap --core gcore | ratio |`,
@@ -419,10 +425,11 @@ async function main(): Promise<void> {
           '',
         ]
       : []),
+    ...connectionsTable(connRows),
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
     `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
   writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
   process.stdout.write(md + '\n')

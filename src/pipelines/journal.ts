@@ -2,6 +2,7 @@
 // dies a later `snap recover` knows what to put back. Creating it exclusively is also the per-target lock; the locks
 // on every other process of the tree (locks.ts) are taken through it and released with it.
 
+import type { NetworkLockRecord } from '../tools/network-lock.js'
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,6 +31,9 @@ export interface JournalEntry {
   toolPids: number[]
   /** Start time of each of toolPids (same order), so `snap recover` never kills a later process that got the pid. */
   toolStartTimes?: (number | null)[]
+  /** The network lock the dump's connections are held by while criu dumps them: what recover removes if snap died
+   *  with it on the host (see src/tools/network-lock.ts). */
+  networkLock?: NetworkLockRecord
   /** A restore's own processes, each recorded with its start time (field 22 of /proc/PID/stat) the moment criu's
    *  pidfile or /proc showed it: all that a failed restore, or `snap recover` after one, ever signals. */
   restored?: TargetIdentity[]

@@ -4,7 +4,7 @@
 // and left in place: files appear whole (createExclusive), so one that cannot be read is damaged, and nothing in it
 // says whether its snap is still at work.
 
-import { existsSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
 import { checkIdentity, signalRecorded, type TargetIdentity } from '../process/identity.js'
@@ -14,6 +14,8 @@ import { readStat, tracerGroup } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
 import { readPstreeImage } from '../tools/criu-pstree.js'
+import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner, type NetworkLockRecord } from '../tools/network-lock.js'
+import { leaveRepairMode } from '../tools/tcp-repair.js'
 
 export interface RecoveryAction {
   journal: string
@@ -286,6 +288,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
     if (!actions.dryRun) await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
+    if (entry.touched && entry.networkLock) await undoNetworkLock(entry, entry.networkLock, actions)
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
     if (check !== 'same') {
@@ -317,7 +320,43 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome, actions: actions.list })
   }
   await recoverOrphanLocks(out, o)
+  if (o.pid === undefined) await removeOrphanSnapTables(out, o)
   return out
+}
+
+/**
+ * A dump that died while criu held the connections: before the tree is resumed, its sockets come out of TCP repair
+ * mode (resumed in it, a process drops them), then the lock goes (snap's table, or what criu's lock left).
+ */
+async function undoNetworkLock(entry: JournalEntry, lock: NetworkLockRecord, actions: Actions): Promise<void> {
+  const pids = [entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid)
+  await actions.run(
+    `take the sockets of ${[...new Set(pids)].join(', ')} out of TCP repair mode, if criu left any in it`,
+    (r) => [r.repaired.length > 0 ? `took ${r.repaired.join(', ')} out of TCP repair mode` : '', ...r.problems.map((p) => `TCP repair mode: ${p}`)].filter(Boolean).join('; ') || undefined,
+    () => leaveRepairMode([...new Set(pids)]),
+  )
+  let log: string | undefined
+  try {
+    log = readFileSync(lock.criuLog, 'utf8')
+  } catch {
+    log = undefined
+  }
+  await actions.run(
+    `remove the network lock (${lock.method === 'snap' ? `nftables table inet ${lock.table}` : `criu's ${lock.method} lock`}) if it is still there`,
+    (removed) => (removed.length > 0 ? `removed the network lock: ${removed.join('; ')}` : undefined),
+    () => removeLeftoverLock(lock, log),
+  )
+}
+
+/** snap's own lock tables whose snap is gone (its journal already handled, or lost): nothing else will remove them. */
+async function removeOrphanSnapTables(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
+  for (const table of await nftSnapTables()) {
+    const owner = snapTableOwner(table)
+    if (!owner || readStat(owner.pid)?.startTime === owner.startTime) continue
+    const actions = new Actions(o.dryRun ?? false)
+    await actions.run(`remove nftables table inet ${table} (the network lock of snap ${owner.pid}, which is gone)`, (ok) => (ok ? `removed nftables table inet ${table}` : undefined), () => deleteSnapTable(table))
+    out.push({ journal: table, targetPid: null, snapPid: owner.pid, outcome: 'recovered', actions: actions.list })
+  }
 }
 
 export interface JournalListing {

@@ -4,12 +4,12 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { arch, release } from 'node:os'
 import { loadTrustedKeys } from '../bundle/trust.js'
 import { SnapError } from '../errors.js'
-import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope } from '../process/proc.js'
+import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope, readStat } from '../process/proc.js'
 import { runCanary, type CanaryReport } from './canary.js'
 import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
 import { findGdb, MIN_GDB } from './gdb.js'
 import { isExecutableFile, locateTool } from './locate.js'
-import { iptablesCriuRules, nftCriuTables } from './network-lock.js'
+import { iptablesCriuRules, nftCriuTables, nftSnapTables, snapTableOwner } from './network-lock.js'
 
 /** Is any criu running on the host (by its executable's name)? */
 function criuRunning(): boolean {
@@ -35,7 +35,13 @@ async function findNetworkLocks(): Promise<DoctorReport['networkLocks']> {
     const tool = r.program.split('/').at(-1)!
     return { lock: `${tool} ${r.spec}`, remove: `${tool} -D ${r.spec.slice('-A '.length)}`, ownerRunning: running }
   })
-  return [...tables, ...rules]
+  // snap's own lock names its snap: it is an orphan once that snap is gone.
+  const mine = (await nftSnapTables()).map((t) => {
+    const owner = snapTableOwner(t)
+    const alive = owner !== undefined && readStat(owner.pid)?.startTime === owner.startTime
+    return { lock: `nftables table inet ${t} (snap ${owner?.pid ?? '?'}'s)`, remove: `nft delete table inet ${t}`, ownerRunning: alive }
+  })
+  return [...tables, ...mine, ...rules]
 }
 
 export interface ToolReport {

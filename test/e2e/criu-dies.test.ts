@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { expectNoJournal, expectNoLeftovers, expectNoOutput, expectOneErrorLine, fake, record, startDump } from '../helpers/faults.js';
+import { expectNoJournal, expectNoLeftovers, expectNoOutput, expectOneErrorLine, fake, processesOfRun, REAL_CRIU as REAL_CRIU_PATH, record, startDump } from '../helpers/faults.js';
+import { runSnap } from '../helpers/cli.js';
 import { cleanupAllTargets, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 afterAll(removeTempDirs);
@@ -213,6 +214,44 @@ describe('criu killed while it dumps a server holding an established connection'
     });
   }
 });
+
+describe('snap killed (SIGKILL) while criu dumps a server holding an established connection', () => {
+  it("its network lock stays on the host until `snap recover`, which removes it and resumes the server: the connection works", async () => {
+    const server = await EchoServer.start();
+    const socket = await connect(server.port);
+    const asTarget = { pid: server.pid } as unknown as Target;
+    try {
+      expect(await echoes(socket, 'before\n')).toBe(true);
+      const dump = startDump(asTarget, { criu: REAL_CRIU_PATH });
+      // The lock is set once the tree is stopped, just before criu's gate opens.
+      await waitFor(() => snapTables().length > 0, { what: "snap's lock table", timeoutMs: 30_000, intervalMs: 2 });
+      dump.signal('SIGKILL');
+      const result = await dump.result;
+      expect(result.signal).toBe('SIGKILL');
+      // criu is not killed with snap: it finishes, and the lock snap set is still there, the server still stopped.
+      await waitFor(() => !processesOfRun(dump.token).some((l) => /criu/.test(l)), { what: 'criu to finish', timeoutMs: 60_000 });
+      expect(snapTables()).toHaveLength(1);
+      const recovered = await runSnap(['recover', '--json'], { env: { SNAP_JOURNAL_DIR: dump.journalDir ?? undefined } });
+      expect(recovered.exitCode, recovered.stderr).toBe(0);
+      expect(recovered.stdout).toMatch(/removed the network lock: nftables table inet procsnap-/);
+      expect(snapTables()).toEqual([]);
+      expect(lockLeftovers()).toEqual([]);
+      expect(threadStatesOf(server.pid).some((st) => st === 'T')).toBe(false);
+      expect(await echoes(socket, 'after recover\n'), 'the connection after recover').toBe(true);
+    } finally {
+      socket.destroy();
+      server.stop();
+    }
+  });
+});
+
+function snapTables(): string[] {
+  try {
+    return execFileSync('nft', ['list', 'tables', 'inet'], { encoding: 'utf8' }).split('\n').filter((l) => /procsnap-/.test(l));
+  } catch {
+    return [];
+  }
+}
 
 function threadStatesOf(pid: number): string[] {
   try {

@@ -53,8 +53,11 @@ describe('snap doctor', () => {
   it("criu's network lock left by a criu that is gone (an nftables table, an iptables rule): a problem naming each, with the command that removes it", async () => {
     // The shapes criu gives them (criu/netfilter.c, criu/net.c), on an address no test uses.
     const table = 'CRIU-0badc0de-dead-4bad-be';
+    // A snap's own table, named after a snap that is gone (no process has pid 4194303 and start time 1).
+    const mine = 'procsnap-4194303-1';
     const rule = ['INPUT', '-s', '127.0.0.77/32', '-d', '127.0.0.78/32', '-p', 'tcp', '-m', 'tcp', '--sport', '4077', '--dport', '4078', '-m', 'mark', '!', '--mark', '0xc114', '-j', 'DROP'];
     execFileSync('nft', ['add', 'table', 'inet', table]);
+    execFileSync('nft', ['add', 'table', 'inet', mine]);
     execFileSync('iptables', ['-w', '-A', ...rule]);
     try {
       const run = await runSnap(['doctor', '--json', '--no-canary'], { timeoutMs: 60_000 });
@@ -64,10 +67,13 @@ describe('snap doctor', () => {
       expect(problem?.what).toMatch(new RegExp(`nftables table inet ${table}`));
       expect(problem?.what).toMatch(/iptables -A INPUT -s 127\.0\.0\.77\/32 .*--mark 0xc114 -j DROP/);
       expect(problem?.fix).toContain(`nft delete table inet ${table}`);
+      expect(problem?.what).toContain(`nftables table inet ${mine} (snap 4194303's)`);
+      expect(problem?.fix).toContain(`nft delete table inet ${mine}`);
       expect(problem?.fix).toMatch(/iptables -D INPUT -s 127\.0\.0\.77\/32/);
       expect(report.networkLocks.every((l) => !l.ownerRunning)).toBe(true);
     } finally {
       execFileSync('nft', ['delete', 'table', 'inet', table]);
+      execFileSync('nft', ['delete', 'table', 'inet', mine]);
       execFileSync('iptables', ['-w', '-D', ...rule]);
     }
     const after = await runSnap(['doctor', '--json', '--no-canary'], { timeoutMs: 60_000 });

@@ -30,7 +30,11 @@ export async function readyCheckpoint(s: DumpState, report: (d: string) => void)
     s.imagesDir = join(workDir, 'criu')
     mkdirSync(s.imagesDir)
     const logFile = join(workDir, 'logs', 'criu-dump.log')
-    if (s.networkLock) s.networkLock.criuLog = logFile
+    if (s.networkLock) {
+      s.networkLock.criuLog = logFile
+      // Before the freeze: if snap dies with the lock on, `snap recover` finds it from here.
+      s.journal?.update({ networkLock: s.networkLock })
+    }
     const outFile = join(workDir, 'logs', 'criu-dump.out')
     // Found stopped now (Ctrl+Z): converted while criu holds them. A process born during the stop was running.
     const toConvert = s.members.filter((m) => m.found === 'stopped').map((m) => m.id.pid)

@@ -125,7 +125,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
           connections: facts.processes.flatMap((p) => p.sockets.filter(isTcpConnection).map((c) => ({ local: c.local, remote: c.remote }))),
         }
       // A container's init: the mounts bound in from the host are named to criu as external, the way runc does.
-      s.container = describeContainer(o.pid, readLink)
+      s.container = describeContainer(o.pid, readLink, pids)
       if (s.container) {
         if (s.container.problems.length > 0)
           throw new TargetRefusedError(`cannot checkpoint the container of ${o.pid}: ${s.container.problems.join('; ')}`, `take cores without a checkpoint: snap dump --core-only ${o.pid}`)

@@ -66,7 +66,10 @@ export function cleanupWorkDir(s: DumpState): void {
 async function abandonSeal(s: DumpState, cause: unknown): Promise<void> {
   if (!s.sealing) return
   if (!s.sealing.abandoned) s.sealing.abandon(cause instanceof Error ? cause : new Error(String(cause)))
-  await Promise.race([s.sealing.writing.catch(() => undefined), sleep(STOP_TIMEOUT_MS, undefined, { ref: false })])
+  // A ref'd timer: with the writer stuck, an unref'd one would let Node exit (13) in the middle of the rollback.
+  const timer = new AbortController()
+  await Promise.race([s.sealing.writing.catch(() => undefined), sleep(STOP_TIMEOUT_MS, undefined, { signal: timer.signal }).catch(() => undefined)])
+  timer.abort()
 }
 
 /** A second signal during this does not interrupt it. Throws RollbackIncompleteError when a process could not be put back. */
