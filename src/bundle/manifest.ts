@@ -1,11 +1,12 @@
-// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v3.schema.json
-// (and v1, v2 before it, still read) is its JSON Schema; the tests validate every manifest they produce against the
+// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v4.schema.json
+// (and v1 to v3 before it, still read) is its JSON Schema; the tests validate every manifest they produce against the
 // schema of its version, so the two agree.
 
 export const MANIFEST_FORMAT = 'procsnap-bundle'
 /** v2: the tree (processes), a core per process, why each criu option, core-only bundles. v3: cores kept as recipes
- *  over the CRIU images (coreStored, coreSha256, artifact kind core-recipe). v1 and v2 bundles still read. */
-export const MANIFEST_SCHEMA_VERSION = 3
+ *  over the CRIU images (coreStored, coreSha256, artifact kind core-recipe). v4: every thread's credentials
+ *  (threadCreds). v1 to v3 bundles still read. */
+export const MANIFEST_SCHEMA_VERSION = 4
 export const OLDEST_READ_SCHEMA_VERSION = 1
 export const MANIFEST_ENTRY = 'manifest.json'
 export const SIGNATURE_ENTRY = 'manifest.sig'
@@ -57,6 +58,28 @@ export interface TargetRecord {
   treePids: number[]
 }
 
+/** A thread's credentials as criu restores them: ids, groups, capability sets (16 hex digits, as /proc/PID/status
+ *  prints them), securebits, no_new_privs and the seccomp mode (0 none, 1 strict, 2 filter). */
+export interface ThreadCredsRecord {
+  uid: number
+  gid: number
+  euid: number
+  egid: number
+  suid: number
+  sgid: number
+  fsuid: number
+  fsgid: number
+  groups: number[]
+  capInh: string
+  capPrm: string
+  capEff: string
+  capBnd: string
+  capAmb: string
+  secbits: number
+  noNewPrivs: number
+  seccompMode: number
+}
+
 /** One process of the dumped tree. */
 export interface ProcessRecord {
   /** As criu's images name it: in the tree's own PID namespace (a container's init is 1). */
@@ -88,6 +111,9 @@ export interface ProcessRecord {
   namespaces?: { pid?: string; ipc?: string; net?: string; mnt?: string; user?: string }
   /** v3: its memory by mapping (the largest by resident size first), from /proc/PID/smaps. */
   memory?: { mapping: string; sizeKiB: number; rssKiB: number }[]
+  /** v4: every thread's credentials as the dump's images hold them (core-TID.img); null for a zombie, which has
+   *  none. Restore refuses images that give any thread other credentials. */
+  threadCreds?: { tid: number; creds: ThreadCredsRecord | null }[]
   /** Where the record comes from: criu's pstree.img (what was dumped) or /proc (core-only: what was stopped). */
   source: 'pstree.img' | 'proc'
 }

@@ -10,7 +10,7 @@ import type { Manifest } from '../bundle/manifest.js'
 import { RestoreRefusedError } from '../errors.js'
 import { compareVersions, parseVersion } from '../tools/locate.js'
 import { readStat } from '../process/proc.js'
-import type { ImageIdentity } from '../tools/criu-identity.js'
+import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../tools/criu-identity.js'
 
 export interface PreflightFindings {
   warnings: string[]
@@ -106,10 +106,46 @@ export function checkPidsFree(manifest: Manifest): void {
   }
 }
 
+const show = (v: ThreadCreds[keyof ThreadCreds]): string => (Array.isArray(v) ? `[${v.join(',')}]` : String(v))
+
+/** Each field where two threads' credentials differ, as "FIELD A in the images, B in WHERE". */
+function credsDiff(images: ThreadCreds | null, other: ThreadCreds | null, where: string): string[] {
+  if (images === null || other === null)
+    return images === other ? [] : [`${images === null ? 'no credentials (a zombie)' : 'credentials'} in the images, ${other === null ? 'none (a zombie)' : 'credentials'} in ${where}`]
+  return THREAD_CRED_FIELDS.filter((f) => show(images[f]) !== show(other[f])).map((f) => `${f} ${show(images[f])} in the images, ${show(other[f])} in ${where}`)
+}
+
 /**
- * What the images would bring back must be what the manifest says: the same tree, the root run with the recorded
- * uid and gid, from the recorded executable. A bundle whose manifest was edited (or written for other images) is
- * refused here, before criu runs, naming every difference.
+ * criu gives every thread the credentials of its own core image, not its process's: each thread of each process is
+ * checked, not only the root's main thread. A v4 manifest records every thread's (threadCreds) and each must match
+ * it field by field; an older one records none, so there every thread must have its own main thread's credentials.
+ */
+function threadCredsProblems(manifest: Manifest, images: ImageIdentity): string[] {
+  const problems: string[] = []
+  const recorded = new Map((manifest.processes ?? []).map((p) => [p.pid, p.threadCreds]))
+  const byTid = new Map(images.threads.map((t) => [t.tid, t]))
+  for (const t of images.threads) {
+    const who = `process ${t.pid} thread ${t.tid}`
+    if (manifest.schemaVersion >= 4) {
+      const record = recorded.get(t.pid)?.find((r) => r.tid === t.tid)
+      if (!record) {
+        problems.push(`${who}: the manifest records no credentials for it`)
+        continue
+      }
+      for (const d of credsDiff(t.creds, record.creds, 'the manifest')) problems.push(`${who}: ${d}`)
+    } else if (t.tid !== t.pid) {
+      const main = byTid.get(t.pid)
+      if (!main) problems.push(`${who}: the images hold no main thread ${t.pid} to compare it with`)
+      else for (const d of credsDiff(t.creds, main.creds, `its main thread`)) problems.push(`${who}: ${d}`)
+    }
+  }
+  return problems
+}
+
+/**
+ * What the images would bring back must be what the manifest says: the same tree, every thread of it with the
+ * recorded credentials, the root run with the recorded uid and gid, from the recorded executable. A bundle whose
+ * manifest was edited (or written for other images) is refused here, before criu runs, naming every difference.
  */
 export function checkImageIdentity(manifest: Manifest, images: ImageIdentity): void {
   const t = manifest.target
@@ -119,6 +155,7 @@ export function checkImageIdentity(manifest: Manifest, images: ImageIdentity): v
   const gids = [c.gid, c.egid, c.sgid]
   if (uids.some((u) => u !== t.uid)) problems.push(`the images run the process as uid ${[...new Set(uids)].join('/')}, the manifest says uid ${t.uid}`)
   if (gids.some((g) => g !== t.gid)) problems.push(`the images run the process as gid ${[...new Set(gids)].join('/')}, the manifest says gid ${t.gid}`)
+  problems.push(...threadCredsProblems(manifest, images))
   if (images.exe !== undefined && t.exe && !t.exe.endsWith(' (deleted)') && images.exe !== t.exe)
     problems.push(`the images' executable is ${images.exe}, the manifest says ${t.exe}`)
   const dumped = images.tree.map((p) => p.pid)

@@ -3,9 +3,10 @@
 // executable (mm-PID.img -> files.img). Read with a small protobuf reader, bounded, without crit.
 
 import { join } from 'node:path'
+import type { ThreadCredsRecord } from '../bundle/manifest.js'
 import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { filesFromImage, mmFromImage, type FilesImage } from '../corefile/images.js'
-import { CORE_MAGIC, decodeMessage, ImageFormatError, imageEntries, messageField, textField, uintField } from './criu-image-format.js'
+import { CORE_MAGIC, decodeMessage, ImageFormatError, imageEntries, messageField, textField, uintField, uintsField, type Fields } from './criu-image-format.js'
 import { readPstreeImage, type DumpedTask } from './criu-pstree.js'
 
 /** core, mm and files images of a real process are KiB to a few MiB: more is not an image snap will parse. */
@@ -22,8 +23,26 @@ export interface ImageCreds {
   sgid: number
 }
 
+/** Everything a thread's credentials give it, as criu restores them (each thread from its own core-TID.img). */
+export type ThreadCreds = ThreadCredsRecord
+
+/** The fields of ThreadCreds in the order a difference is reported. */
+export const THREAD_CRED_FIELDS = [
+  'uid', 'gid', 'euid', 'egid', 'suid', 'sgid', 'fsuid', 'fsgid', 'groups', 'capInh', 'capPrm', 'capEff', 'capBnd', 'capAmb', 'secbits', 'noNewPrivs', 'seccompMode',
+] as const satisfies readonly (keyof ThreadCreds)[]
+
+export interface ImageThread {
+  /** The process (thread group) as the images name it. */
+  pid: number
+  tid: number
+  /** null for a zombie: criu writes it no thread_core, and makes it again by exiting, with no credentials to give. */
+  creds: ThreadCreds | null
+}
+
 export interface ImageIdentity {
   tree: DumpedTask[]
+  /** Every thread of every process with the credentials criu would give it. */
+  threads: ImageThread[]
   /** The root's credentials as criu will give them back (core_entry.thread_core.creds). */
   creds: ImageCreds
   comm: string | undefined
@@ -47,6 +66,70 @@ export function credsFromCore(entry: Buffer): { creds: ImageCreds; comm: string 
     creds: { uid: field(1), gid: field(2), euid: field(3), egid: field(4), suid: field(5), sgid: field(6) },
     comm: textField(messageField(core, 3) ?? new Map(), 6),
   }
+}
+
+/** A capability set (u32 words, low first) as /proc/PID/status prints it. */
+function capHex(words: number[]): string {
+  let v = 0n
+  words.forEach((w, i) => (v |= BigInt(w >>> 0) << BigInt(32 * i)))
+  return v.toString(16).padStart(16, '0')
+}
+
+/**
+ * A thread's full credentials from its core image: images/creds.proto (uid 1 .. fsgid 8, cap_inh 9, cap_prm 10,
+ * cap_eff 11, cap_bnd 12, secbits 13, groups 14, no_new_privs 18, cap_amb 19) in thread_core (5) .creds (10), and
+ * thread_core.seccomp_mode (11; older criu wrote it in task_core (3) field 11 for the whole task).
+ */
+export function threadCredsFromCore(entry: Buffer): ThreadCreds | null {
+  const core = decodeMessage(entry)
+  const tc = messageField(core, 5)
+  if (!tc) return null
+  const creds = messageField(tc, 10)
+  if (!creds) throw new ImageFormatError('the core image holds no credentials')
+  const need = (n: number) => {
+    const v = uintField(creds, n)
+    if (v === undefined) throw new ImageFormatError(`the core image's credentials lack field ${n}`)
+    return v
+  }
+  const caps = (f: Fields, n: number) => capHex(uintsField(f, n))
+  return {
+    uid: need(1), gid: need(2), euid: need(3), egid: need(4), suid: need(5), sgid: need(6), fsuid: need(7), fsgid: need(8),
+    groups: uintsField(creds, 14),
+    capInh: caps(creds, 9), capPrm: caps(creds, 10), capEff: caps(creds, 11), capBnd: caps(creds, 12), capAmb: caps(creds, 19),
+    secbits: need(13),
+    noNewPrivs: uintField(creds, 18) ?? 0,
+    seccompMode: uintField(tc, 11) ?? uintField(messageField(core, 3) ?? new Map(), 11) ?? 0,
+  }
+}
+
+/** The first entry of a core image, bounded. */
+function coreEntry(imagesDir: string, tid: number): Buffer {
+  const name = `core-${tid}.img`
+  const entry = imageEntries(readBounded(join(imagesDir, name)), CORE_MAGIC, name)[0]
+  if (!entry) throw new ImageFormatError(`${name} holds no entry`)
+  return entry
+}
+
+/**
+ * Every thread of the tree with its credentials, each from its own core-TID.img. A zombie's core-PID.img has no
+ * thread_core (criu writes it none) and its thread list means nothing: it gets no entry.
+ */
+export function readThreadCreds(imagesDir: string, tree: DumpedTask[]): ImageThread[] {
+  const out: ImageThread[] = []
+  const credsOf = (tid: number): ThreadCreds | null => {
+    try {
+      return threadCredsFromCore(coreEntry(imagesDir, tid))
+    } catch (e) {
+      if (e instanceof ImageFormatError) throw new ImageFormatError(`core-${tid}.img: ${e.message}`)
+      throw e
+    }
+  }
+  for (const task of tree) {
+    const main = credsOf(task.pid)
+    if (main === null) continue
+    for (const tid of task.threads) out.push({ pid: task.pid, tid, creds: tid === task.pid ? main : credsOf(tid) })
+  }
+  return out
 }
 
 /** The executable criu recorded for a process: mm's exe_file_id, named through files.img. */
@@ -79,7 +162,7 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
   } catch (e) {
     if (!(e instanceof ImageFormatError) && !(e instanceof BoundedReadError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
-  return { tree, creds, comm, exe, files: regular }
+  return { tree, threads: readThreadCreds(imagesDir, tree), creds, comm, exe, files: regular }
 }
 
 /** The executable of one process of the images' tree as criu recorded it, or undefined when the images do not say. */

@@ -1,13 +1,16 @@
 // Before criu runs, what the images would bring back (read from pstree.img, core-PID.img, mm-PID.img and files.img) is
 // compared with the manifest: a bundle whose manifest lies about the uid, or that wraps another program's images, is
-// refused naming the difference, and nothing of it runs.
+// refused naming the difference, and nothing of it runs. Every thread is checked, not only the root's main thread:
+// criu gives each thread the credentials of its own core image.
 import { spawn } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, readBundleManifest, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
+import { image, imageMessages, message, replaceField } from '../helpers/criu-image-writer.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';
 import { cleanupAllTargets, killPid, processExists, readProcStat, startTarget, waitFor } from '../helpers/target.js';
 
@@ -57,6 +60,81 @@ function expectRefusedBeforeCriu(run: SnapResult, needle: RegExp, pids: number[]
   for (const pid of pids) expect(processExists(pid), `nothing runs as pid ${pid}`).toBe(false);
   expect(readdirSync(work)).toEqual([]);
 }
+
+type Creds = NonNullable<NonNullable<NonNullable<Manifest['processes']>[number]['threadCreds']>[number]['creds']>;
+
+const NOBODY: Creds = {
+  uid: 65534, gid: 65534, euid: 65534, egid: 65534, suid: 65534, sgid: 65534, fsuid: 65534, fsgid: 65534, groups: [],
+  capInh: '0000000000000000', capPrm: '0000000000000000', capEff: '0000000000000000', capBnd: '000001ffffffffff', capAmb: '0000000000000000',
+  secbits: 0, noNewPrivs: 0, seccompMode: 0,
+};
+const ROOT_ALL_CAPS: Creds = {
+  ...NOBODY, uid: 0, gid: 0, euid: 0, egid: 0, suid: 0, sgid: 0, fsuid: 0, fsgid: 0,
+  capPrm: '000001fffeffffff', capEff: '000001fffeffffff',
+};
+
+/** images/creds.proto, capability sets as u32 words, low first. */
+function credsMessage(c: Creds): Buffer {
+  const words = (hex: string) => [Number(BigInt(`0x${hex}`) & 0xffffffffn), Number(BigInt(`0x${hex}`) >> 32n)];
+  return message([
+    [1, c.uid], [2, c.gid], [3, c.euid], [4, c.egid], [5, c.suid], [6, c.sgid], [7, c.fsuid], [8, c.fsgid],
+    [9, words(c.capInh)], [10, words(c.capPrm)], [11, words(c.capEff)], [12, words(c.capBnd)], [13, c.secbits],
+    [14, c.groups], [18, c.noNewPrivs], [19, words(c.capAmb)],
+  ]);
+}
+
+/** Rewrites core-TID.img's thread_core.creds (core_entry 5 -> 10) in an extracted bundle, and its artifact record. */
+function forgeThreadCreds(extracted: string, manifest: Manifest, tid: number, creds: Creds): void {
+  const path = `criu/core-${tid}.img`;
+  const { magic, entries } = imageMessages(readFileSync(join(extracted, path)));
+  const forged = image(magic, [replaceField(entries[0]!, 5, (tc) => replaceField(tc, 10, () => credsMessage(creds))), ...entries.slice(1)]);
+  writeFileSync(join(extracted, path), forged);
+  const artifact = manifest.artifacts.find((a) => a.path === path)!;
+  artifact.size = forged.length;
+  artifact.sha256 = createHash('sha256').update(forged).digest('hex');
+}
+
+describe('restore checks every thread of the images against the manifest', () => {
+  it("the dump records every thread's credentials (manifest v4)", () => {
+    expect(workerManifest.schemaVersion).toBe(4);
+    const root = workerManifest.processes![0]!;
+    expect(root.tids.length).toBe(2);
+    expect(root.threadCreds?.map((t) => t.tid)).toEqual(root.tids);
+    for (const t of root.threadCreds!) expect(t.creds).toMatchObject({ uid: 0, fsuid: 0, seccompMode: 0, capEff: expect.stringMatching(/^[0-9a-f]{16}$/) });
+  });
+
+  it('a second thread as uid 0 with every capability under a main thread and a manifest of uid 65534: refused naming the thread', async () => {
+    const [main, second] = workerManifest.processes![0]!.tids as [number, number];
+    const forged = await repackBundle(workerBundle, join(dir, 'thread-root.tar.zst'), (extracted, manifest) => {
+      manifest.target.uid = 65534;
+      manifest.target.gid = 65534;
+      for (const p of manifest.processes!) p.threadCreds = p.tids.map((tid) => ({ tid, creds: NOBODY }));
+      forgeThreadCreds(extracted, manifest, main, NOBODY);
+      forgeThreadCreds(extracted, manifest, second, ROOT_ALL_CAPS);
+      writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    });
+    const run = await snap(['restore', forged]);
+    expectRefusedBeforeCriu(run, new RegExp(`process ${workerPid} thread ${second}: uid 0 in the images, 65534 in the manifest`), [workerPid]);
+    expect(run.stderr).toMatch(new RegExp(`thread ${second}: [^;]*capEff 000001fffeffffff in the images`));
+    expect(run.stderr).toMatch(new RegExp(`thread ${second}: fsuid 0 in the images`));
+    expect(run.stderr).not.toMatch(new RegExp(`thread ${main}:`));
+  });
+
+  it('an older manifest (v3, no thread records): a thread unlike its main thread is refused', async () => {
+    const [main, second] = workerManifest.processes![0]!.tids as [number, number];
+    const forged = await repackBundle(workerBundle, join(dir, 'thread-root-v3.tar.zst'), (extracted, manifest) => {
+      manifest.schemaVersion = 3;
+      manifest.target.uid = 65534;
+      manifest.target.gid = 65534;
+      for (const p of manifest.processes!) delete p.threadCreds;
+      forgeThreadCreds(extracted, manifest, main, NOBODY);
+      forgeThreadCreds(extracted, manifest, second, ROOT_ALL_CAPS);
+      writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    });
+    const run = await snap(['restore', forged]);
+    expectRefusedBeforeCriu(run, new RegExp(`process ${workerPid} thread ${second}: uid 0 in the images, 65534 in its main thread`), [workerPid]);
+  });
+});
 
 describe('restore checks the images against the manifest', () => {
   it('a manifest saying uid 65534 ("ci-bot") over images of a root process: refused, nothing run', async () => {

@@ -368,17 +368,17 @@ describe('damaged, cut, foreign and too-new bundles restore nothing', () => {
     }
   });
 
-  it('a manifest with schemaVersion 4 is refused with exit 11: a newer snap is needed', async () => {
-    const newer = await repackBundle(bundle, join(dir, 'schema-v4.tar.zst'), (extracted) => {
+  it('a manifest with schemaVersion 5 is refused with exit 11: a newer snap is needed', async () => {
+    const newer = await repackBundle(bundle, join(dir, 'schema-v5.tar.zst'), (extracted) => {
       const path = join(extracted, 'manifest.json');
       const manifest = JSON.parse(readFileSync(path, 'utf8'));
-      manifest.schemaVersion = 4;
+      manifest.schemaVersion = 5;
       writeFileSync(path, JSON.stringify(manifest, null, 2) + '\n');
     });
     for (const command of ['verify', 'restore', 'inspect']) {
       const run = await snap([command, newer]);
-      const line = expectRefused(run, 11, 'schema version 4', 'newer snap');
-      expect(line).toMatch(/reads up to 3/);
+      const line = expectRefused(run, 11, 'schema version 5', 'newer snap');
+      expect(line).toMatch(/reads up to 4/);
       expectCriuNeverRan(run);
     }
   });

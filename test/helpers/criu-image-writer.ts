@@ -50,3 +50,58 @@ export function image(magic: number, entries: Buffer[]): Buffer {
     return [len, e];
   })]);
 }
+
+function readVarintAt(buf: Buffer, at: number): [bigint, number] {
+  let v = 0n;
+  for (let i = at, shift = 0n; i < buf.length; i++, shift += 7n) {
+    v |= BigInt(buf[i]! & 0x7f) << shift;
+    if ((buf[i]! & 0x80) === 0) return [v, i + 1];
+  }
+  throw new Error('truncated varint');
+}
+
+/**
+ * A message with the length-delimited field `n` replaced by `change(old)`, every other field kept byte for byte (so a
+ * real image can be edited in one place without re-encoding what this writer does not know, fixed64s and all).
+ */
+export function replaceField(msg: Buffer, n: number, change: (old: Buffer) => Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let at = 0;
+  let found = false;
+  while (at < msg.length) {
+    const start = at;
+    const [key, afterKey] = readVarintAt(msg, at);
+    const wire = Number(key & 7n);
+    at = afterKey;
+    if (wire === 0) at = readVarintAt(msg, at)[1];
+    else if (wire === 1) at += 8;
+    else if (wire === 5) at += 4;
+    else if (wire === 2) {
+      const [len, next] = readVarintAt(msg, at);
+      if (Number(key >> 3n) === n) {
+        parts.push(message([[n, change(msg.subarray(next, next + Number(len)))]]));
+        found = true;
+        at = next + Number(len);
+        continue;
+      }
+      at = next + Number(len);
+    } else throw new Error(`wire type ${wire}`);
+    parts.push(msg.subarray(start, at));
+  }
+  if (!found) throw new Error(`no field ${n} to replace`);
+  return Buffer.concat(parts);
+}
+
+/** An image's entries (after its magics), for editing one and writing it back with image(). */
+export function imageMessages(buf: Buffer): { magic: number; entries: Buffer[] } {
+  let at = buf.readUInt32LE(0) === IMG_COMMON_MAGIC ? 4 : 0;
+  const magic = buf.readUInt32LE(at);
+  at += 4;
+  const entries: Buffer[] = [];
+  while (at < buf.length) {
+    const len = buf.readUInt32LE(at);
+    entries.push(buf.subarray(at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  return { magic, entries };
+}

@@ -4,12 +4,13 @@
 
 import { rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manifest.js'
+import type { ArtifactRecord, Manifest, ProcessRecord, ThreadCredsRecord } from '../../bundle/manifest.js'
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../../bundle/manifest.js'
 import { signBytes } from '../../bundle/signature.js'
 import { writeBundle } from '../../bundle/writer.js'
 import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
+import { readThreadCreds } from '../../tools/criu-identity.js'
 import { round } from '../../tools/run.js'
 import { ByteMeter, meterIntervalMs } from '../../ui/byte-meter.js'
 import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
@@ -120,6 +121,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
   const left = new Map(s.outcomes.map((x) => [x.pid, x.left]))
   const leftFor = (pid: number | undefined) => (s.finalState === 'killed' ? 'killed' : ((pid !== undefined ? left.get(pid) : undefined) ?? 'unknown'))
   if (s.dumped) {
+    const creds = threadCredsOf(s)
     return s.dumped.map((t) => {
       const m = byInnerPid.get(t.pid)
       const hostPid = m?.id.pid
@@ -136,6 +138,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
         left: leftFor(hostPid),
         ...coreFields(s, hostPid),
         ...procFields(s, hostPid),
+        ...(creds ? { threadCreds: t.threads.map((tid) => ({ tid, creds: creds.get(tid) ?? null })) } : {}),
         source: 'pstree.img',
       }
     })
@@ -154,6 +157,20 @@ export function processRecords(s: DumpState): ProcessRecord[] {
     ...procFields(s, m.id.pid),
     source: 'proc',
   }))
+}
+
+/**
+ * Every thread's credentials as criu froze them (core-TID.img): what a restore gives each thread back, recorded so
+ * that restore can refuse images that give any thread other ones (a second thread as root under a main thread of
+ * nobody). Read from the images rather than /proc before the freeze, so a thread born in between has its record too.
+ */
+function threadCredsOf(s: DumpState): Map<number, ThreadCredsRecord | null> | undefined {
+  try {
+    return new Map(readThreadCreds(s.imagesDir, s.dumped ?? []).map((t) => [t.tid, t.creds]))
+  } catch (e) {
+    s.warn(`the threads' credentials could not be read from the CRIU images (${(e as Error).message}); restore will refuse this bundle`)
+    return undefined
+  }
 }
 
 /** A process's core: its name, and whether it is stored or kept as a recipe (then with the sha256 to rebuild to). */
