@@ -92,6 +92,9 @@ export interface ProcessRecord {
   comm: string
   threads: number
   tids: number[]
+  /** A zombie when dumped: it had exited and its parent had not reaped it; no threads (threads 0, tids empty).
+   *  criu restores it as a zombie. */
+  exited?: boolean
   /** The state it was found in, before any signal. */
   found: RunState
   /** The state it was left in, confirmed in /proc ('killed' with --leave killed). */

@@ -68,6 +68,9 @@ export interface ProcStat {
   numThreads: number
   /** Field 22: start time in clock ticks after boot. With the pid it names one process for all time (until reboot). */
   startTime: number
+  /** Field 52: the wait status of a process that has exited (a zombie): the exit status in bits 8-15, or the killing
+   *  signal in bits 0-6. Undefined where the kernel hides it (no ptrace access) or prints none (before Linux 3.5). */
+  exitCode?: number
 }
 
 /** Undefined when the process (or thread) is gone; throws ProcUnreadableError when its stat exists but cannot be read. */
@@ -105,6 +108,7 @@ export function parseStat(text: string): ProcStat {
     ttyNr: Number(field(7)),
     numThreads: Number(field(20)),
     startTime: Number(field(22)),
+    ...(field(52) !== '' ? { exitCode: Number(field(52)) } : {}),
   }
 }
 

@@ -84,7 +84,14 @@ export async function discoverTree(root: TargetIdentity): Promise<TreeMember[]> 
     }
     const stat = readStatStrict(pid)
     if (!stat) continue
-    const observed = await observeRunState(id)
+    let observed: Awaited<ReturnType<typeof observeRunState>>
+    try {
+      observed = await observeRunState(id)
+    } catch (e) {
+      // A child that exits while it is looked at (a short-lived worker) is not part of the tree any more; the root is.
+      if (e instanceof TargetChangedError && pid !== root.pid && checkIdentity(id) !== 'same') continue
+      throw e
+    }
     members.push({ id, innerPid: innerPidOf(pid, readStatusStrict(pid)), ppid: stat.ppid, comm: stat.comm, found: observed.state, threadsFound: observed.threads, threadsAtStop: [] })
   }
   return members

@@ -3,15 +3,19 @@
 
 import { join } from 'node:path'
 import { readBoundedRegularFile } from '../bundle/bounded-read.js'
-import { decodeMessage, ImageFormatError, imageEntries, PSTREE_MAGIC, uintField, uintsField } from './criu-image-format.js'
+import { CORE_MAGIC, decodeMessage, ImageFormatError, imageEntries, messageField, PSTREE_MAGIC, uintField, uintsField } from './criu-image-format.js'
 
 export interface DumpedTask {
   pid: number
   ppid: number
   pgid: number
   sid: number
-  /** Thread ids as criu recorded them (the main thread first, as criu writes it). */
+  /** Thread ids as criu recorded them (the main thread first, as criu writes it). For a zombie criu writes one
+   *  entry it never filled in (0 or whatever its memory held): read `exited` before trusting these. */
   threads: number[]
+  /** A zombie when dumped (core-PID.img task_state TASK_DEAD): it had exited and its parent had not reaped it. criu
+   *  makes it again at the restore as a zombie that exits with its recorded status. Set by markExited. */
+  exited?: boolean
 }
 
 /** A bounded image: criu writes a few dozen bytes per task, so 16 MiB is a tree of hundreds of thousands. */
@@ -31,6 +35,30 @@ export function parsePstreeImage(buf: Buffer): DumpedTask[] {
   if (buf.length < 8) throw new ImageFormatError('pstree.img is too short')
   const tasks = imageEntries(buf, PSTREE_MAGIC, 'pstree.img').map(parsePstreeEntry)
   if (tasks.length === 0) throw new ImageFormatError('pstree.img holds no task')
+  return tasks
+}
+
+/** criu's TASK_DEAD (compel's COMPEL_TASK_DEAD): the task_state of a zombie's core image. */
+const TASK_DEAD = 2
+
+/** A bounded core image: a zombie's is a few dozen bytes, a live process's a few KiB. */
+const MAX_CORE_BYTES = 64 << 20
+
+/**
+ * Marks the zombies of a dumped tree from each process's core-PID.img (core_entry.tc (3) .task_state (1)) and
+ * drops the thread id criu wrote for them, which means nothing: a zombie has no thread left to list.
+ */
+export function markExited(imagesDir: string, tasks: DumpedTask[]): DumpedTask[] {
+  for (const task of tasks) {
+    const name = `core-${task.pid}.img`
+    const entry = imageEntries(readBoundedRegularFile(join(imagesDir, name), MAX_CORE_BYTES), CORE_MAGIC, name)[0]
+    if (!entry) throw new ImageFormatError(`${name} holds no entry`)
+    const tc = messageField(decodeMessage(entry), 3)
+    if (tc && uintField(tc, 1) === TASK_DEAD) {
+      task.exited = true
+      task.threads = []
+    }
+  }
   return tasks
 }
 

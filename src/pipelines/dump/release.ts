@@ -2,6 +2,7 @@
 // ones still paused (or all as --leave says). Killing, if asked, waits until the bundle is sealed.
 
 import { putTreeBack } from '../../process/tree.js'
+import { markExited } from '../../tools/criu-pstree.js'
 import { round } from '../../tools/run.js'
 import { assertTreeIntact } from './outcome.js'
 import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
@@ -12,13 +13,15 @@ const AFTER_RELEASE_MS_PER_GIB = 5 * 60_000
 
 export async function releaseTree(s: DumpState, report: (d: string) => void): Promise<void> {
   await s.timed('final-state', async (rec) => {
+    // The zombies criu dumped are recorded as exited (seal), read now: the images go once the bundle is sealed.
+    if (s.dumped) markExited(s.imagesDir, s.dumped)
     assertTreeIntact(s, 'the capture')
     s.outcomes = await putTreeBack(s.members, (m) => s.leaveFor(m), s.budget.remainingMs(STOP_TIMEOUT_MS))
     s.released = true
     // The target is back: the rest (cores, stacks, seal) is bounded by its own deadline, not by --timeout.
     s.budget.extendAfterRelease(AFTER_RELEASE_BASE_MS + AFTER_RELEASE_MS_PER_GIB * ((s.target.vmRssKiB ?? 0) * s.members.length) / (1024 * 1024))
     s.freezeWindowMs = round(performance.now() - (s.freezeStart ?? performance.now()))
-    assertTreeIntact(s, 'putting the tree back')
+    assertTreeIntact(s, 'putting the tree back', true)
     s.journal?.update({ step: 'seal', restoreTo: s.leaveFor(s.members[0]!), members: s.members.map((m) => ({ id: m.id, restoreTo: s.leaveFor(m) })) })
     const running = s.outcomes.filter((x) => x.left === 'running').length
     const stopped = s.outcomes.filter((x) => x.left === 'stopped').length

@@ -71,6 +71,9 @@ export class DumpState {
   outcomes: MemberOutcome[] = []
   /** The tree criu dumped (pstree.img). */
   dumped?: DumpedTask[]
+  /** Processes of the tree that ended by themselves during the capture (see assertTreeIntact): named once, in a
+   *  warning, and not looked for again. */
+  readonly endedByThemselves = new Set<number>()
   stopSettleMs = 0
   bornDuringStop: number[] = []
   criu?: CriuInfo
