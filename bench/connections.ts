@@ -8,21 +8,8 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 
-const ECHO_SERVER = `
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen(4096)
-s.setblocking(False); sel.register(s, selectors.EVENT_READ)
-open(sys.argv[1], "w").write(str(s.getsockname()[1]))
-while True:
-    for key, _ in sel.select():
-        if key.fileobj is s:
-            c, _ = s.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
-        else:
-            d = key.fileobj.recv(4096)
-            if d: key.fileobj.sendall(d)
-            else: sel.unregister(key.fileobj); key.fileobj.close()
-`
+// The echo server the network-lock tests use.
+const ECHO_SERVER = new URL('../test/fixtures/echo_server.py', import.meta.url).pathname
 
 const CLIENTS = `
 import socket, sys, time
@@ -69,7 +56,7 @@ export async function connectionsBench(o: { snapBin: string; criu: string; baseD
   for (const n of o.counts) {
     const work = mkdtempSync(join(o.baseDir, 'snap-bench-conns-'))
     const portFile = join(work, 'port')
-    const server = spawn('/usr/bin/python3', ['-c', ECHO_SERVER, portFile], { stdio: 'ignore', detached: true })
+    const server = spawn('/usr/bin/python3', [ECHO_SERVER, portFile], { stdio: 'ignore', detached: true })
     const port = Number(await waitForFile(portFile, 'the echo server'))
     const ready = join(work, 'clients')
     const clients = spawn('/usr/bin/python3', ['-c', CLIENTS, String(port), String(n), ready], { stdio: 'ignore', detached: true })

@@ -70,7 +70,7 @@ SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without th
 
 APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables nftables strace)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
-SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static)
+SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static gunicorn)
 
 # forky packages unpacked into the prefix: criu 4.2 and what it needs newer than trixie has, and crit.
 FORKY_PACKAGES=(criu libcompel1 libnet9 libnl-3-200 python3-pycriu)

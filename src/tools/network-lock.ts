@@ -70,16 +70,21 @@ export async function criuSupportsNftables(criu: string): Promise<boolean> {
   return r.ok && /nftables is supported/.test(r.output)
 }
 
-/** The CRIU-* tables on the host (the names, without the family). */
-export async function nftCriuTables(): Promise<string[]> {
+/** The inet tables on the host whose names match (the names, without the family). */
+async function nftTables(name: RegExp): Promise<string[]> {
   const nft = nftProgram()
   if (!nft) return []
   const r = await queryTool(nft, ['list', 'tables', 'inet'])
   if (!r.ok) return []
   return r.output
     .split('\n')
-    .map((l) => /^table inet (CRIU-[0-9a-f-]+)\s*$/.exec(l.trim())?.[1])
-    .filter((t): t is string => t !== undefined)
+    .map((l) => /^table inet (\S+)\s*$/.exec(l.trim())?.[1])
+    .filter((t): t is string => t !== undefined && name.test(t))
+}
+
+/** The CRIU-* tables on the host: criu's nftables locks. */
+export function nftCriuTables(): Promise<string[]> {
+  return nftTables(/^CRIU-[0-9a-f-]+$/)
 }
 
 export interface LockRule {
@@ -219,14 +224,7 @@ export async function deleteSnapTable(table: string): Promise<boolean> {
   return r.ok
 }
 
-/** The procsnap-* tables on the host. */
-export async function nftSnapTables(): Promise<string[]> {
-  const nft = nftProgram()
-  if (!nft) return []
-  const r = await queryTool(nft, ['list', 'tables', 'inet'])
-  if (!r.ok) return []
-  return r.output
-    .split('\n')
-    .map((l) => /^table inet (procsnap-\d+-\d+)\s*$/.exec(l.trim())?.[1])
-    .filter((t): t is string => t !== undefined)
+/** The procsnap-* tables on the host: snap's own locks. */
+export function nftSnapTables(): Promise<string[]> {
+  return nftTables(SNAP_TABLE)
 }

@@ -2,37 +2,18 @@
 // ptrace call, for points spread over a whole dump (test/fixtures/fake-tools, mode `killed`). Whatever the point, the
 // outcome is reported as it is: a target that died is named with exit 15, never "put back"; a living one runs, its
 // connection works, and no network lock of criu's is left on the host.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { expectNoJournal, expectNoLeftovers, expectNoOutput, expectOneErrorLine, fake, processesOfRun, REAL_CRIU as REAL_CRIU_PATH, record, startDump } from '../helpers/faults.js';
 import { runSnap } from '../helpers/cli.js';
+import { connect, echoes, EchoServer, lockLeftovers } from '../helpers/echo.js';
 import { cleanupAllTargets, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 afterAll(removeTempDirs);
 afterAll(cleanupAllTargets);
-
-/** criu's network lock on the host: its nftables tables and its iptables rules (criu's mark, 0xc114). */
-function lockLeftovers(): string[] {
-  const out: string[] = [];
-  try {
-    out.push(...execFileSync('nft', ['list', 'tables', 'inet'], { encoding: 'utf8' }).split('\n').filter((l) => /CRIU-|procsnap-/.test(l)));
-  } catch {
-    // no nft: nothing of nftables can be there either
-  }
-  for (const tool of ['iptables', 'ip6tables']) {
-    try {
-      out.push(...execFileSync(tool, ['-w', '-S'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes('0xc114')));
-    } catch {
-      // not installed
-    }
-  }
-  return out;
-}
 
 /** How many ptrace calls a whole dump of this target makes under this criu: the range the faults are spread over. */
 async function ptraceCallsOfADump(target: Target, args: string[] = []): Promise<number> {
@@ -99,85 +80,6 @@ describe('criu killed at points spread over a dump of a 4-thread worker', () => 
   }
 });
 
-/** A python server holding one established connection whose other end this test holds; it echoes what it gets. */
-class EchoServer {
-  private constructor(
-    readonly child: ChildProcess,
-    readonly pid: number,
-    readonly port: number,
-  ) {}
-
-  static async start(): Promise<EchoServer> {
-    const dir = makeTempDir('snap-echo-');
-    const portFile = join(dir, 'port');
-    const script = [
-      'import socket, threading',
-      's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen(16)',
-      `open(${JSON.stringify(portFile)}, "w").write(str(s.getsockname()[1]))`,
-      'def serve(c):',
-      '    while True:',
-      '        d = c.recv(4096)',
-      '        if not d: break',
-      '        c.sendall(d)',
-      'while True:',
-      '    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()',
-    ].join('\n');
-    const child = spawn('/usr/bin/python3', ['-c', script], { detached: true, stdio: 'ignore' });
-    const port = await waitFor(() => {
-      try {
-        return Number(readFileSync(portFile, 'utf8')) || undefined;
-      } catch {
-        return undefined;
-      }
-    }, { what: 'the echo server to listen', timeoutMs: 10_000 });
-    return new EchoServer(child, child.pid!, port);
-  }
-
-  alive(): boolean {
-    try {
-      return !/^State:\s*[ZX]/m.test(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
-    } catch {
-      return false;
-    }
-  }
-
-  stop(): void {
-    try {
-      process.kill(this.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-/** The test's end of the connection: one line out, the same line back, within a few seconds. */
-async function connect(port: number): Promise<Socket> {
-  const socket = new Socket();
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.connect(port, '127.0.0.1', () => resolve());
-  });
-  return socket;
-}
-
-async function echoes(socket: Socket, text: string, timeoutMs = 5000): Promise<boolean> {
-  return new Promise((resolve) => {
-    let got = '';
-    const timer = setTimeout(() => done(false), timeoutMs);
-    const onData = (b: Buffer) => {
-      got += b.toString();
-      if (got.includes(text)) done(true);
-    };
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      resolve(ok);
-    };
-    socket.on('data', onData);
-    socket.write(text, (e) => e && done(false));
-  });
-}
-
 describe('criu killed while it dumps a server holding an established connection', () => {
   // snap's own lock (one nftables table, criu told --network-lock skip) by default; criu's iptables lock when asked for.
   for (const lock of ['snap', 'iptables'] as const) {
@@ -224,17 +126,18 @@ describe('snap killed (SIGKILL) while criu dumps a server holding an established
       expect(await echoes(socket, 'before\n')).toBe(true);
       const dump = startDump(asTarget, { criu: REAL_CRIU_PATH });
       // The lock is set once the tree is stopped, just before criu's gate opens.
-      await waitFor(() => snapTables().length > 0, { what: "snap's lock table", timeoutMs: 30_000, intervalMs: 2 });
+      const mine = () => snapTables().filter((t) => t.includes(`procsnap-${dump.pid}-`));
+      await waitFor(() => mine().length > 0, { what: "this snap's lock table", timeoutMs: 30_000, intervalMs: 2 });
       dump.signal('SIGKILL');
       const result = await dump.result;
       expect(result.signal).toBe('SIGKILL');
       // criu is not killed with snap: it finishes, and the lock snap set is still there, the server still stopped.
       await waitFor(() => !processesOfRun(dump.token).some((l) => /criu/.test(l)), { what: 'criu to finish', timeoutMs: 60_000 });
-      expect(snapTables()).toHaveLength(1);
+      expect(mine()).toHaveLength(1);
       const recovered = await runSnap(['recover', '--json'], { env: { SNAP_JOURNAL_DIR: dump.journalDir ?? undefined } });
       expect(recovered.exitCode, recovered.stderr).toBe(0);
       expect(recovered.stdout).toMatch(/removed the network lock: nftables table inet procsnap-/);
-      expect(snapTables()).toEqual([]);
+      expect(mine()).toEqual([]);
       expect(lockLeftovers()).toEqual([]);
       expect(threadStatesOf(server.pid).some((st) => st === 'T')).toBe(false);
       expect(await echoes(socket, 'after recover\n'), 'the connection after recover').toBe(true);
