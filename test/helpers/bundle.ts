@@ -2,7 +2,7 @@
 // src/bundle/reader.ts, so that they can judge what `snap dump` wrote.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -113,7 +113,11 @@ const validators = new Map<number, Validate>();
  *  ajv, read here independently of src/; empty when valid. */
 export function schemaProblems(manifest: unknown): string[] {
   const declared = Number((manifest as { schemaVersion?: unknown })?.schemaVersion);
-  const version = declared === 1 || declared === 2 ? declared : 3;
+  // The schema the manifest declares, where there is one; else the newest (a bad version is then one more problem).
+  const versions = readdirSync(join(repoRoot, 'manifests'))
+    .map((n) => Number(/^manifest-v(\d+)\.schema\.json$/.exec(n)?.[1]))
+    .filter((n) => Number.isInteger(n) && n > 0);
+  const version = versions.includes(declared) ? declared : Math.max(...versions);
   let validator = validators.get(version);
   if (!validator) {
     const ajv = new Ajv2020({ allErrors: true, strict: true });
