@@ -1,16 +1,17 @@
 // What restore checks before criu runs: each check names what is wrong and what to do, so a restore that would fail
 // is refused with nothing started.
 
-import { statSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { constants, readdirSync, statSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { arch, release } from 'node:os'
 import { join } from 'node:path'
-import { readdirSync } from 'node:fs'
-import { sha256File } from '../bundle/hash.js'
 import type { Manifest } from '../bundle/manifest.js'
 import { RestoreRefusedError } from '../errors.js'
 import { compareVersions, parseVersion } from '../tools/locate.js'
 import { readStat } from '../process/proc.js'
 import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../tools/criu-identity.js'
+import type { OperationBudget } from './budget.js'
 
 export interface PreflightFindings {
   warnings: string[]
@@ -34,8 +35,46 @@ export function checkHost(manifest: Manifest, warnings: string[]): void {
     warnings.push(`kernel differs: dumped on ${manifest.host.kernelRelease}, restoring on ${release()}; criu may refuse features this kernel lacks`)
 }
 
+/** Read between two looks at the deadline and the cancel signal: a few ms of disk. */
+const HASH_CHUNK = 1 << 20
+
+/**
+ * The sha256 of a host file, read in chunks with the --timeout and the cancel signal asked between any two: a file
+ * named by a bundle may be of any size (a 1 TiB sparse file reads as zeros for ever), and restore must still stop at
+ * its deadline or a SIGINT/SIGTERM. Opened non-blocking, so a FIFO put in its place after the stat cannot hang the
+ * open, and judged a regular file by the fstat of what was opened.
+ */
+export async function sha256Within(path: string, budget: OperationBudget, during: string): Promise<string> {
+  const stop = () => {
+    budget.checkCancelled(during)
+    budget.remainingMs(Number.POSITIVE_INFINITY)
+  }
+  stop()
+  const fh = await budget.unlessStopped(open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY), during)
+  try {
+    if (!(await fh.stat()).isFile()) throw new RestoreRefusedError(`${path} on this host is not a regular file`, 'the bundle names something that is not a program; nothing was restored')
+    const hash = createHash('sha256')
+    const buf = Buffer.allocUnsafe(HASH_CHUNK)
+    // The whole read is also raced against the budget: one read stuck on a dead network filesystem must not hold it.
+    await budget.unlessStopped(
+      (async () => {
+        for (;;) {
+          stop()
+          const { bytesRead } = await fh.read(buf, 0, HASH_CHUNK, null)
+          if (bytesRead === 0) return
+          hash.update(buf.subarray(0, bytesRead))
+        }
+      })(),
+      during,
+    )
+    return hash.digest('hex')
+  } finally {
+    await fh.close().catch(() => undefined)
+  }
+}
+
 /** criu checks that files the process had open or mapped still have their size at dump time; check first. */
-export async function checkFiles(manifest: Manifest, imageFiles?: { path: string; size: number }[]): Promise<void> {
+export async function checkFiles(manifest: Manifest, budget: OperationBudget, imageFiles?: { path: string; size: number }[]): Promise<void> {
   const t = manifest.target
   // A container's paths are inside its root filesystem.
   const onHost = (p: string): string => (manifest.container ? join(manifest.container.rootfs, p) : p)
@@ -53,7 +92,10 @@ export async function checkFiles(manifest: Manifest, imageFiles?: { path: string
       // Opened as a regular file only: a manifest naming /dev/zero or a FIFO would be hashed forever.
       const st = statSync(onHost(t.exe))
       if (!st.isFile()) throw new RestoreRefusedError(`executable ${t.exe} on this host is not a regular file`, 'the bundle names something that is not a program; nothing was restored')
-      const { sha256 } = await sha256File(onHost(t.exe))
+      // A size that differs needs no hash to tell.
+      if (t.exeSize !== null && st.size !== t.exeSize)
+        throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (${st.size} bytes now, ${t.exeSize} at dump)`, 'restore the same build of the program')
+      const sha256 = await sha256Within(onHost(t.exe), budget, `hashing the executable ${t.exe}`)
       if (sha256 !== t.exeSha256)
         throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')
     }

@@ -250,7 +250,7 @@ export class RestoreRun {
       if (!this.o.newPidns && !this.manifest.container) this.journal?.claimPids(identity.tree.map((t) => t.pid))
       checkCriuVersion(this.manifest, this.criu.version)
       checkHost(this.manifest, this.warnings)
-      await checkFiles(this.manifest, identity.files)
+      await checkFiles(this.manifest, this.budget, identity.files)
       // A container comes back in a PID namespace of its own: its pids are free there whatever the host holds.
       if (!this.o.newPidns && !this.manifest.container) checkPidsFree(this.manifest)
     })

@@ -1,15 +1,16 @@
 // Everything read from a bundle is hostile until checked, and bounded: a manifest naming /dev/zero or a FIFO as the
 // executable, a manifest too large to be real or listing a million artifacts. Each is refused quickly, with snap's
-// memory bounded; nothing is extracted or run.
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+// memory bounded; nothing is extracted or run. A host file hashed by restore (a 1 TiB sparse executable) is read
+// within the --timeout and stops at SIGTERM.
+import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { zstdCompressSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { artifactRecord, buildTar, craftedManifest, manifestEntry, repackBundle, tarHeader, writeCraftedBundle } from '../helpers/bundles.js';
-import { startTarget } from '../helpers/target.js';
-import { runSnap, snapWithPeak } from '../helpers/cli.js';
+import { killPid, readProcStat, startTarget, waitFor } from '../helpers/target.js';
+import { runSnap, snapWithPeak, startSnap } from '../helpers/cli.js';
 
 afterAll(removeTempDirs);
 
@@ -54,6 +55,54 @@ describe('restore bounds what a bundle can make it do', () => {
       expect(readdirSync(work)).toEqual([]);
     });
   }
+
+  describe('a 1 TiB sparse regular file where the executable was (the manifest declaring that size)', () => {
+    let bundle: string;
+    const exeDir = makeTempDir('snap-bounds-exe-');
+    const exe = join(exeDir, 'sleeper');
+
+    it('is dumped as a program, then grown to 1 TiB', async () => {
+      copyFileSync('/bin/sleep', exe);
+      execFileSync('chmod', ['755', exe]);
+      const child = spawn(exe, ['1000'], { detached: true, stdio: 'ignore' });
+      const pid = child.pid!;
+      await waitFor(() => readProcStat(pid)?.state === 'S', { what: 'the sleeper to sleep' });
+      const real = join(dir, 'sleeper.tar.zst');
+      const dump = await runSnap(['dump', String(pid), '-o', real, '--quiet'], { env });
+      expect(dump.exitCode, dump.stderr).toBe(0);
+      await killPid(pid);
+      execFileSync('truncate', ['-s', '1T', exe]);
+      bundle = await repackBundle(real, join(dir, 'sparse-exe.tar.zst'), (extracted, manifest) => {
+        manifest.target.exeSize = 1024 ** 4;
+        writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      });
+    });
+
+    it('restore --timeout 5: ends at the deadline with exit 10, nothing restored', async () => {
+      const run = await runSnap(['restore', bundle, '--allow-unsigned', '--work-dir', work, '--timeout', '5'], { env, timeoutMs: 30_000 });
+      expect(run.timedOut, 'snap ended by itself').toBe(false);
+      expect(run.exitCode, run.stderr).toBe(10);
+      expect(run.stderr).toMatch(/--timeout of 5 s/);
+      expect(run.stderr).not.toContain('[start] Restore the tree with criu restore');
+      expect(readdirSync(work)).toEqual([]);
+    });
+
+    it('SIGTERM while it hashes: exit 143, promptly', async () => {
+      const snap = startSnap(['restore', bundle, '--allow-unsigned', '--work-dir', work], { env, timeoutMs: 60_000 });
+      let stderr = '';
+      snap.child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      await waitFor(() => stderr.includes('[start] Preflight'), { what: 'the preflight to start', timeoutMs: 30_000 });
+      await new Promise((r) => setTimeout(r, 1000));
+      const sent = performance.now();
+      snap.child.kill('SIGTERM');
+      const run = await snap.result;
+      expect(run.timedOut, 'snap ended by itself').toBe(false);
+      expect(run.exitCode, run.stderr).toBe(143);
+      expect(run.stderr).toMatch(/interrupted by SIGTERM during hashing the executable/);
+      expect(performance.now() - sent).toBeLessThan(20_000);
+      expect(readdirSync(work)).toEqual([]);
+    });
+  });
 
   it('a small bundle declaring a 4 GiB image: refused before anything is written, unsigned (exit 11) and, allowed, for want of room (exit 12)', async () => {
     const GiB = 1024 ** 3;
