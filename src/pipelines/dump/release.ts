@@ -3,6 +3,7 @@
 
 import { putTreeBack } from '../../process/tree.js'
 import { markExited } from '../../tools/criu-pstree.js'
+import { readDumpedThreadCreds } from './seal.js'
 import { round } from '../../tools/run.js'
 import { assertTreeIntact } from './outcome.js'
 import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
@@ -18,6 +19,8 @@ export async function releaseTree(s: DumpState, report: (d: string) => void): Pr
     assertTreeIntact(s, 'the capture')
     s.outcomes = await putTreeBack(s.members, (m) => s.leaveFor(m), s.budget.remainingMs(STOP_TIMEOUT_MS))
     s.released = true
+    // The images go into the bundle (and away) from here on: every thread's credentials are read from them now.
+    if (s.dumped) readDumpedThreadCreds(s)
     // The target is back: the rest (cores, stacks, seal) is bounded by its own deadline, not by --timeout.
     s.budget.extendAfterRelease(AFTER_RELEASE_BASE_MS + AFTER_RELEASE_MS_PER_GIB * ((s.target.vmRssKiB ?? 0) * s.members.length) / (1024 * 1024))
     s.freezeWindowMs = round(performance.now() - (s.freezeStart ?? performance.now()))

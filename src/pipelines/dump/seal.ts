@@ -4,7 +4,7 @@
 
 import { rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import type { ArtifactRecord, Manifest, ProcessRecord, ThreadCredsRecord } from '../../bundle/manifest.js'
+import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manifest.js'
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../../bundle/manifest.js'
 import { signBytes } from '../../bundle/signature.js'
 import { writeBundle } from '../../bundle/writer.js'
@@ -121,7 +121,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
   const left = new Map(s.outcomes.map((x) => [x.pid, x.left]))
   const leftFor = (pid: number | undefined) => (s.finalState === 'killed' ? 'killed' : ((pid !== undefined ? left.get(pid) : undefined) ?? 'unknown'))
   if (s.dumped) {
-    const creds = threadCredsOf(s)
+    const creds = s.threadCreds
     return s.dumped.map((t) => {
       const m = byInnerPid.get(t.pid)
       const hostPid = m?.id.pid
@@ -162,16 +162,16 @@ export function processRecords(s: DumpState): ProcessRecord[] {
 }
 
 /**
- * Every thread's credentials as criu froze them (core-TID.img): what a restore gives each thread back, recorded so
+ * Read once criu has written the images, before any of them is streamed into the bundle and removed: every
+ * thread's credentials as criu froze them (core-TID.img): what a restore gives each thread back, recorded so
  * that restore can refuse images that give any thread other ones (a second thread as root under a main thread of
  * nobody). Read from the images rather than /proc before the freeze, so a thread born in between has its record too.
  */
-function threadCredsOf(s: DumpState): Map<number, ThreadCredsRecord | null> | undefined {
+export function readDumpedThreadCreds(s: DumpState): void {
   try {
-    return new Map(readThreadCreds(s.imagesDir, s.dumped ?? []).map((t) => [t.tid, t.creds]))
+    s.threadCreds = new Map(readThreadCreds(s.imagesDir, s.dumped ?? []).map((t) => [t.tid, t.creds]))
   } catch (e) {
     s.warn(`the threads' credentials could not be read from the CRIU images (${(e as Error).message}); restore will refuse this bundle`)
-    return undefined
   }
 }
 

@@ -1,7 +1,7 @@
 // The one state a dump's stages share, as criu's cr-dump.c shares its dump state: each stage in this folder is a
 // function of it. What the options say, what was found, what was done so far (the rollback reads it to undo).
 
-import type { ArtifactKind, FinalState, StepRecord, TargetRecord } from '../../bundle/manifest.js'
+import type { ArtifactKind, FinalState, StepRecord, TargetRecord, ThreadCredsRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
 import type { SealResult } from '../../bundle/writer.js'
 import { SnapError } from '../../errors.js'
@@ -71,6 +71,8 @@ export class DumpState {
   outcomes: MemberOutcome[] = []
   /** The tree criu dumped (pstree.img). */
   dumped?: DumpedTask[]
+  /** Every dumped thread's credentials, by tid, read from criu's images right after the dump (readDumpedThreadCreds). */
+  threadCreds?: Map<number, ThreadCredsRecord | null>
   /** Processes of the tree that ended by themselves during the capture (see assertTreeIntact): named once, in a
    *  warning, and not looked for again. */
   readonly endedByThemselves = new Set<number>()
