@@ -289,7 +289,7 @@ export class RestoreRun {
     if (this.o.newPidns) return this.runCriuInNewPidns(args, logFile, outFile, timeoutMs)
     const run = await this.runCriuDetached([...args, '--restore-sibling'], outFile, timeoutMs, container?.rootfs, (tool) => this.recordRestored(pidfile, tool))
     if (run.cancelled) throw new InterruptedError(this.o.cancel.reason as InterruptSignal, 'criu restore')
-    if (run.timedOut) throw new StepTimeoutError('criu restore did not finish in time; it was killed')
+    if (run.timedOut) throw this.criuTimeout(logFile, 'criu restore')
     if (run.exitCode !== 0 || !existsSync(pidfile)) throw this.criuFailure(logFile, run.exitCode)
     const pid = Number(readFileSync(pidfile, 'utf8').trim())
     return { pid, pidInNamespace: pid }
@@ -432,7 +432,7 @@ export class RestoreRun {
     }
     const done = await pollUntil(() => success() || exited || this.o.cancel.aborted, { timeoutMs, maxIntervalMs: 50 })
     this.budget.checkCancelled('criu restore')
-    if (!done) throw new StepTimeoutError('criu restore in a new pid namespace did not finish in time; it was killed')
+    if (!done) throw this.criuTimeout(logFile, 'criu restore in a new pid namespace')
     if (!success()) throw this.criuFailure(logFile, null)
     // unshare -> criu (pid 1 inside) -> restored root.
     const criuHostPid = await pollUntil(() => readChildren(holder)[0], { timeoutMs: STATE_WAIT_MS })
@@ -444,6 +444,28 @@ export class RestoreRun {
     const nspid = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${root}/status`, 'utf8'))?.[1]?.trim().split(/\s+/)
     child.unref()
     return { pid: root, pidInNamespace: Number(nspid?.at(-1) ?? root) }
+  }
+
+  /**
+   * criu killed at its deadline: what its log says (its first error line, else the last line it wrote: where it was
+   * when it hung), and the log kept, named in the hint.
+   */
+  private criuTimeout(logFile: string, what: string): StepTimeoutError {
+    let text = ''
+    try {
+      text = readFileSync(logFile, 'utf8')
+    } catch {
+      // no log: criu did not get far enough to write one
+    }
+    const why = diagnoseCriuLog(text)
+    const last = text.split('\n').map((l) => l.trim()).filter(Boolean).at(-1)
+    const noError = why.known === undefined && why.cause === 'criu gave no error line'
+    const said = !noError ? why.cause : last ? `no error line; its last: ${last}` : 'it wrote no log'
+    const kept = keepLog(logFile, 'criu-restore')
+    return new StepTimeoutError(
+      `${what} did not finish in time and was killed (${said})`,
+      [why.hint, kept ? `criu's log: ${kept}` : undefined, 'raise --timeout if the images are large'].filter(Boolean).join('; '),
+    )
   }
 
   private criuFailure(logFile: string, exitCode: number | null): RestoreFailedError {

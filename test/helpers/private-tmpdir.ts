@@ -1,11 +1,13 @@
-// Vitest setup file: each test file gets its own TMPDIR, removed afterwards, so the logs snap keeps from failed tools
-// (by design, in the system temp directory) and the tests' own temporary files do not pile up between runs.
+// Vitest setup file: each test file gets its own TMPDIR, removed afterwards, so the tests' own temporary files do not
+// pile up between runs; and its own SNAP_LOG_DIR inside it, so the logs snap keeps from failed tools (in
+// /var/log/procsnap for root otherwise) do not fill the host's.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 
 const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'snap-test-run-'));
 process.env.TMPDIR = dir;
+process.env.SNAP_LOG_DIR = join(dir, 'logs');
 
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
