@@ -5,13 +5,18 @@
 // image is read with snap's own bounded protobuf reader (corefile/images.ts).
 
 import type { ReadEntry } from 'tar'
+import { bytesText } from '../bundle/entry-bounds.js'
 import { scanBundle } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
-import { filesFromImage, mmFromImage, pagemapFromImage, PE, VMA } from '../corefile/images.js'
+import { forEachPagemapRun, forEachVma, PE, regularFilePaths, VMA } from '../corefile/images.js'
+import { ImageFormatError } from '../tools/criu-image-format.js'
 
 const PAGE = 4096
 /** The small images (pagemap, mm, files) are KiB to a few MiB; the pages images are streamed, never held. */
 const MAX_SMALL_IMAGE = 64 << 20
+/** All of them together: they are held, as their bytes, until the end, where the hits are placed through them. */
+const MAX_SMALL_IMAGES = 64 << 20
+const SMALL_IMAGE = /^criu\/(pagemap-\d+|mm-\d+|files)\.img$/
 const CONTEXT = 16
 /** The longest regex match found across two chunks of a page image. */
 const REGEX_OVERLAP = 4096
@@ -32,38 +37,64 @@ export interface GrepResult {
   truncated: boolean
 }
 
-interface Run {
-  vaddr: number
-  pages: number
-  /** Offset of the run's first page in the pages image. */
-  at: number
-}
-
-/** The runs whose pages are in this dump's pages image, each with its offset there (they sit back to back). */
-function pagemapRuns(buf: Buffer, name: string): { pagesId: number; runs: Run[] } {
-  const { pagesId, runs: all } = pagemapFromImage(buf, name)
-  const runs: Run[] = []
+/**
+ * The runs whose pages are in this dump's pages image, each with its offset there (they sit back to back), one call
+ * each: the pagemap stays as its bytes (a record a run cost over ten times them), walked again to place the hits.
+ */
+function forEachPresentRun(buf: Buffer, name: string, fn: (vaddr: number, pages: number, at: number) => void): { pagesId: number; bytes: number } {
   let at = 0
-  for (const run of all) {
-    if (!(run.flags & PE.PRESENT)) continue
-    runs.push({ vaddr: run.vaddr, pages: run.pages, at })
-    at += run.pages * PAGE
-  }
-  return { pagesId, runs }
-}
-
-interface Mapping {
-  start: number
-  end: number
-  name: string
-}
-
-function mappings(mm: Buffer, files: Map<number, { path: string }>, pid: number): Mapping[] {
-  return mmFromImage(mm, pid).vmas.map((v) => {
-    const file = v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? files.get(v.shmid)?.path : undefined
-    const label = file ?? (v.status & VMA.AREA_HEAP ? '[heap]' : v.status & VMA.AREA_STACK ? '[stack]' : v.status & VMA.AREA_VDSO ? '[vdso]' : '[anon]')
-    return { start: v.start, end: v.end, name: label }
+  const pagesId = forEachPagemapRun(buf, name, (vaddr, pages, flags) => {
+    if (!(flags & PE.PRESENT)) return
+    fn(vaddr, pages, at)
+    at += pages * PAGE
   })
+  return { pagesId, bytes: at }
+}
+
+interface HitVma {
+  start: number
+  shmid: number
+  status: number
+}
+
+/**
+ * The mapping of each address (sorted), from an mm image walked once: only the mappings that hold a hit are kept (the
+ * one starting lowest, as a sorted search finds it), never the image's every mapping.
+ */
+function vmasOf(mm: Buffer, pid: number, addresses: number[]): Map<number, HitVma> {
+  const found = new Map<number, HitVma>()
+  forEachVma(mm, pid, (v) => {
+    let lo = 0
+    let hi = addresses.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (addresses[mid]! < v.start) lo = mid + 1
+      else hi = mid
+    }
+    for (let i = lo; i < addresses.length && addresses[i]! < v.end; i++) {
+      const had = found.get(addresses[i]!)
+      if (!had || v.start < had.start) found.set(addresses[i]!, { start: v.start, shmid: v.shmid, status: v.status })
+    }
+  })
+  return found
+}
+
+/** A malformed image is the bundle's fault: said so, naming it. */
+function readingImage<T>(name: string, read: () => T): T {
+  try {
+    return read()
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw new BundleInvalidError(`${name} cannot be read: ${e.message}`, [name])
+    throw e
+  }
+}
+
+const isFile = (v: HitVma) => (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0
+
+function label(v: HitVma | undefined, files: Map<number, string>): string {
+  if (!v) return '?'
+  const file = isFile(v) ? files.get(v.shmid) : undefined
+  return file ?? (v.status & VMA.AREA_HEAP ? '[heap]' : v.status & VMA.AREA_STACK ? '[stack]' : v.status & VMA.AREA_VDSO ? '[vdso]' : '[anon]')
 }
 
 function shown(bytes: Buffer): string {
@@ -74,16 +105,17 @@ function shown(bytes: Buffer): string {
 
 /** A small image whole, bounded; what goes wrong is kept in `errors` (a stream's handler must not throw). */
 function collect(entry: ReadEntry, limit: number, name: string, errors: Error[], done: (buf: Buffer) => void): void {
-  const parts: Buffer[] = []
+  // One buffer of the declared size, filled as the chunks come: joining the chunks at the end held the image twice.
+  const whole = entry.size <= limit ? Buffer.allocUnsafe(entry.size) : undefined
   let size = 0
   entry.on('data', (c: Buffer) => {
+    if (whole && size + c.length <= whole.length) c.copy(whole, size)
     size += c.length
-    if (size <= limit) parts.push(c)
   })
   entry.on('end', () => {
-    if (size > limit) return void errors.push(new BundleInvalidError(`${name} is ${size} bytes, more than an image snap reads`, [name]))
+    if (!whole || size > limit) return void errors.push(new BundleInvalidError(`${name} is ${Math.max(size, entry.size)} bytes, more than an image snap reads`, [name]))
     try {
-      done(Buffer.concat(parts))
+      done(whole.subarray(0, Math.min(size, whole.length)))
     } catch (e) {
       errors.push(e instanceof BundleInvalidError ? e : new BundleInvalidError(`${name} cannot be read: ${(e as Error).message}`, [name]))
     }
@@ -111,9 +143,11 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
   }
   const raw: { pagesId: number; offset: number; context: Buffer }[] = []
   let truncated = false
-  const pagemaps = new Map<number, { pid: number; runs: Run[] }>()
+  const pagemaps = new Map<number, { pid: number; image: Buffer; bytes: number; name: string }>()
+  /** Each pages image's declared size, by its id. */
+  const pagesSizes = new Map<number, { name: string; size: number }>()
   const mms = new Map<number, Buffer>()
-  let files = new Map<number, { path: string }>()
+  let filesImage: Buffer | undefined
   const errors: Error[] = []
   /** The images name a process by its pid in the tree's namespace; the manifest says which host pid that was. */
   const hostPid = new Map<number, number>()
@@ -167,48 +201,90 @@ export async function grepBundle(o: GrepOptions): Promise<GrepResult> {
 
   const search = (entry: ReadEntry, pagesId: number) => (re ? searchRegex(entry, pagesId, re) : searchLiteral(entry, pagesId))
 
+  /** A pages image must hold exactly what its pagemap lists: more is memory no address explains (a 4 GiB image of
+   *  zeros behind a pagemap of a few pages), searched for nothing. */
+  const pagesProblem = (pagesId: number): string | undefined => {
+    const pm = pagemaps.get(pagesId)
+    const pages = pagesSizes.get(pagesId)
+    if (!pm || !pages || pages.size === pm.bytes) return undefined
+    return `${pages.name} is declared ${bytesText(pages.size)} but ${pm.name} lists ${bytesText(pm.bytes)} of pages`
+  }
+
   const scan = await scanBundle(o.bundle, {
     onHead: ({ manifest }) => {
       for (const p of manifest.processes ?? []) if (p.hostPid !== undefined) hostPid.set(p.pid, p.hostPid)
+      // What is held until the end is bounded before any of it is read.
+      const small = manifest.artifacts.filter((a) => SMALL_IMAGE.test(a.path))
+      const largest = small.reduce<(typeof small)[number] | undefined>((a, b) => (a && a.size >= b.size ? a : b), undefined)
+      if (largest && largest.size > MAX_SMALL_IMAGE)
+        throw new BundleInvalidError(`${o.bundle}: ${largest.path} is declared ${bytesText(largest.size)}, more than the ${bytesText(MAX_SMALL_IMAGE)} an image snap reads whole can be`, [largest.path])
+      const total = small.reduce((n, a) => n + a.size, 0)
+      if (largest && total > MAX_SMALL_IMAGES)
+        throw new BundleInvalidError(`${o.bundle}: the pagemap, mm and files images are declared ${bytesText(total)} in all, more than the ${bytesText(MAX_SMALL_IMAGES)} snap holds to place hits (the largest: ${largest.path})`, [largest.path])
     },
-    onArtifact(entry, record) {
+    onArtifact(entry, record, abort) {
       let m: RegExpExecArray | null
       if ((m = /^criu\/pagemap-(\d+)\.img$/.exec(record.path))) {
         const pid = Number(m[1])
-        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => {
-          const { pagesId, runs } = pagemapRuns(buf, record.path)
-          pagemaps.set(pagesId, { pid, runs })
+        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (image) => {
+          const { pagesId, bytes } = forEachPresentRun(image, record.path, () => {})
+          pagemaps.set(pagesId, { pid, image, bytes, name: record.path })
         })
       } else if ((m = /^criu\/mm-(\d+)\.img$/.exec(record.path))) {
         const pid = Number(m[1])
         collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => mms.set(pid, buf))
       } else if (record.path === 'criu/files.img') {
-        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (files = filesFromImage(buf).regular))
+        collect(entry, MAX_SMALL_IMAGE, record.path, errors, (buf) => (filesImage = buf))
       } else if ((m = /^criu\/pages-(\d+)\.img$/.exec(record.path))) {
-        search(entry, Number(m[1]))
+        const pagesId = Number(m[1])
+        pagesSizes.set(pagesId, { name: record.path, size: record.size })
+        // Its pagemap comes first in a bundle snap wrote: checked before a byte of it is searched.
+        const problem = pagesProblem(pagesId)
+        if (problem) return abort(new BundleInvalidError(`${o.bundle}: ${problem}`, [record.path]))
+        search(entry, pagesId)
       }
     },
   })
   if (scan.problems.length > 0) throw new BundleInvalidError(`${o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems)
   if (errors[0]) throw errors[0]
+  for (const pagesId of pagesSizes.keys()) {
+    const problem = pagesProblem(pagesId)
+    if (problem) throw new BundleInvalidError(`${o.bundle}: ${problem}`, [pagesSizes.get(pagesId)!.name])
+  }
   if (pagemaps.size === 0) throw new BundleInvalidError(`${o.bundle} holds no CRIU page images to search (a core-only bundle)`, [], 'search its core with `snap core` and a tool of your choice')
 
-  const maps = new Map<number, Mapping[]>()
-  const mappingsOf = (pid: number) => {
-    if (!maps.has(pid)) maps.set(pid, mms.has(pid) ? mappings(mms.get(pid)!, files, pid) : [])
-    return maps.get(pid)!
+  // Each hit's address: its pages image's runs walked once, the hits in the order of their offsets.
+  const addressOf = new Map<(typeof raw)[number], number>()
+  for (const [pagesId, pm] of pagemaps) {
+    const mine = raw.filter((h) => h.pagesId === pagesId).sort((a, b) => a.offset - b.offset)
+    let next = 0
+    if (mine.length > 0)
+      forEachPresentRun(pm.image, pm.name, (vaddr, pages, at) => {
+        for (; next < mine.length && mine[next]!.offset < at + pages * PAGE; next++) if (mine[next]!.offset >= at) addressOf.set(mine[next]!, vaddr + (mine[next]!.offset - at))
+      })
   }
-  const hits: GrepHit[] = []
-  for (const h of raw) {
+  // Each hit's mapping: its process's mm image walked once for the addresses hit, then files.img once for the files
+  // those mappings are of.
+  const kept = raw.flatMap((h) => {
     const pm = pagemaps.get(h.pagesId)
-    if (!pm) continue // the pages of a shared memory object: no process's address
+    const address = addressOf.get(h)
+    if (!pm || address === undefined) return [] // the pages of a shared memory object: no process's address
     const pid = hostPid.get(pm.pid) ?? pm.pid
-    if (o.pid !== undefined && pid !== o.pid) continue
-    const run = pm.runs.find((r) => h.offset >= r.at && h.offset < r.at + r.pages * PAGE)
-    if (!run) continue
-    const address = run.vaddr + (h.offset - run.at)
-    const mapping = mappingsOf(pm.pid).find((v) => address >= v.start && address < v.end)?.name ?? '?'
-    hits.push({ pid, address: `0x${address.toString(16)}`, mapping, context: shown(h.context) })
+    return o.pid !== undefined && pid !== o.pid ? [] : [{ h, pid, imagePid: pm.pid, address }]
+  })
+  const vmas = new Map<number, Map<number, HitVma>>()
+  for (const imagePid of new Set(kept.map((k) => k.imagePid))) {
+    const mm = mms.get(imagePid)
+    const addresses = [...new Set(kept.filter((k) => k.imagePid === imagePid).map((k) => k.address))].sort((a, b) => a - b)
+    vmas.set(imagePid, mm ? readingImage(`criu/mm-${imagePid}.img`, () => vmasOf(mm, imagePid, addresses)) : new Map())
   }
+  const fileIds = new Set([...vmas.values()].flatMap((m) => [...m.values()].filter(isFile).map((v) => v.shmid)))
+  const files = filesImage && fileIds.size > 0 ? readingImage('criu/files.img', () => regularFilePaths(filesImage!, fileIds)) : new Map<number, string>()
+  const hits: GrepHit[] = kept.map(({ h, pid, imagePid, address }) => ({
+    pid,
+    address: `0x${address.toString(16)}`,
+    mapping: label(vmas.get(imagePid)!.get(address), files),
+    context: shown(h.context),
+  }))
   return { bundle: o.bundle, pattern: o.pattern, hits, truncated }
 }

@@ -2,8 +2,10 @@
 // in batch mode on the core with the process's executable, and its Python writes the frames as JSON to a file (its
 // printed output is for people and changes between versions).
 
-import { readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { readJsonFile } from '../bundle/bounded-read.js'
+import { array, int, object, string, type ArrayShape, type ObjectShape } from '../bundle/json-stream.js'
 import { runTool } from '../tools/run.js'
 
 export interface Frame {
@@ -28,7 +30,29 @@ export interface ProcessStacks {
 }
 
 /** Deeper than this is a loop in a corrupt stack, not a program. */
-const MAX_FRAMES = 256
+export const MAX_FRAMES = 256
+
+// The stacks as gdb's script below and the dump write them, as the shape a reader holds them to: every string
+// bounded (a demangled C++ name runs to a few KiB, a path to PATH_MAX), at most MAX_FRAMES frames a thread.
+const frameShape = object({
+  pc: string(18, { pattern: /^0x[0-9a-f]{1,16}$/ }),
+  function: string(16384, { nullable: true }),
+  file: string(4096, { nullable: true }),
+  line: int(0, 2 ** 31 - 1, { nullable: true }),
+  library: string(4096, { nullable: true }),
+})
+const threadShape = object({ tid: int(0, 2 ** 31 - 1), frames: array(frameShape, MAX_FRAMES, { maxWhy: 'the frames snap unwinds' }) })
+
+/** A process's threads, as gdb's script writes them; at most `maxThreads`. */
+export const threadsShape = (maxThreads: number, maxWhy?: string): ArrayShape => array(threadShape, maxThreads, { maxWhy })
+
+/** One process's stacks, as stacks.json holds them; at most `maxThreads` threads. */
+export const processStacksShape = (maxThreads: number, maxWhy?: string): ObjectShape =>
+  object({ pid: int(0, 2 ** 31 - 1), comm: string(256), exe: string(8192, { nullable: true }), threads: threadsShape(maxThreads, maxWhy) })
+
+/** What gdb's script may write for one core: a thread count no core of a real process reaches. */
+const MAX_GDB_THREADS = 1 << 16
+const MAX_GDB_OUTPUT = 32 << 20
 
 const SCRIPT = `
 import gdb, json
@@ -87,26 +111,31 @@ export async function stacksFromCore(o: {
   )
   let threads: ThreadStack[]
   try {
-    threads = JSON.parse(readFileSync(output, 'utf8')) as ThreadStack[]
-  } catch {
-    throw new Error(`gdb wrote no stacks (${run.timedOut ? 'timed out' : `exit ${run.exitCode}`})`)
+    // The core may come from a bundle: what gdb makes of it is read as bounded as the bundle itself.
+    threads = readJsonFile(output, threadsShape(MAX_GDB_THREADS), MAX_GDB_OUTPUT) as ThreadStack[]
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`gdb wrote no stacks (${run.timedOut ? 'timed out' : `exit ${run.exitCode}`})`)
+    throw new Error(`gdb's stacks cannot be read: ${(e as Error).message}`)
   }
-  if (!Array.isArray(threads) || threads.length === 0) throw new Error('gdb found no thread in the core')
+  if (threads.length === 0) throw new Error('gdb found no thread in the core')
   return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads }
 }
 
 /** The stacks as people read them, in the shape of gdb's own backtrace. */
 export function renderStacks(all: ProcessStacks[]): string {
-  const lines: string[] = []
+  return [...stacksLines(all)].join('\n')
+}
+
+/** The same, a line at a time. */
+export function* stacksLines(all: ProcessStacks[]): Generator<string> {
   for (const p of all) {
-    lines.push(`process ${p.pid} (${p.comm}), ${p.threads.length} thread${p.threads.length === 1 ? '' : 's'}${p.exe ? `, ${p.exe}` : ''}`)
+    yield `process ${p.pid} (${p.comm}), ${p.threads.length} thread${p.threads.length === 1 ? '' : 's'}${p.exe ? `, ${p.exe}` : ''}`
     for (const t of p.threads) {
-      lines.push(`  thread ${t.tid}:`)
-      t.frames.forEach((f, i) => {
+      yield `  thread ${t.tid}:`
+      for (const [i, f] of t.frames.entries()) {
         const where = f.file ? ` at ${f.file}${f.line ? `:${f.line}` : ''}` : f.library ? ` from ${f.library}` : ''
-        lines.push(`    #${i}  ${f.pc} in ${f.function ?? '??'} ()${where}`)
-      })
+        yield `    #${i}  ${f.pc} in ${f.function ?? '??'} ()${where}`
+      }
     }
   }
-  return lines.join('\n')
 }

@@ -8,6 +8,7 @@ import { Parser, type ReadEntry } from 'tar'
 import { reclaimEvery } from '../tools/reclaim.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { decompressor, detectCompression, type Compression } from './compression.js'
+import { EntryBounds, entryError } from './entry-bounds.js'
 import { TarEndGuard } from './tar-end.js'
 import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 import { validateManifest } from './schema.js'
@@ -82,13 +83,17 @@ function parseManifestBytes(path: string, bytes: Buffer): Manifest {
 }
 
 export interface EntryVisitor {
-  /** Called for each artifact entry, in order, with its record; consume the stream synchronously via 'data'. */
-  onArtifact?(entry: ReadEntry, record: ArtifactRecord): void
+  /**
+   * Called for each artifact entry, in order, with its record; consume the stream synchronously via 'data'. `abort`
+   * stops the whole pass with that error (a 'data' handler must not throw).
+   */
+  onArtifact?(entry: ReadEntry, record: ArtifactRecord, abort: (e: Error) => void): void
   onSignature?(bytes: Buffer): void
   /**
    * Called once the head is read (the manifest, and the signature when there is one), before the first artifact: a
    * restore decides there whether to trust the bundle and whether this host can take it, before anything is written.
-   * Throwing stops the pass with that error.
+   * Throwing stops the pass with that error. The manifest's own bounds on its entries (entry-bounds.ts) are checked
+   * first.
    */
   onHead?(head: { manifest: Manifest; manifestBytes: Buffer; signature?: Buffer }): void
   /** Stop after the head (the manifest, and the signature right after it): what inspect and list need, so their
@@ -130,11 +135,18 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   let maxBytes = MAX_MANIFEST_BYTES
 
   let totalBytes = 0
+  let checked = 0
+  const reclaimChecked = reclaimEvery(256 << 10)
   let headDone = false
+  let bounds: EntryBounds | undefined
+  /** The entry being read, for a stream that ends inside it. */
+  let reading: { name: string; size: number; got: number } | undefined
   const head = (): boolean => {
     if (headDone || !manifest || !manifestBytes) return true
     headDone = true
     try {
+      bounds = new EntryBounds(manifest)
+      bounds.checkDeclared()
       visitor.onHead?.({ manifest, manifestBytes, signature })
       return true
     } catch (e) {
@@ -152,6 +164,9 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     fail(`damaged tar stream (${code}: ${message instanceof Error ? message.message : message})`)
   })
   parser.on('error', (e: Error) => {
+    // A stream cut inside an entry (a header declaring 4 GiB in front of 64 KiB) names that entry.
+    if (reading && reading.got < reading.size && /truncated/i.test(e.message))
+      fatal ??= new BundleInvalidError(`${path}: entry '${reading.name}' is cut short: the bundle ends after ${reading.got} of its ${reading.size} bytes`, [reading.name])
     fatal ??= e instanceof BundleInvalidError ? e : new BundleInvalidError(`${path}: damaged tar stream (${e.message})`, [])
   })
   parser.on('entry', (entry: ReadEntry) => {
@@ -168,6 +183,8 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     if (problem) return fail(`unsafe entry '${name}' (${problem}); nothing was extracted from it`, name)
     if (entry.type !== 'File' && entry.type !== 'OldFile')
       return fail(`entry '${name}' is a ${entry.type}, not a regular file; refusing`, name)
+    const current = (reading = { name, size: entry.size, got: 0 })
+    entry.on('data', (c: Buffer) => (current.got += c.length))
     if (names.has(name)) return fail(`entry '${name}' appears twice`, name)
     names.add(name)
     if (position >= maxEntries) return fail(`more entries than the manifest declares (entry '${name}' is number ${position + 1})`, name)
@@ -222,16 +239,38 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     }
     const hash = createHash('sha256')
     let got = 0
+    // Its JSON held to its shape as it streams by (stacks.json, a core's recipe): refused at the first byte that is
+    // not, whatever the command.
+    const checker = bounds!.checker(record)
     entry.on('data', (c: Buffer) => {
       hash.update(c)
       got += c.length
+      if (!checker || fatal) return
+      try {
+        checker.write(c)
+        // Its garbage freed as it goes: a JSON entry compresses well, so the reclaim by bytes of the file comes late.
+        reclaimChecked((checked += c.length))
+      } catch (e) {
+        fatal ??= entryError(name, e)
+        parser.abort(fatal)
+      }
     })
     entry.on('end', () => {
       const sha256 = hash.digest('hex')
       seen.set(name, { sha256, size: got })
       if (sha256 !== record.sha256 && entry.size === record.size) problems.push(`${name}: sha256 mismatch (content changed)`)
+      if (!checker || fatal || got < entry.size) return
+      try {
+        checker.end()
+      } catch (e) {
+        fatal ??= entryError(name, e)
+        parser.abort(fatal)
+      }
     })
-    visitor.onArtifact?.(entry, record)
+    visitor.onArtifact?.(entry, record, (e) => {
+      fatal ??= e
+      parser.abort(fatal)
+    })
   })
 
   const trailer = new TarEndGuard()

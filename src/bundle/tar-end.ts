@@ -3,6 +3,7 @@
 // Everything after the end must be zero padding; anything else is refused.
 
 const BLOCK = 512
+const MAX_PAX_BYTES = 1 << 20
 
 function parseSize(header: Buffer): number {
   const field = header.subarray(124, 136)
@@ -80,7 +81,8 @@ export class TarEndGuard {
       this.skip = Math.ceil(size / BLOCK) * BLOCK
       if (type === 'x') {
         this.paxBody = []
-        this.paxLeft = size
+        // What is kept of it: the parser refuses a pax header over 1 MiB, and one that size must not be held whole.
+        this.paxLeft = Math.min(size, MAX_PAX_BYTES)
       }
     }
     this.pending = Buffer.from(buf.subarray(at))

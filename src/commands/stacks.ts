@@ -1,9 +1,10 @@
 import { Args, Flags } from '@oclif/core'
-import { renderStacks } from '../analysis/stacks.js'
+import { stacksLines } from '../analysis/stacks.js'
 import { readStacks, type StacksResult } from '../pipelines/stacks-read.js'
 import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
+import { LineBatches, writePrettyJson } from '../ui/stream-out.js'
 
 export default class Stacks extends SnapCommand {
   static override description =
@@ -27,7 +28,19 @@ export default class Stacks extends SnapCommand {
     const { args, flags } = await this.parse(Stacks)
     const result = await readStacks({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), gdb: flags.gdb })
     for (const w of result.warnings) process.stderr.write(`warning: ${printable(w)}\n`)
-    if (!this.jsonEnabled()) this.log(printable(renderStacks(result.processes)))
+    if (!this.jsonEnabled()) {
+      // Up to 256 frames of every thread of the tree: written a batch at a time, never as one text.
+      const out = new LineBatches((batch) => this.log(printable(batch)))
+      for (const line of stacksLines(result.processes)) out.line(line)
+      out.flush()
+    }
     return result
+  }
+
+  /** The result as oclif writes it (JSON.stringify's layout), a piece at a time: oclif's own way holds an object for
+   *  every token of the text. */
+  protected override logJson(json: unknown): void {
+    writePrettyJson(json, (piece) => process.stdout.write(piece))
+    process.stdout.write('\n')
   }
 }

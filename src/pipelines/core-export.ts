@@ -6,23 +6,22 @@
 
 import { existsSync, linkSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
+import { readRecipeEntry } from '../bundle/entry-bounds.js'
 import { sha256File } from '../bundle/hash.js'
-import { verifyAndExtract } from '../bundle/extract.js'
+import { checkRoom, verifyAndExtract } from '../bundle/extract.js'
 import type { Manifest } from '../bundle/manifest.js'
-import { readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { writeCoreFromImages } from '../corefile/index.js'
-import { parseRecipe, rebuildCore } from '../corefile/recipe.js'
-import { exeOfProcess } from '../tools/criu-identity.js'
+import { rebuildCore } from '../corefile/recipe.js'
+import { exeOfImages } from '../corefile/images.js'
 import { BundleInvalidError, OutputPathError, UsageError } from '../errors.js'
-
-/** A recipe has a few pieces per mapping: tens of KiB for a real process. */
-const MAX_RECIPE_BYTES = 256 << 20
 
 export interface CoreExportOptions {
   bundle: string
   /** The process, by the pid snap saw it under on the host; default: the root. */
   pid?: number
   output: string
+  /** What to say to do when the output's filesystem has no room (default: give -o elsewhere). */
+  roomHint?: string
 }
 
 export interface CoreExportResult {
@@ -69,8 +68,10 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new OutputPathError(`directory ${dir} does not exist`, 'create it first, or choose another -o')
   // Beside the output, so the finished file is linked into place on the same filesystem.
   const work = mkdtempSync(join(dir, '.snap-core-'))
+  const roomHint = o.roomHint ?? 'free space there, or give -o a filesystem with room'
   try {
     let plan: Plan | undefined
+    let manifest: Manifest | undefined
     let sha256AtDump: string | undefined
     let imagePidOf: number | undefined
     let rootPid: number | undefined
@@ -79,7 +80,9 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
     const scan = await verifyAndExtract({
       bundle: o.bundle,
       into: work,
-      onHead: ({ manifest }) => {
+      roomHint,
+      onHead: (head) => {
+        manifest = head.manifest
         pid ??= manifest.target.pid
         plan = planFor(manifest, pid)
         const record = manifest.processes?.find((p) => (p.hostPid ?? p.pid) === pid)
@@ -101,9 +104,15 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
     if ('entry' in plan) {
       linkSync(join(work, plan.entry), output) // never replaces a file that appeared there meanwhile
     } else if ('recipe' in plan) {
-      const recipe = parseRecipe(readBoundedRegularFile(join(work, plan.recipe), MAX_RECIPE_BYTES).toString('utf8'))
+      // Held to the manifest's images and blob as it is read (no piece outside them, no more pieces than they can
+      // make), into a table of 28 bytes a piece.
+      const recipe = readRecipeEntry(join(work, plan.recipe), plan.recipe, manifest!, pid)
       if (sha256AtDump && recipe.sha256 !== sha256AtDump)
         throw new BundleInvalidError(`the core recipe of ${pid} is for another core than the manifest records`, [plan.recipe], 'no core was written')
+      // The core is sparse: what it takes on disk is what its pieces hold.
+      let data = 0
+      for (let i = 0; i < recipe.count; i++) data += recipe.bytes[i]!
+      checkRoom(o.bundle, dir, [{ path: `the core of ${pid}`, size: data }], roomHint, 'rebuilt from its recipe takes')
       await rebuildCore(recipe, join(work, 'criu'), join(work, plan.blob), output)
     } else {
       await writeCoreFromImages({ imagesDir: join(work, 'criu'), pid: plan.imagePid, output })
@@ -111,7 +120,9 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
     const { sha256 } = await sha256File(output)
     const source = 'entry' in plan ? 'stored' : 'recipe' in plan ? 'recipe' : 'built'
     const imagePid = 'imagePid' in plan ? plan.imagePid : (imagePidOf ?? pid)
-    const exe = ('entry' in plan ? undefined : exeOfProcess(join(work, 'criu'), imagePid)) ?? (pid === rootPid ? rootExe : undefined)
+    // Read without decoding every mapping and file: the images are the bundle's, and decoded whole a hostile mm image
+    // of 4 MiB cost 400 MB.
+    const exe = ('entry' in plan ? undefined : exeOfImages(join(work, 'criu'), imagePid)) ?? (pid === rootPid ? rootExe : undefined)
     return { bundle: o.bundle, pid, output, size: statSync(output).size, sha256, source, ...(exe ? { exe } : {}) }
   } finally {
     rmSync(work, { recursive: true, force: true })

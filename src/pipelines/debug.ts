@@ -7,6 +7,7 @@ import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findGdb } from '../tools/gdb.js'
 import { isExecutableFile } from '../tools/locate.js'
+import { TMPDIR_HINT } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
 import { extractBinaries, gdbFileArgs } from './binaries-read.js'
 import { exportCore } from './core-export.js'
@@ -42,7 +43,7 @@ export async function debugBundle(o: DebugOptions): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'snap-debug-'))
   try {
     const core = join(work, 'core')
-    const exported = await exportCore({ bundle: o.bundle, pid: o.pid, output: core })
+    const exported = await exportCore({ bundle: o.bundle, pid: o.pid, output: core, roomHint: TMPDIR_HINT })
     const { manifest } = await readManifest(o.bundle)
     const sysroot = await extractBinaries(o.bundle, manifest, work)
     const exe = chooseExe(exported.exe, sysroot)

@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stacksFromCore, type ProcessStacks } from '../analysis/stacks.js'
-import { verifyAndExtract } from '../bundle/extract.js'
-import { readBoundedRegularFile } from '../bundle/bounded-read.js'
+import { readStacksEntry, STACKS_ENTRY } from '../bundle/entry-bounds.js'
+import { TMPDIR_HINT, verifyAndExtract } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
 import { findGdb } from '../tools/gdb.js'
@@ -24,9 +24,6 @@ export interface StacksResult {
   warnings: string[]
 }
 
-/** stacks.json is a few KiB per thread. */
-const MAX_STACKS_BYTES = 64 << 20
-
 export async function readStacks(o: { bundle: string; pid?: number; gdb?: string }): Promise<StacksResult> {
   const { manifest } = await readManifest(o.bundle)
   const processes = manifest.processes?.map((p) => ({ pid: p.hostPid ?? p.pid, comm: p.comm, core: p.core })) ?? [
@@ -37,12 +34,14 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
   const wanted = (pid: number) => o.pid === undefined || pid === o.pid
   const warnings: string[] = []
 
-  if (manifest.artifacts.some((a) => a.path === 'stacks.json')) {
+  if (manifest.artifacts.some((a) => a.path === STACKS_ENTRY)) {
     const work = mkdtempSync(join(tmpdir(), 'snap-stacks-'))
     try {
-      const scan = await verifyAndExtract({ bundle: o.bundle, into: work, want: (a) => a.path === 'stacks.json' })
+      // Only stacks.json is written out; it was held to its shape and the manifest's threads as it streamed by, and is
+      // read again the same way.
+      const scan = await verifyAndExtract({ bundle: o.bundle, into: work, want: (a) => a.path === STACKS_ENTRY, roomHint: TMPDIR_HINT })
       if (scan.problems.length > 0) throw new BundleInvalidError(`${o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems)
-      const all = JSON.parse(readBoundedRegularFile(join(work, 'stacks.json'), MAX_STACKS_BYTES).toString('utf8')) as ProcessStacks[]
+      const all = readStacksEntry(join(work, STACKS_ENTRY), scan.manifest)
       for (const p of processes) if (p.core && wanted(p.pid) && !all.some((s) => s.pid === p.pid)) warnings.push(`gdb could not unwind ${p.pid} at the dump`)
       return { bundle: o.bundle, source: 'bundle', processes: all.filter((p) => wanted(p.pid)), warnings }
     } finally {
@@ -57,7 +56,7 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
     const out: ProcessStacks[] = []
     for (const p of processes.filter((p) => p.core && wanted(p.pid))) {
       const core = join(work, `core.${p.pid}`)
-      const exported = await exportCore({ bundle: o.bundle, pid: p.pid, output: core })
+      const exported = await exportCore({ bundle: o.bundle, pid: p.pid, output: core, roomHint: TMPDIR_HINT })
       const exe = chooseExe(exported.exe, sysroot)
       if (!exe)
         warnings.push(
