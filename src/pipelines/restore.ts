@@ -236,6 +236,9 @@ export class RestoreRun {
 
   private async preflight(): Promise<void> {
     this.enter('preflight')
+    // The head's warnings (--allow-unsigned, ignored keys) were printed when they were found: only the preflight's own
+    // are printed after it.
+    const printed = this.warnings.length
     await this.timed('preflight', async () => {
       // Who the images would bring back, read from them: the manifest's word is checked against it.
       let identity: ImageIdentity
@@ -254,7 +257,7 @@ export class RestoreRun {
       // A container comes back in a PID namespace of its own: its pids are free there whatever the host holds.
       if (!this.o.newPidns && !this.manifest.container) checkPidsFree(this.manifest)
     })
-    for (const w of this.warnings) this.progress.warn(w)
+    for (const w of this.warnings.slice(printed)) this.progress.warn(w)
     this.budget.checkCancelled('preflight')
   }
 
