@@ -151,6 +151,8 @@ describe('restore checks the images against the manifest', () => {
     const foreign = await repackBundle(pythonBundle, join(dir, 'foreign.tar.zst'), (extracted, manifest) => {
       manifest.target = { ...workerManifest.target };
       manifest.processes = workerManifest.processes;
+      // The stacks name python's pid, which a bundle's reading refuses on its own: left out, so the images are judged.
+      manifest.artifacts = manifest.artifacts.filter((a) => a.kind !== 'stacks');
       writeFileSync(join(extracted, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
     });
     const run = await snap(['restore', foreign]);
