@@ -463,7 +463,7 @@ export class RestoreRun {
     const why = diagnoseCriuLog(text)
     const last = text.split('\n').map((l) => l.trim()).filter(Boolean).at(-1)
     const noError = why.known === undefined && why.cause === 'criu gave no error line'
-    const said = !noError ? why.cause : last ? `no error line; its last: ${last}` : 'it wrote no log'
+    const said = !noError ? why.cause : last ? `no error line; its log ends: ${last}` : 'it wrote no log'
     const kept = keepLog(logFile, 'criu-restore')
     return new StepTimeoutError(
       `${what} did not finish in time and was killed (${said})`,

@@ -78,7 +78,7 @@ describe('kept logs', () => {
     expect(run.timedOut, 'snap ended by itself').toBe(false);
     expect(run.exitCode, run.stderr).toBe(10);
     const line = run.stderr.split('\n').filter((l) => l.startsWith('snap:')).join(' ');
-    expect(line).toMatch(/criu restore did not finish in time and was killed \(no error line; its last: .*Restoring creds, waiting for the other threads\)/);
+    expect(line).toMatch(/criu restore did not finish in time and was killed \(no error line; its log ends: .*Restoring creds, waiting for the other threads\)/);
     const kept = readdirSync(logs);
     expect(kept.length).toBe(1);
     expect(run.stderr).toContain(`criu's log: ${join(logs, kept[0]!)}`);
