@@ -16,7 +16,7 @@ import { identifiedDescendants, signalRecorded, type TargetIdentity } from '../p
 import { readBootId, readCmdline, readLink, readStat, readTextFile, readThreadStates, readChildren } from '../process/proc.js'
 import { criuRestoreArgs, findCriu, type CriuInfo } from '../tools/criu.js'
 import { diagnoseCriuLog } from '../tools/criu-log.js'
-import type { DumpedTask } from '../tools/criu-pstree.js'
+import { markExited, type DumpedTask } from '../tools/criu-pstree.js'
 import { keepLog } from '../tools/kept-log.js'
 import { round, shellQuote, stopProcessGroup, stopAllTools } from '../tools/run.js'
 import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
@@ -248,7 +248,12 @@ export class RestoreRun {
         throw new BundleInvalidError(`${this.o.bundle}: its CRIU images cannot be read (${(e as Error).message})`, [], 'nothing was restored')
       }
       checkImageIdentity(this.manifest, identity)
-      this.imageTree = identity.tree
+      // A zombie of the dumped tree comes back a zombie: the check after the restore must know which tasks those are.
+      try {
+        this.imageTree = markExited(join(this.workDir!, 'criu'), identity.tree)
+      } catch (e) {
+        throw new BundleInvalidError(`${this.o.bundle}: its CRIU core images cannot be read (${(e as Error).message})`, [], 'nothing was restored')
+      }
       // The images, not the manifest, say which pids criu will create: any the manifest left out is claimed too.
       if (!this.o.newPidns && !this.manifest.container) this.journal?.claimPids(identity.tree.map((t) => t.pid))
       checkCriuVersion(this.manifest, this.criu.version)
@@ -498,13 +503,16 @@ export class RestoreRun {
     const restoredAs = (): Map<number, number> => {
       const m = new Map<number, number>()
       for (const p of [pid, ...readDescendants(pid)]) m.set(samePids ? p : innerPidOf(p), p)
+      // readDescendants leaves zombies out; a task dumped as one is looked for among the zombies of the tree.
+      for (const p of restoredZombies(pid)) m.set(samePids ? p : innerPidOf(p), p)
       m.set(tree[0]!.pid, pid)
       return m
     }
     const complete = (m: Map<number, number>) =>
       tree.every((task) => {
         const host = m.get(task.pid)
-        return host !== undefined && readThreadStates(host).length >= task.threads.length
+        if (host === undefined) return false
+        return task.exited ? readStat(host)?.state === 'Z' : readThreadStates(host).length >= task.threads.length
       })
     const seen = (await pollUntil(() => {
       const m = restoredAs()
@@ -519,8 +527,18 @@ export class RestoreRun {
     for (const task of tree) {
       const host = seen.get(task.pid)
       const name = task.pid === tree[0]!.pid ? 'the root' : `process ${task.pid}`
-      if (host === undefined || !readStat(host)) {
+      const state = host === undefined ? undefined : readStat(host)?.state
+      if (host === undefined || state === undefined) {
         problems.push(`${name} was not restored`)
+        continue
+      }
+      // criu makes a dumped zombie again as a zombie: it has no threads and no executable left to compare.
+      if (task.exited) {
+        if (state !== 'Z') problems.push(`${name} was a zombie when dumped and is ${state} now`)
+        continue
+      }
+      if (state === 'Z') {
+        problems.push(`${name} was restored but has exited`)
         continue
       }
       const tids = readThreadStates(host).map((s) => s.tid)
@@ -599,6 +617,15 @@ function containerRestoreArgs(c: NonNullable<Manifest['container']>): string[] {
     args.push('--external', `mnt[${m.key}]:${m.hostPath}`)
   }
   return args
+}
+
+/** The zombies under pid, at any depth (readDescendants lists only the live processes, and walks through these). */
+function restoredZombies(pid: number): number[] {
+  const zombies: number[] = []
+  for (const p of [pid, ...readDescendants(pid)]) {
+    for (const child of readChildren(p)) if (readStat(child)?.state === 'Z') zombies.push(child)
+  }
+  return zombies
 }
 
 /** The pid criu wrote to its pidfile, once it has. */
