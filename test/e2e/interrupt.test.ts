@@ -153,32 +153,38 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
   });
 });
 
-describe('Ctrl+C at 20 moments spread over criu dump of a running 64 MiB target', () => {
+describe('Ctrl+C at moments spread over a dump of a running 64 MiB target', () => {
   afterAll(cleanupAllTargets);
 
-  it('the target is alive and running after every one; exit 130 each time', async () => {
-    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
-    const exits: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      const dump = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB });
-      await waitUntilTracedBy(target, /ld-linux|criu/, dump);
-      // From the moment criu holds the target, later and later: its seize, its parasite, its pages, its release.
-      await new Promise((r) => setTimeout(r, i * 8));
-      dump.signal('SIGINT');
-      const result = await dump.result;
-      exits.push(result.exitCode ?? -1);
-      expect(target.isAlive(), `run ${i}: the target died: ${result.stderr}`).toBe(true);
-      if (result.exitCode === 130) {
-        await expectNoLeftovers(dump);
-        expectNoOutput(dump);
+  // By default criu holds the tree (seize, parasite, pages, release); with --core gcore gdb then attaches to it too.
+  for (const [mode, runs, args, gdb] of [
+    ['criu dump', 20, [], undefined],
+    ['--core gcore', 10, ['--core', 'gcore'], REAL_GDB],
+  ] as const) {
+    it(`${mode}, ${runs} runs: the target is alive and running after every one; exit 130 each time (or 0 once the capture was done)`, async () => {
+      const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+      const exits: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const dump = startDump(target, { criu: REAL_CRIU, gdb, args: [...args] });
+        await waitUntilTracedBy(target, /ld-linux|criu/, dump);
+        // From the moment criu holds the target, later and later.
+        await new Promise((r) => setTimeout(r, i * 8));
+        dump.signal('SIGINT');
+        const result = await dump.result;
+        exits.push(result.exitCode ?? -1);
+        expect(target.isAlive(), `run ${i}: the target died: ${result.stderr}`).toBe(true);
+        if (result.exitCode === 130) {
+          await expectNoLeftovers(dump);
+          expectNoOutput(dump);
+        }
+        await expectRunning(target);
       }
-      await expectRunning(target);
-    }
-    record(`SIGINT at 20 moments of criu dump (64 MiB): exits ${exits.join(' ')}`);
-    // A signal that lands once criu is done and the bundle sealed finds nothing to interrupt: that dump succeeded.
-    expect(exits.every((e) => e === 130 || e === 0), exits.join(' ')).toBe(true);
-    expect(exits.filter((e) => e === 130).length).toBeGreaterThan(0);
-  });
+      record(`SIGINT at ${runs} moments of a ${mode} (64 MiB): exits ${exits.join(' ')}`);
+      // A signal that lands once the bundle is sealed finds nothing to interrupt: that dump succeeded.
+      expect(exits.every((e) => e === 130 || e === 0), exits.join(' ')).toBe(true);
+      expect(exits.filter((e) => e === 130).length).toBeGreaterThan(0);
+    });
+  }
 });
 
 describe('a Ctrl+Z-paused 256 MiB target, interrupted', () => {

@@ -5,13 +5,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { StepFailedError } from '../../errors.js'
-import { readStatus, tracerGroup } from '../../process/proc.js'
-import { pollUntil } from '../../process/poll.js'
+import { readStatus } from '../../process/proc.js'
 import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
 import { diagnoseCriuLog } from '../../tools/criu-log.js'
 import { readPstreeImage } from '../../tools/criu-pstree.js'
 import { isToolLine, startGatedTool, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
+import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
 import { lockConnections, readyNetworkLock, unlockConnections } from './network-lock.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
 import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
@@ -48,7 +48,7 @@ export async function readyCheckpoint(s: DumpState, report: (d: string) => void)
       dieWithSnap: false, // see checkpoint(): if snap is killed, criu finishes and `snap recover` puts the tree back
       protectFromOom: true,
       // Ctrl+C, SIGTERM, SIGHUP and the deadline all stop criu only once it has let go of the tree.
-      beforeStop: () => waitForCriuToLetGo(s, tool.pid, letGoTimeoutMs(rssKiB)),
+      beforeStop: () => waitForToolToLetGo(s, 'criu', tool.pid, letGoTimeoutMs(rssKiB)),
       logFile: outFile,
       onSpawn: (pid) => s.trackTool(pid, true),
     })
@@ -122,32 +122,7 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
   })
 }
 
-/** criu holds the tree while it dumps memory: allow that, and more for more memory, before killing it anyway. */
-function letGoTimeoutMs(rssKiB: number): number {
-  return Math.round(30_000 + 30_000 * (rssKiB / (1024 * 1024)))
-}
-
-/** Pids of the tree that a process of criu's group traces now. */
-function heldByCriu(s: DumpState, criuPid: number): number[] {
-  return s.members.filter((m) => tracerGroup(m.id.pid) === criuPid).map((m) => m.id.pid)
-}
-
-/**
- * criu holds the tree from seize to unseize, its parasite code running inside each process: stopped then (SIGTERM
- * kills criu at once: it has no handler), criu can take a process with it (measured: killed at one of its ptrace calls
- * in eight, the target died). So criu is stopped only once no process of the tree is traced by it, or once this
- * deadline has passed too; the terminal says what snap is waiting for.
- */
-async function waitForCriuToLetGo(s: DumpState, criuPid: number | undefined, timeoutMs: number): Promise<void> {
-  if (criuPid === undefined) return
-  const held = heldByCriu(s, criuPid)
-  if (held.length === 0) return
-  s.progress.note(`waiting for criu to let go of the tree (${held.length} process${held.length === 1 ? '' : 'es'} held, at most ${Math.round(timeoutMs / 1000)} s): killed while it holds them, criu can take a process down`)
-  const free = await pollUntil(() => heldByCriu(s, criuPid).length === 0, { timeoutMs, maxIntervalMs: 5 })
-  if (!free) s.progress.warn(`criu still held the tree after ${Math.round(timeoutMs / 1000)} s; stopping it anyway`)
-}
-
-function totalRssKiB(s: DumpState): number {
+export function totalRssKiB(s: DumpState): number {
   let kib = 0
   for (const m of s.members) {
     const rss = /(\d+)/.exec(readStatus(m.id.pid)?.['VmRSS'] ?? '')

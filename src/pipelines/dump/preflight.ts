@@ -21,7 +21,9 @@ import { describeContainer } from '../../process/container.js'
 import { readLink, readStat } from '../../process/proc.js'
 import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
-import { startTool } from '../../tools/run.js'
+import { startTool, type StartedTool } from '../../tools/run.js'
+import { totalRssKiB } from './checkpoint.js'
+import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
 import { Journal } from '../journal.js'
 import { MiB, type DumpState } from './state.js'
 
@@ -173,13 +175,16 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
  * is then not part of the freeze window.
  */
 function startGdbSession(s: DumpState): void {
-  s.gdbSession = startTool(s.gdb!.path, gdbSessionArgs(), {
+  const session: StartedTool = startTool(s.gdb!.path, gdbSessionArgs(), {
     cancel: s.o.cancel,
     protectFromOom: true, // it holds the frozen tree while it writes the cores
+    // Between two processes gdb holds none: a signal or the deadline stops it there, never inside an attach or a gcore.
+    beforeStop: () => waitForToolToLetGo(s, 'gdb', session.pid, letGoTimeoutMs(totalRssKiB(s))),
     logFile: join(s.workDir!, 'logs', 'gdb.log'),
     stdin: 'pipe',
     onSpawn: (pid) => s.trackTool(pid, true),
   })
+  s.gdbSession = session
 }
 
 /** criu takes a network lock for a tree with TCP connections (--tcp-established), and for one in a network namespace
