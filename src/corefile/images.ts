@@ -7,8 +7,8 @@
 import { join } from 'node:path'
 import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
 import {
-  decodeMessage, FILES_MAGIC, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, ImageFormatError, imageEntries, int32Field, MEMFD_INODE_MAGIC, messageField,
-  messagesField, MM_MAGIC, PAGEMAP_MAGIC, readVarint, textField, u64Field, u64sField, uintField,
+  decodeMessage, FILES_MAGIC, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC, ImageFormatError, imageEntries, MEMFD_INODE_MAGIC, MM_MAGIC, PAGEMAP_MAGIC,
+  readVarint, uintField,
 } from '../tools/criu-image-format.js'
 import { parsePstreeImage } from '../tools/criu-pstree.js'
 import { CoreBuildError } from './errors.js'
@@ -156,38 +156,77 @@ export interface MmState {
   exeFileId?: number
 }
 
+/** A process has at most vm.max_map_count mappings (65530 by default, 262144 where databases raise it): an mm image
+ *  listing more than this is not one snap decodes, each mapping costing a record and a program header. */
+export const MAX_VMAS = 1 << 20
+
 /** mm_entry: mm_arg_start 8, mm_arg_end 9, exe_file_id 12, mm_saved_auxv 13, vmas 14 (vma_entry: start 1, end 2,
- *  pgoff 3, shmid 4, prot 5, flags 6, status 7, madv 9). */
+ *  pgoff 3, shmid 4, prot 5, flags 6, status 7, madv 9). Walked where the bytes lie, each mapping straight into its
+ *  record: decodeMessage's Map and Buffers per mapping cost 100 times the image (3.8 MiB of mappings took 400 MB). */
 export function mmFromImage(image: Buffer, pid: number): MmState {
   const name = `mm-${pid}.img`
   return parsing(name, () => {
-    const entry = imageEntries(image, MM_MAGIC, name)[0]
+    let entry: [number, number] | undefined
+    forEachEntry(image, MM_MAGIC, name, (from, to) => void (entry ??= [from, to]))
     if (!entry) throw new ImageFormatError('it holds no entry')
-    const mm = decodeMessage(entry)
     const vmas: Vma[] = []
-    for (const v of messagesField(mm, 14)) {
-      const start = u64Field(v, 1) ?? 0n
-      // Only the vsyscall page lives above 2^53 (0xffffffffff600000); it is the kernel's, not the process's memory.
-      if (start > BigInt(Number.MAX_SAFE_INTEGER)) continue
-      vmas.push({
-        start: Number(start),
-        end: required(uintField(v, 2), 'a vma end'),
-        pgoff: uintField(v, 3) ?? 0,
-        shmid: uintField(v, 4) ?? 0,
-        prot: uintField(v, 5) ?? 0,
-        flags: uintField(v, 6) ?? 0,
-        status: uintField(v, 7) ?? 0,
-        madv: u64Field(v, 9) ?? 0n,
-      })
-    }
+    const auxv: bigint[] = []
+    let argStart: number | undefined
+    let argEnd: number | undefined
+    let exeFileId: number | undefined
+    const raw: (number | bigint | undefined)[] = []
+    scanFields(image, entry[0], entry[1], (n, value, start, end) => {
+      if (n === 8) argStart = exact(value, 8)
+      else if (n === 9) argEnd = exact(value, 9)
+      else if (n === 12) exeFileId = exact(value, 12)
+      else if (n === 13) {
+        if (value !== undefined) auxv.push(BigInt(value))
+        else for (let p = start; p < end; ) {
+          const [x, next] = readVarint(image, p)
+          auxv.push(BigInt(x))
+          p = next
+        }
+      } else if (n === 14 && value === undefined) {
+        if (vmas.length >= MAX_VMAS) throw new ImageFormatError(`it lists more than ${MAX_VMAS} mappings, more than a process can have`)
+        raw.fill(undefined)
+        scanFields(image, start, end, (f, v) => {
+          if (f >= 1 && f <= 9) raw[f] = v
+        })
+        const vStart = raw[1] ?? 0
+        // Only the vsyscall page lives above 2^53 (0xffffffffff600000); it is the kernel's, not the process's memory.
+        if (typeof vStart === 'bigint') return
+        const madv = raw[9]
+        vmas.push({
+          start: vStart,
+          end: required(exact(raw[2], 2), 'a vma end'),
+          pgoff: exact(raw[3], 3) ?? 0,
+          shmid: exact(raw[4], 4) ?? 0,
+          prot: exact(raw[5], 5) ?? 0,
+          flags: exact(raw[6], 6) ?? 0,
+          status: exact(raw[7], 7) ?? 0,
+          madv: madv === undefined || madv === 0 ? 0n : BigInt(madv),
+        })
+      }
+    })
     vmas.sort((a, b) => a.start - b.start)
-    return {
-      vmas,
-      auxv: u64sField(mm, 13),
-      argStart: uintField(mm, 8) ?? 0,
-      argEnd: uintField(mm, 9) ?? 0,
-      exeFileId: uintField(mm, 12),
-    }
+    return { vmas, auxv, argStart: argStart ?? 0, argEnd: argEnd ?? 0, exeFileId }
+  })
+}
+
+/** What an mm image says without its mappings decoded: how many it lists, and the executable's files.img id. */
+export function mmSummary(image: Buffer, pid: number): { vmas: number; exeFileId: number | undefined } {
+  const name = `mm-${pid}.img`
+  return parsing(name, () => {
+    let entry: [number, number] | undefined
+    forEachEntry(image, MM_MAGIC, name, (from, to) => void (entry ??= [from, to]))
+    if (!entry) throw new ImageFormatError('it holds no entry')
+    let vmas = 0
+    let exeFileId: number | undefined
+    scanFields(image, entry[0], entry[1], (n, value) => {
+      if (n === 12) exeFileId = exact(value, 12)
+      else if (n === 14 && value === undefined) vmas++
+    })
+    return { vmas, exeFileId }
   })
 }
 
@@ -287,26 +326,45 @@ export interface FilesImage {
   memfdInodes: Map<number, number>
 }
 
-/** file_entry { type 1, id 2, reg 3 { id 1, name 6, size 8 }, memfd 20 { id 1, inode_id 5 } }. */
-export function filesFromImage(image: Buffer): FilesImage {
+/** file_entry { type 1, id 2, reg 3 { id 1, name 6, size 8 }, memfd 20 { id 1, inode_id 5 } }: the regular files
+ *  (only those of `wanted` ids, when given) and the memfds, each entry walked where it lies and nothing else kept. */
+export function filesFromImage(image: Buffer, wanted?: ReadonlySet<number>): FilesImage {
   return parsing('files.img', () => {
     const regular: FilesImage['regular'] = new Map()
     const memfdInodes = new Map<number, number>()
-    for (const raw of imageEntries(image, FILES_MAGIC, 'files.img')) {
-      const entry = decodeMessage(raw)
-      const type = int32Field(entry, 1)
-      const reg = messageField(entry, 3)
-      const memfd = messageField(entry, 20)
+    forEachEntry(image, FILES_MAGIC, 'files.img', (from, to) => {
+      let type: number | undefined
+      let entryId: number | undefined
+      let reg: [number, number] | undefined
+      let memfd: [number, number] | undefined
+      scanFields(image, from, to, (n, value, start, end) => {
+        if (n === 1 && value !== undefined) type = Number(BigInt.asIntN(32, BigInt(value)))
+        else if (n === 2) entryId = exact(value, 2)
+        else if (n === 3) reg = value === undefined ? [start, end] : undefined
+        else if (n === 20) memfd = value === undefined ? [start, end] : undefined
+      })
       if (type === FD_TYPE_REG && reg) {
-        const path = textField(reg, 6)
-        const id = uintField(entry, 2) ?? uintField(reg, 1)
-        if (path !== undefined && id !== undefined) regular.set(id, { path, size: uintField(reg, 8) })
+        let regId: number | undefined
+        let size: number | undefined
+        let name: [number, number] | undefined
+        scanFields(image, reg[0], reg[1], (n, value, start, end) => {
+          if (n === 1) regId = exact(value, 1)
+          else if (n === 6) name = value === undefined ? [start, end] : undefined
+          else if (n === 8) size = exact(value, 8)
+        })
+        const id = entryId ?? regId
+        if (name && id !== undefined && (!wanted || wanted.has(id))) regular.set(id, { path: image.toString('utf8', name[0], name[1]), size })
       } else if (type === FD_TYPE_MEMFD && memfd) {
-        const id = uintField(entry, 2) ?? uintField(memfd, 1)
-        const inode = uintField(memfd, 5)
-        if (id !== undefined && inode !== undefined) memfdInodes.set(id, inode)
+        let memfdId: number | undefined
+        let inode: number | undefined
+        scanFields(image, memfd[0], memfd[1], (n, value) => {
+          if (n === 1) memfdId = exact(value, 1)
+          else if (n === 5) inode = exact(value, 5)
+        })
+        const id = entryId ?? memfdId
+        if (id !== undefined && inode !== undefined && (!wanted || wanted.has(id))) memfdInodes.set(id, inode)
       }
-    }
+    })
     return { regular, memfdInodes }
   })
 }
@@ -340,7 +398,9 @@ export function readProcessImages(imagesDir: string, pid: number): { task: TaskT
   const task = taskFromPstree(readImageFile(join(imagesDir, 'pstree.img'))!, pid)
   const mm = mmFromImage(readImageFile(join(imagesDir, `mm-${pid}.img`))!, pid)
   const filesRaw = readImageFile(join(imagesDir, 'files.img'), false)
-  const files = filesRaw ? filesFromImage(filesRaw) : { regular: new Map(), memfdInodes: new Map() }
+  // Only the files the mappings name: files.img lists every file of the tree, each kept would cost a record.
+  const mapped = new Set(mm.vmas.filter((v) => v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.AREA_MEMFD)).map((v) => v.shmid))
+  const files = filesRaw ? filesFromImage(filesRaw, mapped) : { regular: new Map(), memfdInodes: new Map() }
   const memfdRaw = readImageFile(join(imagesDir, 'memfd.img'), false)
   const memfds = memfdRaw ? memfdShmids(files, memfdRaw) : new Map<number, number>()
   return { task, mm, files, memfds }
@@ -354,7 +414,7 @@ export function readProcessImages(imagesDir: string, pid: number): { task: TaskT
 
 /** Each field of the message in buf[from, to): its number, its value when a varint (undefined otherwise), and the
  *  bounds of its bytes when length-delimited. */
-function scanFields(buf: Buffer, from: number, to: number, fn: (n: number, value: number | bigint | undefined, start: number, end: number) => void): void {
+export function scanFields(buf: Buffer, from: number, to: number, fn: (n: number, value: number | bigint | undefined, start: number, end: number) => void): void {
   let at = from
   while (at < to) {
     const [keyValue, afterKey] = readVarint(buf, at)
@@ -379,7 +439,7 @@ function scanFields(buf: Buffer, from: number, to: number, fn: (n: number, value
 }
 
 /** Each entry of an image (after its magic), as the bounds of its message. */
-function forEachEntry(image: Buffer, magic: number, name: string, fn: (from: number, to: number) => void): void {
+export function forEachEntry(image: Buffer, magic: number, name: string, fn: (from: number, to: number) => void): void {
   let at = 0
   if (image.length >= 4 && (image.readUInt32LE(0) === IMG_COMMON_MAGIC || image.readUInt32LE(0) === IMG_SERVICE_MAGIC)) at = 4
   if (image.length < at + 4 || image.readUInt32LE(at) !== magic) throw new ImageFormatError(`${name} does not start with its magic`)

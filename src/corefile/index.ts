@@ -26,6 +26,9 @@ export interface WriteCoreOptions {
   pid: number
   /** The core file to create; it must not exist. Written as OUTPUT.partial-PID, then linked into place. */
   output: string
+  /** Called with the bytes the core's data will take (its head and every PT_LOAD's contents, holes aside) before a
+   *  byte is written: throws when the output's filesystem has no room for them. */
+  checkRoom?: (bytes: number) => void
 }
 
 export interface WriteCoreResult {
@@ -136,6 +139,7 @@ async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
   const extended = phnum >= PN_XNUM
   const shoff = extended ? cursor : 0
   const size = extended ? cursor + SHDR_SIZE : cursor
+  opts.checkRoom?.(loads.reduce((n, load) => n + load.filesz, notesOffset + notesRoom + (extended ? SHDR_SIZE : 0)))
 
   // 5. Write beside the output, give it its name when complete: a half-written core never carries the final name.
   const partial = `${opts.output}.partial-${process.pid}`

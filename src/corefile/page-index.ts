@@ -6,8 +6,9 @@ import { existsSync, statSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CoreBuildError } from './errors.js'
+import { ImageFormatError } from '../tools/criu-image-format.js'
 import { PAGE_SIZE } from './elf.js'
-import { PE, pagemapFromImage, readImageFile } from './images.js'
+import { PE, forEachPagemapRun, readImageFile } from './images.js'
 
 /** A stretch of memory whose bytes sit contiguously in `file` from `offset`. */
 export interface Extent {
@@ -27,6 +28,9 @@ interface IndexedRun {
 
 /** A chain of incremental dumps deeper than this is taken for a `parent` link loop. */
 const MAX_PARENT_DEPTH = 64
+/** Runs whose pages are elsewhere (the parent images, a lazy-pages server): a process has at most ~2^20 mappings,
+ *  and criu writes a run per stretch of a mapping. */
+const MAX_ABSENT_RUNS = 1 << 20
 
 export class PageIndex {
   private constructor(
@@ -44,16 +48,20 @@ export class PageIndex {
     const pagemapFile = join(imagesDir, pagemapName)
     const image = readImageFile(pagemapFile, false)
     if (!image) return undefined
-    const pagemap = pagemapFromImage(image, pagemapFile)
-    const pagesFile = join(imagesDir, `pages-${pagemap.pagesId}.img`)
-
-    // pages-N.img holds the PE_PRESENT runs' pages back to back, in pagemap order.
+    // A first pass that holds nothing: what the runs claim is checked against the pages image before a record is
+    // made for each. Every present run holds at least a page of pages-N.img, whose size the manifest bounds; the
+    // others (in the parent images, lazy, or empty) are bounded on their own: a pagemap of millions of runs is 16 bytes a
+    // run on disk and ten times that held.
+    let count = 0
+    let absent = 0
     let cursor = 0
-    const runs: IndexedRun[] = pagemap.runs.map((run) => {
-      const indexed = { vaddr: run.vaddr, end: run.vaddr + run.pages * PAGE_SIZE, flags: run.flags, fileOffset: cursor }
-      if (run.flags & PE.PRESENT) cursor += run.pages * PAGE_SIZE
-      return indexed
+    const pagesId = forEachPagemapRun(image, pagemapFile, (_vaddr, pages, flags) => {
+      count++
+      // A run of no pages is what a reader of another CRIU version makes of its page counts: the pages file tells.
+      if (flags & PE.PRESENT && pages > 0) cursor += pages * PAGE_SIZE
+      else if (++absent > MAX_ABSENT_RUNS) throw new ImageFormatError(`${pagemapFile} lists more than ${MAX_ABSENT_RUNS} runs of pages it does not hold, more than snap indexes`)
     })
+    const pagesFile = join(imagesDir, `pages-${pagesId}.img`)
     if (cursor > 0) {
       const size = existsSync(pagesFile) ? statSync(pagesFile).size : -1
       if (size < 0) throw new CoreBuildError(`${pagemapFile} lists ${cursor} bytes of pages but ${pagesFile} is missing`)
@@ -67,6 +75,15 @@ export class PageIndex {
       throw new CoreBuildError(
         `${pagesFile} holds ${onDisk} bytes of memory but ${pagemapFile} accounts for ${cursor}: the images were read wrong (were they written by a CRIU newer than this snap reads?)`,
       )
+
+    // pages-N.img holds the PE_PRESENT runs' pages back to back, in pagemap order.
+    const runs: IndexedRun[] = new Array<IndexedRun>(count)
+    let i = 0
+    cursor = 0
+    forEachPagemapRun(image, pagemapFile, (vaddr, pages, flags) => {
+      runs[i++] = { vaddr, end: vaddr + pages * PAGE_SIZE, flags, fileOffset: cursor }
+      if (flags & PE.PRESENT) cursor += pages * PAGE_SIZE
+    })
     runs.sort((a, b) => a.vaddr - b.vaddr)
 
     let parent: PageIndex | undefined

@@ -10,7 +10,9 @@ import { readRecipeEntry } from '../bundle/entry-bounds.js'
 import { sha256File } from '../bundle/hash.js'
 import { checkRoom, verifyAndExtract } from '../bundle/extract.js'
 import type { Manifest } from '../bundle/manifest.js'
-import { writeCoreFromImages } from '../corefile/index.js'
+import { BoundedReadError } from '../bundle/bounded-read.js'
+import { CoreBuildError, writeCoreFromImages } from '../corefile/index.js'
+import { ImageFormatError } from '../tools/criu-image-format.js'
 import { rebuildCore } from '../corefile/recipe.js'
 import { exeOfImages } from '../corefile/images.js'
 import { BundleInvalidError, OutputPathError, UsageError } from '../errors.js'
@@ -115,7 +117,17 @@ export async function exportCore(o: CoreExportOptions): Promise<CoreExportResult
       checkRoom(o.bundle, dir, [{ path: `the core of ${pid}`, size: data }], roomHint, 'rebuilt from its recipe takes')
       await rebuildCore(recipe, join(work, 'criu'), join(work, plan.blob), output)
     } else {
-      await writeCoreFromImages({ imagesDir: join(work, 'criu'), pid: plan.imagePid, output })
+      // The images were held to their declared sizes as they were extracted; the core's size is known from them
+      // before a byte of it is written, and checked against the room left beside the output.
+      const checkCore = (bytes: number) => checkRoom(o.bundle, dir, [{ path: `the core of ${pid}`, size: bytes }], roomHint, 'built from its images takes')
+      try {
+        await writeCoreFromImages({ imagesDir: join(work, 'criu'), pid: plan.imagePid, output, checkRoom: checkCore })
+      } catch (e) {
+        // Images past what snap reads, or not what criu writes, are the bundle's fault, not the build's.
+        if (e instanceof CoreBuildError && (e.cause instanceof ImageFormatError || e.cause instanceof BoundedReadError))
+          throw new BundleInvalidError(`${o.bundle}: the core of ${pid} cannot be built from its images: ${e.message}`, [], 'no core was written')
+        throw e
+      }
     }
     const { sha256 } = await sha256File(output)
     const source = 'entry' in plan ? 'stored' : 'recipe' in plan ? 'recipe' : 'built'

@@ -2,17 +2,51 @@
 // hostile or mistaken bundle lies in): the tree (pstree.img), the root's credentials (core-PID.img) and its
 // executable (mm-PID.img -> files.img). Read with a small protobuf reader, bounded, without crit.
 
-import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import type { ThreadCredsRecord } from '../bundle/manifest.js'
 import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
-import { filesFromImage, mmFromImage, type FilesImage } from '../corefile/images.js'
+import { filesFromImage, mmSummary, type FilesImage } from '../corefile/images.js'
+import { bytesText } from '../bundle/entry-bounds.js'
 import { CORE_MAGIC, decodeMessage, ImageFormatError, imageEntries, messageField, textField, uintField, uintsField, type Fields } from './criu-image-format.js'
 import { readPstreeImage, type DumpedTask } from './criu-pstree.js'
 
-/** core, mm and files images of a real process are KiB to a few MiB: more is not an image snap will parse. */
-const MAX_IMAGE_BYTES = 64 << 20
+// Every image is read before criu runs, from a bundle that may be hostile: each is bounded in size here (the
+// extraction already held it to the size its manifest declares), and walked for what the identity needs, never
+// decoded whole. Decoded whole, an mm image of 400,000 mappings or a files.img of as many files cost GBs.
 
-const readBounded = (file: string): Buffer => readBoundedRegularFile(file, MAX_IMAGE_BYTES)
+/** A core image is a task's registers, signals and credentials: KiB, and at most NGROUPS_MAX (65536) groups of up
+ *  to 5 bytes each. */
+const MAX_CORE_BYTES = 1 << 20
+/** The most supplementary groups the kernel gives a task (NGROUPS_MAX). */
+const MAX_GROUPS = 65536
+/** mm-PID.img: ~40 bytes a mapping, a million mappings. */
+const MAX_MM_BYTES = 64 << 20
+/** files.img: every file of the tree, each path kept for the size check; ~16 MiB is 200,000 files of long paths. */
+const MAX_FILES_BYTES = 16 << 20
+
+/** The limits of an image past which snap does not read it: the restore is refused (exit 11). */
+export class ImageLimitError extends Error {}
+
+function readBounded(file: string, maxBytes: number): Buffer {
+  try {
+    return readBoundedRegularFile(file, maxBytes)
+  } catch (e) {
+    if (e instanceof BoundedReadError && /more than the/.test(e.message))
+      throw new ImageLimitError(`${basename(file)} is larger than the ${bytesText(maxBytes)} snap reads of such an image`)
+    throw e
+  }
+}
+
+/** How many mappings this host lets a process have: criu cannot restore one with more. */
+function maxMapCount(): number {
+  try {
+    const n = Number(readFileSync('/proc/sys/vm/max_map_count', 'utf8').trim())
+    return Number.isSafeInteger(n) && n > 0 ? n : 65530
+  } catch {
+    return 65530
+  }
+}
 
 export interface ImageCreds {
   uid: number
@@ -92,6 +126,10 @@ export function threadCredsFromCore(entry: Buffer): ThreadCreds | null {
     return v
   }
   const caps = (f: Fields, n: number) => capHex(uintsField(f, n))
+  const groups = creds.get(14) ?? []
+  // Packed or one a tag: a value is at least a byte either way.
+  const groupBytes = groups.reduce<number>((n, g) => n + (Buffer.isBuffer(g) ? g.length : 1), 0)
+  if (groupBytes > MAX_GROUPS * 5) throw new ImageLimitError(`the core image lists more than the ${MAX_GROUPS} groups the kernel gives a task`)
   return {
     uid: need(1), gid: need(2), euid: need(3), egid: need(4), suid: need(5), sgid: need(6), fsuid: need(7), fsgid: need(8),
     groups: uintsField(creds, 14),
@@ -105,7 +143,7 @@ export function threadCredsFromCore(entry: Buffer): ThreadCreds | null {
 /** The first entry of a core image, bounded. */
 function coreEntry(imagesDir: string, tid: number): Buffer {
   const name = `core-${tid}.img`
-  const entry = imageEntries(readBounded(join(imagesDir, name)), CORE_MAGIC, name)[0]
+  const entry = imageEntries(readBounded(join(imagesDir, name), MAX_CORE_BYTES), CORE_MAGIC, name)[0]
   if (!entry) throw new ImageFormatError(`${name} holds no entry`)
   return entry
 }
@@ -116,11 +154,20 @@ function coreEntry(imagesDir: string, tid: number): Buffer {
  */
 export function readThreadCreds(imagesDir: string, tree: DumpedTask[]): ImageThread[] {
   const out: ImageThread[] = []
+  // Threads share their groups: one list kept for all, not one a thread (65536 groups are 512 KiB held).
+  const groupLists = new Map<string, number[]>()
   const credsOf = (tid: number): ThreadCreds | null => {
     try {
-      return threadCredsFromCore(coreEntry(imagesDir, tid))
+      const creds = threadCredsFromCore(coreEntry(imagesDir, tid))
+      if (!creds) return creds
+      const key = creds.groups.join(',')
+      const known = groupLists.get(key)
+      if (known) creds.groups = known
+      else groupLists.set(key, creds.groups)
+      return creds
     } catch (e) {
       if (e instanceof ImageFormatError) throw new ImageFormatError(`core-${tid}.img: ${e.message}`)
+      if (e instanceof ImageLimitError && !e.message.startsWith('core-')) throw new ImageLimitError(`core-${tid}.img: ${e.message}`)
       throw e
     }
   }
@@ -132,46 +179,64 @@ export function readThreadCreds(imagesDir: string, tree: DumpedTask[]): ImageThr
   return out
 }
 
-/** The executable criu recorded for a process: mm's exe_file_id, named through files.img. */
-function exeFromImages(mm: Buffer, files: FilesImage, pid: number): string | undefined {
-  const exeId = mmFromImage(mm, pid).exeFileId
-  return exeId === undefined ? undefined : files.regular.get(exeId)?.path
+/** The executable criu recorded for a process: mm's exe_file_id, named through files.img; its mappings counted,
+ *  not decoded, and held to what this host lets a process have. */
+function exeFromImages(imagesDir: string, files: FilesImage | undefined, pid: number): string | undefined {
+  const name = `mm-${pid}.img`
+  const { vmas, exeFileId } = mmSummary(readBounded(join(imagesDir, name), MAX_MM_BYTES), pid)
+  const most = maxMapCount()
+  if (vmas > most) throw new ImageLimitError(`${name} lists ${vmas} mappings, more than the ${most} this host lets a process have (vm.max_map_count)`)
+  return exeFileId === undefined ? undefined : files?.regular.get(exeFileId)?.path
 }
 
-/** Regular files with the size criu saw at the freeze: criu refuses a restore where one has another size. */
+/** Regular files with the size criu saw at the freeze: criu refuses a restore where one has another size. Each
+ *  path once: files.img has an entry a file, and a file opened many times is checked once. */
 function regularFiles(files: FilesImage): { path: string; size: number }[] {
-  const out: { path: string; size: number }[] = []
+  const out = new Map<string, { path: string; size: number }>()
   for (const { path, size } of files.regular.values()) {
-    if (size !== undefined) out.push({ path: path.startsWith('/') ? path : `/${path}`, size })
+    const abs = path.startsWith('/') ? path : `/${path}`
+    if (size !== undefined) out.set(`${size} ${abs}`, { path: abs, size })
   }
-  return out
+  return [...out.values()]
+}
+
+/** Format problems leave the executable unknown (the manifest's word is then checked without it); limits refuse. */
+const unreadable = (e: unknown): boolean =>
+  e instanceof ImageFormatError || e instanceof BoundedReadError || (e as NodeJS.ErrnoException).code === 'ENOENT'
+
+function readFiles(imagesDir: string): FilesImage | undefined {
+  try {
+    return filesFromImage(readBounded(join(imagesDir, 'files.img'), MAX_FILES_BYTES))
+  } catch (e) {
+    if (unreadable(e)) return undefined
+    throw e
+  }
 }
 
 export function readImageIdentity(imagesDir: string): ImageIdentity {
   const tree = readPstreeImage(join(imagesDir, 'pstree.img'))
   const root = tree[0]!.pid
-  const core = imageEntries(readBounded(join(imagesDir, `core-${root}.img`)), CORE_MAGIC, `core-${root}.img`)[0]
-  if (!core) throw new ImageFormatError(`core-${root}.img holds no entry`)
-  const { creds, comm } = credsFromCore(core)
+  const { creds, comm } = credsFromCore(coreEntry(imagesDir, root))
+  const files = readFiles(imagesDir)
   let exe: string | undefined
-  let regular: { path: string; size: number }[] = []
-  try {
-    const files = filesFromImage(readBounded(join(imagesDir, 'files.img')))
-    regular = regularFiles(files)
-    exe = exeFromImages(readBounded(join(imagesDir, `mm-${root}.img`)), files, root)
-  } catch (e) {
-    if (!(e instanceof ImageFormatError) && !(e instanceof BoundedReadError) && (e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+  // Every process's mappings are counted, the root's executable named: criu would map them all.
+  for (const task of tree) {
+    try {
+      const named = exeFromImages(imagesDir, files, task.pid)
+      if (task.pid === root) exe = named
+    } catch (e) {
+      if (!unreadable(e)) throw e
+    }
   }
-  return { tree, threads: readThreadCreds(imagesDir, tree), creds, comm, exe, files: regular }
+  return { tree, threads: readThreadCreds(imagesDir, tree), creds, comm, exe, files: files ? regularFiles(files) : [] }
 }
 
 /** The executable of one process of the images' tree as criu recorded it, or undefined when the images do not say. */
 export function exeOfProcess(imagesDir: string, pid: number): string | undefined {
   try {
-    const files = filesFromImage(readBounded(join(imagesDir, 'files.img')))
-    return exeFromImages(readBounded(join(imagesDir, `mm-${pid}.img`)), files, pid)
+    return exeFromImages(imagesDir, readFiles(imagesDir), pid)
   } catch (e) {
-    if (e instanceof ImageFormatError || e instanceof BoundedReadError || (e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    if (unreadable(e) || e instanceof ImageLimitError) return undefined
     throw e
   }
 }
