@@ -16,6 +16,7 @@ import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type Lock
 import { readPstreeImage } from '../tools/criu-pstree.js'
 import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner, type NetworkLockRecord } from '../tools/network-lock.js'
 import { leaveRepairMode } from '../tools/tcp-repair.js'
+import { restoreSwappedCode } from '../tools/parasite-leftovers.js'
 
 export interface RecoveryAction {
   journal: string
@@ -288,6 +289,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
     if (!actions.dryRun) await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
+    if (entry.touched) await undoCriuInCode(entry, actions)
     if (entry.touched && entry.networkLock) await undoNetworkLock(entry, entry.networkLock, actions)
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
@@ -322,6 +324,23 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
   await recoverOrphanLocks(out, o)
   if (o.pid === undefined) await removeOrphanSnapTables(out, o)
   return out
+}
+
+/** criu's syscall code left in the processes' text by a criu that did not finish (see parasite-leftovers.ts). */
+async function undoCriuInCode(entry: JournalEntry, actions: Actions): Promise<void> {
+  let log: string
+  try {
+    log = readFileSync(join(entry.workDir ?? '', 'logs', 'criu-dump.log'), 'utf8')
+  } catch {
+    return
+  }
+  if (/Dumping finished successfully/.test(log)) return
+  const pids = [...new Set([entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid))]
+  await actions.run(
+    'put back any code criu left in the processes from their files',
+    (r) => [r.repaired.length > 0 ? `put back the code criu left at ${r.repaired.join(', ')}` : '', ...r.problems.map((p) => `criu's code may be left in ${p}`)].filter(Boolean).join('; ') || undefined,
+    () => restoreSwappedCode(pids, log),
+  )
 }
 
 /**

@@ -82,3 +82,42 @@ export async function confirmSurvival(id: TargetIdentity, before: RunCounts, tim
   if (settled === 'died' || dying(id)) return 'died'
   return settled === 'ran' ? 'survived' : 'unconfirmed'
 }
+
+/** Signals a fault raises in the thread that faulted (a breakpoint a tool left, a bad address): fatal unless caught. */
+const FAULT_SIGNALS: [name: string, signo: number][] = [
+  ['SIGILL', 4],
+  ['SIGTRAP', 5],
+  ['SIGBUS', 7],
+  ['SIGFPE', 8],
+  ['SIGSEGV', 11],
+]
+
+function maskHas(hex: string | undefined, signo: number): boolean {
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n
+}
+
+/**
+ * A fault signal pending for a stopped thread and not caught by the process: it is delivered as soon as the thread
+ * runs, and the process dies of it. Seen after criu was killed inside its parasite code (a SIGTRAP from the parasite's
+ * breakpoint): the process looks whole while stopped. Returns the signal's name, or undefined.
+ */
+export function pendingFault(pid: number): string | undefined {
+  let tids: number[] = []
+  try {
+    tids = listThreadIds(pid)
+  } catch {
+    return undefined
+  }
+  for (const tid of tids) {
+    let text: string
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
+    } catch {
+      continue
+    }
+    const field = (k: string) => new RegExp(`^${k}:\\s*([0-9a-f]+)`, 'm').exec(text)?.[1]
+    for (const [name, signo] of FAULT_SIGNALS)
+      if ((maskHas(field('SigPnd'), signo) || maskHas(field('ShdPnd'), signo)) && !maskHas(field('SigCgt'), signo)) return name
+  }
+  return undefined
+}

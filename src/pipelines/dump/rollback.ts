@@ -5,10 +5,11 @@ import { readFileSync, rmSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isSnapError, RollbackIncompleteError } from '../../errors.js'
 import { checkIdentity } from '../../process/identity.js'
-import { confirmSurvival, runCountsOf, type RunCounts } from '../../process/survival.js'
+import { confirmSurvival, pendingFault, runCountsOf, type RunCounts } from '../../process/survival.js'
 import { putTreeBack, type TreeMember } from '../../process/tree.js'
 import { removeLeftoverLock } from '../../tools/network-lock.js'
 import { leaveRepairMode } from '../../tools/tcp-repair.js'
+import { restoreSwappedCode } from '../../tools/parasite-leftovers.js'
 import { stopAllTools } from '../../tools/run.js'
 import { exitText, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 
@@ -50,6 +51,20 @@ async function undoCriuOnSockets(s: DumpState, actions: string[]): Promise<void>
   for (const p of r.problems) s.progress.warn(`TCP repair mode: ${p}; the connection may not work`)
 }
 
+/** A criu that did not finish may have left its syscall code in the processes' text: put back before they run. */
+function undoCriuInCode(s: DumpState, actions: string[]): void {
+  if (!s.criuOpened || !s.criuRun || s.criuResult?.exitCode === 0) return
+  let log: string
+  try {
+    log = readFileSync(s.criuRun.logFile, 'utf8')
+  } catch {
+    return // criu wrote no log: it never reached a process
+  }
+  const r = restoreSwappedCode(s.members.filter((m) => checkIdentity(m.id) === 'same').map((m) => m.id.pid), log)
+  if (r.repaired.length > 0) actions.push(`code criu left in ${r.repaired.length} process(es) put back from their files (${r.repaired.join(', ')})`)
+  for (const p of r.problems) s.progress.warn(`criu's code may be left in ${p}: the process can die when it runs that code`)
+}
+
 /** What happened to criu, for the message about a process that died: the tool that held it is the likely cause. */
 function toolStory(s: DumpState): string {
   const r = s.criuResult
@@ -77,16 +92,23 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
+  undoCriuInCode(s, actions)
   await undoCriuOnSockets(s, actions)
   await removeCriuNetworkLock(s, actions)
   let failure: RollbackIncompleteError | undefined
   const died: string[] = []
+  const doomedBy = new Map<number, string>()
   if (s.touched && s.members.length > 0) {
     const present = s.members.filter((m) => checkIdentity(m.id) === 'same')
     const gone = s.members.filter((m) => !present.includes(m))
     const want = (m: TreeMember) => (s.released ? s.leaveFor(m) : m.found)
     // Taken while they are stopped: after the resume, each must be seen to run before it is called resumed.
     const runCounts = new Map<number, RunCounts>(present.filter((m) => want(m) === 'running').map((m) => [m.id.pid, runCountsOf(m.id.pid)]))
+    // A fault signal pending now (a tool's breakpoint left inside) kills the process the moment it runs again.
+    for (const m of present) {
+      const fault = pendingFault(m.id.pid)
+      if (fault) doomedBy.set(m.id.pid, fault)
+    }
     try {
       const outcomes = await putTreeBack(present, want, STOP_TIMEOUT_MS)
       await Promise.all(
@@ -94,8 +116,8 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
           .filter((x) => x.left === 'running' && runCounts.has(x.pid))
           .map(async (x) => {
             const m = present.find((p) => p.id.pid === x.pid)!
-            const sv = await confirmSurvival(m.id, runCounts.get(x.pid)!, SURVIVAL_TIMEOUT_MS)
-            if (sv === 'died') {
+            const survival = await confirmSurvival(m.id, runCounts.get(x.pid)!, SURVIVAL_TIMEOUT_MS)
+            if (survival === 'died' || doomedBy.has(x.pid)) {
               x.left = 'gone'
               died.push(`${m.id.pid} (${m.comm})`)
             }
@@ -120,7 +142,8 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
     // A process that is gone was not put back, whatever else was: never counted as resumed.
     for (const m of gone) {
       const what = m.id.pid === s.o.pid ? 'target' : 'process'
-      if (died.includes(`${m.id.pid} (${m.comm})`)) actions.push(`${what} ${m.id.pid} died as soon as it was resumed`)
+      if (died.includes(`${m.id.pid} (${m.comm})`))
+        actions.push(`${what} ${m.id.pid} died as soon as it was resumed${doomedBy.has(m.id.pid) ? ` (a ${doomedBy.get(m.id.pid)} was pending for it)` : ''}`)
       else {
         actions.push(`${what} ${m.id.pid} is gone (${checkIdentity(m.id)}); nothing sent to it`)
         if (checkIdentity(m.id) === 'gone') died.push(`${m.id.pid} (${m.comm})`)
