@@ -14,7 +14,7 @@ import { readStat, tracerGroup } from '../process/proc.js'
 import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
 import { readPstreeImage } from '../tools/criu-pstree.js'
-import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner, type NetworkLockRecord } from '../tools/network-lock.js'
+import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner } from '../tools/network-lock.js'
 import { leaveRepairMode } from '../tools/tcp-repair.js'
 import { restoreSwappedCode } from '../tools/parasite-leftovers.js'
 
@@ -289,8 +289,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
     if (!actions.dryRun) await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
-    if (entry.touched) await undoCriuInCode(entry, actions)
-    if (entry.touched && entry.networkLock) await undoNetworkLock(entry, entry.networkLock, actions)
+    if (entry.touched) await undoWhatCriuLeft(entry, actions)
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
     if (check !== 'same') {
@@ -326,40 +325,35 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
   return out
 }
 
-/** criu's syscall code left in the processes' text by a criu that did not finish (see parasite-leftovers.ts). */
-async function undoCriuInCode(entry: JournalEntry, actions: Actions): Promise<void> {
-  let log: string
-  try {
-    log = readFileSync(join(entry.workDir ?? '', 'logs', 'criu-dump.log'), 'utf8')
-  } catch {
-    return
-  }
-  if (/Dumping finished successfully/.test(log)) return
-  const pids = [...new Set([entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid))]
-  await actions.run(
-    'put back any code criu left in the processes from their files',
-    (r) => [r.repaired.length > 0 ? `put back the code criu left at ${r.repaired.join(', ')}` : '', ...r.problems.map((p) => `criu's code may be left in ${p}`)].filter(Boolean).join('; ') || undefined,
-    () => restoreSwappedCode(pids, log),
-  )
-}
-
 /**
- * A dump that died while criu held the connections: before the tree is resumed, its sockets come out of TCP repair
- * mode (resumed in it, a process drops them), then the lock goes (snap's table, or what criu's lock left).
+ * What a dump's criu may have left when the snap that ran it died, undone before the tree is resumed: its syscall code
+ * in the processes' text (see parasite-leftovers.ts), when its log does not say it finished; and, for a dump with
+ * connections, sockets in TCP repair mode (resumed in it, a process drops them), then the network lock (snap's
+ * table, or what criu's lock left).
  */
-async function undoNetworkLock(entry: JournalEntry, lock: NetworkLockRecord, actions: Actions): Promise<void> {
-  const pids = [entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid)
-  await actions.run(
-    `take the sockets of ${[...new Set(pids)].join(', ')} out of TCP repair mode, if criu left any in it`,
-    (r) => [r.repaired.length > 0 ? `took ${r.repaired.join(', ')} out of TCP repair mode` : '', ...r.problems.map((p) => `TCP repair mode: ${p}`)].filter(Boolean).join('; ') || undefined,
-    () => leaveRepairMode([...new Set(pids)]),
-  )
+async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<void> {
+  const lock = entry.networkLock
   let log: string | undefined
   try {
-    log = readFileSync(lock.criuLog, 'utf8')
+    log = readFileSync(lock?.criuLog || join(entry.workDir ?? '', 'logs', 'criu-dump.log'), 'utf8')
   } catch {
     log = undefined
   }
+  const pids = [...new Set([entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid))]
+  if (log !== undefined && !/Dumping finished successfully/.test(log)) {
+    const text = log
+    await actions.run(
+      'put back any code criu left in the processes from their files',
+      (r) => [r.repaired.length > 0 ? `put back the code criu left at ${r.repaired.join(', ')}` : '', ...r.problems.map((p) => `criu's code may be left in ${p}`)].filter(Boolean).join('; ') || undefined,
+      () => restoreSwappedCode(pids, text),
+    )
+  }
+  if (!lock) return
+  await actions.run(
+    `take the sockets of ${pids.join(', ')} out of TCP repair mode, if criu left any in it`,
+    (r) => [r.repaired.length > 0 ? `took ${r.repaired.join(', ')} out of TCP repair mode` : '', ...r.problems.map((p) => `TCP repair mode: ${p}`)].filter(Boolean).join('; ') || undefined,
+    () => leaveRepairMode(pids),
+  )
   await actions.run(
     `remove the network lock (${lock.method === 'snap' ? `nftables table inet ${lock.table}` : `criu's ${lock.method} lock`}) if it is still there`,
     (removed) => (removed.length > 0 ? `removed the network lock: ${removed.join('; ')}` : undefined),

@@ -1,7 +1,8 @@
 // What criu would fail on, and the criu options a tree needs, decided from TreeFacts alone (pure functions: tested
 // without a process). Each rule cites the criu 4.2 source it follows.
 
-import type { HeldSocket } from './sockets.js'
+import { networkLockGiven } from '../tools/network-lock.js'
+import { CONNECTED_TCP_STATES, type HeldSocket } from './sockets.js'
 import type { HeldLock, IdSet, ProcessFacts, TreeFacts } from './tree-facts.js'
 
 export type RefusalCode =
@@ -41,10 +42,6 @@ export interface PlanOptions {
 const coreOnly = (facts: TreeFacts) => `snap dump --core-only ${facts.rootPid}`
 const who = (p: { pid: number; comm: string }) => `${p.pid} (${p.comm})`
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
-
-/** criu's can_dump_inet_sk (sk-inet.c): a TCP socket in one of these states is a connection, dumped only with
- *  --tcp-established (SYN_SENT too: libsoccr restores it). LISTEN and CLOSE need nothing. */
-export const CONNECTED_TCP_STATES = new Set(['ESTABLISHED', 'SYN_SENT', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'])
 
 export function isTcpConnection(s: HeldSocket): boolean {
   return (s.family === 'inet' || s.family === 'inet6') && s.proto === 'tcp' && CONNECTED_TCP_STATES.has(s.state)
@@ -102,19 +99,16 @@ function idText(kind: 'uid' | 'gid', ids: IdSet): string {
   return same ? `${kind} ${ids.real}` : `${kind} ${ids.real}/${ids.effective}/${ids.saved} (real/effective/saved)`
 }
 
-function networkLockMethod(extra: string[]): string {
-  for (let i = 0; i < extra.length; i++) {
-    const o = extra[i]!
-    if (o.startsWith('--network-lock=')) return o.slice('--network-lock='.length)
-    if (o === '--network-lock' && extra[i + 1] !== undefined) return extra[i + 1]!
-  }
-  return 'iptables'
-}
-
 /** A connection criu locks with ip6tables, not iptables: IPv6 and not IPv4-mapped (netfilter.c switches those to
  *  iptables). */
 function needsIp6tables(s: HeldSocket): boolean {
   return s.family === 'inet6' && !/^\[::ffff:\d+\.\d+\.\d+\.\d+\]/.test(s.remote)
+}
+
+/** The tree's root is in a network namespace other than snap's (a container's): criu locks that namespace whole. */
+export function treeHasOwnNetns(facts: TreeFacts): boolean {
+  const root = facts.processes[0]
+  return root?.ns.net !== undefined && facts.snap.ns.net !== undefined && root.ns.net !== facts.snap.ns.net
 }
 
 /**
@@ -126,12 +120,12 @@ function needsIp6tables(s: HeldSocket): boolean {
  * inside criu, no program.
  */
 export function netfilterToolsNeeded(facts: TreeFacts, extra: string[] = []): { tool: 'iptables' | 'ip6tables' | 'iptables-restore' | 'ip6tables-restore'; why: string; pid: number; comm: string }[] {
-  const method = networkLockMethod(extra)
+  // criu's default lock is iptables (cr_options.h NETWORK_LOCK_DEFAULT).
+  const method = networkLockGiven(extra) ?? 'iptables'
   if (method === 'nftables' || method === 'skip') return []
   const root = facts.processes[0]
   if (!root) return []
-  const ownNetns = root.ns.net !== undefined && facts.snap.ns.net !== undefined && root.ns.net !== facts.snap.ns.net
-  if (ownNetns) {
+  if (treeHasOwnNetns(facts)) {
     const why = `the tree has its own network namespace (${root.ns.net}), which criu locks whole`
     const out: ReturnType<typeof netfilterToolsNeeded> = [{ tool: 'iptables-restore', why, pid: root.pid, comm: root.comm }]
     if (facts.hostIpv6) out.push({ tool: 'ip6tables-restore', why, pid: root.pid, comm: root.comm })

@@ -441,8 +441,9 @@ export interface TreeConnection {
   remotePort: number
 }
 
-/** criu's can_dump_inet_sk states: the connections criu dumps in repair mode (see CONNECTED_TCP_STATES in dump-plan.ts). */
-const REPAIRED_STATES = new Set(['ESTABLISHED', 'SYN_SENT', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'])
+/** criu's can_dump_inet_sk (sk-inet.c): a TCP socket in one of these states is a connection, dumped in repair mode
+ *  and only with --tcp-established (SYN_SENT too: libsoccr restores it). LISTEN and CLOSE need nothing. */
+export const CONNECTED_TCP_STATES = new Set(['ESTABLISHED', 'SYN_SENT', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'])
 
 /**
  * Every TCP connection the tree's processes hold now, read once the tree is stopped (nothing can accept or close one
@@ -460,7 +461,7 @@ export function readTreeConnections(pids: number[]): TreeConnection[] {
   const out: TreeConnection[] = []
   for (const table of ['tcp', 'tcp6'])
     for (const row of parseInetTable(readProcText(`/proc/${root}/net/${table}`) ?? ''))
-      if (inodes.has(row.inode) && REPAIRED_STATES.has(row.state))
+      if (inodes.has(row.inode) && CONNECTED_TCP_STATES.has(row.state))
         out.push({ family: row.family, localAddress: row.localAddress, localPort: row.localPort, remoteAddress: row.remoteAddress, remotePort: row.remotePort })
   return out
 }

@@ -48,14 +48,8 @@ function maxMapCount(): number {
   }
 }
 
-export interface ImageCreds {
-  uid: number
-  gid: number
-  euid: number
-  egid: number
-  suid: number
-  sgid: number
-}
+/** The root's ids as criu gives them back: the first fields of a thread's credentials. */
+export type ImageCreds = Pick<ThreadCredsRecord, 'uid' | 'gid' | 'euid' | 'egid' | 'suid' | 'sgid'>
 
 /** Everything a thread's credentials give it, as criu restores them (each thread from its own core-TID.img). */
 export type ThreadCreds = ThreadCredsRecord

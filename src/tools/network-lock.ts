@@ -17,6 +17,7 @@
 // `snap recover` and `snap doctor` know whose it is.
 
 import { existsSync } from 'node:fs'
+import type { TreeConnection } from '../process/sockets.js'
 import { queryTool } from './run.js'
 
 export type NetworkLockMethod = 'nftables' | 'iptables' | 'skip' | 'snap'
@@ -168,14 +169,6 @@ export function snapTableOwner(table: string): { pid: number; startTime: number 
   return m ? { pid: Number(m[1]), startTime: Number(m[2]) } : undefined
 }
 
-export interface Connection {
-  family: 'inet' | 'inet6'
-  localAddress: string
-  localPort: number
-  remoteAddress: string
-  remotePort: number
-}
-
 /** An IPv4 address in IPv6 form (::ffff:a.b.c.d) is locked as IPv4, as criu does (its packets are IPv4). */
 function v4(address: string): string | undefined {
   return /^(?:::ffff:)?(\d+\.\d+\.\d+\.\d+)$/.exec(address)?.[1]
@@ -185,7 +178,7 @@ function v4(address: string): string | undefined {
  * The whole lock as one nft script (one transaction): criu's own rules (netfilter.c nftables_init_connection_lock),
  * packets carrying criu's mark let through, every packet of a listed connection dropped, both directions.
  */
-export function snapLockScript(table: string, connections: Connection[]): string {
+export function snapLockScript(table: string, connections: TreeConnection[]): string {
   const four: string[] = []
   const six: string[] = []
   for (const c of connections) {

@@ -8,7 +8,7 @@ import { TargetRefusedError, ToolError } from '../../errors.js'
 import { checkPrivileges, checkTargetAllowed } from '../../process/access.js'
 import { estimateCapture } from '../../process/capture-size.js'
 import { describeTarget } from '../../process/describe.js'
-import { chooseCriuOptions, findRefusals, isTcpConnection } from '../../process/dump-plan.js'
+import { chooseCriuOptions, findRefusals, isTcpConnection, treeHasOwnNetns } from '../../process/dump-plan.js'
 import type { TreeFacts } from '../../process/tree-facts.js'
 import { criuSupportsNftables, networkLockGiven, nftProgram, snapTableName } from '../../tools/network-lock.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
@@ -54,10 +54,8 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     const needCriu = !o.coreOnly
     const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
     const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c!.path))
-    // criu's nftables lock is asked for only where a lock it leaves behind can be found and removed (`nft`).
-    const nftables = needCriu && !networkLockGiven(o.criuExtraOptions) && nftProgram() ? criuFound.then((c) => (c ? criuSupportsNftables(c.path) : false)) : Promise.resolve(false)
-    const [criu, gdb, check, target, nftablesLock] = await s.budget.unlessStopped(
-      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv }), nftables]),
+    const [criu, gdb, check, target] = await s.budget.unlessStopped(
+      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv })]),
       'preflight (tool versions and `criu check`)',
     )
     if (criu.status === 'rejected') throw criu.reason
@@ -93,7 +91,10 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
       // (one nftables transaction, a table named after this snap); a tree with a network namespace of its own is
       // locked whole by criu, with nftables where it can (a table per run), else iptables (src/tools/network-lock.ts).
       const locking = lockNeeded(facts, plan.options) && !networkLockGiven(o.criuExtraOptions)
-      const lockMethod = !locking ? undefined : !ownNetns(facts) && nftProgram() ? 'snap' : nftablesLock.status === 'fulfilled' && nftablesLock.value ? 'nftables' : undefined
+      // criu's own nftables lock (a network namespace of the tree's own) is asked for only where a table it leaves
+      // behind can be found and removed (`nft`), and only where this criu has it: one more criu run, for those trees.
+      const criuNftables = async () => nftProgram() !== undefined && (await s.budget.unlessStopped(criuSupportsNftables(s.criu!.path), 'preflight (`criu check --feature nftables`)'))
+      const lockMethod = !locking ? undefined : !treeHasOwnNetns(facts) ? (nftProgram() ? 'snap' : undefined) : (await criuNftables()) ? 'nftables' : undefined
       const lockOptions = lockMethod === 'snap' ? ['--network-lock', 'skip'] : lockMethod === 'nftables' ? ['--network-lock', 'nftables'] : []
       // What criu cannot dump is found now, before any signal, not after the freeze.
       const refusals = findRefusals(facts, { criuExtraOptions: [...o.criuExtraOptions, ...lockOptions] })
@@ -190,10 +191,5 @@ function startGdbSession(s: DumpState): void {
 /** criu takes a network lock for a tree with TCP connections (--tcp-established), and for one in a network namespace
  *  of its own, which it locks whole. */
 function lockNeeded(facts: TreeFacts, options: string[]): boolean {
-  return ownNetns(facts) || options.includes('--tcp-established')
-}
-
-function ownNetns(facts: TreeFacts): boolean {
-  const root = facts.processes[0]
-  return root?.ns.net !== undefined && facts.snap.ns.net !== undefined && root.ns.net !== facts.snap.ns.net
+  return treeHasOwnNetns(facts) || options.includes('--tcp-established')
 }

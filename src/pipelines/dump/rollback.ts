@@ -17,52 +17,42 @@ import { exitText, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 const SURVIVAL_TIMEOUT_MS = 2000
 
 /**
- * A criu that did not finish cleanly may have left its network lock on the host: the live connections of the tree
- * hang behind it. Removed here, each table or rule named. Only what this run's criu owns is touched.
+ * What a criu that did not finish may have left, undone while the tree is still stopped, each undo named: its syscall
+ * code in the processes' text (they die of SIGTRAP when they run it), sockets in TCP repair mode (resumed so, a
+ * process gets EPERM from them and drops the connection), and the network lock, under which the live connections
+ * hang. snap's own lock is there from the moment it was set until unlockConnections removed it, whatever criu did.
+ * Only what this run owns is touched.
  */
-async function removeCriuNetworkLock(s: DumpState, actions: string[]): Promise<void> {
-  if (!s.networkLock) return
-  // snap's own lock: there from the moment it was set until unlockConnections removed it, whatever criu did.
-  if (s.networkLock.method === 'snap' ? !s.lockSet : !s.criuOpened || s.criuResult?.exitCode === 0) return
+async function undoWhatCriuLeft(s: DumpState, actions: string[]): Promise<void> {
+  const criuUnfinished = s.criuOpened && s.criuResult?.exitCode !== 0
+  const lock = s.networkLock
+  const lockMayBeOn = lock !== undefined && (lock.method === 'snap' ? s.lockSet : criuUnfinished)
+  if (!criuUnfinished && !lockMayBeOn) return
   let log: string | undefined
   try {
-    log = readFileSync(s.networkLock.criuLog, 'utf8')
+    log = s.criuRun ? readFileSync(s.criuRun.logFile, 'utf8') : undefined
   } catch {
-    log = undefined
+    log = undefined // criu wrote no log: it never reached a process
   }
+  const pids = s.members.filter((m) => checkIdentity(m.id) === 'same').map((m) => m.id.pid)
+  if (criuUnfinished && log) {
+    const r = restoreSwappedCode(pids, log)
+    if (r.repaired.length > 0) actions.push(`code criu left in ${r.repaired.length} process(es) put back from their files (${r.repaired.join(', ')})`)
+    for (const p of r.problems) s.progress.warn(`criu's code may be left in ${p}: the process can die when it runs that code`)
+  }
+  if (criuUnfinished && lock) {
+    const r = await leaveRepairMode(pids)
+    if (r.repaired.length > 0) actions.push(`${r.repaired.length} socket(s) criu left in TCP repair mode taken out of it (${r.repaired.join(', ')})`)
+    for (const p of r.problems) s.progress.warn(`TCP repair mode: ${p}; the connection may not work`)
+  }
+  if (!lock || !lockMayBeOn) return
   try {
-    const removed = await removeLeftoverLock(s.networkLock, log)
-    if (s.networkLock.method === 'snap') s.lockSet = false
-    if (removed.length > 0) actions.push(`${s.networkLock.method === 'snap' ? "the connections' network lock" : "criu's network lock"} removed (${removed.join('; ')})`)
+    const removed = await removeLeftoverLock(lock, log)
+    if (lock.method === 'snap') s.lockSet = false
+    if (removed.length > 0) actions.push(`${lock.method === 'snap' ? "the connections' network lock" : "criu's network lock"} removed (${removed.join('; ')})`)
   } catch (e) {
     s.progress.warn(`could not check for criu's network lock: ${(e as Error).message}; run \`snap doctor\` to find it`)
   }
-}
-
-/**
- * A criu that died while it dumped connections may have left sockets of the tree in TCP repair mode: resumed so, the
- * process gets EPERM from them and drops the connection. They are taken out of it while the tree is still stopped.
- */
-async function undoCriuOnSockets(s: DumpState, actions: string[]): Promise<void> {
-  if (!s.criuOpened || !s.networkLock || s.criuResult?.exitCode === 0) return
-  const pids = s.members.filter((m) => checkIdentity(m.id) === 'same').map((m) => m.id.pid)
-  const r = await leaveRepairMode(pids)
-  if (r.repaired.length > 0) actions.push(`${r.repaired.length} socket(s) criu left in TCP repair mode taken out of it (${r.repaired.join(', ')})`)
-  for (const p of r.problems) s.progress.warn(`TCP repair mode: ${p}; the connection may not work`)
-}
-
-/** A criu that did not finish may have left its syscall code in the processes' text: put back before they run. */
-function undoCriuInCode(s: DumpState, actions: string[]): void {
-  if (!s.criuOpened || !s.criuRun || s.criuResult?.exitCode === 0) return
-  let log: string
-  try {
-    log = readFileSync(s.criuRun.logFile, 'utf8')
-  } catch {
-    return // criu wrote no log: it never reached a process
-  }
-  const r = restoreSwappedCode(s.members.filter((m) => checkIdentity(m.id) === 'same').map((m) => m.id.pid), log)
-  if (r.repaired.length > 0) actions.push(`code criu left in ${r.repaired.length} process(es) put back from their files (${r.repaired.join(', ')})`)
-  for (const p of r.problems) s.progress.warn(`criu's code may be left in ${p}: the process can die when it runs that code`)
 }
 
 /** What happened to criu, for the message about a process that died: the tool that held it is the likely cause. */
@@ -92,9 +82,7 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
-  undoCriuInCode(s, actions)
-  await undoCriuOnSockets(s, actions)
-  await removeCriuNetworkLock(s, actions)
+  await undoWhatCriuLeft(s, actions)
   let failure: RollbackIncompleteError | undefined
   const died: string[] = []
   const doomedBy = new Map<number, string>()
