@@ -4,11 +4,10 @@
 // sshd's StrictModes judges authorized_keys: anyone who can write a trusted key gets root through `snap restore`.
 
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync, realpathSync, type Stats } from 'node:fs'
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, realpathSync, type Stats } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
-import { BundleInvalidError, KeyNotTrustedError } from '../errors.js'
+import { BundleInvalidError, KeyNotTrustedError, UsageError } from '../errors.js'
 import { SIGNATURE_ENTRY } from './manifest.js'
-import { readPublicKey } from './signature.js'
 
 export const TRUSTED_KEYS_ENV = 'SNAP_TRUSTED_KEYS'
 export const DEFAULT_TRUSTED_KEYS_DIR = '/etc/procsnap/trusted-keys'
@@ -70,17 +69,16 @@ function octalMode(mode: number): string {
 
 /**
  * Owner and write bits of one path: a directory above the keys or the directory itself (named in the why and the fix),
- * or a key (`isKey`: the warning has named it already).
+ * or a key (`isKey`: the warning has named it already). `stickyIsEnough`: a directory with the sticky bit may be
+ * writable by others, as /tmp is, where what is asked is only that no one else can replace a name in it (a file or
+ * directory owned by root or the invoking user, which the sticky bit keeps others from renaming or removing).
  */
-function ownershipProblems(path: string, st: Stats, isKey = false): Problem[] {
+function ownershipProblems(path: string, st: Stats, isKey = false, stickyIsEnough = false): Problem[] {
   const problems: Problem[] = []
+  if (stickyIsEnough && st.isDirectory() && st.mode & 0o1000) return ownerProblems(path, st, isKey)
   const subject = isKey ? '' : `${path} is `
   const target = (it: string) => (isKey ? it : path)
-  if (!ownerAllowed(st.uid))
-    problems.push({
-      why: `${subject}owned by uid ${st.uid}, not root${euid() === 0 ? '' : ` or uid ${euid()} (you)`}`,
-      fix: (it) => `chown root ${target(it)}`,
-    })
+  problems.push(...ownerProblems(path, st, isKey))
   if (st.mode & 0o022) {
     const who = st.mode & 0o002 ? 'others' : `its group (gid ${st.gid})`
     if (st.isDirectory() && st.mode & 0o1000 && st.mode & 0o002)
@@ -92,6 +90,11 @@ function ownershipProblems(path: string, st: Stats, isKey = false): Problem[] {
     else problems.push({ why: `${subject}mode ${octalMode(st.mode)}, writable by ${who}`, fix: (it) => `chmod ${(st.mode & 0o7755).toString(8)} ${target(it)}` })
   }
   return problems
+}
+
+function ownerProblems(path: string, st: Stats, isKey: boolean): Problem[] {
+  if (ownerAllowed(st.uid)) return []
+  return [{ why: `${isKey ? '' : `${path} is `}owned by uid ${st.uid}, not root${euid() === 0 ? '' : ` or uid ${euid()} (you)`}`, fix: (it) => `chown root ${isKey ? it : path}` }]
 }
 
 /** Every directory above `dir` up to /, by name and by where its links really lead. */
@@ -262,10 +265,86 @@ export interface SignatureStatus {
   ignoredKey?: { path: string; why: string; fix: string }
 }
 
-/** The key given with --key: trusted because the user named it; UsageError when it is no Ed25519 public key. */
+/**
+ * Where a named key file really lies: every directory its name leads through, hop by hop through each symbolic link
+ * (whoever can write one of them can put another key in its place), each link on the way, and the file it ends at.
+ * Throws (ENOENT, ELOOP) when the name leads to nothing.
+ */
+function namedKeyPath(path: string): { dirs: string[]; links: string[]; real: string } {
+  const dirs = new Set<string>()
+  const links: string[] = []
+  const above = (p: string) => {
+    for (let d = dirname(p); ; d = dirname(d)) {
+      dirs.add(d)
+      if (d === dirname(d)) break
+    }
+  }
+  let p = resolve(path)
+  for (let hop = 0; ; hop++) {
+    above(p)
+    // A directory of the name that is itself a link: where it leads is checked too.
+    above(join(realpathSync(dirname(p)), 'x'))
+    if (!lstatSync(p).isSymbolicLink()) break
+    if (hop === 40) throw Object.assign(new Error(`${path}: too many symbolic links`), { code: 'ELOOP' })
+    links.push(p)
+    p = resolve(dirname(p), readlinkSync(p))
+  }
+  return { dirs: [...dirs].sort(), links, real: realpathSync(p) }
+}
+
+/**
+ * The key given with --key, held to the rule a trusted key is held to: the user named it, but anyone who can write
+ * it, or a directory its name leads through, could have put their own key there, and a bundle they signed would then
+ * be restored as root. A directory writable by others is enough only with the sticky bit (a key under /tmp owned by
+ * root or the user cannot be swapped). UsageError when it cannot be read or is no Ed25519 public key; KeyNotTrusted
+ * (exit 11) naming the file, why and the fix when someone else could have written it.
+ */
 export function namedKey(path: string): TrustedKey {
-  const key = readPublicKey(path)
-  return { path, key, fingerprint: fingerprint(key) }
+  const unreadable = () => new UsageError(`cannot read public key ${path}`, 'give the .pub file made by `snap keygen`')
+  let walk: ReturnType<typeof namedKeyPath>
+  try {
+    walk = namedKeyPath(path)
+  } catch {
+    throw unreadable()
+  }
+  const problems: Problem[] = []
+  for (const d of walk.dirs) {
+    let st: Stats
+    try {
+      st = lstatSync(d)
+    } catch {
+      continue
+    }
+    if (!st.isSymbolicLink()) problems.push(...ownershipProblems(d, st, false, true))
+  }
+  for (const l of walk.links) {
+    // A link is replaced, never changed: its owner can do that where the sticky bit lets only owners.
+    const st = lstatSync(l)
+    if (!ownerAllowed(st.uid)) problems.push({ why: `the symbolic link ${l} is owned by uid ${st.uid}, not root`, fix: () => `give the key file's own path with --key, not ${l}` })
+  }
+  let fd: number | undefined
+  try {
+    try {
+      // The file is read from the descriptor its checks are made on: what is checked is what is read.
+      fd = openSync(walk.real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY)
+    } catch {
+      throw unreadable()
+    }
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new UsageError(`${path} is not a regular file`, 'give the .pub file made by `snap keygen`')
+    problems.push(...ownershipProblems(walk.real, st))
+    if (st.nlink > 1)
+      problems.push({ why: `${walk.real} has ${st.nlink} hard links, so another name can change it`, fix: () => `give it a name of its own: cp ${walk.real} ${walk.real}.new && mv ${walk.real}.new ${walk.real}` })
+    if (problems.length > 0) {
+      const { why, fix } = joinProblems(problems, walk.real)
+      throw new KeyNotTrustedError(`the key given with --key, ${path}, is not trusted: ${why}`, path, `${fix}; or give a key only root${euid() === 0 ? '' : ' or you'} can change`)
+    }
+    const key = readKeyFrom(fd, st.size)
+    if (!key) throw new UsageError(`${path} is not an Ed25519 public key in PEM form`, 'make one with `snap keygen`')
+    return { path, key, fingerprint: fingerprint(key) }
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
 }
 
 function signatureMatches(key: KeyObject, data: Buffer, signature: Buffer): boolean {
@@ -339,10 +418,13 @@ export function judgeTrust(
   head: { manifestBytes: Buffer; signature?: Buffer },
   o: { key?: string; allowUnsigned?: boolean; dir?: string; warn?: (line: string) => void },
 ): TrustVerdict {
-  const keys = o.key ? undefined : loadTrustedKeys(o.dir ?? trustedKeysDir())
+  // A --key someone else could have written is refused whether or not the bundle turns out to be signed: it names a
+  // key that must not be used, and the person should hear so.
+  const named = o.key ? namedKey(o.key) : undefined
+  const keys = named ? undefined : loadTrustedKeys(o.dir ?? trustedKeysDir())
   for (const k of keys?.ignored ?? []) o.warn?.(k.warning)
   const dir = keys?.dir ?? resolve(o.dir ?? trustedKeysDir())
-  const s = checkSignature(head, { key: o.key, keys })
+  const s = checkSignature(head, { key: named, keys })
   switch (s.state) {
     case 'verified':
       return { trusted: true, by: s.keyFile!, signature: s }

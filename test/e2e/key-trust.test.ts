@@ -3,6 +3,7 @@
 // link. A key that fails is ignored with a warning naming it and the fix, `snap doctor` reports it, and a restore that
 // only it would have let through is refused (exit 11) naming it. And "signed" means one thing, found by checking the
 // signature, never by asking the manifest: list, inspect and verify say which of four states a bundle is in.
+import { execFileSync } from 'node:child_process';
 import { createHash, createPrivateKey, createPublicKey, sign } from 'node:crypto';
 import { chmodSync, chownSync, linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -294,5 +295,112 @@ describe('one meaning of "signed": found by checking, never read from the manife
       expect(run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'))[0]).toMatch(why);
       expect(readdirSync(work)).toEqual([]);
     }
+  });
+});
+
+describe('a key given with --key is held to the same rule: no one else can have written it', () => {
+  /** A copy of team.pub where the test says, root's and 0644 unless changed. */
+  function keyAt(dir: string, name = 'team.pub'): string {
+    const key = join(dir, name);
+    writeFileSync(key, readFileSync(`${team()}.pub`));
+    chmodSync(key, 0o644);
+    return key;
+  }
+
+  /** Every command that takes --key refuses it: exit 11, one error line naming the key, why and the fix; nothing restored. */
+  async function expectKeyRefused(key: string, why: RegExp, fix: RegExp): Promise<void> {
+    const trusted = keyTree().dir; // a good trusted-keys directory that verifies the bundle: --key must not fall back on it
+    for (const command of ['restore', 'verify', 'inspect', 'list']) {
+      const run = await snap([command, command === 'list' ? bundles : signed, '--key', key], trusted);
+      expect(run.exitCode, `${command}: ${run.stderr}`).toBe(11);
+      const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
+      expect(errors, `${command}: ${run.stderr}`).toHaveLength(1);
+      expect(errors[0]).toContain(`the key given with --key, ${key}, is not trusted: `);
+      expect(errors[0]).toMatch(why);
+      expect(errors[0]).toMatch(fix);
+      expect(run.stdout, command).not.toContain('signed and verified');
+    }
+    expect(readdirSync(work), 'nothing extracted').toEqual([]);
+  }
+
+  it('root-owned, 0644, in a private directory under the sticky temp directory: trusted by verify, inspect and restore', async () => {
+    const key = keyAt(makeTempDir('snap-named-key-'));
+    const verify = await snap(['verify', signed, '--key', key], keyTree().dir);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(verify.stdout).toContain(`signed and verified by ${key} (${fingerprintOf(key)})`);
+    const inspect = await snap(['inspect', signed, '--key', key, '--json'], keyTree().dir);
+    expect(JSON.parse(inspect.stdout).signature).toEqual({ state: 'verified', keyFile: key, fingerprint: fingerprintOf(key) });
+    const restore = await snap(['restore', signed, '--key', key], keyTree().dir);
+    expect(restore.stderr).not.toMatch(/signature|trusted|not signed/);
+    expect(restore.stderr).toMatch(/CRIU images cannot be read/);
+  });
+
+  it('root-owned, 0644, right in a world-writable directory with the sticky bit (as /tmp is): trusted', async () => {
+    const sticky = join(makeTempDir('snap-named-key-'), 'shared');
+    mkdirSync(sticky);
+    chmodSync(sticky, 0o1777);
+    const key = keyAt(sticky);
+    const verify = await snap(['verify', signed, '--key', key], keyTree().dir);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(verify.stdout).toContain(`signed and verified by ${key}`);
+  });
+
+  it('a symbolic link to a good key: trusted as the file it leads to; a link another user owns in a sticky directory: refused', async () => {
+    const dir = makeTempDir('snap-named-key-');
+    const key = keyAt(dir);
+    const link = join(dir, 'link.pub');
+    symlinkSync(key, link);
+    const verify = await snap(['verify', signed, '--key', link], keyTree().dir);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(verify.stdout).toContain(`signed and verified by ${link}`);
+
+    const sticky = join(dir, 'shared');
+    mkdirSync(sticky);
+    chmodSync(sticky, 0o1777);
+    const theirs = join(sticky, 'team.pub');
+    symlinkSync(key, theirs);
+    // lchown: the link itself is theirs, so they may swap it for one to any key they like.
+    execFileSync('chown', ['-h', '65534:65534', theirs]);
+    await expectKeyRefused(theirs, new RegExp(`the symbolic link ${theirs} is owned by uid 65534, not root`), /give the key file's own path with --key/);
+  });
+
+  it('mode 0666: refused naming it and `chmod 644`', async () => {
+    const key = keyAt(makeTempDir('snap-named-key-'));
+    chmodSync(key, 0o666);
+    await expectKeyRefused(key, new RegExp(`${key} is mode 0666, writable by others`), new RegExp(`chmod 644 ${key}`));
+  });
+
+  it('owned by another user (uid 65534): refused naming it and `chown root`', async () => {
+    const key = keyAt(makeTempDir('snap-named-key-'));
+    chownSync(key, 65534, 65534);
+    await expectKeyRefused(key, new RegExp(`${key} is owned by uid 65534, not root`), new RegExp(`chown root ${key}`));
+  });
+
+  it('in a world-writable directory without the sticky bit: refused naming the directory and `chmod 755`', async () => {
+    const open = join(makeTempDir('snap-named-key-'), 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const key = keyAt(open);
+    await expectKeyRefused(key, new RegExp(`${open} is mode 0777, writable by others`), new RegExp(`chmod 755 ${open}`));
+  });
+
+  it('a hard link to a 0666 file, and to a 0644 one: refused (another name can change it)', async () => {
+    const dir = makeTempDir('snap-named-key-');
+    const outside = keyAt(dir, 'outside.pub');
+    chmodSync(outside, 0o666);
+    const linked = join(dir, 'linked.pub');
+    linkSync(outside, linked);
+    await expectKeyRefused(linked, /mode 0666, writable by others, and .* has 2 hard links/, new RegExp(`chmod 644 ${linked}, then give it a name of its own`));
+    chmodSync(outside, 0o644);
+    await expectKeyRefused(linked, new RegExp(`${linked} has 2 hard links, so another name can change it`), new RegExp(`cp ${linked} ${linked}.new && mv ${linked}.new ${linked}`));
+  });
+
+  it('an unsigned bundle restored with --allow-unsigned and such a --key: refused all the same, naming the key', async () => {
+    const key = keyAt(makeTempDir('snap-named-key-'));
+    chmodSync(key, 0o666);
+    const run = await snap(['restore', claims, '--allow-unsigned', '--key', key], keyTree().dir);
+    expect(run.exitCode, run.stderr).toBe(11);
+    expect(run.stderr).toContain(`the key given with --key, ${key}, is not trusted: `);
+    expect(readdirSync(work)).toEqual([]);
   });
 });
