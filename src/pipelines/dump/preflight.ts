@@ -55,7 +55,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
     const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c!.path))
     const [criu, gdb, check, target] = await s.budget.unlessStopped(
-      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv })]),
+      Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv, budget: s.budget, warn: (w) => s.warn(w) })]),
       'preflight (tool versions and `criu check`)',
     )
     if (criu.status === 'rejected') throw criu.reason
