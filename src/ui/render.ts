@@ -6,6 +6,7 @@ import type { DumpResult } from '../pipelines/dump.js'
 import { humanBytes } from '../bundle/output-path.js'
 import type { RestoreResult } from '../pipelines/restore.js'
 import type { InspectResult } from '../commands/inspect.js'
+import type { ProcessRecord, ThreadCredsRecord } from '../bundle/manifest.js'
 import type { VerifyResult } from '../bundle/verify.js'
 import type { DoctorReport } from '../tools/doctor.js'
 import { describeSignature } from '../bundle/trust.js'
@@ -61,6 +62,7 @@ export function renderInspect(r: InspectResult): string {
       ...(p.files ?? []).map((f) => `  file        fd ${f.fd} ${P(f.path)}`),
       ...(p.namespaces ? [`  namespaces  ${Object.entries(p.namespaces).map(([k, v]) => `${k} ${P(v)}`).join(', ')}`] : []),
       ...(p.memory ?? []).slice(0, 6).map((u) => `  memory      ${P(u.mapping)}: ${humanBytes(u.rssKiB * 1024)} resident of ${humanBytes(u.sizeKiB * 1024)}`),
+      ...threadCredsLines(p),
     ]),
     ...(t.envNames.length ? [`environment   ${t.envNames.map(P).join(' ')} (names only)`] : []),
     ...(m.tools.criu?.reasons ?? []).map((c) => `criu option   ${P(c.option)}: ${P(c.reason)}`),
@@ -72,6 +74,31 @@ export function renderInspect(r: InspectResult): string {
   for (const a of m.artifacts.filter((a) => a.kind !== 'criu-image')) lines.push(`              ${P(a.path)} ${humanBytes(a.size)}`)
   for (const w of m.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
   return lines.join('\n')
+}
+
+const credText = (v: ThreadCredsRecord[keyof ThreadCredsRecord]): string => (Array.isArray(v) ? `[${v.join(',')}]` : String(v))
+
+/**
+ * The threads of a process whose credentials (v4 manifests record every thread's) differ from its main thread's, each
+ * with the fields that differ: a thread running as another user, or with other capabilities, is what a person
+ * inspecting a capture needs to see first. Threads like their main thread are left out (--json has them all).
+ */
+function threadCredsLines(p: ProcessRecord): string[] {
+  const all = p.threadCreds ?? []
+  const main = all.find((t) => t.tid === p.pid) ?? all[0]
+  if (!main) return []
+  const lines: string[] = []
+  for (const t of all) {
+    if (t === main) continue
+    if (!t.creds || !main.creds) {
+      if (t.creds !== main.creds) lines.push(`  thread      ${t.tid}: ${t.creds ? 'credentials recorded, none for the main thread' : 'no credentials recorded'}`)
+      continue
+    }
+    const differ = (Object.keys(main.creds) as (keyof ThreadCredsRecord)[]).filter((k) => credText(t.creds![k]) !== credText(main.creds![k]))
+    if (differ.length > 0)
+      lines.push(`  thread      ${t.tid}: credentials differ from the main thread's (${main.tid}): ${differ.map((k) => `${k} ${P(credText(t.creds![k]))} (main ${P(credText(main.creds![k]))})`).join(', ')}`)
+  }
+  return lines
 }
 
 export function renderVerify(r: VerifyResult): string {

@@ -171,3 +171,60 @@ describe('snap inspect of a tree with a listening socket and an established conn
     }
   });
 });
+
+describe('snap inspect: each thread\'s credentials (manifest v4)', () => {
+  // Three threads: the main one as root, one like it, and one that gave itself uid 65534 with the raw setresuid
+  // syscall, which changes the calling thread alone (glibc's setresuid changes every thread).
+  const SCRIPT = `
+import ctypes, threading, time, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ready = threading.Event()
+def nobody():
+    if libc.syscall(117, 65534, 65534, 65534) != 0:
+        sys.exit(1)
+    ready.tid = threading.get_native_id()
+    ready.set()
+    while True:
+        time.sleep(1)
+def alike():
+    while True:
+        time.sleep(1)
+threading.Thread(target=alike, daemon=True).start()
+threading.Thread(target=nobody, daemon=True).start()
+ready.wait()
+open(sys.argv[1], 'w').write(str(ready.tid))
+while True:
+    time.sleep(1)
+`;
+
+  it('shows the thread whose credentials differ from the main thread\'s, with each field that differs; --json has every thread\'s', async () => {
+    const ready = join(dir, 'creds-ready');
+    const child = spawn('/usr/bin/python3', ['-c', SCRIPT, ready], { detached: true, stdio: 'ignore' });
+    const pid = child.pid!;
+    child.unref();
+    try {
+      const tid = await waitFor(() => existsSync(ready) && Number(readFileSync(ready, 'utf8')), { what: 'a thread to become uid 65534' });
+      const capEff = /^CapEff:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
+      const bundle = join(dir, 'creds.tar.zst');
+      const dump = await snap(['dump', String(pid), '-o', bundle, '--quiet']);
+      expect(dump.exitCode, dump.stderr).toBe(0);
+
+      const human = await snap(['inspect', bundle]);
+      expect(human.exitCode, human.stderr).toBe(0);
+      const threadLines = human.stdout.split('\n').filter((l) => l.startsWith('  thread '));
+      expect(threadLines, human.stdout).toHaveLength(1);
+      expect(threadLines[0]).toMatch(new RegExp(`^  thread +${tid}: credentials differ from the main thread's \\(${pid}\\): `));
+      for (const field of ['uid', 'euid', 'suid', 'fsuid']) expect(threadLines[0]).toContain(`${field} 65534 (main 0)`);
+      expect(threadLines[0]).toContain(`capEff 0000000000000000 (main ${capEff})`);
+      expect(threadLines[0], 'fields alike are left out').not.toMatch(/\bgid 0 \(main 0\)|capBnd/);
+
+      const json = expectInspectJson(await snap(['inspect', bundle, '--json']));
+      const [root] = json.manifest.processes!;
+      expect(root!.threadCreds!.map((t) => t.tid).sort((a, b) => a - b)).toEqual(root!.tids.slice().sort((a, b) => a - b));
+      expect(root!.threadCreds).toHaveLength(3);
+      for (const t of root!.threadCreds!) expect(t.creds!.uid, `thread ${t.tid}`).toBe(t.tid === tid ? 65534 : 0);
+    } finally {
+      await killPid(pid);
+    }
+  });
+});
