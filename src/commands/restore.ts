@@ -1,5 +1,7 @@
 import { Args, Flags } from '@oclif/core'
-import { RestoreRun, type RestoreResult } from '../pipelines/restore.js'
+import { UsageError } from '../errors.js'
+import type { IsolationOptions } from '../pipelines/restore/isolate.js'
+import { RestoreRun, type RestoreResult } from '../pipelines/restore/index.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderRestoreResult } from '../ui/render.js'
@@ -11,7 +13,8 @@ export default class Restore extends SnapCommand {
   static override examples = [
     { description: 'Restore in the state it was captured in', command: '<%= config.bin %> restore snap-api-4242-20261123T030000Z.tar.zst' },
     { description: 'Restore and let it run, even if it was captured paused', command: '<%= config.bin %> restore bundle.tar.zst --resume' },
-    { description: 'The original still runs: restore a copy in a new pid namespace', command: '<%= config.bin %> restore bundle.tar.zst --new-pidns' },
+    { description: 'The original still runs: a copy sealed off from its clients and peers, its port 8080 reached on the host\'s 127.0.0.1:18080', command: '<%= config.bin %> restore bundle.tar.zst --isolate --publish 18080:8080' },
+    { description: 'The same, capped at half a CPU and 2 GiB', command: '<%= config.bin %> restore bundle.tar.zst --isolate --cpu 0.5 --memory 2G' },
     { description: 'Trust a signature by this key (or put it in /etc/procsnap/trusted-keys/)', command: '<%= config.bin %> restore bundle.tar.zst --key team.key.pub' },
   ]
 
@@ -22,7 +25,14 @@ export default class Restore extends SnapCommand {
   static override flags = {
     resume: Flags.boolean({ description: 'leave the restored process running', exclusive: ['leave-stopped'], default: false }),
     'leave-stopped': Flags.boolean({ description: 'leave the restored process stopped', exclusive: ['resume'], default: false }),
-    'new-pidns': Flags.boolean({ description: 'restore into a new pid namespace, so the old pids need not be free', default: false }),
+    'new-pidns': Flags.boolean({ description: 'restore into a new pid namespace, so the old pids need not be free (refused while the original runs: use --isolate)', default: false }),
+    isolate: Flags.boolean({
+      description: 'restore a copy in new pid, network, mount, IPC and UTS namespaces: its connections closed, nothing leaves them (the way to study a capture while the original runs)',
+      default: false,
+    }),
+    publish: Flags.string({ description: "with --isolate: forward the host's 127.0.0.1:HOSTPORT to the copy's PORT (HOSTPORT:PORT, repeatable)", multiple: true, dependsOn: ['isolate'] }),
+    cpu: Flags.string({ description: 'with --isolate: cap the copy at this many CPUs (e.g. 0.5)', dependsOn: ['isolate'] }),
+    memory: Flags.string({ description: 'with --isolate: cap the copy\'s memory (e.g. 512M, 2G)', dependsOn: ['isolate'] }),
     criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
     'work-dir': Flags.string({ description: 'where to extract the images (a private directory is made inside; default: the system temp dir)' }),
     timeout: Flags.integer({ description: 'give up after this many seconds; anything partly restored is killed', min: 1 }),
@@ -41,7 +51,8 @@ export default class Restore extends SnapCommand {
         {
           bundle: args.bundle,
           final: flags.resume ? 'running' : flags['leave-stopped'] ? 'stopped' : undefined,
-          newPidns: flags['new-pidns'],
+          newPidns: flags['new-pidns'] || flags.isolate,
+          isolate: flags.isolate ? parseIsolation(flags.publish ?? [], flags.cpu, flags.memory) : undefined,
           criu: flags.criu,
           workDirParent: flags['work-dir'],
           timeoutSec: flags.timeout,
@@ -59,4 +70,33 @@ export default class Restore extends SnapCommand {
       dispose()
     }
   }
+}
+
+/** --publish HOSTPORT:PORT (or PORT for both), --cpu N, --memory SIZE: checked before anything is read. */
+export function parseIsolation(publish: string[], cpu: string | undefined, memory: string | undefined): IsolationOptions {
+  const port = (text: string, what: string): number => {
+    const n = Number(text)
+    if (!/^\d{1,5}$/.test(text) || n < 1 || n > 65535) throw new UsageError(`--publish ${what}: ${JSON.stringify(text)} is not a port`, 'give --publish HOSTPORT:PORT, each a number from 1 to 65535')
+    return n
+  }
+  const pairs = publish.map((p) => {
+    const [a, b, ...rest] = p.split(':')
+    if (rest.length > 0 || a === undefined) throw new UsageError(`--publish ${JSON.stringify(p)} is not HOSTPORT:PORT`, 'give --publish 18080:8080 to reach the copy\'s port 8080 on the host\'s 127.0.0.1:18080')
+    return { hostPort: port(a, p), port: port(b ?? a, p) }
+  })
+  const taken = pairs.map((p) => p.hostPort).find((h, i, all) => all.indexOf(h) !== i)
+  if (taken !== undefined) throw new UsageError(`--publish names host port ${taken} twice`, 'give each published port its own host port')
+  let cpus: number | undefined
+  if (cpu !== undefined) {
+    cpus = Number(cpu)
+    if (!/^\d+(\.\d+)?$/.test(cpu) || cpus < 0.01 || cpus > 1024) throw new UsageError(`--cpu ${JSON.stringify(cpu)} is not a number of CPUs`, 'give --cpu 0.5 for half of one CPU, 2 for two')
+  }
+  let memoryBytes: number | undefined
+  if (memory !== undefined) {
+    const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?$/i.exec(memory)
+    const scale = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[(m?.[2] ?? '').toUpperCase() as '' | 'K' | 'M' | 'G' | 'T']
+    memoryBytes = m ? Math.floor(Number(m[1]) * scale) : NaN
+    if (!m || !(memoryBytes >= 16 * 1024 * 1024)) throw new UsageError(`--memory ${JSON.stringify(memory)} is not a size of at least 16M`, 'give --memory 512M or 2G')
+  }
+  return { publish: pairs, ...(cpus !== undefined ? { cpus } : {}), ...(memoryBytes !== undefined ? { memoryBytes } : {}) }
 }

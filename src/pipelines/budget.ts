@@ -56,3 +56,9 @@ export class OperationBudget {
     })
   }
 }
+
+/** criu and gcore both write about the target's resident memory: a minute plus 30 s per GiB, at dump and restore. */
+export function toolTimeoutMs(rssKiB: number | null | undefined): number {
+  const gib = (rssKiB ?? 0) / (1024 * 1024)
+  return Math.round(60_000 + 30_000 * gib)
+}

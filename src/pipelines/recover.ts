@@ -4,6 +4,7 @@
 // and left in place: files appear whole (createExclusive), so one that cannot be read is damaged, and nothing in it
 // says whether its snap is still at work.
 
+import { endCopy, listCopies } from './copies.js'
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
@@ -322,6 +323,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
   }
   await recoverOrphanLocks(out, o)
   if (o.pid === undefined) await removeOrphanSnapTables(out, o)
+  if (o.pid === undefined) await endDeadCopies(out, o)
   return out
 }
 
@@ -369,6 +371,24 @@ async function removeOrphanSnapTables(out: RecoveryAction[], o: RecoverOptions):
     const actions = new Actions(o.dryRun ?? false)
     await actions.run(`remove nftables table inet ${table} (the network lock of snap ${owner.pid}, which is gone)`, (ok) => (ok ? `removed nftables table inet ${table}` : undefined), () => deleteSnapTable(table))
     out.push({ journal: table, targetPid: null, snapPid: owner.pid, outcome: 'recovered', actions: actions.list })
+  }
+}
+
+/**
+ * Isolated copies whose restored root is gone (it exited, or the host's copy was killed by hand): what was made for
+ * them (port forwarders, cgroups, the record) ends with them. A copy that still runs was asked for, and is left alone:
+ * `copies --end` ends it.
+ */
+async function endDeadCopies(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
+  for (const c of listCopies()) {
+    if (c.alive) continue
+    const actions = new Actions(o.dryRun ?? false)
+    await actions.run(
+      `end what is left of the isolated copy ${c.record.root.pid} (its root is gone): its forwarders, its namespaces' holder, its cgroups, its record`,
+      (r) => (r.left.length === 0 ? `ended what was left of the isolated copy ${c.record.root.pid}${r.killed.length ? ` (killed ${r.killed.join(', ')})` : ''}` : `could not end all of the copy ${c.record.root.pid}: ${r.left.join('; ')}`),
+      () => endCopy(c.record),
+    )
+    out.push({ journal: c.path, targetPid: c.record.root.pid, snapPid: null, outcome: 'recovered', actions: actions.list })
   }
 }
 

@@ -4,7 +4,8 @@ import chalk from 'chalk'
 import { printableInline as P } from './printable.js'
 import type { DumpResult } from '../pipelines/dump.js'
 import { humanBytes } from '../bundle/output-path.js'
-import type { RestoreResult } from '../pipelines/restore.js'
+import type { EndedCopy, ListedCopy } from '../pipelines/copies.js'
+import type { RestoreResult } from '../pipelines/restore/index.js'
 import type { InspectResult } from '../commands/inspect.js'
 import type { ProcessRecord, ThreadCredsRecord } from '../bundle/manifest.js'
 import type { VerifyResult } from '../bundle/verify.js'
@@ -41,8 +42,31 @@ export function renderRestoreResult(r: RestoreResult): string {
   for (const w of r.warnings) lines.push(chalk.yellow(`warning       ${P(w)}`))
   const stopped = r.processes.filter((p) => p.left === 'stopped').map((p) => p.pid)
   if (stopped.length > 0) lines.push(`next          stopped as asked or as captured: \`kill -CONT ${stopped.join(' ')}\` runs ${stopped.length === 1 ? 'it' : 'them'}`)
-  if (r.newPidns) lines.push(`next          a copy in a pid namespace of its own: \`kill ${r.pid}\` ends it, and its namespace with it`)
+  if (r.isolated) {
+    const c = r.isolated
+    lines.push(`isolated      namespaces ${c.namespaces.join(', ')}; connections closed, nothing leaves${c.limits.cpus !== undefined ? `; ${c.limits.cpus} CPU` : ''}${c.limits.memoryBytes !== undefined ? `; memory ${humanBytes(c.limits.memoryBytes)}` : ''}`)
+    for (const p of c.published) lines.push(`published     ${p.host} -> port ${p.port} inside the copy`)
+    lines.push(`next          enter it: \`${c.enter}\``)
+    lines.push(`next          end it: \`${c.end}\``)
+  } else if (r.newPidns) lines.push(`next          a copy in a pid namespace of its own: \`kill ${r.pid}\` ends it, and its namespace with it`)
   return lines.join('\n')
+}
+
+export function renderCopies(copies: ListedCopy[]): string {
+  if (copies.length === 0) return 'no isolated copy on this host'
+  return copies
+    .map((c) => {
+      const r = c.record
+      const ports = r.forwarders.map((f) => `127.0.0.1:${f.hostPort}->${f.port}`).join(', ')
+      return `copy          pid ${r.root.pid} of ${P(r.bundle)}, ${c.alive ? 'running' : 'gone (`snap copies --end ' + r.root.pid + '` removes what is left)'}${ports ? `, published ${ports}` : ''}, since ${r.createdAt}\n  enter       \`${r.enter}\``
+    })
+    .join('\n')
+}
+
+export function renderEndedCopies(ended: EndedCopy[]): string {
+  return ended
+    .map((e) => `${e.left.length === 0 ? chalk.green('ended') : chalk.red('not ended')}         copy ${e.root}${e.killed.length ? `: killed ${e.killed.join(', ')}` : ''}${e.left.length ? `; left: ${e.left.join('; ')}` : ''}`)
+    .join('\n')
 }
 
 export function renderInspect(r: InspectResult): string {

@@ -4,7 +4,7 @@
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { RestoreResult } from '../../src/pipelines/restore.js';
+import type { RestoreResult } from '../../src/pipelines/restore/index.js';
 import { makeSafeDir, makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap, startSnap, type SnapResult } from '../helpers/cli.js';

@@ -3,12 +3,12 @@
 // a damaged, cut, foreign or too-new bundle restores nothing. A restored process is never the test's child: it is
 // found and killed by pid.
 import { execFile } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, copyFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, readlinkSync, statSync, truncateSync, copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { RestoreResult } from '../../src/pipelines/restore.js';
+import type { RestoreResult } from '../../src/pipelines/restore/index.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';
@@ -59,7 +59,7 @@ function expectRestored(run: SnapResult): RestoreResult {
     '[done]  Restore the tree with criu resto',
   ]);
   expect(run.stderr).toMatch(/\d+ images extracted, every artifact's sha256 checked/);
-  expect(run.stderr).toMatch(new RegExp(`pid ${result.pid}, ${result.threads} threads, ${result.finalState}`));
+  expect(run.stderr).toMatch(new RegExp(`pid ${result.pid}, ${result.threads} threads?, ${result.finalState}`));
   return result;
 }
 
@@ -251,18 +251,29 @@ describe('restore while the original still runs', () => {
     await target.waitUntilTicksAdvance(5);
   });
 
-  it('--new-pidns restores a copy beside it: another host pid, the old pid inside, its work going on', async () => {
-    const result = expectRestored(await snap(['restore', bundle, '--new-pidns', '--json']));
+  it('--new-pidns beside it is refused naming --isolate: a copy there would answer its clients; the original is untouched', async () => {
+    const run = await snap(['restore', bundle, '--new-pidns']);
+    expectRefused(run, 12, `the original, process ${target.pid} (worker), still runs`, '--isolate');
+    expectCriuNeverRan(run);
+    expect(readdirSync(workDir)).toEqual([]);
+    expectRunning(target.pid);
+    await target.waitUntilTicksAdvance(5);
+  });
+
+  it('--isolate restores a copy beside it: another host pid, the old pid inside, its work going on; `copies --end` ends it and all it had', async () => {
+    const result = expectRestored(await snap(['restore', bundle, '--isolate', '--json']));
     const copy = result.pid;
-    // unshare (host) -> criu (pid 1 in the new namespace) -> the restored root.
+    // unshare (host) -> criu (pid 1 in the new namespaces) -> the restored root.
     const criu = readProcStat(copy)?.ppid;
     const unshare = criu !== undefined ? readProcStat(criu)?.ppid : undefined;
     try {
       expect(result).toMatchObject({ newPidns: true, pidInNamespace: target.pid, threads: 4, finalState: 'running' });
+      expect(result.isolated?.namespaces).toEqual(['pid', 'net', 'mount', 'ipc', 'uts']);
       expect(copy).not.toBe(target.pid);
       const nspid = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${copy}/status`, 'utf8'))?.[1]?.trim().split(/\s+/).map(Number);
       expect(nspid?.[0]).toBe(copy);
       expect(nspid?.at(-1)).toBe(target.pid);
+      for (const ns of ['net', 'mnt', 'ipc', 'uts', 'pid']) expect(readlinkSync(`/proc/${copy}/ns/${ns}`), ns).not.toBe(readlinkSync(`/proc/self/ns/${ns}`));
       expect(isOurWorker(target, copy)).toBe(true);
       expectRunning(copy);
       // Both write the same progress file: once the original is stopped, every new record is the copy's.
@@ -276,15 +287,51 @@ describe('restore while the original still runs', () => {
         const p = target.tryReadProgress();
         return p !== undefined && p.ticks >= copyFirst.ticks + 10 && p;
       }, { what: `the copy to tick on from ${copyFirst.ticks}`, detail: () => `ticks ${target.tryReadProgress()?.ticks}` });
-      expect(target.threadStates()).toEqual(['T', 'T', 'T', 'T']);
       await target.resume();
       await target.waitUntilTicksAdvance(5);
+      // `copies` knows it; ending it leaves none of its processes and no record.
+      const listed = await snap(['copies', '--json']);
+      expect(listed.exitCode, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as { copies: { record: { root: { pid: number } }; alive: boolean }[] }).copies).toEqual([
+        expect.objectContaining({ alive: true, record: expect.objectContaining({ root: expect.objectContaining({ pid: copy }) }) }),
+      ]);
+      const ended = await snap(['copies', '--end', String(copy)]);
+      expect(ended.exitCode, ended.stderr).toBe(0);
+      for (const pid of [copy, criu, unshare]) if (pid !== undefined) expect(processExists(pid) && !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')), `pid ${pid}`).toBe(false);
+      expect(JSON.parse((await snap(['copies', '--json'])).stdout)).toEqual({ copies: [] });
       expect(target.childExit).toBeUndefined();
+      expectRunning(target.pid);
     } finally {
       await killPid(copy);
-      // Its root gone, criu (the namespace's init) exits and so does unshare; make sure of it.
       for (const pid of [criu, unshare]) if (pid !== undefined && pid > 1) await killPid(pid);
     }
+  });
+  it('an isolated copy killed by hand: its forwarder follows it, and `recover` removes its cgroup and record', async () => {
+    const port = 20000 + (process.pid % 20000);
+    const result = expectRestored(await snap(['restore', bundle, '--isolate', '--json', '--publish', `${port}:1`, '--memory', '64M']));
+    const copy = result.pid;
+    expect(result.isolated?.published).toEqual([{ host: `127.0.0.1:${port}`, port: 1 }]);
+    const forwarder = readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).find((p) => {
+      try {
+        const parts = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+        return parts[1] === '-c' && parts[3] === String(port);
+      } catch {
+        return false;
+      }
+    });
+    expect(forwarder).toBeDefined();
+    await killPid(copy);
+    // The copy's namespace holder exits with it, and the forwarder with the holder.
+    await waitFor(() => !processExists(forwarder!) || /\) Z /.test(readFileSync(`/proc/${forwarder}/stat`, 'utf8')), { what: `forwarder ${forwarder} to exit` });
+    const listed = JSON.parse((await snap(['copies', '--json'])).stdout) as { copies: { alive: boolean }[] };
+    expect(listed.copies).toEqual([expect.objectContaining({ alive: false })]);
+    const recover = await snap(['recover']);
+    expect(recover.exitCode, recover.stderr).toBe(0);
+    expect(recover.stdout).toContain(`isolated copy ${copy}`);
+    expect(JSON.parse((await snap(['copies', '--json'])).stdout)).toEqual({ copies: [] });
+    for (const base of ['/sys/fs/cgroup', '/sys/fs/cgroup/memory'])
+      if (existsSync(base)) expect(readdirSync(base).filter((n) => n.startsWith(`procsnap-copy-${copy}-`))).toEqual([]);
+    expectRunning(target.pid);
   });
 });
 

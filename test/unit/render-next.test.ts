@@ -1,7 +1,7 @@
 // A result that leaves something for the person to do says what, in a line they can run.
 import { describe, expect, it } from 'vitest';
 import type { DumpResult } from '../../src/pipelines/dump.js';
-import type { RestoreResult } from '../../src/pipelines/restore.js';
+import type { RestoreResult } from '../../src/pipelines/restore/index.js';
 import { renderDumpResult, renderRestoreResult } from '../../src/ui/render.js';
 
 const restore = (over: Partial<RestoreResult>): RestoreResult => ({

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OperationBudget } from '../../src/pipelines/budget.js';
-import { checkFiles, sha256Within } from '../../src/pipelines/restore-preflight.js';
+import { checkFiles, sha256Within } from '../../src/pipelines/restore/host-checks.js';
 import { makeTempDir } from '../helpers/bundle.js';
 import { craftedManifest } from '../helpers/bundles.js';
 

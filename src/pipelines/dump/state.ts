@@ -225,11 +225,7 @@ export function exitText(run: ToolRun): string {
   return run.exitCode === null && run.signal ? `killed by ${run.signal}` : `exit ${run.exitCode}`
 }
 
-/** gcore and criu both write about the target's resident memory; allow a minute plus 30 s per GiB. */
-export function toolTimeoutMs(rssKiB: number | null): number {
-  const gib = (rssKiB ?? 0) / (1024 * 1024)
-  return Math.round(60_000 + 30_000 * gib)
-}
+export { toolTimeoutMs } from '../budget.js'
 
 export const STOP_TIMEOUT_MS = 5000
 export const MiB = 1024 * 1024

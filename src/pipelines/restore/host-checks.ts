@@ -6,12 +6,12 @@ import { constants, readdirSync, statSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { arch, release } from 'node:os'
 import { join } from 'node:path'
-import type { Manifest } from '../bundle/manifest.js'
-import { RestoreRefusedError } from '../errors.js'
-import { compareVersions, parseVersion } from '../tools/locate.js'
-import { readStat } from '../process/proc.js'
-import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../tools/criu-identity.js'
-import type { OperationBudget } from './budget.js'
+import type { Manifest } from '../../bundle/manifest.js'
+import { RestoreRefusedError } from '../../errors.js'
+import { compareVersions, parseVersion } from '../../tools/locate.js'
+import { readStat } from '../../process/proc.js'
+import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../../tools/criu-identity.js'
+import type { OperationBudget } from '../budget.js'
 
 export interface PreflightFindings {
   warnings: string[]
@@ -74,7 +74,17 @@ export async function sha256Within(path: string, budget: OperationBudget, during
 }
 
 /** criu checks that files the process had open or mapped still have their size at dump time; check first. */
-export async function checkFiles(manifest: Manifest, budget: OperationBudget, imageFiles?: { path: string; size: number }[]): Promise<void> {
+/**
+ * The executable must be the one dumped, and every file the tree had open must have its size at the dump (criu refuses
+ * any other). A regular file that changed size can be given to `privateCopy`, which takes it (an isolated copy gets a
+ * private copy of it, cut back to that size) by returning true; otherwise it is a refusal naming it.
+ */
+export async function checkFiles(
+  manifest: Manifest,
+  budget: OperationBudget,
+  imageFiles?: { path: string; size: number }[],
+  privateCopy?: (file: { path: string; size: number }) => boolean,
+): Promise<void> {
   const t = manifest.target
   // A container's paths are inside its root filesystem.
   const onHost = (p: string): string => (manifest.container ? join(manifest.container.rootfs, p) : p)
@@ -112,7 +122,7 @@ export async function checkFiles(manifest: Manifest, budget: OperationBudget, im
       if (imageFiles) continue // criu knows whether it carries it (a ghost) or needs it, and says which
       throw new RestoreRefusedError(`file ${f.path} that the process had open is missing`, 'put it back before restoring')
     }
-    if (now !== f.size)
+    if (now !== f.size && !(privateCopy && statSync(onHost(f.path)).isFile() && privateCopy(f)))
       throw new RestoreRefusedError(
         `file ${f.path} that the process had open changed size (${now} bytes now, ${f.size} at dump)`,
         'criu would refuse it: restore the file as it was, or restore on a host where it is unchanged',
