@@ -1,38 +1,30 @@
 // Tamper evidence: an Ed25519 signature over the exact manifest bytes. The manifest holds every artifact's sha256,
 // so a valid signature covers the whole bundle.
 
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
 import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { OutputPathError, UsageError } from '../errors.js'
 
-function readKey(path: string, kind: 'private' | 'public'): KeyObject {
+// Public keys are read only by trust.ts (namedKey, the trusted keys), which first checks who could have written them.
+function readPrivateKey(path: string): KeyObject {
   let pem: Buffer
   try {
     pem = readFileSync(path)
   } catch {
-    throw new UsageError(`cannot read ${kind} key ${path}`, kind === 'private' ? 'make one with `snap keygen`' : 'give the .pub file made by `snap keygen`')
+    throw new UsageError(`cannot read private key ${path}`, 'make one with `snap keygen`')
   }
   try {
-    const key = kind === 'private' ? createPrivateKey(pem) : createPublicKey(pem)
+    const key = createPrivateKey(pem)
     if (key.asymmetricKeyType !== 'ed25519') throw new Error('not ed25519')
     return key
   } catch {
-    throw new UsageError(`${path} is not an Ed25519 ${kind} key in PEM form`, 'make one with `snap keygen`')
+    throw new UsageError(`${path} is not an Ed25519 private key in PEM form`, 'make one with `snap keygen`')
   }
 }
 
 export function signBytes(privateKeyPath: string, data: Buffer): Buffer {
-  return sign(null, data, readKey(privateKeyPath, 'private'))
-}
-
-/** An Ed25519 public key from a file the user named (--key); UsageError when it is not one. */
-export function readPublicKey(path: string): KeyObject {
-  return readKey(path, 'public')
-}
-
-export function verifyBytes(publicKeyPath: string, data: Buffer, signature: Buffer): boolean {
-  return verify(null, data, readKey(publicKeyPath, 'public'), signature)
+  return sign(null, data, readPrivateKey(privateKeyPath))
 }
 
 function writeExclusive(path: string, data: string, mode: number): void {
