@@ -2,14 +2,16 @@
 // (pages-N.img) are searched as they stream by, a chunk at a time with an overlap the length of the longest match,
 // so memory stays flat whatever the bundle's size; each hit is first kept as (pages image, offset) and placed at the
 // end, through the pagemap (which pages sit where in the address space) and mm image (which mapping that is). Every
-// image is read with snap's own bounded protobuf reader (corefile/images.ts).
+// image is read with snap's own bounded protobuf reader (src/criu-images/).
 
 import type { ReadEntry } from 'tar'
 import { bytesText } from '../bundle/entry-bounds.js'
 import { scanBundle } from '../bundle/reader.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
-import { forEachPagemapRun, forEachVma, PE, regularFilePaths, VMA } from '../corefile/images.js'
-import { ImageFormatError } from '../tools/criu-image-format.js'
+import { ImageFormatError } from '../criu-images/errors.js'
+import { regularFilePaths } from '../criu-images/files.js'
+import { forEachVma, VMA } from '../criu-images/mm.js'
+import { forEachPagemapRun, PE } from '../criu-images/pagemap.js'
 
 const PAGE = 4096
 /** The small images (pagemap, mm, files) are KiB to a few MiB; the pages images are streamed, never held. */

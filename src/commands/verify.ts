@@ -4,7 +4,7 @@ import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
 import { cliName } from '../ui/cli-name.js'
 import { SnapCommand, warnLine } from '../ui/base-command.js'
-import { ByteMeter, meterIntervalMs } from '../ui/byte-meter.js'
+import { ByteMeter, meterIntervalMs } from '../pipelines/byte-meter.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderVerify } from '../ui/render.js'
 

@@ -5,17 +5,18 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs'
 import { link, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { copyRanges, type CopyJob, type CopyOutcome } from './copy.js'
-import { readThreadImage } from './core-image.js'
+import { readThreadImage } from '../criu-images/core-entry.js'
 import {
   EHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PN_XNUM, PT_LOAD, PT_NOTE, SHDR_SIZE, alignUp, elfHeader,
   extendedNumberingSection, programHeader, type ProgramHeader,
 } from './elf.js'
 import { CoreBuildError } from './errors.js'
-import { MADV_DONTDUMP_BIT, VMA, readProcessImages, type Vma } from './images.js'
-import { ImageFormatError } from '../tools/criu-image-format.js'
+import { ImageFormatError } from '../criu-images/errors.js'
+import { readGhostFiles, type GhostContent } from '../criu-images/ghost-files.js'
+import { MADV_DONTDUMP_BIT, VMA, type Vma } from '../criu-images/mm.js'
 import { buildNotes, maxNotesSize, type FileMapping } from './notes.js'
-import { readGhostFiles, type GhostContent } from './ghost-files.js'
 import { PageIndex } from './page-index.js'
+import { readProcessImages } from './process-images.js'
 
 export { CoreBuildError } from './errors.js'
 
@@ -100,7 +101,7 @@ async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
     return file
   }
 
-  // 1. The per-process images. The threads' images (one per thread, see core-image.ts) are only needed for the
+  // 1. The per-process images. The threads' images (one per thread, see src/criu-images/core-entry.ts) are only needed for the
   //    notes, which are written last.
   const { task, mm, files: filesImage, memfds } = readProcessImages(imagesDir, pid)
   const files = filesImage.regular

@@ -5,7 +5,8 @@
 import {
   NT_AUXV, NT_FILE, NT_FPREGSET, NT_PRPSINFO, NT_PRSTATUS, NT_X86_XSTATE, PAGE_SIZE, align4, note,
 } from './elf.js'
-import type { FpRegs, TaskTree, ThreadState } from './images.js'
+import type { FpRegs, ThreadState } from '../criu-images/core-entry.js'
+import type { TaskTree } from '../criu-images/pstree.js'
 
 const PRSTATUS_SIZE = 336
 const PR_REG_OFFSET = 112

@@ -6,9 +6,10 @@ import { existsSync, statSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CoreBuildError } from './errors.js'
-import { ImageFormatError } from '../tools/criu-image-format.js'
+import { ImageFormatError } from '../criu-images/errors.js'
+import { readImageFile } from '../criu-images/image-file.js'
+import { PE, forEachPagemapRun } from '../criu-images/pagemap.js'
 import { PAGE_SIZE } from './elf.js'
-import { PE, forEachPagemapRun, readImageFile } from './images.js'
 
 /** A stretch of memory whose bytes sit contiguously in `file` from `offset`. */
 export interface Extent {

@@ -12,9 +12,9 @@ import { checkRoom, verifyAndExtract } from '../bundle/extract.js'
 import type { Manifest } from '../bundle/manifest.js'
 import { BoundedReadError } from '../bundle/bounded-read.js'
 import { CoreBuildError, writeCoreFromImages } from '../corefile/index.js'
-import { ImageFormatError } from '../tools/criu-image-format.js'
+import { ImageFormatError } from '../criu-images/errors.js'
 import { rebuildCore } from '../corefile/recipe.js'
-import { exeOfImages } from '../corefile/images.js'
+import { exeOfImages } from '../criu-images/identity.js'
 import { BundleInvalidError, OutputPathError, UsageError } from '../errors.js'
 
 export interface CoreExportOptions {

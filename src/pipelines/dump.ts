@@ -5,7 +5,7 @@
 
 import { statSync } from 'node:fs'
 import type { ArtifactRecord, FinalState, Manifest, ProcessRecord, StepRecord } from '../bundle/manifest.js'
-import type { Progress, ProgressStep } from '../ui/progress.js'
+import type { ProgressReporter, ProgressStep } from './progress.js'
 import { OperationBudget } from './budget.js'
 import { checkpoint, readyCheckpoint } from './dump/checkpoint.js'
 import { coresFromImages, coresWithGdb, recipesOfGcoreCores } from './dump/cores.js'
@@ -51,7 +51,7 @@ const withSealStarted =
 export class DumpRun {
   private readonly s: DumpState
 
-  constructor(o: DumpOptions, progress: Progress) {
+  constructor(o: DumpOptions, progress: ProgressReporter) {
     this.s = new DumpState(o, progress, new OperationBudget(o.cancel, o.timeoutSec, 'the dump'))
   }
 

@@ -12,7 +12,7 @@ import { RestoreRun } from '../pipelines/restore/index.js'
 import { checkIdentity, captureIdentity, type TargetIdentity } from '../process/identity.js'
 import { pollUntil } from '../process/poll.js'
 import { readStat } from '../process/proc.js'
-import { Progress } from '../ui/progress.js'
+import { silentProgress } from '../pipelines/progress.js'
 import { SnapError } from '../errors.js'
 import { generateKeyPair } from '../bundle/signature.js'
 
@@ -105,7 +105,7 @@ export async function runCanary(o: { criu?: string; gdb?: string; toolVersion: s
     try {
       const r = await new DumpRun(
         { pid: canary.pid, output: bundle, compression: 'zstd', criu: o.criu, gdb: o.gdb, includeEnv: false, criuExtraOptions: [], cores: 'root', signKeyPath: privatePath, cancel: o.cancel, toolVersion: o.toolVersion, timeoutSec: 120 },
-        new Progress('silent'),
+        silentProgress,
       ).execute()
       step('dump it', true, `criu options ${r.criuOptions.map((c) => c.option).join(' ') || '(none)'}; freeze ${Math.round(r.freezeWindowMs)} ms`)
     } catch (e) {
@@ -129,7 +129,7 @@ export async function runCanary(o: { criu?: string; gdb?: string; toolVersion: s
     await exited
     await pollUntil(() => !readStat(canary!.pid), { timeoutMs: 10_000 })
     try {
-      const r = await new RestoreRun({ bundle, newPidns: false, criu: o.criu, publicKey: publicPath, cancel: o.cancel, timeoutSec: 120 }, new Progress('silent')).execute()
+      const r = await new RestoreRun({ bundle, newPidns: false, criu: o.criu, publicKey: publicPath, cancel: o.cancel, timeoutSec: 120 }, silentProgress).execute()
       restored = captureIdentity(r.pid)
       step('restore it after a kill', true, `pid ${r.pid}, signature checked against the run's own key`)
     } catch (e) {

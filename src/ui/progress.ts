@@ -6,12 +6,9 @@ import { Listr, ListrLogger, ProcessOutput } from 'listr2'
 import { asInvoked } from './cli-name.js'
 import { printable } from './printable.js'
 
-export interface ProgressStep {
-  title: string
-  run(report: (detail: string) => void): Promise<void>
-}
+import type { ProgressMode, ProgressReporter, ProgressStep } from '../pipelines/progress.js'
 
-export type ProgressMode = 'tty' | 'plain' | 'silent'
+export type { ProgressMode, ProgressStep } from '../pipelines/progress.js'
 
 export function chooseProgressMode(opts: { quiet?: boolean } = {}): ProgressMode {
   if (opts.quiet) return 'silent'
@@ -24,7 +21,7 @@ function stamp(): string {
   return new Date().toISOString()
 }
 
-export class Progress {
+export class Progress implements ProgressReporter {
   constructor(readonly mode: ProgressMode) {}
 
   /** A free-standing line (a warning, a rollback action). */

@@ -7,8 +7,11 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readThreadImage } from '../../src/corefile/core-image.js';
-import { filesFromImage, memfdShmids, mmFromImage, pagemapFromImage, taskFromPstree } from '../../src/corefile/images.js';
+import { readThreadImage } from '../../src/criu-images/core-entry.js';
+import { filesFromImage, memfdShmids } from '../../src/criu-images/files.js';
+import { mmFromImage } from '../../src/criu-images/mm.js';
+import { pagemapFromImage } from '../../src/criu-images/pagemap.js';
+import { taskFromPstree } from '../../src/criu-images/pstree.js';
 import { CoreBuildError, writeCoreFromImages, type WriteCoreResult } from '../../src/corefile/index.js';
 import { parseRecipe, rebuildCore, recipeFromCore } from '../../src/corefile/recipe.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';

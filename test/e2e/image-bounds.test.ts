@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
+import { message as criuMessage } from '../helpers/criu-image-writer.js';
 import { runSnap, snapWithPeak } from '../helpers/cli.js';
 import { killPid, readProcStat, waitFor } from '../helpers/target.js';
 
@@ -55,8 +56,8 @@ function withManyMappings(name: string): Promise<string> {
   return repackBundle(real, join(dir, name), (x, m: Manifest) => {
     for (const entry of m.artifacts.filter((a) => /^criu\/mm-\d+\.img$/.test(a.path))) {
       const original = readFileSync(join(x, entry.path));
-      // The image's one entry (mm_entry) with field 14 (vma_entry { start 1, end 2 }) repeated: protobuf appends.
-      const vma = Buffer.from([0x72, 0x08, 0x08, 0x80, 0x80, 0x04, 0x10, 0x80, 0xa0, 0x04]);
+      // The image's one entry (mm_entry) with more vmas (vma_entry { start, end }): protobuf appends a repeated field.
+      const vma = criuMessage('mm_entry', { vmas: { start: 0x10000, end: 0x11000 } });
       const extra = Buffer.alloc(vma.length * EXTRA_VMAS);
       for (let i = 0; i < EXTRA_VMAS; i++) vma.copy(extra, i * vma.length);
       const message = Buffer.concat([original.subarray(12, 12 + original.readUInt32LE(8)), extra]);

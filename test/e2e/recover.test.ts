@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RecoveryAction } from '../../src/pipelines/recover.js';
-import { PSTREE_MAGIC } from '../../src/tools/criu-image-format.js';
+import { PSTREE_MAGIC } from '../../src/criu-images/image-file.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';
 import { image, message } from '../helpers/criu-image-writer.js';
@@ -348,7 +348,7 @@ describe('a restore that died: recover kills only what its journal records as re
     restored.unref();
     const mine = restored.pid!;
     try {
-      const tasks = [mine, taken.pid, never.pid].map((pid) => message([[1, pid], [2, 1], [3, pid], [4, pid], [5, [pid]]]));
+      const tasks = [mine, taken.pid, never.pid].map((pid) => message('pstree_entry', { pid, ppid: 1, pgid: pid, sid: pid, threads: [pid] }));
       mkdirSync(join(workDir, 'criu'));
       writeFileSync(join(workDir, 'criu', 'pstree.img'), image(PSTREE_MAGIC, tasks));
       const now = new Date().toISOString();

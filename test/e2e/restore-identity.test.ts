@@ -76,18 +76,18 @@ const ROOT_ALL_CAPS: Creds = {
 /** images/creds.proto, capability sets as u32 words, low first. */
 function credsMessage(c: Creds): Buffer {
   const words = (hex: string) => [Number(BigInt(`0x${hex}`) & 0xffffffffn), Number(BigInt(`0x${hex}`) >> 32n)];
-  return message([
-    [1, c.uid], [2, c.gid], [3, c.euid], [4, c.egid], [5, c.suid], [6, c.sgid], [7, c.fsuid], [8, c.fsgid],
-    [9, words(c.capInh)], [10, words(c.capPrm)], [11, words(c.capEff)], [12, words(c.capBnd)], [13, c.secbits],
-    [14, c.groups], [18, c.noNewPrivs], [19, words(c.capAmb)],
-  ]);
+  return message('creds_entry', {
+    uid: c.uid, gid: c.gid, euid: c.euid, egid: c.egid, suid: c.suid, sgid: c.sgid, fsuid: c.fsuid, fsgid: c.fsgid,
+    cap_inh: words(c.capInh), cap_prm: words(c.capPrm), cap_eff: words(c.capEff), cap_bnd: words(c.capBnd), secbits: c.secbits,
+    groups: c.groups, no_new_privs: c.noNewPrivs, cap_amb: words(c.capAmb),
+  });
 }
 
-/** Rewrites core-TID.img's thread_core.creds (core_entry 5 -> 10) in an extracted bundle, and its artifact record. */
+/** Rewrites core-TID.img's core_entry.thread_core.creds in an extracted bundle, and its artifact record. */
 function forgeThreadCreds(extracted: string, manifest: Manifest, tid: number, creds: Creds): void {
   const path = `criu/core-${tid}.img`;
   const { magic, entries } = imageMessages(readFileSync(join(extracted, path)));
-  const forged = image(magic, [replaceField(entries[0]!, 5, (tc) => replaceField(tc, 10, () => credsMessage(creds))), ...entries.slice(1)]);
+  const forged = image(magic, [replaceField(entries[0]!, 'core_entry', 'thread_core', (tc) => replaceField(tc, 'thread_core_entry', 'creds', () => credsMessage(creds))), ...entries.slice(1)]);
   writeFileSync(join(extracted, path), forged);
   const artifact = manifest.artifacts.find((a) => a.path === path)!;
   artifact.size = forged.length;

@@ -1,11 +1,12 @@
 // What crit (CRIU's own image decoder) makes of an image, turned into the records snap's readers make
-// (src/corefile/images.ts, core-image.ts): the reference the e2e tests hold snap's protobuf readers to, on real
-// images. The product never runs crit.
+// (src/criu-images/): the reference the e2e tests hold snap's protobuf readers to, on real images. The product never
+// runs crit.
 
 import { execa } from 'execa'
-import {
-  USER_REGS, VMA, PE, type FpRegs, type MmState, type Pagemap, type TaskTree, type ThreadState, type Vma,
-} from '../../src/corefile/images.js'
+import { USER_REGS, type FpRegs, type ThreadState } from '../../src/criu-images/core-entry.js'
+import { VMA, type MmState, type Vma } from '../../src/criu-images/mm.js'
+import { PE, type Pagemap } from '../../src/criu-images/pagemap.js'
+import type { TaskTree } from '../../src/criu-images/pstree.js'
 
 export const CRIT = '/opt/procsnap/bin/crit'
 
@@ -104,7 +105,7 @@ export function taskFromPstree(image: DecodedImage, pid: number): TaskTree {
 }
 
 /** A thread's state from crit's JSON of its core-TID.img. writeCoreFromImages reads those images itself
- *  (core-image.ts, one python start-up per thread is too slow); this is the reference the e2e test holds it to. */
+ *  (src/criu-images/core-entry.ts, one python start-up per thread is too slow); this is the reference the e2e test holds it to. */
 export function threadFromCore(image: DecodedImage, tid: number): ThreadState {
   const entry = record(image.entries[0], `core-${tid}.img entry`)
   if (entry.mtype !== 'X86_64') throw new Error(`core-${tid}.img is for ${String(entry.mtype)}; only X86_64 is supported`)

@@ -1,11 +1,21 @@
 // Writes CRIU images the way criu does (the common magic, the image's magic, then u32 length + protobuf message per
-// entry), for unit tests of snap's image readers without a dump. Only what those tests need of protobuf: varints,
-// packed or not, and length-delimited fields.
+// entry), for tests of snap's image readers without a dump. Messages are written from CRIU's names
+// (src/criu-images/proto.ts, held to CRIU's .proto files by test/unit/criu-proto.test.ts): a field snap does not
+// define cannot be written, and each is encoded as its CRIU type says.
 
-import { IMG_COMMON_MAGIC } from '../../src/tools/criu-image-format.js';
+import { IMG_COMMON_MAGIC } from '../../src/criu-images/image-file.js';
+import { CRIU_ENUMS, CRIU_MESSAGES, type FieldDef, type MessageName } from '../../src/criu-images/proto.js';
+import { readVarint } from '../../src/criu-images/wire.js';
 
-/** A field's value: a varint (number or bigint), a nested message or bytes (Buffer), a string, or repeated values. */
-export type FieldValue = number | bigint | boolean | Buffer | string | FieldValue[];
+/** A field's value: a varint (number, bigint or boolean), an enum's value by its CRIU name, a string, bytes or an
+ *  encoded message (Buffer), a message as its fields (an object), or repeated values. */
+export type FieldValue = number | bigint | boolean | Buffer | string | FieldValue[] | MessageValues;
+export interface MessageValues {
+  [field: string]: FieldValue | undefined;
+}
+
+/** The values a message of CRIU's `M` may be given, by its field names. */
+export type Values<M extends MessageName> = { [F in keyof (typeof CRIU_MESSAGES)[M]]?: FieldValue };
 
 function varint(value: bigint): Buffer {
   let v = BigInt.asUintN(64, value);
@@ -18,20 +28,41 @@ function varint(value: bigint): Buffer {
   return Buffer.from(out);
 }
 
-/** A protobuf message from [field number, value] pairs; an array value is written one tag per element (as
- *  protobuf-c writes proto2 repeated fields). */
-export function message(fields: [number, FieldValue | undefined][]): Buffer {
+const zigzag = (v: bigint): bigint => (v >= 0n ? v << 1n : (-v << 1n) - 1n);
+
+function definition(name: MessageName, field: string): FieldDef {
+  const def = (CRIU_MESSAGES[name] as Record<string, FieldDef>)[field];
+  if (!def) throw new Error(`${name} has no field ${field} among the ones snap defines (src/criu-images/proto.ts)`);
+  return def;
+}
+
+/** One field: its tag and value as CRIU's type for it says. An array is written one tag per element, as protobuf-c
+ *  writes proto2 repeated fields; a Buffer for a varint field is a packed list (see packed()). */
+function encodeField(name: MessageName, field: string, value: FieldValue, parts: Buffer[]): void {
+  const [n, type] = definition(name, field);
+  if (Array.isArray(value)) return value.forEach((v) => encodeField(name, field, v, parts));
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') {
+    const v = BigInt(value);
+    parts.push(varint(BigInt(n) << 3n), varint(type === 'sint32' || type === 'sint64' ? zigzag(v) : v));
+    return;
+  }
+  if (typeof value === 'string' && type.startsWith('enum:')) {
+    const number = (CRIU_ENUMS as Record<string, Record<string, number>>)[type.slice('enum:'.length)]?.[value];
+    if (number === undefined) throw new Error(`${name}.${field}: ${value} is not among the values snap defines of ${type.slice('enum:'.length)}`);
+    return encodeField(name, field, number, parts);
+  }
+  let bytes: Buffer;
+  if (typeof value === 'string') bytes = Buffer.from(value, 'utf8');
+  else if (Buffer.isBuffer(value)) bytes = value;
+  else if (type.startsWith('message:')) bytes = message(type.slice('message:'.length) as MessageName, value as Values<MessageName>);
+  else throw new Error(`${name}.${field} is a ${type}, not a message`);
+  parts.push(varint((BigInt(n) << 3n) | 2n), varint(BigInt(bytes.length)), bytes);
+}
+
+/** A message of CRIU's `name` from its field values, written in the order given. */
+export function message<M extends MessageName>(name: M, values: Values<M>): Buffer {
   const parts: Buffer[] = [];
-  const put = (n: number, v: FieldValue) => {
-    if (Array.isArray(v)) return v.forEach((x) => put(n, x));
-    if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') {
-      parts.push(varint(BigInt(n) << 3n), varint(BigInt(v)));
-    } else {
-      const bytes = typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
-      parts.push(varint((BigInt(n) << 3n) | 2n), varint(BigInt(bytes.length)), bytes);
-    }
-  };
-  for (const [n, v] of fields) if (v !== undefined) put(n, v);
+  for (const [field, v] of Object.entries(values as MessageValues)) if (v !== undefined) encodeField(name, field, v, parts);
   return Buffer.concat(parts);
 }
 
@@ -51,44 +82,37 @@ export function image(magic: number, entries: Buffer[]): Buffer {
   })]);
 }
 
-function readVarintAt(buf: Buffer, at: number): [bigint, number] {
-  let v = 0n;
-  for (let i = at, shift = 0n; i < buf.length; i++, shift += 7n) {
-    v |= BigInt(buf[i]! & 0x7f) << shift;
-    if ((buf[i]! & 0x80) === 0) return [v, i + 1];
-  }
-  throw new Error('truncated varint');
-}
-
 /**
- * A message with the length-delimited field `n` replaced by `change(old)`, every other field kept byte for byte (so a
- * real image can be edited in one place without re-encoding what this writer does not know, fixed64s and all).
+ * A message of CRIU's `name` with its length-delimited `field` replaced by `change(old)`, every other field kept byte
+ * for byte (so a real image can be edited in one place without re-encoding what this writer does not define).
  */
-export function replaceField(msg: Buffer, n: number, change: (old: Buffer) => Buffer): Buffer {
+export function replaceField<M extends MessageName>(msg: Buffer, name: M, field: keyof (typeof CRIU_MESSAGES)[M] & string, change: (old: Buffer) => Buffer): Buffer {
+  const [n] = definition(name, field);
   const parts: Buffer[] = [];
   let at = 0;
   let found = false;
   while (at < msg.length) {
     const start = at;
-    const [key, afterKey] = readVarintAt(msg, at);
-    const wire = Number(key & 7n);
+    const [keyValue, afterKey] = readVarint(msg, at);
+    const key = Number(keyValue);
+    const wire = key & 7;
     at = afterKey;
-    if (wire === 0) at = readVarintAt(msg, at)[1];
+    if (wire === 0) at = readVarint(msg, at)[1];
     else if (wire === 1) at += 8;
     else if (wire === 5) at += 4;
     else if (wire === 2) {
-      const [len, next] = readVarintAt(msg, at);
-      if (Number(key >> 3n) === n) {
-        parts.push(message([[n, change(msg.subarray(next, next + Number(len)))]]));
+      const [len, next] = readVarint(msg, at);
+      at = next + Number(len);
+      if (Math.floor(key / 8) === n) {
+        const replaced = change(msg.subarray(next, at));
+        parts.push(varint((BigInt(n) << 3n) | 2n), varint(BigInt(replaced.length)), replaced);
         found = true;
-        at = next + Number(len);
         continue;
       }
-      at = next + Number(len);
     } else throw new Error(`wire type ${wire}`);
     parts.push(msg.subarray(start, at));
   }
-  if (!found) throw new Error(`no field ${n} to replace`);
+  if (!found) throw new Error(`no ${name}.${field} to replace`);
   return Buffer.concat(parts);
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ByteMeter, describeBytes } from '../../src/ui/byte-meter.js';
+import { ByteMeter, describeBytes } from '../../src/pipelines/byte-meter.js';
 
 const MiB = 1024 * 1024;
 

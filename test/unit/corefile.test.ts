@@ -7,8 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { copyRanges, copyThroughBuffers, type CopyJob } from '../../src/corefile/copy.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { CoreBuildError } from '../../src/corefile/errors.js';
-import { PE, USER_REGS, type ThreadState } from '../../src/corefile/images.js';
-import { PAGEMAP_MAGIC } from '../../src/tools/criu-image-format.js';
+import { USER_REGS, type ThreadState } from '../../src/criu-images/core-entry.js';
+import { PAGEMAP_MAGIC } from '../../src/criu-images/image-file.js';
+import { PE } from '../../src/criu-images/pagemap.js';
 import { image, message } from '../helpers/criu-image-writer.js';
 import { auxv, buildNotes, fileNote, maxNotesSize, prpsinfo, prstatus, xstate } from '../../src/corefile/notes.js';
 import { PageIndex } from '../../src/corefile/page-index.js';
@@ -131,8 +132,8 @@ describe('PageIndex', () => {
   function imagesDir(name: string, runs: { vaddr: number; pages: number; flags: number }[], labels: number[]): string {
     const d = join(dir, name);
     mkdirSync(d, { recursive: true });
-    const entries = runs.map((r) => message([[1, r.vaddr], [2, 0], [4, r.flags], [5, r.pages]]));
-    writeFileSync(join(d, 'pagemap-1.img'), image(PAGEMAP_MAGIC, [message([[1, 1]]), ...entries]));
+    const entries = runs.map((r) => message('pagemap_entry', { vaddr: r.vaddr, compat_nr_pages: 0, flags: r.flags, nr_pages: r.pages }));
+    writeFileSync(join(d, 'pagemap-1.img'), image(PAGEMAP_MAGIC, [message('pagemap_head', { pages_id: 1 }), ...entries]));
     writeFileSync(join(d, 'pages-1.img'), Buffer.concat(labels.map((label) => Buffer.alloc(PAGE, label))));
     return d;
   }

@@ -1,11 +1,15 @@
 // The CRIU images a core is built from, read without crit: mm (VMAs, auxv, the executable), pagemap (CRIU 4.2's
 // 64-bit page counts and the older field), files and memfd, written here as criu writes them.
 import { describe, expect, it } from 'vitest';
-import { filesFromImage, memfdShmids, mmFromImage, PE, pagemapFromImage, taskFromPstree, VMA } from '../../src/corefile/images.js';
 import { CoreBuildError } from '../../src/corefile/errors.js';
-import {
-  decodeMessage, FILES_MAGIC, ImageFormatError, MEMFD_INODE_MAGIC, MM_MAGIC, PAGEMAP_MAGIC, PSTREE_MAGIC, u64Field, uintField,
-} from '../../src/tools/criu-image-format.js';
+import { ImageFormatError } from '../../src/criu-images/errors.js';
+import { filesFromImage, memfdShmids } from '../../src/criu-images/files.js';
+import { FILES_MAGIC, MEMFD_INODE_MAGIC, MM_MAGIC, PAGEMAP_MAGIC, PSTREE_MAGIC } from '../../src/criu-images/image-file.js';
+import { mmFromImage, VMA } from '../../src/criu-images/mm.js';
+import { PE, pagemapFromImage } from '../../src/criu-images/pagemap.js';
+import { VMA_ENTRY } from '../../src/criu-images/proto.js';
+import { taskFromPstree } from '../../src/criu-images/pstree.js';
+import { decodeMessage, u64Field, uintField } from '../../src/criu-images/wire.js';
 import { image, message } from '../helpers/criu-image-writer.js';
 
 const VSYSCALL = 0xffffffffff600000n;
@@ -13,19 +17,19 @@ const MADV_DONTDUMP = 1n << 16n;
 
 describe('protobuf fields', () => {
   it('keeps varints past 2^53 exact, and refuses one where a number is expected', () => {
-    const f = decodeMessage(message([[1, VSYSCALL], [2, 4096], [3, 2n ** 53n - 1n], [4, 2n ** 64n - 1n]]));
-    expect(u64Field(f, 1)).toBe(VSYSCALL);
-    expect(uintField(f, 2)).toBe(4096);
-    expect(uintField(f, 3)).toBe(Number.MAX_SAFE_INTEGER);
-    expect(u64Field(f, 4)).toBe(2n ** 64n - 1n);
-    expect(() => uintField(f, 1)).toThrow(ImageFormatError);
-    expect(uintField(f, 9)).toBeUndefined();
+    const f = decodeMessage(message('vma_entry', { start: VSYSCALL, end: 4096, pgoff: 2n ** 53n - 1n, shmid: 2n ** 64n - 1n }));
+    expect(u64Field(f, VMA_ENTRY.start)).toBe(VSYSCALL);
+    expect(uintField(f, VMA_ENTRY.end)).toBe(4096);
+    expect(uintField(f, VMA_ENTRY.pgoff)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(u64Field(f, VMA_ENTRY.shmid)).toBe(2n ** 64n - 1n);
+    expect(() => uintField(f, VMA_ENTRY.start)).toThrow(ImageFormatError);
+    expect(uintField(f, VMA_ENTRY.madv)).toBeUndefined();
   });
 });
 
 describe('pstree.img', () => {
   it('puts the main thread first whatever order pstree lists the threads in, and names a pid it lacks', () => {
-    const img = image(PSTREE_MAGIC, [message([[1, 10], [2, 1], [3, 10], [4, 10], [5, [12, 10, 11]]])]);
+    const img = image(PSTREE_MAGIC, [message('pstree_entry', { pid: 10, ppid: 1, pgid: 10, sid: 10, threads: [12, 10, 11] })]);
     expect(taskFromPstree(img, 10)).toEqual({ pid: 10, ppid: 1, pgid: 10, sid: 10, threads: [10, 12, 11] });
     expect(() => taskFromPstree(img, 99)).toThrow(CoreBuildError);
     expect(() => taskFromPstree(img, 99)).toThrow(/pid 99 is not in pstree.img \(it holds 10\)/);
@@ -34,18 +38,18 @@ describe('pstree.img', () => {
 
 describe('mm-PID.img', () => {
   const vma = (v: { start: bigint | number; end: bigint | number; pgoff?: number; shmid?: number; prot: number; flags: number; status: number; madv?: bigint }) =>
-    message([[1, v.start], [2, v.end], [3, v.pgoff ?? 0], [4, v.shmid ?? 0], [5, v.prot], [6, v.flags], [7, v.status], [8, -1], [9, v.madv]]);
+    message('vma_entry', { start: v.start, end: v.end, pgoff: v.pgoff ?? 0, shmid: v.shmid ?? 0, prot: v.prot, flags: v.flags, status: v.status, fd: -1, madv: v.madv });
 
   it('reads every VMA sorted by address, leaves out the vsyscall page, keeps madvise bits and auxv words exact', () => {
-    const mm = message([
-      [8, 0x7ffc1000], [9, 0x7ffc1040], [12, 7],
-      [13, [33n, 0x7ffd000n, 6n, 4096n, 25n, 0xfffffffffffff000n]],
-      [14, [
+    const mm = message('mm_entry', {
+      mm_arg_start: 0x7ffc1000, mm_arg_end: 0x7ffc1040, exe_file_id: 7,
+      mm_saved_auxv: [33n, 0x7ffd000n, 6n, 4096n, 25n, 0xfffffffffffff000n],
+      vmas: [
         vma({ start: 0x7f0000000000, end: 0x7f0000002000, shmid: 7, prot: 5, flags: 2, status: VMA.AREA_REGULAR | VMA.FILE_PRIVATE }),
         vma({ start: 0x400000, end: 0x401000, prot: 3, flags: 0x22, status: VMA.AREA_REGULAR | VMA.ANON_PRIVATE, madv: MADV_DONTDUMP }),
         vma({ start: VSYSCALL, end: VSYSCALL + 4096n, prot: 4, flags: 0x22, status: VMA.AREA_VSYSCALL }),
-      ]],
-    ]);
+      ],
+    });
     const read = mmFromImage(image(MM_MAGIC, [mm]), 42);
     expect(read.vmas.map((v) => v.start)).toEqual([0x400000, 0x7f0000000000]);
     expect(read.vmas[0]).toMatchObject({ end: 0x401000, prot: 3, flags: 0x22, madv: MADV_DONTDUMP });
@@ -63,11 +67,11 @@ describe('mm-PID.img', () => {
 describe('pagemap images', () => {
   it('counts pages from CRIU 4.2\'s nr_pages, else from compat_nr_pages, and reads old images without flags', () => {
     const img = image(PAGEMAP_MAGIC, [
-      message([[1, 3]]),
-      message([[1, 0x1000], [2, 0], [4, PE.PRESENT], [5, 2n ** 33n]]), // more pages than a u32 counts
-      message([[1, 0x9000], [2, 2], [4, PE.PARENT]]),
-      message([[1, 0xa000], [2, 1], [3, true]]), // before CRIU 3: in_parent, no flags
-      message([[1, 0xb000], [2, 1]]),
+      message('pagemap_head', { pages_id: 3 }),
+      message('pagemap_entry', { vaddr: 0x1000, compat_nr_pages: 0, flags: PE.PRESENT, nr_pages: 2n ** 33n }), // more pages than a u32 counts
+      message('pagemap_entry', { vaddr: 0x9000, compat_nr_pages: 2, flags: PE.PARENT }),
+      message('pagemap_entry', { vaddr: 0xa000, compat_nr_pages: 1, in_parent: true }), // before CRIU 3: in_parent, no flags
+      message('pagemap_entry', { vaddr: 0xb000, compat_nr_pages: 1 }),
     ]);
     expect(pagemapFromImage(img, 'pagemap-1.img')).toEqual({
       pagesId: 3,
@@ -82,22 +86,22 @@ describe('pagemap images', () => {
 
   it('refuses a pagemap without its head, or a run without a page count', () => {
     expect(() => pagemapFromImage(image(PAGEMAP_MAGIC, []), 'pagemap-1.img')).toThrow(/no pagemap head/);
-    expect(() => pagemapFromImage(image(PAGEMAP_MAGIC, [message([[1, 1]]), message([[1, 0x1000]])]), 'pagemap-1.img')).toThrow(/page count/);
+    expect(() => pagemapFromImage(image(PAGEMAP_MAGIC, [message('pagemap_head', { pages_id: 1 }), message('pagemap_entry', { vaddr: 0x1000 })]), 'pagemap-1.img')).toThrow(/page count/);
   });
 });
 
 describe('files.img and memfd.img', () => {
   it('names regular files by id with their size, and finds the shmem image of a memfd through its inode', () => {
     const files = image(FILES_MAGIC, [
-      message([[1, 1], [2, 5], [3, message([[1, 5], [2, 0], [3, 0], [6, '/usr/bin/worker'], [8, 123456]])]]),
-      message([[1, 1], [2, 6], [3, message([[1, 6], [2, 0], [3, 0], [6, 'var/log/app.log']])]]),
-      message([[1, 18], [2, 9], [20, message([[1, 9], [2, 2], [3, 0], [5, 77]])]]),
-      message([[1, 4], [2, 10]]), // an inet socket: neither
+      message('file_entry', { type: 'REG', id: 5, reg: { id: 5, flags: 0, pos: 0, name: '/usr/bin/worker', size: 123456 } }),
+      message('file_entry', { type: 'REG', id: 6, reg: { id: 6, flags: 0, pos: 0, name: 'var/log/app.log' } }),
+      message('file_entry', { type: 'MEMFD', id: 9, memfd: { id: 9, flags: 2, pos: 0, inode_id: 77 } }),
+      message('file_entry', { type: 'INETSK', id: 10 }), // an inet socket: neither
     ]);
     const read = filesFromImage(files);
     expect([...read.regular]).toEqual([[5, { path: '/usr/bin/worker', size: 123456 }], [6, { path: 'var/log/app.log', size: undefined }]]);
     expect([...read.memfdInodes]).toEqual([[9, 77]]);
-    const memfd = image(MEMFD_INODE_MAGIC, [message([[1, 'memfd:x'], [2, 0], [3, 0], [4, 8192], [5, 4242], [6, 0], [7, 77]])]);
+    const memfd = image(MEMFD_INODE_MAGIC, [message('memfd_inode_entry', { name: 'memfd:x', uid: 0, gid: 0, size: 8192, shmid: 4242, seals: 0, inode_id: 77 })]);
     expect([...memfdShmids(read, memfd)]).toEqual([[9, 4242]]);
   });
 });

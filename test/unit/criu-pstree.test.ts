@@ -1,12 +1,13 @@
 // pstree.img read without crit: the tree the manifest records is the one criu wrote, and a damaged image is refused.
 import { describe, expect, it } from 'vitest';
-import { ImageFormatError, PSTREE_MAGIC } from '../../src/tools/criu-image-format.js';
+import { ImageFormatError } from '../../src/criu-images/errors.js';
+import { PSTREE_MAGIC } from '../../src/criu-images/image-file.js';
+import { parsePstreeImage } from '../../src/criu-images/pstree.js';
 import { image as criuImage, message, packed } from '../helpers/criu-image-writer.js';
-import { parsePstreeImage } from '../../src/tools/criu-pstree.js';
 
 /** A pstree_entry as protobuf-c writes it: threads unpacked (proto2), or packed when asked. */
 function entry(t: { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }, asPacked = false): Buffer {
-  return message([[1, t.pid], [2, t.ppid], [3, t.pgid], [4, t.sid], [5, asPacked ? packed(t.threads) : t.threads]]);
+  return message('pstree_entry', { ...t, threads: asPacked ? packed(t.threads) : t.threads });
 }
 
 const image = (entries: Buffer[]): Buffer => criuImage(PSTREE_MAGIC, entries);

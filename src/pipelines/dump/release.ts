@@ -2,7 +2,7 @@
 // ones still paused (or all as --leave says). Killing, if asked, waits until the bundle is sealed.
 
 import { putTreeBack } from '../../process/tree.js'
-import { markExited } from '../../tools/criu-pstree.js'
+import { markExited } from '../../criu-images/pstree.js'
 import { readDumpedThreadCreds } from './seal.js'
 import { round } from '../../tools/run.js'
 import { assertTreeIntact } from './outcome.js'

@@ -12,7 +12,7 @@ import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
 import { readThreadCreds } from '../../tools/criu-identity.js'
 import { round } from '../../tools/run.js'
-import { ByteMeter, meterIntervalMs } from '../../ui/byte-meter.js'
+import { ByteMeter, meterIntervalMs } from '../byte-meter.js'
 import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 import { normalizationRecord } from './freeze.js'
 

@@ -5,7 +5,7 @@
 import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderStacks, stacksFromCore, type ProcessStacks } from '../../analysis/stacks.js'
-import { exeOfProcess } from '../../tools/criu-identity.js'
+import { exeOfProcess } from '../../criu-images/identity.js'
 import { readLink } from '../../process/proc.js'
 import { isOutputFault } from './output-fault.js'
 import type { DumpState } from './state.js'

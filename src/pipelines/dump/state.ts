@@ -15,8 +15,8 @@ import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
 import type { NetworkLockRecord } from '../../tools/network-lock.js'
 import { round, type GatedTool, type StartedTool, type ToolRun } from '../../tools/run.js'
-import type { Progress } from '../../ui/progress.js'
-import type { ByteMeter } from '../../ui/byte-meter.js'
+import type { ProgressReporter } from '../progress.js'
+import type { ByteMeter } from '../byte-meter.js'
 import type { OperationBudget } from '../budget.js'
 import type { Journal } from '../journal.js'
 
@@ -142,7 +142,7 @@ export class DumpState {
 
   constructor(
     readonly o: DumpOptions,
-    readonly progress: Progress,
+    readonly progress: ProgressReporter,
     readonly budget: OperationBudget,
   ) {
     this.coreSource = o.coreOnly ? 'gcore' : (o.core ?? 'images')

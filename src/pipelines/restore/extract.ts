@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAndExtract } from '../../bundle/extract.js'
 import { BundleInvalidError, OutputPathError } from '../../errors.js'
-import { ByteMeter, meterIntervalMs } from '../../ui/byte-meter.js'
+import { ByteMeter, meterIntervalMs } from '../byte-meter.js'
 import { checkHead } from './head.js'
 import { enter, timed, type RestoreRunState } from './state.js'
 

@@ -5,7 +5,7 @@
 import { rmSync } from 'node:fs'
 import { readBootId, readStat } from '../../process/proc.js'
 import { findCriu } from '../../tools/criu.js'
-import type { Progress } from '../../ui/progress.js'
+import type { ProgressReporter } from '../progress.js'
 import { checkRestored } from './check.js'
 import { restoreWithCriu } from './criu.js'
 import { extractImages, makeWorkDir } from './extract.js'
@@ -21,7 +21,7 @@ export type { RestoreOptions, RestoreResult, RestoreState, RestoreStep } from '.
 export class RestoreRun {
   private readonly s: RestoreRunState
 
-  constructor(o: RestoreOptions, progress: Progress) {
+  constructor(o: RestoreOptions, progress: ProgressReporter) {
     this.s = newRestoreState(o, progress)
   }
 

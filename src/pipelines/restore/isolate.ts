@@ -15,7 +15,6 @@ import { readBootId, readChildren, readLink, readStat, readTextFile } from '../.
 import { parseInetTable } from '../../process/sockets.js'
 import { startForwarder, type Forwarder } from '../../tools/port-forward.js'
 import { shellQuote } from '../../tools/run.js'
-import { cliName } from '../../ui/cli-name.js'
 import { writeCopyRecord, type CopyRecord } from '../copies.js'
 import { timed, type RestoreRunState } from './state.js'
 
@@ -198,7 +197,7 @@ export async function sealOffCopy(s: RestoreRunState, root: TargetIdentity): Pro
       published: forwarders.map((f) => ({ host: `127.0.0.1:${f.hostPort}`, port: f.port })),
       limits: { ...(iso.cpus !== undefined ? { cpus: iso.cpus } : {}), ...(iso.memoryBytes !== undefined ? { memoryBytes: iso.memoryBytes } : {}) },
       enter: record.enter,
-      end: `${cliName()} copies --end ${root.pid}`,
+      end: `procsnap copies --end ${root.pid}`,
     }
   })
 }

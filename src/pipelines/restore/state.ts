@@ -8,7 +8,7 @@ import type { TargetIdentity } from '../../process/identity.js'
 import type { DumpedTask } from '../../tools/criu-pstree.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import { round } from '../../tools/run.js'
-import type { Progress } from '../../ui/progress.js'
+import type { ProgressReporter } from '../progress.js'
 import { OperationBudget } from '../budget.js'
 import type { Journal } from '../journal.js'
 import type { CopyRecord } from '../copies.js'
@@ -68,7 +68,7 @@ export interface RestoreResult {
 
 export interface RestoreRunState {
   readonly o: RestoreOptions
-  readonly progress: Progress
+  readonly progress: ProgressReporter
   readonly budget: OperationBudget
   readonly states: { state: RestoreStep; at: string }[]
   readonly warnings: string[]
@@ -92,7 +92,7 @@ export interface RestoreRunState {
   copy?: CopyRecord
 }
 
-export function newRestoreState(o: RestoreOptions, progress: Progress): RestoreRunState {
+export function newRestoreState(o: RestoreOptions, progress: ProgressReporter): RestoreRunState {
   return {
     o,
     progress,
@@ -119,7 +119,7 @@ export function keepsHostPids(s: RestoreRunState): boolean {
 }
 
 export function enter(s: RestoreRunState, step: RestoreStep): void {
-  // Recorded in the result; what a person sees are the steps (Progress.run), not these names.
+  // Recorded in the result; what a person sees are the steps (ProgressReporter.run), not these names.
   s.states.push({ state: step, at: new Date().toISOString() })
 }
 

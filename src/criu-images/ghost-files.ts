@@ -9,14 +9,13 @@
 
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
-import { decodeMessage, IMG_COMMON_MAGIC, imageEntries, uintField, type Fields } from '../tools/criu-image-format.js'
 import { readBoundedRegularFile } from '../bundle/bounded-read.js'
-import { CoreBuildError } from './errors.js'
+import { CoreBuildError } from '../corefile/errors.js'
+import { GHOST_FILE_MAGIC, IMG_COMMON_MAGIC, imageEntries, REMAP_FPATH_MAGIC } from './image-file.js'
+import { CRIU_ENUMS, GHOST_CHUNK_ENTRY, GHOST_FILE_ENTRY, REMAP_FILE_PATH_ENTRY } from './proto.js'
+import { decodeMessage, uintField, type Fields } from './wire.js'
 
-const REMAP_FPATH_MAGIC = 0x59133954
-const GHOST_FILE_MAGIC = 0x52583605
-/** images/remap-file-path.proto remap_type GHOST; before remap_type existed, the top bit of remap_id said so. */
-const REMAP_TYPE_GHOST = 1
+/** Before remap_type existed, the top bit of remap_id said the remap was a ghost. */
 const OLD_GHOST_BIT = 0x80000000
 /** A ghost_file_entry or ghost_chunk_entry is tens of bytes. */
 const MAX_ENTRY_BYTES = 64 << 10
@@ -35,13 +34,14 @@ export function readGhostFiles(imagesDir: string): Map<number, GhostContent> {
   const out = new Map<number, GhostContent>()
   const remap = join(imagesDir, 'remap-fpath.img')
   if (!existsSync(remap)) return out
+  const R = REMAP_FILE_PATH_ENTRY
   for (const entry of imageEntries(readBoundedRegularFile(remap, 16 << 20), REMAP_FPATH_MAGIC, 'remap-fpath.img')) {
     const f = decodeMessage(entry)
-    const origId = uintField(f, 1)
-    let remapId = uintField(f, 2)
-    const type = uintField(f, 3)
+    const origId = uintField(f, R.orig_id)
+    let remapId = uintField(f, R.remap_id)
+    const type = uintField(f, R.remap_type)
     if (origId === undefined || remapId === undefined) continue
-    const ghost = type === REMAP_TYPE_GHOST || (type === undefined && remapId >= OLD_GHOST_BIT)
+    const ghost = type === CRIU_ENUMS.remap_type.GHOST || (type === undefined && remapId >= OLD_GHOST_BIT)
     if (!ghost) continue // a linked remap: criu linked the file back under another name, found through files.img
     if (type === undefined) remapId -= OLD_GHOST_BIT
     const image = join(imagesDir, `ghost-file-${remapId.toString(16)}.img`)
@@ -70,19 +70,19 @@ function readGhostContent(image: string): GhostContent {
     if (u32At(pos) !== GHOST_FILE_MAGIC) throw new CoreBuildError(`${image} does not start with the ghost file magic`)
     const head = entryAt(pos + 4)
     pos = head.next
-    const chunked = uintField(head.fields, 9) === 1
+    const chunked = uintField(head.fields, GHOST_FILE_ENTRY.chunks) === 1
     if (!chunked) return { image, size: imageSize - pos, runs: [{ off: 0, len: imageSize - pos, at: pos }] }
     const runs: GhostContent['runs'] = []
     while (pos < imageSize) {
       if (runs.length >= MAX_CHUNKS) throw new CoreBuildError(`${image} has more than ${MAX_CHUNKS} chunks`)
       const chunk = entryAt(pos)
-      const len = uintField(chunk.fields, 1) ?? 0
-      const off = uintField(chunk.fields, 2) ?? 0
+      const len = uintField(chunk.fields, GHOST_CHUNK_ENTRY.len) ?? 0
+      const off = uintField(chunk.fields, GHOST_CHUNK_ENTRY.off) ?? 0
       if (chunk.next + len > imageSize) throw new CoreBuildError(`${image}: a chunk of ${len} bytes runs past the image's end`)
       runs.push({ off, len, at: chunk.next })
       pos = chunk.next + len
     }
-    return { image, size: uintField(head.fields, 10) ?? runs.reduce((end, r) => Math.max(end, r.off + r.len), 0), runs }
+    return { image, size: uintField(head.fields, GHOST_FILE_ENTRY.size) ?? runs.reduce((end, r) => Math.max(end, r.off + r.len), 0), runs }
   } finally {
     closeSync(fd)
   }
