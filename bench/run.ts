@@ -19,7 +19,7 @@ const sizes = process.env.BENCH_SIZES === 'none' ? [] : (process.env.BENCH_SIZES
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 const baseDir = process.env.BENCH_DIR ?? '/var/tmp'
 const outDir = join(root, 'bench-results')
-const criu = process.env.SNAP_CRIU ?? '/usr/local/sbin/criu'
+const criu = process.env.PROCSNAP_CRIU ?? '/usr/local/sbin/criu'
 
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
 const median = (xs: number[]) => {

@@ -109,7 +109,7 @@ function ensureUnpacked() {
 
 const dir = ensureUnpacked()
 // bin/run.js reads its name from here, as it does from bin/snap; its arguments start at argv[2], as under node.
-process.env.SNAP_INVOKED_AS = name
+process.env.PROCSNAP_INVOKED_AS = name
 // A single executable's argv is [execPath, the path it was run by, ...arguments].
 process.argv = [process.execPath, path.join(dir, 'bin', 'run.js'), ...process.argv.slice(2)]
 // import() needs the main context's module loader, which a script in a single executable does not get by default.

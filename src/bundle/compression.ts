@@ -8,6 +8,7 @@ import { accessSync, constants } from 'node:fs'
 import { Duplex, PassThrough, type Transform, type Writable } from 'node:stream'
 import zlib from 'node:zlib'
 import { ZstdFramesDecompressor } from './zstd-frames.js'
+import { configValue } from '../environment.js'
 
 export type Compression = 'zstd' | 'gzip' | 'none'
 export const COMPRESSIONS: Compression[] = ['zstd', 'gzip', 'none']
@@ -26,11 +27,11 @@ export function detectCompression(head: Buffer): Compression | 'unknown' {
 const ZSTD_CANDIDATES = ['/usr/bin/zstd', '/usr/local/bin/zstd', '/bin/zstd']
 let zstdProgram: string | null | undefined
 
-/** The zstd program, or null: then snap compresses and decompresses in Node (SNAP_ZSTD=none asks for that). */
+/** The zstd program, or null: then snap compresses and decompresses in Node (PROCSNAP_ZSTD=none asks for that). */
 export function findZstdProgram(): string | null {
   if (zstdProgram !== undefined) return zstdProgram
   zstdProgram = null
-  if (process.env.SNAP_ZSTD === 'none') return zstdProgram
+  if (configValue('ZSTD') === 'none') return zstdProgram
   for (const p of ZSTD_CANDIDATES) {
     try {
       accessSync(p, constants.X_OK)

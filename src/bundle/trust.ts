@@ -6,10 +6,11 @@
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, realpathSync, type Stats } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
+import { configValue, variableName } from '../environment.js'
 import { BundleInvalidError, KeyNotTrustedError, UsageError } from '../errors.js'
 import { SIGNATURE_ENTRY } from './manifest.js'
 
-export const TRUSTED_KEYS_ENV = 'SNAP_TRUSTED_KEYS'
+export const TRUSTED_KEYS_ENV = variableName('TRUSTED_KEYS')
 export const DEFAULT_TRUSTED_KEYS_DIR = '/etc/procsnap/trusted-keys'
 /** A directory of keys is a handful of files: these bounds keep a hostile one from costing anything. */
 const MAX_KEYS = 64
@@ -18,7 +19,7 @@ const MAX_KEY_BYTES = 16 << 10
 export const ED25519_SIGNATURE_BYTES = 64
 
 export function trustedKeysDir(): string {
-  return process.env[TRUSTED_KEYS_ENV] || DEFAULT_TRUSTED_KEYS_DIR
+  return configValue('TRUSTED_KEYS') ?? DEFAULT_TRUSTED_KEYS_DIR
 }
 
 /** What makes a path untrustworthy, and what fixes it: `fix(it)` names the key as `it` (a warning that has just named

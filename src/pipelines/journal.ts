@@ -3,9 +3,10 @@
 // on every other process of the tree (locks.ts) are taken through it and released with it.
 
 import type { NetworkLockRecord } from '../tools/network-lock.js'
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync, unlinkSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { configValue } from '../environment.js'
 import { LockedError } from '../errors.js'
 import type { TargetIdentity } from '../process/identity.js'
 import { readStat } from '../process/proc.js'
@@ -42,11 +43,32 @@ export interface JournalEntry {
 }
 
 export function journalDir(): string {
-  if (process.env.SNAP_JOURNAL_DIR) return process.env.SNAP_JOURNAL_DIR
+  return configValue('JOURNAL_DIR') ?? defaultJournalDir('procsnap')
+}
+
+/** /run/procsnap for root, else the user's runtime directory; `name` is what earlier versions called it (`snap`). */
+function defaultJournalDir(name: string): string {
   const isRoot = process.getuid?.() === 0
-  if (isRoot) return '/run/snap'
-  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, 'snap')
-  return join(tmpdir(), `snap-${process.getuid?.() ?? 'user'}`)
+  if (isRoot) return join('/run', name)
+  if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, name)
+  return join(tmpdir(), `${name}-${process.getuid?.() ?? 'user'}`)
+}
+
+/**
+ * Where versions before the rename kept their journals (/run/snap: snapd's namespace). A journal an older snap left
+ * there when it died is still found, listed and recovered, and still holds its target; new ones are never written
+ * there. None when the journal directory is set explicitly: then that directory is the only one.
+ */
+export function legacyJournalDir(): string | undefined {
+  if (configValue('JOURNAL_DIR') !== undefined) return undefined
+  const dir = defaultJournalDir('snap')
+  return dir === journalDir() ? undefined : dir
+}
+
+/** Every directory journals are read from: the journal directory, then the legacy one. */
+export function journalDirs(): string[] {
+  const legacy = legacyJournalDir()
+  return legacy ? [journalDir(), legacy] : [journalDir()]
 }
 
 function pathFor(pid: number): string {
@@ -67,21 +89,53 @@ export function readJournal(path: string): JournalEntry | undefined {
 }
 
 export function listJournals(): { path: string; entry: JournalEntry | undefined }[] {
-  let names: string[] = []
-  try {
-    names = readdirSync(journalDir())
-  } catch {
-    return []
-  }
-  return names
-    .filter((n) => /^target-\d+\.json$/.test(n))
-    .map((n) => join(journalDir(), n))
-    .map((path) => ({ path, entry: readJournal(path) }))
+  return journalDirs().flatMap((dir) => {
+    let names: string[] = []
+    try {
+      names = readdirSync(dir)
+    } catch {
+      return []
+    }
+    return names
+      .filter((n) => /^target-\d+\.json$/.test(n))
+      .map((n) => join(dir, n))
+      .map((path) => ({ path, entry: readJournal(path) }))
+  })
 }
 
 /** Journals whose snap is gone: work for `snap recover`. */
 export function staleJournals(): { path: string; entry: JournalEntry }[] {
   return listJournals().filter((j): j is { path: string; entry: JournalEntry } => !!j.entry && !snapIsAlive(j.entry))
+}
+
+/**
+ * The stale journals this user can act on, for the warning every command prints: root can recover any; anyone else
+ * only a journal that is their own file, about a target that is gone or theirs (another user's process cannot be put
+ * back by them, and a warning about it is noise they cannot silence).
+ */
+export function actionableStaleJournals(euid = process.geteuid?.() ?? 0): { path: string; entry: JournalEntry }[] {
+  return staleJournals().filter((j) => canActOn(j, euid))
+}
+
+export function canActOn(j: { path: string; entry: JournalEntry }, euid: number): boolean {
+  if (euid === 0) return true
+  try {
+    if (statSync(j.path).uid !== euid) return false
+  } catch {
+    return false
+  }
+  const owner = processOwner(j.entry.target.pid)
+  return owner === undefined || owner === euid
+}
+
+/** The real uid of a live process (from /proc/PID/status), or undefined when it is gone. */
+function processOwner(pid: number): number | undefined {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
 }
 
 export class Journal {
@@ -111,22 +165,31 @@ export class Journal {
       updatedAt: now,
       ...init,
     }
+    // A journal an older snap left in the legacy directory holds its target as one here would.
+    const legacy = legacyJournalDir()
+    const legacyPath = legacy === undefined ? undefined : join(legacy, `target-${init.target.pid}.json`)
     // A journal removed between our create and our read (its snap just finished) is tried again.
     for (let attempt = 0; attempt < 20; attempt++) {
-      if (createExclusive(path, JSON.stringify(entry, null, 2))) return new Journal(path, entry)
       let text: string
+      let held = path
       try {
-        text = readFileSync(path, 'utf8')
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue
-        throw e
+        text = readFileSync(legacyPath ?? '', 'utf8')
+        held = legacyPath!
+      } catch {
+        if (createExclusive(path, JSON.stringify(entry, null, 2))) return new Journal(path, entry)
+        try {
+          text = readFileSync(path, 'utf8')
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue
+          throw e
+        }
       }
       let other: JournalEntry | undefined
       try {
         other = JSON.parse(text) as JournalEntry
       } catch {
         // Journals appear whole, so this one is damaged, not being written: say so, and never guess whose it is.
-        throw new LockedError(`the journal ${path} of target ${init.target.pid} cannot be read`, `if no snap is working on target ${init.target.pid}, remove it and try again`)
+        throw new LockedError(`the journal ${held} of target ${init.target.pid} cannot be read`, `if no snap is working on target ${init.target.pid}, remove it and try again`)
       }
       if (snapIsAlive(other))
         throw new LockedError(

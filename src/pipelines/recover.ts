@@ -12,7 +12,7 @@ import { checkIdentity, signalRecorded, type TargetIdentity } from '../process/i
 import { bringToFinalState } from '../process/stop.js'
 import { pollUntil } from '../process/poll.js'
 import { readStat, tracerGroup } from '../process/proc.js'
-import { journalDir, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
+import { journalDirs, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
 import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
 import { readPstreeImage } from '../criu-images/pstree.js'
 import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner } from '../tools/network-lock.js'
@@ -175,16 +175,20 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
  * NAME.tmp-SNAPPID-RANDOM, then linked into place: a snap killed in between leaves the temporary file.
  */
 async function removeHalfWrittenUpdates(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
+  for (const dir of journalDirs()) await removeHalfWrittenIn(dir, out, o)
+}
+
+async function removeHalfWrittenIn(dir: string, out: RecoveryAction[], o: RecoverOptions): Promise<void> {
   let names: string[] = []
   try {
-    names = readdirSync(journalDir())
+    names = readdirSync(dir)
   } catch {
     return
   }
   for (const name of names) {
     const m = /^(?:target-(\d+)\.json|(pid-\d+(?:-\d+)?\.lock))\.tmp-(\d+)(?:-[0-9a-f]+)?$/.exec(name)
     if (!m || readStat(Number(m[3]))) continue
-    const path = join(journalDir(), name)
+    const path = join(dir, name)
     const lock = m[2] !== undefined ? readLock(path) : undefined
     const targetPid = m[1] !== undefined ? Number(m[1]) : lock && lock !== 'unreadable' ? lock.targetPid : null
     if (o.pid !== undefined && targetPid !== o.pid) continue
@@ -213,7 +217,7 @@ async function removeLocks(locks: { path: string; lock: LockEntry }[], actions: 
 async function recoverOrphanLocks(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
   const journals = listJournals().flatMap((j) => (j.entry ? [j.entry] : []))
   const owners = new Map<string, { path: string; lock: LockEntry }[]>()
-  for (const { path } of listLockFiles(journalDir())) {
+  for (const { path } of journalDirs().flatMap((dir) => listLockFiles(dir))) {
     const lock = readLock(path)
     if (lock === undefined) continue
     if (lock === 'unreadable') {
@@ -237,7 +241,7 @@ async function recoverOrphanLocks(out: RecoveryAction[], o: RecoverOptions): Pro
     const actions = new Actions(o.dryRun ?? false)
     actions.note(`snap ${snapPid} is gone and left no journal`)
     await removeLocks(locks, actions)
-    out.push({ journal: join(journalDir(), `target-${targetPid}.json`), targetPid, snapPid, outcome: 'recovered', actions: actions.list })
+    out.push({ journal: join(dirname(locks[0]!.path), `target-${targetPid}.json`), targetPid, snapPid, outcome: 'recovered', actions: actions.list })
   }
 }
 
@@ -283,7 +287,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
       await killRestored(entry, actions)
       await removePaths([entry.workDir, ...leftoversBesideOutput(entry)], actions)
       if (actions.list.length === 0) actions.note('nothing was left of the restore')
-      await removeLocks(locksOf(journalDir(), entry), actions)
+      await removeLocks(locksOf(dirname(path), entry), actions)
       await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
       out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.list })
       continue
@@ -316,7 +320,7 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     await removePaths([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)], actions)
     if (outcome !== 'failed') {
-      await removeLocks(locksOf(journalDir(), entry), actions)
+      await removeLocks(locksOf(dirname(path), entry), actions)
       await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
     }
     out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome, actions: actions.list })

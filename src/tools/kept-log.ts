@@ -1,11 +1,12 @@
 // A failed tool's log outlives the work directory it was written in (which every failure path removes): it is copied
 // to a private directory of snap's logs, and the error message names the file. That directory is /var/log/procsnap
-// for root, $XDG_STATE_HOME/procsnap (~/.local/state/procsnap) for others, or SNAP_LOG_DIR; it is capped, so a host
+// for root, $XDG_STATE_HOME/procsnap (~/.local/state/procsnap) for others, or PROCSNAP_LOG_DIR; it is capped, so a host
 // where restores keep failing does not fill up with logs.
 
 import { chmodSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { configValue } from '../environment.js'
 
 /** The newest logs kept, by count and by total size: older ones are removed as new ones come. */
 export const KEPT_LOGS_MAX_FILES = 50
@@ -15,7 +16,7 @@ const HEAD_BYTES = 1 << 20
 const TAIL_BYTES = 7 << 20
 
 export function keptLogDir(): string {
-  const given = process.env['SNAP_LOG_DIR']
+  const given = configValue('LOG_DIR')
   if (given) return given
   if (process.getuid?.() === 0) return '/var/log/procsnap'
   const state = process.env['XDG_STATE_HOME'] || join(homedir(), '.local', 'state')

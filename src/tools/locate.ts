@@ -1,25 +1,40 @@
-// Finds criu and gdb: --criu/--gdb flag, then SNAP_CRIU/SNAP_GDB, then snap's own prefix, then PATH (with the sbin
+// Finds criu and gdb: --criu/--gdb flag, then PROCSNAP_CRIU/PROCSNAP_GDB, then snap's own prefix, then PATH (with the sbin
 // directories root expects).
 
 import { accessSync, constants, statSync } from 'node:fs'
 import { delimiter, isAbsolute, join, resolve } from 'node:path'
+import { configValue, readConfig, variableName } from '../environment.js'
 import { ToolError } from '../errors.js'
 
 export type ToolName = 'criu' | 'gdb'
 
-const ENV_VAR: Record<ToolName, string> = { criu: 'SNAP_CRIU', gdb: 'SNAP_GDB' }
 /** The sbin and bin directories a root shell has, searched after PATH (PATH under sudo or cron may lack them). */
 export const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
 /**
  * Where `npm run setup` (and the package) put the criu and gdb snap needs when the system's are too old: CRIU 4.2,
  * and a gdb that reads this CPU's AVX-512 layout. Searched before PATH, so the system's own tools stay as they were
- * for everything else on the host. SNAP_PREFIX_BIN moves it.
+ * for everything else on the host. PROCSNAP_PREFIX_BIN moves it.
  */
-export const PREFIX_BIN = process.env.SNAP_PREFIX_BIN || '/opt/procsnap/bin'
+export const DEFAULT_PREFIX_BIN = '/opt/procsnap/bin'
+
+export function prefixBin(): string {
+  return configValue('PREFIX_BIN') ?? DEFAULT_PREFIX_BIN
+}
+
+/**
+ * The oldest CRIU procsnap runs: 4.1 cannot dump a process holding an AF_INET socket on recent kernels. The one
+ * place it is written: scripts/setup.sh reads this line, and doctor and every command judge criu by it.
+ */
+export const MIN_CRIU_VERSION = '4.2'
 
 export const INSTALL_HINT: Record<ToolName, string> = {
-  criu: 'install CRIU >= 4 (`npm run setup` does it without upgrading the system) or pass --criu PATH',
+  criu: `install CRIU >= ${MIN_CRIU_VERSION} (\`npm run setup\` does it without upgrading the system) or pass --criu PATH`,
   gdb: 'install gdb (`apt-get install gdb`) or pass --gdb PATH',
+}
+
+/** Where a --criu/--gdb flag's default comes from, in the order locateTool looks, for the flag's help. */
+export function toolDefaults(name: ToolName): string {
+  return `default: $${variableName(name === 'criu' ? 'CRIU' : 'GDB')}, then ${join(DEFAULT_PREFIX_BIN, name)}, then PATH`
 }
 
 export function isExecutableFile(p: string): boolean {
@@ -40,17 +55,17 @@ export interface LocatedTool {
 }
 
 export function locateTool(name: ToolName, flag?: string): LocatedTool {
-  const fromEnv = process.env[ENV_VAR[name]]
-  const explicit = flag ?? (fromEnv && fromEnv.length > 0 ? fromEnv : undefined)
+  const fromEnv = flag === undefined ? readConfig(name === 'criu' ? 'CRIU' : 'GDB') : undefined
+  const explicit = flag ?? fromEnv?.value
   if (explicit !== undefined) {
     const p = isAbsolute(explicit) ? explicit : resolve(explicit)
     if (!isExecutableFile(p)) {
-      const how = flag !== undefined ? `--${name}` : ENV_VAR[name]
+      const how = flag !== undefined ? `--${name}` : fromEnv!.from
       throw new ToolError(`${name} not found at ${p} (from ${how})`, INSTALL_HINT[name])
     }
     return { name, path: p, source: flag !== undefined ? 'flag' : 'env' }
   }
-  const inPrefix = join(PREFIX_BIN, name)
+  const inPrefix = join(prefixBin(), name)
   if (isExecutableFile(inPrefix)) return { name, path: inPrefix, source: 'prefix' }
   const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), ...EXTRA_DIRS]
   for (const dir of dirs) {

@@ -4,7 +4,7 @@
 import { Command, Flags } from '@oclif/core'
 import chalk from 'chalk'
 import { EXIT_CODES, InternalError, SnapError, type InterruptSignal } from '../errors.js'
-import { staleJournals } from '../pipelines/journal.js'
+import { actionableStaleJournals } from '../pipelines/journal.js'
 import { printableLine } from '../tools/run.js'
 import { asInvoked, cliName, setCliName } from './cli-name.js'
 import { printableInline } from './printable.js'
@@ -34,7 +34,7 @@ export abstract class SnapCommand extends Command {
     for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined)
     await super.init()
     if (this.id !== 'recover') {
-      const stale = staleJournals()
+      const stale = actionableStaleJournals()
       if (stale.length > 0)
         this.logToStderr(
           `${cliName()}: warning: ${stale.length} target(s) left by a snap that died (${stale.map((s) => s.entry.target.pid).join(', ')}); run \`snap recover\` for all, or \`snap recover PID\` for one (\`snap recover --list\` shows them)`,
@@ -107,6 +107,10 @@ export abstract class SnapCommand extends Command {
     return this.catch(new InternalError(err))
   }
 }
+
+/** What --json does, said for this program: oclif's own reads "Format output as json.". A command with
+ *  enableJsonFlag names it among its flags, which oclif lets take the place of its own. */
+export const jsonFlag = Flags.boolean({ description: 'print the result as one JSON document on stdout (progress and warnings stay on stderr)', helpGroup: 'GLOBAL' })
 
 /** stderr may be a closed terminal after SIGHUP; a failed progress line must not derail a rollback. */
 export function safeStderr(text: string): void {

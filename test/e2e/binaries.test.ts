@@ -22,7 +22,7 @@ beforeAll(async () => {
   withBinaries = join(dir, 'with.snap.tar.zst');
   without = join(dir, 'without.snap.tar.zst');
   for (const [bundle, extra] of [[withBinaries, ['--include-binaries']], [without, []]] as const) {
-    const dump = await runSnap(['dump', String(target.pid), '-o', bundle, ...extra], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const dump = await runSnap(['dump', String(target.pid), '-o', bundle, ...extra], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(dump.exitCode, dump.stderr).toBe(0);
   }
 }, 90_000);

@@ -28,7 +28,7 @@ function withoutNode(args: string[], timeoutMs = 180_000, program?: string): { s
   const r = spawnSync('unshare', ['--mount', '--propagation', 'private', '--', 'bash', '-c', hideNode, 'hide-node', ...command], {
     encoding: 'utf8',
     timeout: timeoutMs,
-    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', SNAP_JOURNAL_DIR: join(dir, 'journal'), NO_COLOR: '1' },
+    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', PROCSNAP_JOURNAL_DIR: join(dir, 'journal'), NO_COLOR: '1' },
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -151,7 +151,7 @@ describe.skipIf(!root)('the Debian package', () => {
     const r = spawnSync('unshare', ['--mount', '--propagation', 'private', '--', 'bash', '-c', script], {
       encoding: 'utf8',
       timeout: 180_000,
-      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', SNAP_JOURNAL_DIR: join(dir, 'journal'), NO_COLOR: '1' },
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env.HOME ?? '/root', PROCSNAP_JOURNAL_DIR: join(dir, 'journal'), NO_COLOR: '1' },
     });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const report = JSON.parse(r.stdout) as { ok: boolean; criu: { path: string }; canary?: { ok: boolean } };

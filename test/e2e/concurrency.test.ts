@@ -37,7 +37,7 @@ describe('two dumps of one target', () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
     const journalDir = makeTempDir('snap-fault-journal-');
     // A criu that waits 2 s before the real one runs: the winner holds the lock for at least that long.
-    const options = { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir, env: { SNAP_FAKE_DELAY: '2' } };
+    const options = { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir, env: { PROCSNAP_FAKE_DELAY: '2' } };
     const runs = [startDump(target, options), startDump(target, options), startDump(target, options)];
     const results = await Promise.all(runs.map((r) => r.result));
     const winners = runs.filter((_, i) => results[i]!.exitCode === 0);
@@ -50,7 +50,7 @@ describe('two dumps of one target', () => {
 
   it('a second dump while the first has the target frozen (default journal directory): refused at once, the first finishes', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
-    const first = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir: null, env: { SNAP_FAKE_DELAY: '3' } });
+    const first = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir: null, env: { PROCSNAP_FAKE_DELAY: '3' } });
     await first.waitForMarker('the first dump to reach criu');
     expect(target.threadStates().every((s) => s === 'T'), 'frozen by the first dump').toBe(true);
     const second = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB, journalDir: null });
@@ -68,7 +68,7 @@ describe('two dumps of one target', () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
     const journalDir = makeTempDir('snap-fault-journal-');
     // gdb-hold: the real gdb attaches, then waits 3 s before its gcore, so the target stays traced meanwhile.
-    const first = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-hold'), journalDir, env: { SNAP_FAKE_DELAY: '3' } });
+    const first = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-hold'), journalDir, env: { PROCSNAP_FAKE_DELAY: '3' } });
     await waitUntilTracedBy(target, /gdb$/, first);
     const second = startDump(target, { criu: REAL_CRIU, gdb: REAL_GDB, journalDir });
     await expectRefused(second, first);
@@ -94,7 +94,7 @@ describe('dumps of two different targets', () => {
   it('run side by side and both succeed', async () => {
     const [a, b] = await Promise.all([startTarget({ threads: 4, group: 'setsid' }), startTarget({ threads: 4, group: 'setsid' })]);
     const journalDir = makeTempDir('snap-fault-journal-');
-    const options = { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir, env: { SNAP_FAKE_DELAY: '1' } };
+    const options = { criu: fake('criu-slow'), gdb: REAL_GDB, journalDir, env: { PROCSNAP_FAKE_DELAY: '1' } };
     const runs = [startDump(a, options), startDump(b, options)];
     const results = await Promise.all(runs.map((r) => r.result));
     expect(results.map((r) => r.exitCode), results.map((r) => r.stderr).join('\n----\n')).toEqual([0, 0]);
@@ -138,7 +138,7 @@ describe('dumps of a parent and of one of its children', () => {
 
   function dump(pid: number, journalDir: string, extra: string[] = [], env: Record<string, string> = {}): RunningSnap {
     const out = join(makeTempDir('snap-tree-lock-out-'), 'x.tar.zst');
-    return startSnap(['dump', String(pid), '-o', out, ...extra], { env: { SNAP_JOURNAL_DIR: journalDir, ...env } });
+    return startSnap(['dump', String(pid), '-o', out, ...extra], { env: { PROCSNAP_JOURNAL_DIR: journalDir, ...env } });
   }
 
   /** No thread of any process of the tree is stopped. */
@@ -187,16 +187,16 @@ describe('dumps of a parent and of one of its children', () => {
     const tree = await startTree();
     const journalDir = makeTempDir('snap-tree-lock-journal-');
     const bundle = join(makeTempDir('snap-tree-lock-bundle-'), 'tree.tar.zst');
-    const dumped = await startSnap(['dump', String(tree.parent), '-o', bundle], { env: { SNAP_JOURNAL_DIR: journalDir } }).result;
+    const dumped = await startSnap(['dump', String(tree.parent), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: journalDir } }).result;
     expect(dumped.exitCode, dumped.stderr).toBe(0);
     for (const pid of [...tree.all].reverse()) await killPid(pid);
     roots.splice(0);
     // Another process now has the child's pid, and a dump of it holds its lock (its criu waits 3 s).
     const other = await startTargetWithPid(tree.child);
     try {
-      const holder = startDump(other, { criu: fake('criu-slow'), journalDir, env: { SNAP_FAKE_DELAY: '3' } });
+      const holder = startDump(other, { criu: fake('criu-slow'), journalDir, env: { PROCSNAP_FAKE_DELAY: '3' } });
       await holder.waitForMarker('the dump of the new process to reach criu');
-      const restore = await startSnap(['restore', bundle, '--allow-unsigned'], { env: { SNAP_JOURNAL_DIR: journalDir } }).result;
+      const restore = await startSnap(['restore', bundle, '--allow-unsigned'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } }).result;
       expect(restore.exitCode, restore.stderr).toBe(14);
       expect(restore.stderr).toMatch(new RegExp(`snap: error: another snap \\(pid ${holder.pid}\\) is already working on process ${tree.child} of this tree \\(its target; step: [\\w-]+\\); wait for it to finish`));
       expect(processExistsNamed(tree.parent, 'bash'), 'the tree was not restored').toBe(false);
@@ -212,7 +212,7 @@ describe('dumps of a parent and of one of its children', () => {
   it('a dump of the child while the parent\'s dump holds the tree: refused at once naming it, the parent\'s dump finishes', async () => {
     const tree = await startTree();
     const journalDir = makeTempDir('snap-tree-lock-journal-');
-    const parent = dump(tree.parent, journalDir, ['--criu', fake('criu-slow')], { SNAP_FAKE_DELAY: '3' });
+    const parent = dump(tree.parent, journalDir, ['--criu', fake('criu-slow')], { PROCSNAP_FAKE_DELAY: '3' });
     await waitFor(() => readdirSync(journalDir).some((n) => n.startsWith(`pid-${tree.child}-`)) || parent.child.exitCode !== null, { what: 'the parent dump to lock the child', timeoutMs: 30_000 });
     const child = await dump(tree.child, journalDir).result;
     expect(parent.child.exitCode, 'the parent dump is still running').toBeNull();
@@ -226,7 +226,7 @@ describe('dumps of a parent and of one of its children', () => {
   it('a dump of the parent while the child\'s dump holds the child: refused before any signal, naming it; the child\'s dump finishes', async () => {
     const tree = await startTree();
     const journalDir = makeTempDir('snap-tree-lock-journal-');
-    const child = dump(tree.child, journalDir, ['--criu', fake('criu-slow')], { SNAP_FAKE_DELAY: '3' });
+    const child = dump(tree.child, journalDir, ['--criu', fake('criu-slow')], { PROCSNAP_FAKE_DELAY: '3' });
     await waitFor(() => readThreadStates(tree.child).every((s) => s === 'T') || child.child.exitCode !== null, { what: 'the child dump to stop the child', timeoutMs: 30_000 });
     const parent = await dump(tree.parent, journalDir).result;
     expect(child.child.exitCode, 'the child dump is still running').toBeNull();

@@ -37,7 +37,7 @@ beforeAll(async () => {
     return kids.length === 1 && readProcStat(kids[0]!)?.comm === 'sleep' ? kids[0] : undefined;
   }, { what: 'bash and its sleep' });
   bundle = join(dir, 'tree.snap.tar.zst');
-  const dump = await runSnap(['dump', String(root), '-o', bundle, '--cores', 'root'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  const dump = await runSnap(['dump', String(root), '-o', bundle, '--cores', 'root'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
   expect(dump.exitCode, dump.stderr).toBe(0);
   manifest = await readBundleManifest(bundle);
 }, 60_000);
@@ -84,7 +84,7 @@ describe('snap core', () => {
 
   it('writes a core stored in the bundle (--core-only: no images to keep it as a recipe over) as it is stored', async () => {
     const storedBundle = join(dir, 'core-only.snap.tar.zst');
-    const dump = await runSnap(['dump', String(root), '-o', storedBundle, '--cores', 'root', '--core-only'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const dump = await runSnap(['dump', String(root), '-o', storedBundle, '--cores', 'root', '--core-only'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(dump.exitCode, dump.stderr).toBe(0);
     const stored = (await readBundleManifest(storedBundle)).artifacts.find((a) => a.path === `core.${root}`)!;
     const out = join(dir, 'stored.core');
@@ -95,7 +95,7 @@ describe('snap core', () => {
 
   it('rebuilds gdb\'s core (--core gcore), kept as a recipe over the images, to the sha256 of the file gdb wrote', async () => {
     const gcoreBundle = join(dir, 'gcore.snap.tar.zst');
-    const dump = await runSnap(['dump', String(root), '-o', gcoreBundle, '--cores', 'root', '--core', 'gcore'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const dump = await runSnap(['dump', String(root), '-o', gcoreBundle, '--cores', 'root', '--core', 'gcore'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(dump.exitCode, dump.stderr).toBe(0);
     const m = await readBundleManifest(gcoreBundle);
     expect(m.artifacts.map((a) => a.path)).not.toContain(`core.${root}`);

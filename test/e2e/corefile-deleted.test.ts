@@ -69,7 +69,7 @@ describe('a core built from the images, of a process that maps a deleted file', 
     });
 
     const bundle = join(dir, 'deleted.snap.tar.zst');
-    const dump = await runSnap(['dump', String(child.pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const dump = await runSnap(['dump', String(child.pid), '-o', bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(dump.exitCode, dump.stderr).toBe(0);
     const extracted = await extractBundle(bundle);
     expect(existsSync(join(extracted, 'criu', 'remap-fpath.img')), 'criu kept the deleted file as a ghost').toBe(true);

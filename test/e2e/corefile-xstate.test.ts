@@ -70,7 +70,7 @@ beforeAll(async () => {
   }, { what: 'every thread of vector-regs to load its registers', timeoutMs: 10_000 });
 
   const bundle = join(out, 'xstate.snap.tar.zst');
-  const dump = await runSnap(['dump', String(child.pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: join(out, 'journal') } });
+  const dump = await runSnap(['dump', String(child.pid), '-o', bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: join(out, 'journal') } });
   expect(dump.exitCode, `snap dump failed:\n${dump.stderr}`).toBe(0);
   const dir = await extractBundle(bundle);
   cores = new Map(readdirSync(dir).filter((f) => /^core\.\d+$/.test(f)).map((f) => [Number(f.slice(5)), join(dir, f)]));

@@ -550,7 +550,7 @@ describe.skipIf(!DIRTY_TRACKING)('a core built from an incremental dump (pre-dum
   });
 });
 
-// ------------------------------------------------------------------ timings (SNAP_COREFILE_BENCH=1)
+// ------------------------------------------------------------------ timings (PROCSNAP_COREFILE_BENCH=1)
 
 /**
  * Runs writeCoreFromImages in a child Node (the built dist/), so that its peak RSS is its own: the memory a core
@@ -568,7 +568,7 @@ async function buildCoreInChild(imagesDir: string, pid: number, output: string):
   return JSON.parse(stdout) as { ms: number; maxRssKiB: number; result: WriteCoreResult };
 }
 
-describe.skipIf(!process.env.SNAP_COREFILE_BENCH)('timings: building the core from images vs gcore on the same stop', () => {
+describe.skipIf(!process.env.PROCSNAP_COREFILE_BENCH)('timings: building the core from images vs gcore on the same stop', () => {
   for (const mib of [512, 2048]) {
     it(`a ${mib} MiB worker`, async () => {
       expect(existsSync(join(repoRoot, 'dist', 'corefile', 'index.js')), 'run scripts/setup.sh to build dist/').toBe(true);

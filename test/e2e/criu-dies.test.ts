@@ -18,7 +18,7 @@ afterAll(cleanupAllTargets);
 /** How many ptrace calls a whole dump of this target makes under this criu: the range the faults are spread over. */
 async function ptraceCallsOfADump(target: Target, args: string[] = []): Promise<number> {
   const countFile = join(makeTempDir('snap-ptrace-count-'), 'count');
-  const dump = startDump(target, { criu: fake('criu-killed'), args, env: { SNAP_FAKE_COUNT: countFile } });
+  const dump = startDump(target, { criu: fake('criu-killed'), args, env: { PROCSNAP_FAKE_COUNT: countFile } });
   const result = await dump.result;
   expect(result.exitCode, result.stderr).toBe(0);
   const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)(?:\s+\d+)?\s+ptrace$/m.exec(readFileSync(countFile, 'utf8'));
@@ -46,7 +46,7 @@ interface Outcome {
  * undo yet): that is recorded, not asserted; the worker's dumps assert the rule strictly.
  */
 async function dumpKilledAt(target: Target, at: number, signal: 'KILL' | 'TERM', args: string[] = [], lateDeaths = false): Promise<Outcome> {
-  const dump = startDump(target, { criu: fake('criu-killed'), args, env: { SNAP_FAKE_AT: String(at), SNAP_FAKE_SIGNAL: signal } });
+  const dump = startDump(target, { criu: fake('criu-killed'), args, env: { PROCSNAP_FAKE_AT: String(at), PROCSNAP_FAKE_SIGNAL: signal } });
   const result = await dump.result;
   const died = !target.isAlive() || target.processState() === 'Z';
   if (died && lateDeaths && result.exitCode === 8 && /resumed as it was/.test(result.stderr)) {
@@ -148,7 +148,7 @@ describe('snap killed (SIGKILL) while criu dumps a server holding an established
       // criu is not killed with snap: it finishes, and the lock snap set is still there, the server still stopped.
       await waitFor(() => !processesOfRun(dump.token).some((l) => /criu/.test(l)), { what: 'criu to finish', timeoutMs: 60_000 });
       expect(mine()).toHaveLength(1);
-      const recovered = await runSnap(['recover', '--json'], { env: { SNAP_JOURNAL_DIR: dump.journalDir ?? undefined } });
+      const recovered = await runSnap(['recover', '--json'], { env: { PROCSNAP_JOURNAL_DIR: dump.journalDir ?? undefined } });
       expect(recovered.exitCode, recovered.stderr).toBe(0);
       expect(recovered.stdout).toMatch(/removed the network lock: nftables table inet procsnap-/);
       expect(mine()).toEqual([]);

@@ -27,7 +27,7 @@ beforeAll(() => {
 afterAll(removeTempDirs);
 
 async function dump(pid: number, output: string, extra: string[] = [], env: Record<string, string> = {}): Promise<SnapResult> {
-  return runSnap(['dump', String(pid), '-o', output, '--json', ...extra], { env: { SNAP_JOURNAL_DIR: journalDir, ...env } });
+  return runSnap(['dump', String(pid), '-o', output, '--json', ...extra], { env: { PROCSNAP_JOURNAL_DIR: journalDir, ...env } });
 }
 
 /** Exit 0 and stdout exactly one JSON document, the dump's result; the failure message shows snap's stderr. */
@@ -80,7 +80,7 @@ describe('a running 4-thread target, dumped once', () => {
   let manifest: Manifest;
 
   beforeAll(async () => {
-    target = await startTarget({ threads: 4, group: 'setsid', env: { SNAP_TEST_SECRET: secret } });
+    target = await startTarget({ threads: 4, group: 'setsid', env: { PROCSNAP_TEST_SECRET: secret } });
     bundle = join(makeTempDir('snap-test-out-'), 'x.tar.zst');
     ticksBeforeDump = target.readProgress().ticks;
     run = await dump(target.pid, bundle);
@@ -145,7 +145,7 @@ describe('a running 4-thread target, dumped once', () => {
     }
 
     // Environment: the names are recorded, the values are not (they hold secrets).
-    expect(manifest.target.envNames).toContain('SNAP_TEST_SECRET');
+    expect(manifest.target.envNames).toContain('PROCSNAP_TEST_SECRET');
     expect(manifest.target.env).toBeUndefined();
     expect(readFileSync(join(extracted, 'manifest.json'), 'utf8')).not.toContain(secret);
   });
@@ -314,10 +314,10 @@ describe('dumping single targets', () => {
     const withProgram = join(dir, 'program.tar.zst');
     const withoutProgram = join(dir, 'node.tar.zst');
     expectDumpOk(await dump(target.pid, withProgram));
-    expectDumpOk(await dump(target.pid, withoutProgram, [], { SNAP_ZSTD: 'none' }));
+    expectDumpOk(await dump(target.pid, withoutProgram, [], { PROCSNAP_ZSTD: 'none' }));
     for (const bundle of [withProgram, withoutProgram]) {
       expect(readHead(bundle).subarray(0, 4).toString('hex'), bundle).toBe('28b52ffd');
-      for (const env of [{}, { SNAP_ZSTD: 'none' }]) {
+      for (const env of [{}, { PROCSNAP_ZSTD: 'none' }]) {
         const verify = await runSnap(['verify', bundle], { env });
         expect(verify.exitCode, `${bundle} ${JSON.stringify(env)}: ${verify.stderr}`).toBe(0);
         const inspect = await runSnap(['inspect', bundle, '--json'], { env });
@@ -325,7 +325,7 @@ describe('dumping single targets', () => {
       }
     }
     const core = join(dir, 'core');
-    const exported = await runSnap(['core', withProgram, '-o', core], { env: { SNAP_ZSTD: 'none' } });
+    const exported = await runSnap(['core', withProgram, '-o', core], { env: { PROCSNAP_ZSTD: 'none' } });
     expect(exported.exitCode, exported.stderr).toBe(0);
     expect(readHead(core).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     expectNoThreadStopped(target);

@@ -131,7 +131,7 @@ describe('the target itself goes away mid-dump', () => {
 
   it('target killed while criu runs: exit 15, "exited ... while criu held the tree", never "put back", nothing sent to it, nothing left', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
-    const dump = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '1' } });
+    const dump = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, env: { PROCSNAP_FAKE_DELAY: '1' } });
     await dump.waitForMarker('criu to start');
     await target.kill();
     const result = await dump.result;
@@ -142,7 +142,7 @@ describe('the target itself goes away mid-dump', () => {
 
   it('target killed while gdb runs: exit 15, "exited ... while gdb held the tree", nothing left', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
-    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-slow'), env: { SNAP_FAKE_DELAY: '1' } });
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-slow'), env: { PROCSNAP_FAKE_DELAY: '1' } });
     await dump.waitForMarker('gdb to be given its commands');
     await target.kill();
     const result = await dump.result;
@@ -154,7 +154,7 @@ describe('the target itself goes away mid-dump', () => {
     const pid = target.pid;
     // criu-fail waits 5 s, then fails: time to kill the target and start another process under its pid (which can
     // take many tries while other processes on the machine take pids too).
-    const dump = startDump(target, { criu: fake('criu-fail'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '5' } });
+    const dump = startDump(target, { criu: fake('criu-fail'), gdb: REAL_GDB, env: { PROCSNAP_FAKE_DELAY: '5' } });
     await dump.waitForMarker('criu to start');
     await target.kill();
     const newcomer = await startTargetWithPid(pid);
@@ -206,7 +206,7 @@ describe('a disk that is full', () => {
       criu: REAL_CRIU,
       gdb: fake('gdb-fill'),
       args: ['--compression', 'none'],
-      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '20' },
+      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '20' },
     });
     const result = await dump.result;
     expect(result.stderr, 'the tree was back: the estimate passed').toMatch(/\[done\]\s+Put every process back/);
@@ -231,7 +231,7 @@ describe('a disk that is full', () => {
       criu: REAL_CRIU,
       gdb: fake('gdb-fill'),
       args: ['--compression', 'none'],
-      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '0' },
+      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '0' },
     });
     const result = await dump.result;
     expect(result.exitCode, result.stderr).toBe(7);
@@ -252,7 +252,7 @@ describe('a disk that is full', () => {
       outDir,
       criu: fake('criu-fill'),
       args: ['--compression', 'none'],
-      env: { SNAP_FAKE_FILL_DIR: outDir, SNAP_FAKE_LEAVE_MIB: '16' },
+      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '16' },
     });
     const result = await dump.result;
     expect(result.exitCode, result.stderr).toBe(7);
@@ -273,7 +273,7 @@ describe('the output directory removed mid-dump', () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
     const outDir = join(makeTempDir('snap-fault-parent-'), 'out');
     mkdirSync(outDir, { mode: 0o700 });
-    const dump = startDump(target, { outDir, criu: fake('criu-slow'), env: { SNAP_FAKE_DELAY: '2' } });
+    const dump = startDump(target, { outDir, criu: fake('criu-slow'), env: { PROCSNAP_FAKE_DELAY: '2' } });
     await dump.waitForMarker('criu to start');
     rmSync(outDir, { recursive: true, force: true });
     const result = await dump.result;

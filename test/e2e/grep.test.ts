@@ -21,7 +21,7 @@ beforeAll(async () => {
   py = spawn('/usr/bin/python3', ['-c', script, join(dir, 'ready')], { detached: true, stdio: 'ignore' });
   await waitFor(() => existsSync(join(dir, 'ready')), { what: 'the python to make its string' });
   bundle = join(dir, 'py.snap.tar.zst');
-  const dump = await runSnap(['dump', String(py.pid), '-o', bundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  const dump = await runSnap(['dump', String(py.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
   expect(dump.exitCode, dump.stderr).toBe(0);
 }, 60_000);
 afterAll(async () => {
@@ -71,7 +71,7 @@ describe('snap grep', () => {
   it("a 1 GiB worker's bundle: searched whole, snap's peak memory flat in the size searched and under 150 MiB", async () => {
     const target = await startTarget({ threads: 2, mib: 1024, group: 'setsid' });
     const big = join(dir, 'big.snap.tar.zst');
-    const dump = await runSnap(['dump', String(target.pid), '-o', big], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') }, timeoutMs: 300_000 });
+    const dump = await runSnap(['dump', String(target.pid), '-o', big], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') }, timeoutMs: 300_000 });
     expect(dump.exitCode, dump.stderr).toBe(0);
     await killPid(target.pid); // its 1 GiB is in the bundle now
     const r = await runSnap(['grep', big, `no-such-bytes-${Date.now()}`, '--json'], { timeoutMs: 300_000 });

@@ -38,7 +38,7 @@ beforeAll(async () => {
     return kids.length === 1 && readProcStat(kids[0]!)?.comm === 'sleep' ? kids[0] : undefined;
   }, { what: 'bash and its sleep' });
   real = join(dir, 'tree.tar.zst');
-  const dump = await runSnap(['dump', String(root), '-o', real, '--cores', 'root', '--quiet'], { env: { SNAP_JOURNAL_DIR: journal } });
+  const dump = await runSnap(['dump', String(root), '-o', real, '--cores', 'root', '--quiet'], { env: { PROCSNAP_JOURNAL_DIR: journal } });
   expect(dump.exitCode, dump.stderr).toBe(0);
   await killPid(child);
   await killPid(root);
@@ -73,7 +73,7 @@ function withManyMappings(name: string): Promise<string> {
 /** Runs snap with TMPDIR on the small tmpfs: exit, stderr, peak RSS; the tmpfs left as empty as before. */
 function run(args: string[]): { exitCode: number | null; stderr: string; peakMiB: number } {
   expect(readdirSync(small)).toEqual([]);
-  const { run, peakKiB } = snapWithPeak(args, { TMPDIR: small, SNAP_JOURNAL_DIR: journal });
+  const { run, peakKiB } = snapWithPeak(args, { TMPDIR: small, PROCSNAP_JOURNAL_DIR: journal });
   expect(peakKiB).toBeGreaterThan(0);
   return { exitCode: run.exitCode, stderr: run.stderr, peakMiB: peakKiB / 1024 };
 }

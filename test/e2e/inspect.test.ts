@@ -22,7 +22,7 @@ afterAll(async () => {
 });
 
 function snap(args: string[]): Promise<SnapResult> {
-  return runSnap(args, { env: { SNAP_JOURNAL_DIR: journalDir } });
+  return runSnap(args, { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
 }
 
 async function dumpNew(mib: number, name: string, extra: string[] = []): Promise<{ bundle: string; pid: number }> {

@@ -1,4 +1,4 @@
-// A failed tool's log is kept where logs belong (SNAP_LOG_DIR here, /var/log/procsnap for root otherwise), private
+// A failed tool's log is kept where logs belong (PROCSNAP_LOG_DIR here, /var/log/procsnap for root otherwise), private
 // (0700 directory, 0600 files) and capped; a criu restore that hangs until its deadline keeps its log too, and the
 // error names the file and what criu last said.
 import { execFileSync } from 'node:child_process';
@@ -13,13 +13,13 @@ import { processExists, startTarget, waitFor } from '../helpers/target.js';
 afterAll(removeTempDirs);
 
 describe('kept logs', () => {
-  it('go to SNAP_LOG_DIR, 0700 directory and 0600 files, the newest 50 and 50 MiB at most', () => {
+  it('go to PROCSNAP_LOG_DIR, 0700 directory and 0600 files, the newest 50 and 50 MiB at most', () => {
     const base = makeTempDir('snap-kept-');
     const dir = join(base, 'logs');
     const source = join(base, 'criu.log');
     writeFileSync(source, 'Error (criu/cr-restore.c:1): something\n');
-    const saved = process.env['SNAP_LOG_DIR'];
-    process.env['SNAP_LOG_DIR'] = dir;
+    const saved = process.env['PROCSNAP_LOG_DIR'];
+    process.env['PROCSNAP_LOG_DIR'] = dir;
     try {
       // 60 older logs, one second apart: the 10 oldest go when the next is kept.
       mkdirSync(dir, { recursive: true });
@@ -47,15 +47,15 @@ describe('kept logs', () => {
       expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(KEPT_LOGS_MAX_BYTES);
       expect(readdirSync(dir)).toEqual(['snap-big-c.log']);
     } finally {
-      if (saved === undefined) delete process.env['SNAP_LOG_DIR'];
-      else process.env['SNAP_LOG_DIR'] = saved;
+      if (saved === undefined) delete process.env['PROCSNAP_LOG_DIR'];
+      else process.env['PROCSNAP_LOG_DIR'] = saved;
     }
   });
 
   it('a criu restore that hangs is killed at the deadline (exit 10): its log kept, named, with its last line', async () => {
     const dir = makeTempDir('snap-hang-');
     const logs = join(dir, 'logs');
-    const env = { SNAP_JOURNAL_DIR: makeTempDir('snap-hang-journal-'), SNAP_LOG_DIR: logs };
+    const env = { PROCSNAP_JOURNAL_DIR: makeTempDir('snap-hang-journal-'), PROCSNAP_LOG_DIR: logs };
     const target = await startTarget({ threads: 1, group: 'setsid' });
     const bundle = join(dir, 'worker.tar.zst');
     expect((await runSnap(['dump', String(target.pid), '-o', bundle, '--quiet'], { env })).exitCode).toBe(0);

@@ -46,7 +46,7 @@ const signedBy = (key: string) => (bytes: Buffer) => sign(null, bytes, createPri
 
 function snap(args: string[], trustedDir: string): Promise<SnapResult> {
   const extra = args[0] === 'restore' ? ['--work-dir', work] : [];
-  return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: trustedDir } });
+  return runSnap([...args, ...extra], { env: { PROCSNAP_JOURNAL_DIR: journal, PROCSNAP_TRUSTED_KEYS: trustedDir } });
 }
 
 /**

@@ -20,7 +20,7 @@ beforeAll(async () => {
   const target = await startTarget({ threads: 1, mib: 1, group: 'setsid' });
   pid = target.pid;
   const first = join(work, 'first.tar.zst');
-  const dump = await runSnap(['dump', String(pid), '-o', first], { env: { SNAP_JOURNAL_DIR: join(work, 'journal') } });
+  const dump = await runSnap(['dump', String(pid), '-o', first], { env: { PROCSNAP_JOURNAL_DIR: join(work, 'journal') } });
   expect(dump.exitCode, dump.stderr).toBe(0);
   // Three bundles of different times: the same capture with its manifest's createdAt changed (unsigned, so valid).
   for (const [i, when] of stamps.entries()) {

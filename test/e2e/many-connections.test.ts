@@ -39,7 +39,7 @@ describe(`a server holding ${CONNECTIONS} established loopback connections`, () 
       sockets = await openConnections(server.port, CONNECTIONS);
       expect(await echoing(sockets, 'before')).toBe(CONNECTIONS);
       const out = join(dir, 'b.tar.zst');
-      const run = await runSnap(['dump', String(server.pid), '-o', out, '--json'], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-conns-journal-') }, timeoutMs: 300_000 });
+      const run = await runSnap(['dump', String(server.pid), '-o', out, '--json'], { env: { PROCSNAP_JOURNAL_DIR: makeTempDir('snap-conns-journal-') }, timeoutMs: 300_000 });
       expect(run.exitCode, run.stderr).toBe(0);
       const result = JSON.parse(run.stdout) as { freezeWindowMs: number; criuOptions: { option: string }[] };
       expect(result.criuOptions.map((o) => o.option)).toContain('--tcp-established');

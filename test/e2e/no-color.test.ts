@@ -16,7 +16,7 @@ let bundle: string;
 function onTerminal(args: string[], env: Record<string, string>): { status: number | null; output: string } {
   const command = [nodeBin, snapEntry, ...args].map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(' ');
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NO_COLOR' && k !== 'FORCE_COLOR' && k !== 'CI'));
-  const r = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'latin1', env: { ...clean, TERM: 'xterm-256color', SNAP_JOURNAL_DIR: join(dir, 'journal'), ...env }, timeout: 120_000 });
+  const r = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'latin1', env: { ...clean, TERM: 'xterm-256color', PROCSNAP_JOURNAL_DIR: join(dir, 'journal'), ...env }, timeout: 120_000 });
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 

@@ -24,7 +24,7 @@ describe('what snap prints is printable', () => {
     try {
       await waitFor(() => readProcStat(child.pid!)?.comm.startsWith(ESC), { what: 'the comm to be set' });
       const bundle = join(dir, 'esc.tar.zst');
-      const env = { SNAP_JOURNAL_DIR: journal };
+      const env = { PROCSNAP_JOURNAL_DIR: journal };
       const dump = await runSnap(['dump', String(child.pid), '-o', bundle], { env });
       expect(dump.exitCode, dump.stderr).toBe(0);
       const inspect = await runSnap(['inspect', bundle], { env });

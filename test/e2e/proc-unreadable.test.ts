@@ -39,7 +39,7 @@ async function dumpWithMount(source: string, over: string, out: string, wrap: st
   const started = performance.now();
   const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
     cwd: repoRoot,
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, SNAP_JOURNAL_DIR: journalDir },
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, PROCSNAP_JOURNAL_DIR: journalDir },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: Buffer[] = [];

@@ -24,7 +24,7 @@ beforeAll(async () => {
   dir = makeTempDir('snap-progress-');
   target = await startTarget({ threads: 2, mib: 64, group: 'setsid' });
   bundle = join(dir, 'b.tar.zst');
-  const run = await runSnap(['dump', String(target.pid), '-o', bundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  const run = await runSnap(['dump', String(target.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
   expect(run.exitCode, run.stderr).toBe(0);
   dumpStderr = run.stderr;
 }, 120_000);
@@ -48,18 +48,18 @@ describe('progress of the byte-bound steps', () => {
 
   it('verify ends its step with every byte of the file read, in plain lines and on a terminal', async () => {
     const size = statSync(bundle).size;
-    const plain = await runSnap(['verify', bundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const plain = await runSnap(['verify', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(plain.exitCode, plain.stderr).toBe(0);
     const m = /(\d+) artifacts, ([\d.]+) (MiB|KiB) of ([\d.]+) (MiB|KiB) \(100%\)/.exec(plain.stderr);
     expect(m, plain.stderr).toBeTruthy();
     expect(Math.abs(bytesOf(m![4]!, m![5]!) - size)).toBeLessThan(0.1 * MiB);
     expect(m![2]).toBe(m![4]);
-    const quiet = await runSnap(['verify', bundle, '-q'], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    const quiet = await runSnap(['verify', bundle, '-q'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
     expect(quiet.stderr).toBe('');
     // On a terminal the line is the task list's, redrawn in place.
     const command = [nodeBin, snapEntry, 'verify', bundle].map((a) => `'${a}'`).join(' ');
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NO_COLOR' && k !== 'CI'));
-    const tty = spawnSync('script', ['-qec', `stty cols 160 rows 40; ${command}`, '/dev/null'], { encoding: 'utf8', env: { ...clean, TERM: 'xterm-256color', SNAP_JOURNAL_DIR: join(dir, 'journal') }, timeout: 60_000 });
+    const tty = spawnSync('script', ['-qec', `stty cols 160 rows 40; ${command}`, '/dev/null'], { encoding: 'utf8', env: { ...clean, TERM: 'xterm-256color', PROCSNAP_JOURNAL_DIR: join(dir, 'journal') }, timeout: 60_000 });
     expect(tty.status, tty.stdout).toBe(0);
     expect(tty.stdout).toMatch(/artifacts, [\d.]+ (MiB|KiB) of [\d.]+ (MiB|KiB) \(100%\)/);
   });

@@ -90,7 +90,7 @@ beforeAll(async () => {
   const target = await startTarget({ threads: 2, mib: 4, group: 'setsid' });
   pid = target.pid;
   real = join(dir, 'real.tar.zst');
-  const dump = await runSnap(['dump', String(pid), '-o', real, '--quiet'], { env: { SNAP_JOURNAL_DIR: journal } });
+  const dump = await runSnap(['dump', String(pid), '-o', real, '--quiet'], { env: { PROCSNAP_JOURNAL_DIR: journal } });
   expect(dump.exitCode, dump.stderr).toBe(0);
   await target.kill();
 }, 120_000);
@@ -119,7 +119,7 @@ const commands: Record<string, (bundle: string) => string[]> = {
 /** Runs `args` with TMPDIR on the small tmpfs: its peak RSS, and the tmpfs as empty afterwards as before. */
 function run(args: string[]): { exitCode: number | null; stderr: string; peakMiB: number } {
   expect(readdirSync(small)).toEqual([]);
-  const { run, peakKiB } = snapWithPeak(args, { TMPDIR: small, SNAP_JOURNAL_DIR: journal });
+  const { run, peakKiB } = snapWithPeak(args, { TMPDIR: small, PROCSNAP_JOURNAL_DIR: journal });
   const left = readdirSync(small);
   rmSync(join(small, 'out.core'), { force: true });
   expect(left.filter((n) => n !== 'out.core'), `${args[0]} left behind in TMPDIR`).toEqual([]);

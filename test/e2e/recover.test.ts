@@ -20,7 +20,7 @@ import { cleanupAllTargets, processExists, readProcStat, startTarget, waitFor, t
 afterAll(removeTempDirs);
 
 function journalPath(dump: DumpUnderTest): string {
-  return join(dump.journalDir ?? '/run/snap', `target-${dump.target.pid}.json`);
+  return join(dump.journalDir ?? '/run/procsnap', `target-${dump.target.pid}.json`);
 }
 
 function readJournal(dump: DumpUnderTest): { partialPath: string | null } | undefined {
@@ -33,7 +33,7 @@ function readJournal(dump: DumpUnderTest): { partialPath: string | null } | unde
 
 /** The lock files on the target's process (pid-PID-START.lock) in the dump's journal directory. */
 function targetLocks(dump: DumpUnderTest): string[] {
-  const dir = dump.journalDir ?? '/run/snap';
+  const dir = dump.journalDir ?? '/run/procsnap';
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`pid-${dump.target.pid}-`)) : [];
 }
 
@@ -47,7 +47,7 @@ async function killSnap(dump: DumpUnderTest): Promise<void> {
 }
 
 function snapEnv(dump: DumpUnderTest): Record<string, string | undefined> {
-  return { SNAP_JOURNAL_DIR: dump.journalDir ?? undefined };
+  return { PROCSNAP_JOURNAL_DIR: dump.journalDir ?? undefined };
 }
 
 async function recover(dump: DumpUnderTest): Promise<{ run: SnapResult; mine: RecoveryAction }> {
@@ -264,7 +264,7 @@ describe('snap recover when the target is not what it was', () => {
 
   it('a journal whose snap is still alive is left alone ("in-progress"), and that dump finishes', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
-    const dump = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, env: { SNAP_FAKE_DELAY: '2' } });
+    const dump = startDump(target, { criu: fake('criu-slow'), gdb: REAL_GDB, env: { PROCSNAP_FAKE_DELAY: '2' } });
     await dump.waitForMarker('criu to start');
     const { mine } = await recover(dump);
     expect(mine.outcome).toBe('in-progress');
@@ -275,7 +275,7 @@ describe('snap recover when the target is not what it was', () => {
   });
 });
 
-describe('the default journal directory (/run/snap)', () => {
+describe('the default journal directory (/run/procsnap)', () => {
   afterEach(cleanupAllTargets);
 
   it('SIGKILL while frozen, then `snap recover` with no settings: target running again', async () => {
@@ -283,7 +283,7 @@ describe('the default journal directory (/run/snap)', () => {
     const dump = startDump(target, { criu: fake('criu-hang'), gdb: REAL_GDB, journalDir: null });
     await waitForChild(dump, (await dump.waitForMarker('the hanging criu to start')).pid);
     await killSnap(dump);
-    expect(journalPath(dump)).toBe(`/run/snap/target-${target.pid}.json`);
+    expect(journalPath(dump)).toBe(`/run/procsnap/target-${target.pid}.json`);
     await expectStopped(target);
     await expectWarningsAndRefusal(dump);
     const { mine } = await recover(dump);
@@ -320,7 +320,7 @@ describe('a snap that died between creating a file and journalling it', () => {
         output, partialPath: null, workDir: null, toolPids: [], startedAt: now, updatedAt: now,
       }),
     );
-    const run = await runSnap(['recover', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['recover', '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const { recovered } = JSON.parse(run.stdout) as { recovered: RecoveryAction[] };
     const mine = recovered.filter((r) => r.outcome === 'recovered');
@@ -364,7 +364,7 @@ describe('a restore that died: recover kills only what its journal records as re
           ],
         }),
       );
-      const env = { SNAP_JOURNAL_DIR: journalDir };
+      const env = { PROCSNAP_JOURNAL_DIR: journalDir };
 
       const dry = await runSnap(['recover', '--dry-run', '--json'], { env });
       expect(dry.exitCode, dry.stderr).toBe(0);

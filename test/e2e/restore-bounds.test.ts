@@ -34,7 +34,7 @@ describe('a bundle with an entry hidden after the end of its tar', () => {
 describe('restore bounds what a bundle can make it do', () => {
   const dir = makeTempDir('snap-bounds-');
   const work = makeTempDir('snap-bounds-work-');
-  const env = { SNAP_JOURNAL_DIR: makeTempDir('snap-bounds-journal-') };
+  const env = { PROCSNAP_JOURNAL_DIR: makeTempDir('snap-bounds-journal-') };
 
   for (const [what, exe] of [['/dev/zero', '/dev/zero'], ['a FIFO', join(dir, 'fifo')]] as const) {
     it(`a real bundle whose manifest names ${what} as the executable: refused at once, nothing hashed forever, nothing restored`, async () => {

@@ -25,7 +25,7 @@ let pythonPid: number;
 
 function snap(args: string[]): Promise<SnapResult> {
   const extra = args[0] === 'restore' ? ['--work-dir', work, '--allow-unsigned'] : [];
-  return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journal } });
+  return runSnap([...args, ...extra], { env: { PROCSNAP_JOURNAL_DIR: journal } });
 }
 
 beforeAll(async () => {

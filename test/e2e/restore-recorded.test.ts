@@ -22,14 +22,14 @@ let work: string;
 let journal: string;
 let target: Target;
 let bundle: string;
-/** criu itself, then for a restore what SNAP_TEST_AFTER says: exit 1 (a criu that failed after restoring the tree) or
+/** criu itself, then for a restore what PROCSNAP_TEST_AFTER says: exit 1 (a criu that failed after restoring the tree) or
  *  hold on (so snap can be killed with the tree restored). */
 let wrapper: string;
 /** An action script that holds criu just before it writes its pidfile: the tree is restored, no pidfile yet. */
 let holdBeforePidfile: string;
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
-  return { SNAP_JOURNAL_DIR: journal, ...extra };
+  return { PROCSNAP_JOURNAL_DIR: journal, ...extra };
 }
 
 function restoreArgs(...extra: string[]): string[] {
@@ -81,7 +81,7 @@ beforeAll(async () => {
   wrapper = join(dir, 'criu-wrapper');
   writeFileSync(
     wrapper,
-    `#!/bin/sh\n[ "$1" = restore ] || exec ${REAL_CRIU} "$@"\n${REAL_CRIU} "$@"\ncase $SNAP_TEST_AFTER in fail) exit 1 ;; hold) exec sleep 3600 ;; esac\n`,
+    `#!/bin/sh\n[ "$1" = restore ] || exec ${REAL_CRIU} "$@"\n${REAL_CRIU} "$@"\ncase $PROCSNAP_TEST_AFTER in fail) exit 1 ;; hold) exec sleep 3600 ;; esac\n`,
   );
   chmodSync(wrapper, 0o755);
   holdBeforePidfile = join(dir, 'hold-before-pidfile.sh');
@@ -106,7 +106,7 @@ afterAll(async () => {
 
 describe('a failed restore kills what it recorded', () => {
   it('criu restores the tree, then exits 1: exit 13, the process it made (from its pidfile) is killed', async () => {
-    const run = await runSnap(restoreArgs('--criu', wrapper), { env: env({ SNAP_TEST_AFTER: 'fail' }) });
+    const run = await runSnap(restoreArgs('--criu', wrapper), { env: env({ PROCSNAP_TEST_AFTER: 'fail' }) });
     expect(run.exitCode, run.stderr).toBe(13);
     expect(run.stderr).toContain(`killed partly restored ${target.pid}`);
     await waitFor(() => gone(target.pid), { what: `restored ${target.pid} to be gone`, timeoutMs: 10_000 });
@@ -116,7 +116,7 @@ describe('a failed restore kills what it recorded', () => {
 
 describe('snap recover after a restore that died kills what its journal records', () => {
   it('killed after criu wrote its pidfile: the journal names the root with its start time; recover kills it', async () => {
-    const restoring = startSnap(restoreArgs('--criu', wrapper), { env: env({ SNAP_TEST_AFTER: 'hold' }) });
+    const restoring = startSnap(restoreArgs('--criu', wrapper), { env: env({ PROCSNAP_TEST_AFTER: 'hold' }) });
     const recorded = await recordedInJournal(restoring);
     expect(recorded).toEqual([{ pid: target.pid, startTime: readProcStat(target.pid)!.startTime, bootId }]);
     restoring.child.kill('SIGKILL');

@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 afterAll(removeTempDirs);
 
-const env = () => ({ SNAP_JOURNAL_DIR: journalDir });
+const env = () => ({ PROCSNAP_JOURNAL_DIR: journalDir });
 
 /** python3 running `script` in a session of its own, stdio on /dev/null (criu needs no terminal for it). */
 function startPython(script: string, args: string[]): ChildProcess {

@@ -1,5 +1,5 @@
 // Restoring a bundle runs its images as root, so trust comes from a signature by a key this host trusts: --key, or the
-// keys in the trusted-keys directory ($SNAP_TRUSTED_KEYS). Unsigned, garbage-signed or foreign-signed bundles are
+// keys in the trusted-keys directory ($PROCSNAP_TRUSTED_KEYS). Unsigned, garbage-signed or foreign-signed bundles are
 // refused with exit 11 before anything is extracted or run; --allow-unsigned restores one anyway, and says so.
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ const restored: number[] = [];
 
 function snap(args: string[], trustedDir = trusted): Promise<SnapResult> {
   const extra = args[0] === 'restore' ? ['--work-dir', work] : [];
-  return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: trustedDir } });
+  return runSnap([...args, ...extra], { env: { PROCSNAP_JOURNAL_DIR: journal, PROCSNAP_TRUSTED_KEYS: trustedDir } });
 }
 
 function expectRefusedBeforeAnything(run: SnapResult, needle: RegExp): void {
@@ -151,7 +151,7 @@ describe('restore trusts only signed bundles', () => {
   it('snap killed with SIGKILL while criu restores: snap recover leaves nothing behind (no process of the tree, no work dir, no journal)', async () => {
     const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
-    const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
+    const env = { PROCSNAP_JOURNAL_DIR: journal, PROCSNAP_TRUSTED_KEYS: own };
     const restoring = startSnap(['restore', signed, '--work-dir', work], { env });
     let seen = '';
     restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
@@ -174,7 +174,7 @@ describe('restore trusts only signed bundles', () => {
   it('the same with --new-pidns: snap recover kills unshare, criu and the restored copy', async () => {
     const own = makeSafeDir('snap-trust-keys-');
     copyFileSync(join(dir, 'team.key.pub'), join(own, 'team.pub'));
-    const env = { SNAP_JOURNAL_DIR: journal, SNAP_TRUSTED_KEYS: own };
+    const env = { PROCSNAP_JOURNAL_DIR: journal, PROCSNAP_TRUSTED_KEYS: own };
     const restoring = startSnap(['restore', signed, '--work-dir', work, '--new-pidns'], { env });
     let seen = '';
     restoring.child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));

@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 afterAll(removeTempDirs);
 
-const env = () => ({ SNAP_JOURNAL_DIR: journalDir });
+const env = () => ({ PROCSNAP_JOURNAL_DIR: journalDir });
 
 // The child exits with status 3 and is never waited for; SIGUSR1 is blocked, then sent to the process itself.
 const SCRIPT = [

@@ -33,7 +33,7 @@ afterAll(async () => {
 function snap(args: string[]): Promise<SnapResult> {
   // Unsigned test bundles: trust has its own tests (restore-trust.test.ts).
   const extra = args[0] === 'restore' ? ['--work-dir', workDir, ...(args.includes('--key') ? [] : ['--allow-unsigned'])] : [];
-  return runSnap([...args, ...extra], { env: { SNAP_JOURNAL_DIR: journalDir } });
+  return runSnap([...args, ...extra], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
 }
 
 let bundleCount = 0;

@@ -39,7 +39,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     const target = await startTarget({ threads: 4, mib: 32, group: 'setsid' });
     const before = target.readProgress().ticks;
     const bundle = join(makeTempDir('snap-test-out-'), 'sf.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     // The core is built after the target is put back: the freeze ends before the core step starts.
@@ -70,7 +70,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
       await target.pauseWith(signal);
       const at = target.readProgress();
       const bundle = join(makeTempDir('snap-test-out-'), 'sf-paused.tar.zst');
-      const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', core, '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+      const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', core, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
       expect(run.exitCode, run.stderr).toBe(0);
       const result = JSON.parse(run.stdout) as DumpResult;
       expect(result.originalState).toBe('stopped');
@@ -98,7 +98,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
   it('--core gcore: gdb writes the core while the target is frozen, before it is put back, and the manifest says so', async () => {
     const target = await startTarget({ threads: 2, mib: 8, group: 'setsid' });
     const bundle = join(makeTempDir('snap-test-out-'), 'gcore.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--core', 'gcore', '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     expect(result.steps.map((s) => s.name)).toEqual(['preflight', 'criu-ready', 'stop', 'checkpoint', 'core', 'final-state', 'core-recipes', 'stacks', 'seal']);
@@ -122,7 +122,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     // A prefix with criu and gdb only, and a PATH without any crit.
     const prefix = makeTempDir('snap-prefix-');
     for (const tool of ['criu', 'gdb']) symlinkSync(`/opt/procsnap/bin/${tool}`, join(prefix, tool));
-    const env = { SNAP_JOURNAL_DIR: journalDir, SNAP_PREFIX_BIN: prefix, PATH: '/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' };
+    const env = { PROCSNAP_JOURNAL_DIR: journalDir, PROCSNAP_PREFIX_BIN: prefix, PATH: '/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' };
     const found = await execFileAsync('sh', ['-c', 'command -v crit || echo none'], { env });
     expect(found.stdout.trim()).toBe('none');
     const bundle = join(makeTempDir('snap-test-out-'), 'nocrit.tar.zst');
@@ -145,7 +145,7 @@ describe('snap dump: cores built from the CRIU images (the default)', () => {
     symlinkSync('/opt/procsnap/bin/criu', join(prefix, 'criu'));
     writeFileSync(join(prefix, 'gdb'), '#!/bin/sh\ncase "$*" in *--version*) ;; *) sleep 7 ;; esac\nexec /opt/procsnap/bin/gdb "$@"\n', { mode: 0o755 });
     const bundle = join(makeTempDir('snap-test-out-'), 'late.tar.zst');
-    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--timeout', '5', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir, SNAP_PREFIX_BIN: prefix } });
+    const run = await runSnap(['dump', String(target.pid), '-o', bundle, '--timeout', '5', '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir, PROCSNAP_PREFIX_BIN: prefix } });
     expect(run.exitCode, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout) as DumpResult;
     const released = result.steps.find((s) => s.name === 'final-state')!;

@@ -40,7 +40,7 @@ describe('a master forking short-lived children', () => {
     let exitedRecords = 0;
     for (let i = 0; i < 10; i++) {
       const bundle = join(outDir, `forker-${i}.snap`);
-      const dump = await runSnap(['dump', String(pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+      const dump = await runSnap(['dump', String(pid), '-o', bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
       codes.push(dump.exitCode ?? -1);
       expect(dump.exitCode, `dump ${i}:\n${dump.stderr}`).not.toBe(15);
       expect(dump.exitCode, `dump ${i}:\n${dump.stderr}`).toBe(0);

@@ -24,7 +24,7 @@ beforeAll(async () => {
   dir = makeTempDir('snap-stacks-');
   target = await startTarget({ threads: 4, mib: 4, group: 'setsid' });
   bundle = join(dir, 'worker.snap.tar.zst');
-  const dump = await runSnap(['dump', String(target.pid), '-o', bundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  const dump = await runSnap(['dump', String(target.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
   expect(dump.exitCode, dump.stderr).toBe(0);
 }, 60_000);
 afterAll(async () => {
@@ -85,7 +85,7 @@ describe('snap stacks', () => {
     try {
       await waitFor(() => existsSync(ready), { what: 'the python threads' });
       const pyBundle = join(dir, 'py.snap.tar.zst');
-      const dump = await runSnap(['dump', String(py.pid), '-o', pyBundle], { env: { SNAP_JOURNAL_DIR: join(dir, 'journal') } });
+      const dump = await runSnap(['dump', String(py.pid), '-o', pyBundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
       expect(dump.exitCode, dump.stderr).toBe(0);
       const r = await runSnap(['stacks', pyBundle, '--json']);
       expect(r.exitCode, r.stderr).toBe(0);

@@ -58,7 +58,7 @@ const everyThread = (pid: number, test: (s: string) => boolean) => {
 
 async function dumpTree(pid: number, extra: string[] = []): Promise<{ result: DumpResult; bundle: string }> {
   const bundle = join(outDir, `tree-${pid}-${Date.now()}.snap.tar.zst`);
-  const run = await runSnap(['dump', String(pid), '-o', bundle, '--json', ...extra], { env: { SNAP_JOURNAL_DIR: journalDir } });
+  const run = await runSnap(['dump', String(pid), '-o', bundle, '--json', ...extra], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
   expect(run.exitCode, `snap dump failed:\n${run.stderr}`).toBe(0);
   return { result: JSON.parse(run.stdout) as DumpResult, bundle };
 }
@@ -130,11 +130,11 @@ describe('snap dump of a process tree', () => {
     const before = readFileSync(`${logs}/c2.log`);
     appendFileSync(`${logs}/c1.log`, 'more\n');
     appendFileSync(`${logs}/c2.log`, 'more\n');
-    const refused = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const refused = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(refused.exitCode, refused.stderr).toBe(12);
     expect(refused.stderr).toContain(`${logs}/c2.log that the process had open changed size`);
     writeFileSync(`${logs}/c2.log`, before);
-    const restored = await runSnap(['restore', bundle, '--allow-unsigned', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const restored = await runSnap(['restore', bundle, '--allow-unsigned', '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(restored.exitCode, restored.stderr).toBe(0);
     try {
       for (const pid of pids) expect(everyThread(pid, (s) => s !== 'T' && s !== 't'), `restored ${pid} runs`).toBe(true);
@@ -155,7 +155,7 @@ describe('snap dump of a process tree', () => {
     const entries = await listBundle(bundle);
     expect(entries.filter((e) => e.startsWith('criu/'))).toEqual([]);
     for (const pid of pids) expect(entries).toContain(`core.${pid}`);
-    const restore = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const restore = await runSnap(['restore', bundle, '--allow-unsigned'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(restore.exitCode, restore.stderr).toBe(12);
     expect(restore.stderr).toMatch(/cores only/);
   });

@@ -38,8 +38,8 @@ export function makeSafeDir(prefix = 'snap-test-safe-'): string {
       if (p === dirname(p)) return true;
     }
   };
-  const base = [process.env.SNAP_TEST_SAFE_DIR, '/run', repoRoot, homedir()].find((d): d is string => !!d && safe(d));
-  if (!base) throw new Error('no directory here is safe for trusted keys (set SNAP_TEST_SAFE_DIR to one only root can write)');
+  const base = [process.env.PROCSNAP_TEST_SAFE_DIR, '/run', repoRoot, homedir()].find((d): d is string => !!d && safe(d));
+  if (!base) throw new Error('no directory here is safe for trusted keys (set PROCSNAP_TEST_SAFE_DIR to one only root can write)');
   const dir = mkdtempSync(join(base, prefix));
   tempDirs.add(dir);
   return dir;

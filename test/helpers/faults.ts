@@ -32,14 +32,14 @@ export interface DumpOptions {
   /** More snap arguments (--timeout 5, --compression none, ...). */
   args?: string[];
   env?: Record<string, string | undefined>;
-  /** A journal directory; null for snap's default (/run/snap as root). Default: a private temporary one. */
+  /** A journal directory; null for snap's default (/run/procsnap as root). Default: a private temporary one. */
   journalDir?: string | null;
   /** The directory the bundle goes to; default: a fresh temporary one. */
   outDir?: string;
   outName?: string;
 }
 
-/** One `snap dump` under test. Every process it starts carries SNAP_TEST_RUN=token in its environment. */
+/** One `snap dump` under test. Every process it starts carries PROCSNAP_TEST_RUN=token in its environment. */
 export class DumpUnderTest {
   readonly token = `snap-fault-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly outDir: string;
@@ -67,9 +67,9 @@ export class DumpUnderTest {
     args.push(...(o.args ?? []));
     this.snap = startSnap(args, {
       env: {
-        SNAP_JOURNAL_DIR: this.journalDir ?? undefined,
-        SNAP_FAKE_MARKER: this.marker,
-        SNAP_TEST_RUN: this.token,
+        PROCSNAP_JOURNAL_DIR: this.journalDir ?? undefined,
+        PROCSNAP_FAKE_MARKER: this.marker,
+        PROCSNAP_TEST_RUN: this.token,
         ...o.env,
       },
     });
@@ -250,7 +250,7 @@ export async function expectStopped(target: Target): Promise<void> {
   expect(target.readProgress().ticks).toBe(before);
 }
 
-/** Live processes (zombies are dead: init reaps them in its own time) with SNAP_TEST_RUN=token in their environment. */
+/** Live processes (zombies are dead: init reaps them in its own time) with PROCSNAP_TEST_RUN=token in their environment. */
 export function processesOfRun(token: string, extraPgids: number[] = []): string[] {
   const found: string[] = [];
   for (const name of readdirSync('/proc')) {
@@ -265,7 +265,7 @@ export function processesOfRun(token: string, extraPgids: number[] = []): string
     } catch {
       // gone, or a kernel thread
     }
-    if (environ.split('\0').includes(`SNAP_TEST_RUN=${token}`) || extraPgids.includes(stat.pgrp)) {
+    if (environ.split('\0').includes(`PROCSNAP_TEST_RUN=${token}`) || extraPgids.includes(stat.pgrp)) {
       let cmd = '';
       try {
         cmd = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ').trim();
@@ -299,7 +299,7 @@ export function expectNoOutput(dump: DumpUnderTest, allowed: string[] = []): voi
 }
 
 export function expectNoJournal(dump: DumpUnderTest): void {
-  const dir = dump.journalDir ?? '/run/snap';
+  const dir = dump.journalDir ?? '/run/procsnap';
   const mine = existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(`target-${dump.target.pid}.`)) : [];
   expect(mine, `journal of target ${dump.target.pid} in ${dir}`).toEqual([]);
 }

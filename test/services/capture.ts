@@ -20,7 +20,7 @@ function dirs(): { journalDir: string; outDir: string } {
 }
 
 export function snapEnv(): Record<string, string> {
-  return { SNAP_JOURNAL_DIR: dirs().journalDir };
+  return { PROCSNAP_JOURNAL_DIR: dirs().journalDir };
 }
 
 export async function dumpService(name: string, pid: number, extra: string[] = []): Promise<{ run: SnapResult; bundle: string; result?: DumpResult }> {

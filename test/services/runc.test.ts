@@ -78,7 +78,7 @@ describe('runc container', () => {
     expectTreeRunning(pids);
     expect(existsSync(d.bundle), 'no bundle').toBe(false);
     expect(readdirSync(dirname(d.bundle)).filter((f) => f.includes(`runc-host-stdout-${box.pid}`)), 'no partial bundle or work directory').toEqual([]);
-    const journals = readdirSync(snapEnv().SNAP_JOURNAL_DIR!).filter((f) => pids.some((p) => f.includes(`-${p}.`) || f.includes(`-${p}-`)));
+    const journals = readdirSync(snapEnv().PROCSNAP_JOURNAL_DIR!).filter((f) => pids.some((p) => f.includes(`-${p}.`) || f.includes(`-${p}-`)));
     expect(journals, 'no journal or lock left for the container').toEqual([]);
     await box.waitForCounter(3); // it counts on
     expect((await box.state())?.status).toBe('running');

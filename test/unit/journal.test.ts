@@ -20,16 +20,16 @@ const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 
 let dir: string;
 const sleepers: ChildProcess[] = [];
-const savedDir = process.env.SNAP_JOURNAL_DIR;
+const savedDir = process.env.PROCSNAP_JOURNAL_DIR;
 
 beforeEach(() => {
   dir = makeTempDir('snap-journal-unit-');
-  process.env.SNAP_JOURNAL_DIR = dir;
+  process.env.PROCSNAP_JOURNAL_DIR = dir;
 });
 afterEach(() => {
   for (const s of sleepers.splice(0)) s.kill('SIGKILL');
-  if (savedDir === undefined) delete process.env.SNAP_JOURNAL_DIR;
-  else process.env.SNAP_JOURNAL_DIR = savedDir;
+  if (savedDir === undefined) delete process.env.PROCSNAP_JOURNAL_DIR;
+  else process.env.PROCSNAP_JOURNAL_DIR = savedDir;
 });
 afterAll(removeTempDirs);
 
