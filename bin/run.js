@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url'
 
 // The name typed (`procsnap`, or `snap` where snapd does not own it): bin/snap passes it, as it runs this file.
 // Every help and error text uses it. It is not passed on to what snap runs.
-const typed = process.env.SNAP_INVOKED_AS ?? basename(process.argv[1] ?? 'snap')
-delete process.env.SNAP_INVOKED_AS
+const typed = process.env.PROCSNAP_INVOKED_AS ?? basename(process.argv[1] ?? 'snap')
+delete process.env.PROCSNAP_INVOKED_AS
 const name = ['snap', 'procsnap'].includes(typed) ? typed : 'snap'
 
 // The CLI's libraries need Node.js 22: an older one fails deep inside them (`TEXT_ENCODINGS.union is not a function`,
@@ -32,5 +32,9 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === 'version')) {
   settings.enableAutoTranspile = false
   // oclif takes its program name (config.bin) from package.json: given the one typed.
   const pjson = { ...pkg, oclif: { ...pkg.oclif, bin: name } }
-  await execute({ loadOptions: { root: fileURLToPath(new URL('..', import.meta.url)), pjson } })
+  // A reader that goes away (`procsnap dump --help | head -1`) closes stdout: the rest of the output is dropped and the
+  // command goes on (a dump still puts its target back). oclif then waits for a drain that never comes, so execute()
+  // is not awaited here: an unsettled top-level await would end the program with a warning and exit code 13.
+  process.stdout.on('error', () => undefined)
+  void execute({ loadOptions: { root: fileURLToPath(new URL('..', import.meta.url)), pjson } })
 }

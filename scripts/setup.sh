@@ -62,7 +62,14 @@ APT_SOURCE=/etc/apt/sources.list.d/procsnap-trixie.list
 APT_PIN=/etc/apt/preferences.d/procsnap-trixie
 FORKY_SOURCE=/etc/apt/sources.list.d/procsnap-forky.list
 FORKY_PIN=/etc/apt/preferences.d/procsnap-forky
-CRIU_MIN_MINOR=2 # criu 4.x with x >= this
+# ---------------------------------------------------------------- CRIU minimum
+# The oldest criu procsnap runs, read from the one place it is written (MIN_CRIU_VERSION in src/tools/locate.ts, or
+# the built dist/tools/locate.js of a package), so doctor, every command and this script never disagree.
+CRIU_MIN=$(sed -n "s/^export const MIN_CRIU_VERSION = '\([0-9]*\.[0-9]*\)'.*/\1/p" src/tools/locate.ts dist/tools/locate.js 2>/dev/null | head -n1 || true)
+[[ $CRIU_MIN =~ ^[0-9]+\.[0-9]+$ ]] || { echo 'setup: error: no MIN_CRIU_VERSION in src/tools/locate.ts' >&2; exit 1; }
+CRIU_MIN_MAJOR=${CRIU_MIN%%.*} # criu MAJOR.MINOR or newer
+CRIU_MIN_MINOR=${CRIU_MIN#*.}
+# ---------------------------------------------------------------- end CRIU minimum
 GDB_PREFIX=$PREFIX_ROOT/gdb
 GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
 GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
@@ -119,7 +126,7 @@ apt_update_once() {
 
 # ---------------------------------------------------------------- CRIU probes
 
-# criu_ok CMD...: CMD reports version >= 4.$CRIU_MIN_MINOR and (as root) `criu check` passes.
+# criu_ok CMD...: CMD reports version >= $CRIU_MIN_MAJOR.$CRIU_MIN_MINOR and (as root) `criu check` passes.
 # Judged by exit status only: every criu run here prints an rlimit "Error" line and still succeeds.
 criu_ok() {
   local out major minor
@@ -127,7 +134,7 @@ criu_ok() {
   major=$(sed -n 's/^Version: *\([0-9][0-9]*\)\..*/\1/p' <<<"$out" | head -n1)
   minor=$(sed -n 's/^Version: *[0-9][0-9]*\.\([0-9][0-9]*\).*/\1/p' <<<"$out" | head -n1)
   [[ -n $major && -n $minor ]] || return 1
-  ((major > 4 || (major == 4 && minor >= CRIU_MIN_MINOR))) || return 1
+  ((major > CRIU_MIN_MAJOR || (major == CRIU_MIN_MAJOR && minor >= CRIU_MIN_MINOR))) || return 1
   [[ $EUID -ne 0 ]] && return 0 # criu check needs root; the version is all we can tell
   "$@" check >/dev/null 2>&1
 }
@@ -186,6 +193,22 @@ if ((${#missing[@]})) || [[ $CRIU_STATE == install ]]; then
   apt_update_once
 fi
 
+# ---------------------------------------------------------------- boot-time units
+# disable_units ROOT PKG...: each .service unit PKG ships that is enabled (under ROOT, or on this host when ROOT is
+# empty) is disabled, so it does not start at boot. systemctl does it offline too (no systemd running).
+disable_units() {
+  local root=$1 pkg unit
+  shift
+  command -v systemctl >/dev/null || return 0
+  for pkg in "$@"; do
+    for unit in $(dpkg -L "$pkg" 2>/dev/null | sed -n 's#^/\(usr/\)\{0,1\}lib/systemd/system/\([^/@]*\.service\)$#\2#p' | sort -u); do
+      systemctl ${root:+--root="$root"} is-enabled --quiet "$unit" 2>/dev/null || continue
+      systemctl ${root:+--root="$root"} disable --quiet "$unit" 2>/dev/null && log "$unit: not started at boot (installed for the tests, which start their own)"
+    done
+  done
+}
+# ---------------------------------------------------------------- end boot-time units
+
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   # Packaged services must not start (or stay) running on the host: the tests start their own instances on
@@ -195,10 +218,18 @@ if ((${#missing[@]})); then
     chmod 0755 /usr/sbin/policy-rc.d
     CLEANUP+=(/usr/sbin/policy-rc.d)
   fi
+  before=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' 2>/dev/null | sed -n 's/^installed //p' | sort)
   apt-get install -y -q --no-install-recommends \
     -o DPkg::Lock::Timeout=300 \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" </dev/null
+  # policy-rc.d only keeps the services from starting now: each package's postinst still enables its units (links in
+  # multi-user.target.wants), so a host that boots with systemd would start nginx, redis and PostgreSQL, listening.
+  # Every unit of a package this run installed (dependencies too: nginx.service is nginx-common's) is disabled;
+  # a later upgrade's postinst keeps a unit it finds disabled so. Units of packages that were there before are the
+  # host's business. The tests start their own instances and need none of them.
+  after=$(dpkg-query -W -f='${db:Status-Status} ${Package}\n' 2>/dev/null | sed -n 's/^installed //p' | sort)
+  disable_units '' $(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after"))
 fi
 
 # ---------------------------------------------------------------- 2. CRIU >= 4

@@ -41,7 +41,7 @@ export function openBundleHead(path: string): { compression: Compression; size: 
   }
   const compression = detectCompression(head)
   if (compression === 'unknown')
-    throw new BundleInvalidError(`${path} is not a snap bundle (neither zstd, gzip nor tar)`, [path])
+    throw new BundleInvalidError(`${path} is not a snap bundle (neither zstd, gzip nor tar)`, [path], 'give the path of a bundle written by `snap dump`')
   return { compression, size: st.size }
 }
 

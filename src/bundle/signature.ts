@@ -2,7 +2,7 @@
 // so a valid signature covers the whole bundle.
 
 import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
-import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { OutputPathError, UsageError } from '../errors.js'
 
@@ -40,6 +40,16 @@ function writeExclusive(path: string, data: string, mode: number): void {
 export function generateKeyPair(privatePath: string): { privatePath: string; publicPath: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519')
   const publicPath = `${privatePath}.pub`
+  const dir = dirname(resolve(privatePath))
+  try {
+    // A fresh host has no /etc/procsnap: the key's directory is made, private (0700) as the key itself is.
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new OutputPathError(`${dir} is not a directory`, 'choose a path in a directory')
+    if (code === 'EACCES' || code === 'EROFS') throw new OutputPathError(`cannot make the directory ${dir} (${code})`, 'choose a path this user may write')
+    throw e
+  }
   try {
     writeExclusive(privatePath, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600)
     try {
@@ -52,8 +62,7 @@ export function generateKeyPair(privatePath: string): { privatePath: string; pub
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'EEXIST') throw new UsageError(`${privatePath} or ${publicPath} already exists`, 'choose another path')
-    if (code === 'ENOENT' || code === 'ENOTDIR')
-      throw new OutputPathError(`directory ${dirname(resolve(privatePath))} does not exist`, `create it first (mkdir -p -m 700 ${dirname(resolve(privatePath))}), or choose another path`)
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new OutputPathError(`directory ${dir} is gone`, 'try again, or choose another path')
     if (code === 'EACCES' || code === 'EROFS') throw new OutputPathError(`cannot write ${privatePath} (${code})`, 'choose a path this user may write')
     throw e
   }

@@ -4,7 +4,7 @@ import { SnapCommand } from '../ui/base-command.js'
 
 export default class Autocomplete extends SnapCommand {
   static override description =
-    'Print the shell completion script for snap (commands, flags, flag values). `npm run setup` installs it for bash; ' +
+    'Print the shell completion script for <%= config.bin %> (commands, flags, flag values). `npm run setup` installs it for bash; ' +
     'otherwise add the eval line of the examples to ~/.bashrc (or ~/.zshrc).'
 
   static override examples = [

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { EXIT_CODES, UsageError } from '../errors.js'
 import { endCopy, listCopies, type EndedCopy, type ListedCopy } from '../pipelines/copies.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { renderCopies, renderEndedCopies } from '../ui/render.js'
 
 export default class Copies extends SnapCommand {
@@ -17,6 +17,7 @@ export default class Copies extends SnapCommand {
   static override enableJsonFlag = true
 
   static override flags = {
+    json: jsonFlag,
     end: Flags.string({ description: 'end the copy whose restored root has this pid (as `copies` lists it)', exclusive: ['end-all'] }),
     'end-all': Flags.boolean({ description: 'end every isolated copy on this host', default: false }),
   }

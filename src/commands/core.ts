@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core'
 import { exportCore, type CoreExportResult } from '../pipelines/core-export.js'
 import { writeBinaries } from '../pipelines/binaries-read.js'
 import { parsePid } from '../process/access.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 
 const CORE_SOURCE = {
@@ -25,6 +25,7 @@ export default class Core extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    json: jsonFlag,
     pid: Flags.string({ description: 'the process whose core to write, by its pid at the dump (default: the root)' }),
     output: Flags.string({ char: 'o', description: 'file to write (never overwritten; mode 0600)', required: true }),
     binaries: Flags.string({ description: 'also write the executables and libraries the bundle carries (--include-binaries) under this new directory, by their own paths, for a debugger\'s sysroot' }),

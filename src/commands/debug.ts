@@ -3,6 +3,7 @@ import { debugBundle } from '../pipelines/debug.js'
 import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
+import { toolDefaults } from '../tools/locate.js'
 
 export default class Debug extends SnapCommand {
   static override description =
@@ -19,7 +20,7 @@ export default class Debug extends SnapCommand {
 
   static override flags = {
     pid: Flags.string({ description: 'the process to debug, by its pid at the dump (default: the root)' }),
-    gdb: Flags.string({ description: "gdb to run (default: $SNAP_GDB, then snap's own, then PATH)" }),
+    gdb: Flags.string({ description: `gdb to run (${toolDefaults('gdb')})` }),
   }
 
   async run(): Promise<void> {

@@ -1,8 +1,9 @@
 import { Flags } from '@oclif/core'
 import { EXIT_CODES } from '../errors.js'
 import { diagnose, type DoctorReport } from '../tools/doctor.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { renderDoctor } from '../ui/render.js'
+import { toolDefaults } from '../tools/locate.js'
 
 export default class Doctor extends SnapCommand {
   static override description =
@@ -17,8 +18,9 @@ export default class Doctor extends SnapCommand {
   static override enableJsonFlag = true
 
   static override flags = {
-    criu: Flags.string({ description: 'criu binary to check (default: $SNAP_CRIU, then PATH)' }),
-    gdb: Flags.string({ description: 'gdb binary to check (default: $SNAP_GDB, then PATH)' }),
+    json: jsonFlag,
+    criu: Flags.string({ description: `criu binary to check (${toolDefaults('criu')})` }),
+    gdb: Flags.string({ description: `gdb binary to check (${toolDefaults('gdb')})` }),
     canary: Flags.boolean({ description: 'dump and restore a canary process (a few seconds); --no-canary only looks', default: true, allowNo: true }),
   }
 

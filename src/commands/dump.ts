@@ -4,9 +4,10 @@ import type { FinalState } from '../bundle/manifest.js'
 import { DumpRun, type DumpResult } from '../pipelines/dump.js'
 import type { CoreSource } from '../pipelines/dump/state.js'
 import { parsePid } from '../process/access.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderDumpResult } from '../ui/render.js'
+import { toolDefaults } from '../tools/locate.js'
 
 export default class Dump extends SnapCommand {
   static override description =
@@ -27,11 +28,12 @@ export default class Dump extends SnapCommand {
   }
 
   static override flags = {
+    json: jsonFlag,
     output: Flags.string({ char: 'o', description: 'bundle file to write (default: snap-COMM-PID-TIME.tar.zst in the current directory)' }),
     leave: Flags.string({ description: 'final state of the target (default: the state it was found in)', options: ['running', 'stopped', 'killed'] }),
     compression: Flags.string({ description: 'bundle compression', options: COMPRESSIONS, default: 'zstd' }),
-    criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
-    gdb: Flags.string({ description: 'gdb binary to use (default: $SNAP_GDB, then PATH)' }),
+    criu: Flags.string({ description: `criu binary to use (${toolDefaults('criu')})` }),
+    gdb: Flags.string({ description: `gdb binary to use (${toolDefaults('gdb')})` }),
     timeout: Flags.integer({ description: 'give up after this many seconds; the target is put back', min: 1 }),
     'include-binaries': Flags.boolean({
       description: 'store the executable and every library the tree maps in the bundle, so `snap stacks` and `snap debug` name every frame on a host without them',
@@ -45,11 +47,13 @@ export default class Dump extends SnapCommand {
         'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
       options: ['images', 'gcore'],
     }),
-    'short-freeze': Flags.boolean({ description: 'the same as --core images', default: false, hidden: true, exclusive: ['core'] }),
+    // Hidden, so it names the flags it excludes itself: in core-only's list it would print as an empty alternative
+    // in the usage line (`[--core-only |  | --core ...]`). oclif checks exclusive from either side.
+    'short-freeze': Flags.boolean({ description: 'the same as --core images', default: false, hidden: true, exclusive: ['core', 'core-only'] }),
     'core-only': Flags.boolean({
       description: 'take the cores only (written by gdb), no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
       default: false,
-      exclusive: ['short-freeze', 'core', 'criu-opt'],
+      exclusive: ['core', 'criu-opt'],
     }),
     cores: Flags.string({ description: 'which processes get a core: every process of the tree, or the root only', options: ['all', 'root'], default: 'all' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),

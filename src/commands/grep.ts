@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { grepBundle, type GrepResult } from '../analysis/grep.js'
 import { parsePid } from '../process/access.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printableInline } from '../ui/printable.js'
 
 export default class Grep extends SnapCommand {
@@ -21,6 +21,7 @@ export default class Grep extends SnapCommand {
   }
 
   static override flags = {
+    json: jsonFlag,
     regex: Flags.boolean({ description: 'PATTERN is a JavaScript regular expression over the bytes (as latin1), matches up to 4 KiB', default: false }),
     pid: Flags.string({ description: 'only hits in this process, by its pid at the dump' }),
     'max-hits': Flags.integer({ description: 'stop keeping hits after this many', default: 1000, min: 1 }),

@@ -5,7 +5,7 @@ import { nearestCommand } from '../hooks/command-not-found.js'
 import { SnapCommand } from '../ui/base-command.js'
 
 export default class HelpCommand extends SnapCommand {
-  static override description = 'Show help for snap, or for one command (the same as COMMAND --help, or -h).'
+  static override description = 'Show help for <%= config.bin %>, or for one command (the same as COMMAND --help, or -h).'
 
   static override examples = [
     { description: 'Every command', command: '<%= config.bin %> help' },

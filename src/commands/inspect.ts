@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import type { Manifest } from '../bundle/manifest.js'
 import { readManifest } from '../bundle/reader.js'
 import { checkSignature, loadTrustedKeys, namedKey, type SignatureStatus } from '../bundle/trust.js'
-import { SnapCommand, warnLine } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { renderInspect } from '../ui/render.js'
 
 export interface InspectResult {
@@ -27,6 +27,7 @@ export default class Inspect extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    json: jsonFlag,
     key: Flags.string({ description: 'check the signature against this Ed25519 public key alone (default: the trusted keys)' }),
   }
 

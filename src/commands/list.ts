@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core'
 import { humanBytes } from '../bundle/output-path.js'
 import { listBundles, type ListResult } from '../pipelines/bundle-list.js'
 import { describeSignature } from '../bundle/trust.js'
-import { SnapCommand, warnLine } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'
 
 export default class List extends SnapCommand {
@@ -21,6 +21,7 @@ export default class List extends SnapCommand {
   static override args = { dir: Args.string({ description: 'directories to look in (default: .)', required: false }) }
 
   static override flags = {
+    json: jsonFlag,
     key: Flags.string({ description: 'check signatures against this Ed25519 public key alone (default: the trusted keys)' }),
   }
 

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { listRecoverable, recoverAll, type JournalListing, type RecoveryAction } from '../pipelines/recover.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { renderJournalList, renderRecover } from '../ui/render.js'
 import { EXIT_CODES, UsageError } from '../errors.js'
 
@@ -20,6 +20,7 @@ export default class Recover extends SnapCommand {
   static override args = { pid: Args.string({ description: 'only the target with this pid (as `snap recover --list` shows it)' }) }
 
   static override flags = {
+    json: jsonFlag,
     'dry-run': Flags.boolean({ description: 'say what would be done, and do nothing' }),
     list: Flags.boolean({ description: 'list every journal on this host (left by a snap that died, or of a snap still at work), and change nothing' }),
   }

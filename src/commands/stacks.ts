@@ -2,9 +2,10 @@ import { Args, Flags } from '@oclif/core'
 import { stacksLines } from '../analysis/stacks.js'
 import { readStacks, type StacksResult } from '../pipelines/stacks-read.js'
 import { parsePid } from '../process/access.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 import { LineBatches, writePrettyJson } from '../ui/stream-out.js'
+import { toolDefaults } from '../tools/locate.js'
 
 export default class Stacks extends SnapCommand {
   static override description =
@@ -20,8 +21,9 @@ export default class Stacks extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    json: jsonFlag,
     pid: Flags.string({ description: 'only this process, by its pid at the dump' }),
-    gdb: Flags.string({ description: 'gdb to unwind an older bundle with (default: $SNAP_GDB, then snap\'s own, then PATH)' }),
+    gdb: Flags.string({ description: `gdb to unwind an older bundle with (${toolDefaults('gdb')})` }),
   }
 
   async run(): Promise<StacksResult> {

@@ -3,7 +3,7 @@ import { openBundleHead } from '../bundle/reader.js'
 import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
 import { cliName } from '../ui/cli-name.js'
-import { SnapCommand, warnLine } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { ByteMeter, meterIntervalMs } from '../pipelines/byte-meter.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderVerify } from '../ui/render.js'
@@ -22,6 +22,7 @@ export default class Verify extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    json: jsonFlag,
     key: Flags.string({ description: 'Ed25519 public key (from `snap keygen`) the manifest must be signed with (default: the trusted keys, which need not match)' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
   }

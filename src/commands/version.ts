@@ -1,4 +1,4 @@
-import { SnapCommand } from '../ui/base-command.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 
 export interface VersionResult {
   name: string
@@ -9,7 +9,7 @@ export interface VersionResult {
 }
 
 export default class Version extends SnapCommand {
-  static override description = "snap's version, and the Node.js it runs on (the same line as --version)."
+  static override description = "<%= config.bin %>'s version, and the Node.js it runs on (the same line as --version)."
 
   static override examples = [
     { description: 'The version line', command: '<%= config.bin %> version' },
@@ -17,6 +17,8 @@ export default class Version extends SnapCommand {
   ]
 
   static override enableJsonFlag = true
+
+  static override flags = { json: jsonFlag }
 
   async run(): Promise<VersionResult> {
     await this.parse(Version)

@@ -1,11 +1,11 @@
 // CRIU: its version, `criu check`, and the exact dump and restore command lines snap uses.
 
 import { ToolError } from '../errors.js'
-import { compareVersions, INSTALL_HINT, locateTool, parseVersion, type LocatedTool, type Version } from './locate.js'
+import { compareVersions, INSTALL_HINT, locateTool, MIN_CRIU_VERSION, parseVersion, type LocatedTool, type Version } from './locate.js'
 import { queryTool } from './run.js'
 
-/** CRIU 4 is the first this kernel works with, and it dumps stopped tasks of every kind. */
-export const MIN_CRIU: Version = { major: 4, minor: 0, patch: 0, text: '4.0' }
+/** See MIN_CRIU_VERSION: the oldest CRIU that dumps what procsnap dumps on the kernels it runs on. */
+export const MIN_CRIU: Version = parseVersion(MIN_CRIU_VERSION)!
 
 export interface CriuInfo extends LocatedTool {
   version: string

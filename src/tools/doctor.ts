@@ -58,7 +58,7 @@ export interface DoctorReport {
   kernel: { release: string; arch: string }
   ptraceScope: number | null
   uid: number
-  capabilities: { sysPtrace: boolean; sysAdmin: boolean; checkpointRestore: boolean }
+  capabilities: { sysPtrace: boolean; sysAdmin: boolean; checkpointRestore: boolean; sysResource: boolean }
   /** Programs snap uses besides criu and gdb; `required: false` ones have a fallback or serve one option. */
   helpers: { name: string; path: string | null; required: boolean; usedFor: string }[]
   problems: { what: string; fix: string }[]
@@ -108,13 +108,14 @@ export async function diagnose(
     check = await criuCheck(criu.path)
     if (!check.ok) problems.push({ what: `\`criu check\` fails: ${check.lines.at(-1) ?? ''}`, fix: 'run `criu check --all` for details; a newer criu usually fixes it' })
   }
-  if (!criu.ok) problems.push({ what: criu.error ?? 'criu unusable', fix: 'run `npm run setup`, or pass --criu PATH / set SNAP_CRIU' })
-  if (!gdb.ok) problems.push({ what: gdb.error ?? 'gdb unusable', fix: 'apt-get install gdb, or pass --gdb PATH / set SNAP_GDB' })
+  if (!criu.ok) problems.push({ what: criu.error ?? 'criu unusable', fix: 'run `npm run setup`, or pass --criu PATH / set PROCSNAP_CRIU' })
+  if (!gdb.ok) problems.push({ what: gdb.error ?? 'gdb unusable', fix: 'apt-get install gdb, or pass --gdb PATH / set PROCSNAP_GDB' })
   const caps = readEffectiveCaps('self')
   const capabilities = {
     sysPtrace: hasCap(caps, CAP_SYS_PTRACE),
     sysAdmin: hasCap(caps, CAP_SYS_ADMIN),
     checkpointRestore: hasCap(caps, CAP_CHECKPOINT_RESTORE),
+    sysResource: hasCap(caps, CAP_SYS_RESOURCE),
   }
   if (!capabilities.sysAdmin && !capabilities.checkpointRestore) problems.push({ what: 'no CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: criu cannot run', fix: 'run snap as root' })
   if (!capabilities.sysPtrace) problems.push({ what: 'no CAP_SYS_PTRACE: only processes of this uid can be captured', fix: 'run snap as root' })
@@ -128,7 +129,7 @@ export async function diagnose(
   const has = (name: string) => helpers.some((h) => h.name === name && h.path)
   if (!has('iptables'))
     ruledOut.push({ missing: 'iptables', rulesOut: 'checkpointing any process with an established TCP connection (criu locks the network with it); --core-only still works' })
-  if (!hasCap(caps, CAP_SYS_RESOURCE))
+  if (!capabilities.sysResource)
     ruledOut.push({
       missing: 'CAP_SYS_RESOURCE',
       rulesOut: 'checkpointing a process of another uid (nginx workers as www-data, PostgreSQL): criu must read its rlimits; --core-only still works',

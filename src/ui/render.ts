@@ -1,6 +1,7 @@
 // Human renderings of command results. Each is a pure function of the result object that --json prints.
 
 import chalk from 'chalk'
+import { cliName } from './cli-name.js'
 import { printableInline as P } from './printable.js'
 import type { DumpResult } from '../pipelines/dump.js'
 import { humanBytes } from '../bundle/output-path.js'
@@ -134,24 +135,32 @@ export function renderVerify(r: VerifyResult): string {
 
 export function renderDoctor(r: DoctorReport): string {
   const mark = (ok: boolean) => (ok ? chalk.green('ok  ') : chalk.red('FAIL'))
+  const yes = (has: boolean) => (has ? 'yes' : 'no')
+  // One column for every row's label, as wide as the widest (a helper such as iptables is wider than `criu`).
+  const width = Math.max(7, ...r.helpers.map((h) => h.name.length))
+  const row = (mark: string, label: string, text: string) => `${mark} ${label.padEnd(width)} ${text}`
   const lines = [
-    `${mark(r.criu.ok)} criu    ${r.criu.path ?? '-'} ${r.criu.version ?? ''} (need >= ${r.criu.minimum})${r.criu.check ? `; criu check: ${r.criu.check.ok ? 'passes' : 'FAILS'}` : ''}`,
-    `${mark(r.gdb.ok)} gdb     ${r.gdb.path ?? '-'} ${r.gdb.version ?? ''} (need >= ${r.gdb.minimum})`,
-    `     kernel  ${r.kernel.release} ${r.kernel.arch}; ptrace_scope ${r.ptraceScope ?? 'absent (no Yama)'}`,
-    `     access  uid ${r.uid}; CAP_SYS_PTRACE ${r.capabilities.sysPtrace ? 'yes' : 'no'}, CAP_SYS_ADMIN ${r.capabilities.sysAdmin ? 'yes' : 'no'}, CAP_CHECKPOINT_RESTORE ${r.capabilities.checkpointRestore ? 'yes' : 'no'}`,
+    row(mark(r.criu.ok), 'criu', `${r.criu.path ?? '-'} ${r.criu.version ?? ''} (need >= ${r.criu.minimum})${r.criu.check ? `; criu check: ${r.criu.check.ok ? 'passes' : 'FAILS'}` : ''}`),
+    row(mark(r.gdb.ok), 'gdb', `${r.gdb.path ?? '-'} ${r.gdb.version ?? ''} (need >= ${r.gdb.minimum})`),
+    row('    ', 'kernel', `${r.kernel.release} ${r.kernel.arch}; ptrace_scope ${r.ptraceScope ?? 'absent (no Yama)'}`),
+    row(
+      '    ',
+      'access',
+      `uid ${r.uid}; CAP_SYS_PTRACE ${yes(r.capabilities.sysPtrace)}, CAP_SYS_ADMIN ${yes(r.capabilities.sysAdmin)}, CAP_CHECKPOINT_RESTORE ${yes(r.capabilities.checkpointRestore)}, CAP_SYS_RESOURCE ${yes(r.capabilities.sysResource)}`,
+    ),
   ]
   for (const h of r.helpers)
-    lines.push(`${h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss')} ${h.name.padEnd(7)} ${h.path ?? 'not found'} (${h.usedFor})`)
+    lines.push(row(h.path ? chalk.green('ok  ') : h.required ? chalk.red('FAIL') : chalk.yellow('miss'), h.name, `${h.path ?? 'not found'} (${h.usedFor})`))
   for (const x of r.ruledOut) lines.push(chalk.yellow(`without ${x.missing}: no ${x.rulesOut}`))
-  if (r.canary) for (const s of r.canary.steps) lines.push(`${mark(s.ok)} canary  ${s.what}: ${s.detail}`)
+  if (r.canary) for (const s of r.canary.steps) lines.push(row(mark(s.ok), 'canary', `${s.what}: ${s.detail}`))
   const k = r.trustedKeys
   lines.push(
-    `${mark(k.ignored.length === 0)} keys    ${P(k.dir)}: ${k.trusted.length} trusted${k.ignored.length ? `, ${k.ignored.length} ignored` : ''}` +
+    row(mark(k.ignored.length === 0), 'keys', `${P(k.dir)}: ${k.trusted.length} trusted${k.ignored.length ? `, ${k.ignored.length} ignored` : ''}`) +
       (k.trusted.length ? ` (${k.trusted.map((t) => `${P(t.path)} ${t.fingerprint}`).join(', ')})` : ''),
   )
-  for (const l of r.networkLocks.filter((x) => x.ownerRunning)) lines.push(chalk.yellow(`     netlock ${l.lock} (a criu is running: it may be its own)`))
+  for (const l of r.networkLocks.filter((x) => x.ownerRunning)) lines.push(chalk.yellow(row('    ', 'netlock', `${l.lock} (a criu is running: it may be its own)`)))
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
-  if (r.ok) lines.push(chalk.green('snap can capture and restore processes on this host'))
+  if (r.ok) lines.push(chalk.green(`${cliName()} can capture and restore processes on this host`))
   return lines.join('\n')
 }
 

@@ -150,7 +150,7 @@ describe('snap dump refuses bad input and leaves the target alone', () => {
     }, 1);
     let run: SnapResult;
     try {
-      const env = { SNAP_JOURNAL_DIR: journalDir };
+      const env = { PROCSNAP_JOURNAL_DIR: journalDir };
       run = c.viaShell ? await runShell(c.viaShell(out), env) : await runSnap(['dump', ...args], { env });
     } finally {
       clearInterval(watch);
@@ -194,7 +194,7 @@ describe('a process whose session leader is outside its PID namespace', () => {
       const watch = setInterval(() => states.push(readProcStat(pid)?.state ?? '?'), 1);
       let run: SnapResult;
       try {
-        run = await runSnap(['dump', String(pid), '-o', join(out, 'x.tar.zst')], { env: { SNAP_JOURNAL_DIR: journalDir } });
+        run = await runSnap(['dump', String(pid), '-o', join(out, 'x.tar.zst')], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
       } finally {
         clearInterval(watch);
       }
@@ -215,10 +215,10 @@ describe('a process whose session leader is outside its PID namespace', () => {
 
 describe('a path mistake outside dump exits 7 (output), naming the path, not 70', () => {
   it.each([
-    ['keygen into a directory that does not exist', ['keygen', '/nonexistent-snap-dir/team.key'], /directory \/nonexistent-snap-dir does not exist; create it first/],
+    ['keygen under a file', ['keygen', '/etc/passwd/team.key'], /\/etc\/passwd is not a directory; choose a path in a directory/],
     ['restore --work-dir that does not exist', ['restore', join(repoRoot, 'package.json'), '--work-dir', '/nonexistent-snap-dir', '--allow-unsigned'], /cannot make a work directory in \/nonexistent-snap-dir \(it does not exist\)/],
   ])('%s', async (_name, args, message) => {
-    const run = await runSnap(args, { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(args, { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(7);
     const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
     expect(errors).toHaveLength(1);
@@ -228,20 +228,28 @@ describe('a path mistake outside dump exits 7 (output), naming the path, not 70'
 
 describe('what is not a bundle, and what is not a command', () => {
   it.each([['verify'], ['inspect'], ['stacks']])('snap %s /proc/self/mem: exit 11 (bundleInvalid) with one line, not 70', async (command) => {
-    const run = await runSnap([command, '/proc/self/mem'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap([command, '/proc/self/mem'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode, run.stderr).toBe(EXIT_CODES.bundleInvalid.code);
     const errors = run.stderr.split('\n').filter((l) => l.startsWith('snap: error:'));
     expect(errors).toEqual([expect.stringMatching(/\/proc\/self\/mem is empty: not a snap bundle/)]);
   });
 
+  it('procsnap restore /etc/passwd: exit 11, the error once, with what to do', async () => {
+    const run = await runSnap(['restore', '/etc/passwd'], { env: { PROCSNAP_JOURNAL_DIR: journalDir, PROCSNAP_INVOKED_AS: 'procsnap' } });
+    expect(run.exitCode, run.stderr).toBe(EXIT_CODES.bundleInvalid.code);
+    expect(run.stderr.match(/is not a snap bundle/g), run.stderr).toHaveLength(1);
+    const errors = run.stderr.split('\n').filter((l) => l.startsWith('procsnap: error:'));
+    expect(errors).toEqual(['procsnap: error: /etc/passwd is not a snap bundle (neither zstd, gzip nor tar); give the path of a bundle written by `procsnap dump`']);
+  });
+
   it('a mistyped command: one line in snap\'s format naming the command meant, exit 2; with --json the same as a JSON error', async () => {
-    const run = await runSnap(['dumpp', '4242'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const run = await runSnap(['dumpp', '4242'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode).toBe(2);
     expect(run.stderr.trim()).toBe('snap: error: unknown command "dumpp"; did you mean `snap dump`? `snap --help` lists the commands');
-    const json = await runSnap(['inspekt', 'x.tar.zst', '--json'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const json = await runSnap(['inspekt', 'x.tar.zst', '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(json.exitCode).toBe(2);
     expect(JSON.parse(json.stdout)).toEqual({ error: expect.objectContaining({ kind: 'usage', exitCode: 2, message: 'unknown command "inspekt"', hint: expect.stringMatching(/did you mean `snap inspect`/) }) });
-    const far = await runSnap(['frobnicate'], { env: { SNAP_JOURNAL_DIR: journalDir } });
+    const far = await runSnap(['frobnicate'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(far.exitCode).toBe(2);
     expect(far.stderr.trim()).toBe('snap: error: unknown command "frobnicate"; `snap --help` lists the commands');
   });

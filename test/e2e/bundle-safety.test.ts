@@ -1,6 +1,7 @@
 // Bundles are input from elsewhere: hostile archives are refused by `snap verify` and `snap restore` with exit 11
 // and the offending entry named, nothing lands outside the restore work directory, and the work directory is gone
 // afterwards. Signatures catch another key and any changed manifest byte; secrets stay out of what people read.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -19,7 +20,7 @@ beforeAll(() => {
 afterAll(removeTempDirs);
 
 function snap(args: string[], cwd?: string): Promise<SnapResult> {
-  return runSnap(args, { env: { SNAP_JOURNAL_DIR: journalDir }, cwd });
+  return runSnap(args, { env: { PROCSNAP_JOURNAL_DIR: journalDir }, cwd });
 }
 
 /** The documented exit code and exactly one line on stderr, `snap: error: ...`, naming every needle; no stack. */
@@ -200,6 +201,19 @@ describe('signed bundles', () => {
     expect(readFileSync(`${key}.pub`, 'utf8')).toContain('PUBLIC KEY');
   });
 
+  it("snap keygen on a fresh host (the README's /etc/procsnap/team.key, no /etc/procsnap): the directory made 0700, and the output says how to trust the key", async () => {
+    const etc = join(dir, 'fresh', 'etc', 'procsnap');
+    const trusted = join(dir, 'fresh', 'trusted-keys');
+    const run = await runSnap(['keygen', join(etc, 'team.key')], { env: { PROCSNAP_JOURNAL_DIR: journalDir, PROCSNAP_TRUSTED_KEYS: trusted } });
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(statSync(etc).mode & 0o777).toBe(0o700);
+    expect(statSync(join(etc, 'team.key')).mode & 0o777).toBe(0o600);
+    const install = run.stdout.split('\n').find((l) => l.startsWith('to trust it where bundles are restored: '));
+    expect(install, run.stdout).toBe(`to trust it where bundles are restored: install -D -m 644 ${join(etc, 'team.key.pub')} ${join(trusted, 'team.key.pub')}`);
+    execFileSync('sh', ['-c', install!.slice(install!.indexOf(': ') + 2)]);
+    expect(readFileSync(join(trusted, 'team.key.pub'), 'utf8')).toBe(readFileSync(join(etc, 'team.key.pub'), 'utf8'));
+  });
+
   it('snap keygen never overwrites an existing key', async () => {
     const before = readFileSync(key);
     const again = await snap(['keygen', key]);
@@ -341,7 +355,7 @@ describe('what snap creates, and its modes', () => {
     const journal = join(root, 'journal'); // does not exist yet: snap makes it
     mkdirSync(out, { mode: 0o755 });
     mkdirSync(work, { mode: 0o755 });
-    const env = { SNAP_JOURNAL_DIR: journal };
+    const env = { PROCSNAP_JOURNAL_DIR: journal };
     const target = await startTarget({ threads: 4, mib: 8, group: 'setsid' });
     const bundle = join(out, 'modes.tar.zst');
 
@@ -380,12 +394,12 @@ describe('what snap creates, and its modes', () => {
     expect(processExists(restoredPid)).toBe(false);
   });
 
-  it('the default journal dir /run/snap is 0700', async () => {
+  it('the default journal dir /run/procsnap is 0700', async () => {
     const target = await startTarget({ threads: 1, mib: 1, group: 'setsid' });
     const bundle = join(makeTempDir('snap-test-modes-'), 'j.tar.zst');
-    const journalFile = `/run/snap/target-${target.pid}.json`;
+    const journalFile = `/run/procsnap/target-${target.pid}.json`;
     let journalMode: number | undefined;
-    const dumping = startSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env: { SNAP_JOURNAL_DIR: undefined } });
+    const dumping = startSnap(['dump', String(target.pid), '-o', bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: undefined } });
     let finished = false;
     void dumping.result.finally(() => {
       finished = true;
@@ -396,7 +410,7 @@ describe('what snap creates, and its modes', () => {
     }
     const dump = await dumping.result;
     expect(dump.exitCode, dump.stderr).toBe(0);
-    expect(statSync('/run/snap').mode & 0o777).toBe(0o700);
+    expect(statSync('/run/procsnap').mode & 0o777).toBe(0o700);
     expect(journalMode, 'the journal file was seen while the dump ran').toBeDefined();
     expect(journalMode! & 0o777).toBe(0o600);
     expect(existsSync(journalFile)).toBe(false);

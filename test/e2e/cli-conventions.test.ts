@@ -7,10 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot, runSnap, snapWithPeak } from '../helpers/cli.js';
+import { nodeBin } from '../helpers/paths.js';
 
 const journalDir = mkdtempSync(join(tmpdir(), 'snap-conventions-journal-'));
-const env = { SNAP_JOURNAL_DIR: journalDir };
-const asProcsnap = { ...env, SNAP_INVOKED_AS: 'procsnap' };
+const env = { PROCSNAP_JOURNAL_DIR: journalDir };
+const asProcsnap = { ...env, PROCSNAP_INVOKED_AS: 'procsnap' };
 let commandIds: string[] = [];
 
 beforeAll(async () => {
@@ -77,6 +78,16 @@ describe('the name typed', () => {
     }
   });
 
+  it('invoked as procsnap, the list of commands names procsnap: its completion script, its help, its version', async () => {
+    const r = await runSnap(['--help'], { env: asProcsnap });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const text = r.stdout.replace(/\s+/g, ' ');
+    expect(text).toContain('completion script for procsnap');
+    expect(text).toContain('Show help for procsnap');
+    expect(text).toContain("procsnap's version");
+    expect(text).not.toMatch(/\bfor snap\b|\bsnap's\b/);
+  });
+
   it('the launcher passes the name it was run by: a link named procsnap speaks as procsnap, any other name as snap', () => {
     const dir = mkdtempSync(join(tmpdir(), 'snap-names-'));
     try {
@@ -89,6 +100,44 @@ describe('the name typed', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('dump --help', () => {
+  it('a usage line without an empty alternative, tool flags naming PROCSNAP_* and the private prefix, --json saying what it prints', async () => {
+    const r = await runSnap(['dump', '--help'], { env: asProcsnap });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const usage = r.stdout.slice(r.stdout.indexOf('USAGE'), r.stdout.indexOf('ARGUMENTS')).replace(/\s+/g, ' ');
+    expect(usage).toContain('[--core-only | --core images|gcore | --criu-opt <value>...]');
+    expect(usage).not.toMatch(/\|\s*\|/);
+    const text = r.stdout.replace(/\s+/g, ' ');
+    expect(text).toContain('criu binary to use (default: $PROCSNAP_CRIU, then /opt/procsnap/bin/criu, then PATH)');
+    expect(text).toContain('gdb binary to use (default: $PROCSNAP_GDB, then /opt/procsnap/bin/gdb, then PATH)');
+    expect(text).toContain('--json print the result as one JSON document on stdout');
+    expect(text).not.toMatch(/(?<!PROC)SNAP_(CRIU|GDB)/);
+  });
+
+  it('no command says "Format output as json."', async () => {
+    for (const id of commandIds) {
+      const r = await runSnap([id, '--help'], { env });
+      expect(r.stdout, id).not.toContain('Format output as json');
+    }
+  });
+
+  it('`procsnap dump --help | head -1`: the reader gone, the rest is dropped quietly, exit 0', () => {
+    // The reader closes its end at once, before the help is written: every write after that fails with EPIPE.
+    const r = spawnSync('bash', ['-c', '"$0" "$1" dump --help | { exec 0<&-; sleep 1; }; echo "exit=${PIPESTATUS[0]}"', nodeBin, join(repoRoot, 'bin', 'run.js')], {
+      encoding: 'utf8',
+      env: { ...process.env, ...asProcsnap, NO_COLOR: '1' },
+    });
+    expect(r.stdout.trim()).toBe('exit=0');
+    expect(r.stderr).toBe('');
+    const head = spawnSync('bash', ['-c', '"$0" "$1" dump --help | head -1; echo "exit=${PIPESTATUS[0]}"', nodeBin, join(repoRoot, 'bin', 'run.js')], {
+      encoding: 'utf8',
+      env: { ...process.env, ...asProcsnap, NO_COLOR: '1' },
+    });
+    expect(head.stdout).toMatch(/^Capture a live process .*\nexit=0\n$/);
+    expect(head.stderr).toBe('');
   });
 });
 
@@ -150,5 +199,8 @@ describe('man page', () => {
     expect(groff.stderr).toBe('');
     expect(groff.stdout).toMatch(/procsnap dump PID/);
     expect(groff.stdout).not.toMatch(/`snap\b/);
+    // The autocomplete entry, and every other description, in the page's own name.
+    expect(groff.stdout.replace(/\s+/g, ' ')).toContain('completion script for procsnap');
+    expect(groff.stdout).not.toMatch(/\bfor snap\b|\bsnap's\b/);
   });
 });

@@ -28,7 +28,7 @@ const hasSysResource = hostHasSysResource();
 
 describe('snap doctor', () => {
   it('dumps and restores the canary: every step ok, its connections working, nothing left; says what a missing capability rules out', async () => {
-    const run = await runSnap(['doctor', '--json'], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
+    const run = await runSnap(['doctor', '--json'], { env: { PROCSNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
     expect(run.stdout.trim().startsWith('{'), `exit ${run.exitCode} ${run.signal ?? ''}\n${run.stderr}`).toBe(true);
     const report = JSON.parse(run.stdout) as DoctorReport;
     expect(run.exitCode, `${run.stderr}\n${JSON.stringify(report.problems)}`).toBe(0);
@@ -43,7 +43,7 @@ describe('snap doctor', () => {
 
   it('a criu whose dump fails: exit 6, the problem names the canary step, nothing left', async () => {
     const criu = join(repoRoot, 'test', 'fixtures', 'fake-tools', 'criu-fail');
-    const run = await runSnap(['doctor', '--json', '--criu', criu], { env: { SNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
+    const run = await runSnap(['doctor', '--json', '--criu', criu], { env: { PROCSNAP_JOURNAL_DIR: makeTempDir('snap-doctor-journal-') }, timeoutMs: 240_000 });
     expect(run.exitCode, run.stderr).toBe(6);
     const report = JSON.parse(run.stdout) as DoctorReport;
     expect(report.problems.map((p) => p.what).join('\n')).toMatch(/canary .*failed at "dump it"/);
@@ -85,5 +85,22 @@ describe('snap doctor', () => {
     const report = JSON.parse(run.stdout) as DoctorReport;
     expect(report.canary).toBeNull();
     expect(canaryProcesses()).toEqual([]);
+  });
+
+  it('run as procsnap: criu judged against 4.2 (what setup installs), every row aligned, the access line names CAP_SYS_RESOURCE, the verdict says procsnap', async () => {
+    const run = await runSnap(['doctor', '--no-canary'], { timeoutMs: 60_000, env: { PROCSNAP_INVOKED_AS: 'procsnap' } });
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines.find((l) => /^\S+\s+criu\b/.test(l)), run.stdout).toMatch(/\(need >= 4\.2\)/);
+    // Every row is MARK LABEL TEXT: the text starts in the same column whatever the label (iptables is the widest).
+    const rows = lines.filter((l) => /^(ok  |FAIL|miss|    ) [a-z]+ +\S/.test(l));
+    expect(rows.map((l) => /^.{5}[a-z]+/.exec(l)![0].trim().split(' ').at(-1))).toEqual(expect.arrayContaining(['criu', 'gdb', 'kernel', 'access', 'iptables', 'keys']));
+    const columns = new Set(rows.map((l) => /^.{5}[a-z]+ +/.exec(l)![0].length));
+    expect([...columns], run.stdout).toHaveLength(1);
+    const access = lines.find((l) => /^\s+access /.test(l))!;
+    expect(access).toContain(`CAP_SYS_RESOURCE ${hasSysResource ? 'yes' : 'no'}`);
+    if (!hasSysResource) expect(run.stdout).toContain('without CAP_SYS_RESOURCE');
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(lines.at(-1)).toBe('procsnap can capture and restore processes on this host');
+    expect(run.stdout + run.stderr).not.toMatch(/\bsnap (can|recover|doctor)\b/);
   });
 });

@@ -1,8 +1,10 @@
 // parseVersion/compareVersions: the minimum-version checks on criu and gdb depend on them.
 import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { compareVersions, parseVersion } from '../../src/tools/locate.js';
 import { MIN_CRIU } from '../../src/tools/criu.js';
 import { MIN_GDB } from '../../src/tools/gdb.js';
+import { repoRoot } from '../helpers/paths.js';
 
 describe('parseVersion', () => {
   it('reads major.minor.patch from criu --version output', () => {
@@ -37,9 +39,16 @@ describe('compareVersions', () => {
     expect(compareVersions(v('4.0'), v('4.0.0'))).toBe(0);
   });
 
-  it('puts Debian 12 criu below the minimum and trixie criu above it', () => {
+  it('puts Debian 12 criu and criu 4.1 (no AF_INET dumps on recent kernels) below the minimum, and 4.2 at it', () => {
     expect(compareVersions(v('Version: 3.17.1'), MIN_CRIU)).toBeLessThan(0);
-    expect(compareVersions(v('Version: 4.1.1'), MIN_CRIU)).toBeGreaterThanOrEqual(0);
+    expect(compareVersions(v('Version: 4.1.1'), MIN_CRIU)).toBeLessThan(0);
+    expect(compareVersions(v('Version: 4.2'), MIN_CRIU)).toBe(0);
+  });
+
+  it('is the minimum scripts/setup.sh installs: setup reads it from the source', () => {
+    const r = spawnSync('bash', ['-c', 'source <(sed -n "/^# ---* CRIU minimum/,/^# ---* end CRIU minimum/p" scripts/setup.sh) && echo "$CRIU_MIN_MAJOR.$CRIU_MIN_MINOR"'], { cwd: repoRoot, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe(MIN_CRIU.text);
   });
 
   it('puts gdb 8.1 below the minimum and gdb 13.1 above it', () => {
