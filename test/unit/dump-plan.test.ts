@@ -1,7 +1,8 @@
 // findRefusals and chooseCriuOptions over hand-made TreeFacts: every refusal and every criu option, and the cases that
 // must not trigger them. No process is involved: the facts are what readTreeFacts would have read.
 import { describe, expect, it } from 'vitest';
-import { chooseCriuOptions, findRefusals, sharingAncestors, shellJobNeeded, type RefusalCode } from '../../src/process/dump-plan.js';
+import { chooseCriuOptions } from '../../src/process/criu-options.js';
+import { findRefusals, sharingAncestors, shellJobNeeded, type RefusalCode } from '../../src/process/dump-plan.js';
 import type { HeldSocket } from '../../src/process/sockets.js';
 import type { AncestorFacts, IdSet, ProcessFacts, TreeFacts } from '../../src/process/tree-facts.js';
 

@@ -1,7 +1,8 @@
 // The /proc/net tables, `ss -xan` and lock lines as this machine printed them (captured from python3 processes
 // holding a listener, connections, UDP, unix and locked files), parsed by src/process/sockets.ts and tree-facts.ts.
 import { describe, expect, it } from 'vitest';
-import { formatIpv6, parseInetTable, parseLastColumnInodes, parseSsUnix, parseTcpTable, parseUnixTable, socketInodeOf, tcpStateName } from '../../src/process/sockets.js';
+import { formatIpv6, parseInetTable, parseLastColumnInodes, parseSsUnix, parseTcpTable, parseUnixTable, tcpStateName } from '../../src/process/net-tables.js';
+import { socketInodeOf } from '../../src/process/sockets.js';
 import { parseIdLine, parseLocks, parseNsPid, parsePasswd, sysvShmMaps } from '../../src/process/tree-facts.js';
 
 // python3 -m http.server 18734 --bind 127.0.0.1 (17512), a listener on 18736 with one connection not yet accepted
