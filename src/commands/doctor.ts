@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { EXIT_CODES } from '../errors.js'
-import { diagnose, type DoctorReport } from '../tools/doctor.js'
+import { diagnose, type DoctorReport } from '../doctor/checks.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { renderDoctor } from '../ui/render.js'
 import { toolDefaults } from '../tools/locate.js'

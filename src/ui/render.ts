@@ -10,7 +10,7 @@ import type { RestoreResult } from '../pipelines/restore/index.js'
 import type { InspectResult } from '../commands/inspect.js'
 import type { ProcessRecord, ThreadCredsRecord } from '../bundle/manifest.js'
 import type { VerifyResult } from '../bundle/verify.js'
-import type { DoctorReport } from '../tools/doctor.js'
+import type { DoctorReport } from '../doctor/checks.js'
 import { describeSignature } from '../bundle/trust.js'
 import type { JournalListing, RecoveryAction } from '../pipelines/recover.js'
 

@@ -6,10 +6,10 @@ import { loadTrustedKeys } from '../bundle/trust.js'
 import { SnapError } from '../errors.js'
 import { CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, hasCap, readEffectiveCaps, readPtraceScope, readStat } from '../process/proc.js'
 import { runCanary, type CanaryReport } from './canary.js'
-import { criuCheck, findCriu, MIN_CRIU } from './criu.js'
-import { findGdb, MIN_GDB } from './gdb.js'
-import { isExecutableFile, locateTool } from './locate.js'
-import { iptablesCriuRules, nftCriuTables, nftSnapTables, snapTableOwner } from './network-lock.js'
+import { criuCheck, findCriu, MIN_CRIU } from '../tools/criu.js'
+import { findGdb, MIN_GDB } from '../tools/gdb.js'
+import { isExecutableFile, locateTool } from '../tools/locate.js'
+import { iptablesCriuRules, nftCriuTables, nftSnapTables, snapTableOwner } from '../tools/network-lock.js'
 
 /** Is any criu running on the host (by its executable's name)? */
 function criuRunning(): boolean {
