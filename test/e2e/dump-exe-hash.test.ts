@@ -15,7 +15,7 @@ const TiB = 1024 ** 4;
 let dir: string;
 let exe: string;
 let pid: number;
-const env = () => ({ SNAP_JOURNAL_DIR: join(dir, 'journal') });
+const env = () => ({ PROCSNAP_JOURNAL_DIR: join(dir, 'journal') });
 
 beforeAll(async () => {
   dir = makeTempDir('snap-exe-hash-');
