@@ -98,13 +98,14 @@ export async function checkFiles(
   if (t.exe && !t.exe.endsWith(' (deleted)')) {
     const now = size(t.exe)
     if (now === undefined) throw new RestoreRefusedError(`executable ${t.exe} is missing on this host`, 'install the same build of the program')
+    // Opened as a regular file only: a manifest naming /dev/zero or a FIFO would be hashed forever.
+    const st = statSync(onHost(t.exe))
+    if (!st.isFile()) throw new RestoreRefusedError(`executable ${t.exe} on this host is not a regular file`, 'the bundle names something that is not a program; nothing was restored')
+    // A size that differs needs no hash to tell; and an executable too large to hash at dump (no sha256) still has
+    // its size recorded.
+    if (t.exeSize !== null && st.size !== t.exeSize)
+      throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (${st.size} bytes now, ${t.exeSize} at dump)`, 'restore the same build of the program')
     if (t.exeSha256) {
-      // Opened as a regular file only: a manifest naming /dev/zero or a FIFO would be hashed forever.
-      const st = statSync(onHost(t.exe))
-      if (!st.isFile()) throw new RestoreRefusedError(`executable ${t.exe} on this host is not a regular file`, 'the bundle names something that is not a program; nothing was restored')
-      // A size that differs needs no hash to tell.
-      if (t.exeSize !== null && st.size !== t.exeSize)
-        throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (${st.size} bytes now, ${t.exeSize} at dump)`, 'restore the same build of the program')
       const sha256 = await sha256Within(onHost(t.exe), budget, `hashing the executable ${t.exe}`)
       if (sha256 !== t.exeSha256)
         throw new RestoreRefusedError(`executable ${t.exe} differs from the one dumped (sha256 changed)`, 'restore the same build of the program')
