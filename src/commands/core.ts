@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
-import { exportCore, type CoreExportResult } from '../pipelines/core-export.js'
-import { writeBinaries } from '../pipelines/binaries-read.js'
+import { exportCore, type CoreExportResult } from '../analysis/core-export.js'
+import { writeBinaries } from '../analysis/binaries-read.js'
 import { parsePid } from '../process/access.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'

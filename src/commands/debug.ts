@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { debugBundle } from '../pipelines/debug.js'
+import { debugBundle } from '../analysis/debug.js'
 import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'

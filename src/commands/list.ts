@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { humanBytes } from '../bundle/output-path.js'
-import { listBundles, type ListResult } from '../pipelines/bundle-list.js'
+import { listBundles, type ListResult } from '../analysis/bundle-list.js'
 import { describeSignature } from '../bundle/trust.js'
 import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'

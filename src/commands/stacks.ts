@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { stacksLines } from '../analysis/stacks.js'
-import { readStacks, type StacksResult } from '../pipelines/stacks-read.js'
+import { readStacks, type StacksResult } from '../analysis/stacks-read.js'
 import { parsePid } from '../process/access.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'

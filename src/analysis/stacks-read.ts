@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { stacksFromCore, type ProcessStacks } from '../analysis/stacks.js'
+import { stacksFromCore, type ProcessStacks } from './stacks.js'
 import { readStacksEntry, STACKS_ENTRY } from '../bundle/entry-bounds.js'
 import { TMPDIR_HINT, verifyAndExtract } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
