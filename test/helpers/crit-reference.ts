@@ -6,6 +6,7 @@ import { execa } from 'execa'
 import { USER_REGS, type FpRegs, type ThreadState } from '../../src/criu-images/core-entry.js'
 import { VMA, type MmState, type Vma } from '../../src/criu-images/mm.js'
 import { PE, type Pagemap } from '../../src/criu-images/pagemap.js'
+import { CRIU_ENUMS, CRIU_MESSAGES, type MessageName } from '../../src/criu-images/proto.js'
 import type { TaskTree } from '../../src/criu-images/pstree.js'
 
 export const CRIT = '/opt/procsnap/bin/crit'
@@ -74,6 +75,32 @@ function record(value: unknown, what: string): Record<string, unknown> {
   return value as Record<string, unknown>
 }
 
+/**
+ * crit's JSON of a CRIU message, whose fields read only by the names snap's definitions give them
+ * (src/criu-images/proto.ts, held to CRIU's by test/unit/criu-proto.test.ts): the reference and snap's readers name the
+ * same fields, and a name snap does not define fails here instead of reading as absent.
+ */
+function named(message: MessageName, value: Record<string, unknown>): Record<string, unknown> {
+  const fields = CRIU_MESSAGES[message] as Record<string, unknown>
+  return new Proxy(value, {
+    get(target, prop, receiver) {
+      if (typeof prop === 'string' && !(prop in fields)) throw new Error(`${message}.${prop} is not among the fields snap defines`)
+      return Reflect.get(target, prop, receiver)
+    },
+  })
+}
+
+/** A message field of crit's JSON, when present. */
+function nested(message: MessageName, value: unknown): Record<string, unknown> | undefined {
+  return value && typeof value === 'object' && !Array.isArray(value) ? named(message, value as Record<string, unknown>) : undefined
+}
+
+/** An enum value as crit prints it (its name), checked to be one snap defines. */
+function enumName<E extends keyof typeof CRIU_ENUMS>(type: E, name: keyof (typeof CRIU_ENUMS)[E] & string): string {
+  if (!(name in CRIU_ENUMS[type])) throw new Error(`${name} is not among the values of ${type} snap defines`)
+  return name
+}
+
 function numberArray(value: unknown, what: string): number[] {
   if (!Array.isArray(value)) throw new Error(`${what} is not a list`)
   return value.map((v, i) => safeNumber(v, `${what}[${i}]`))
@@ -87,9 +114,10 @@ function u64Array(value: unknown, what: string): bigint[] | undefined {
 }
 
 export function taskFromPstree(image: DecodedImage, pid: number): TaskTree {
-  const entry = image.entries.find((e) => Number(e.pid) === pid)
+  const entries = image.entries.map((e) => named('pstree_entry', e))
+  const entry = entries.find((e) => Number(e.pid) === pid)
   if (!entry) {
-    const pids = image.entries.map((e) => e.pid).join(', ')
+    const pids = entries.map((e) => e.pid).join(', ')
     throw new Error(`pid ${pid} is not in pstree.img (it holds ${pids || 'no task'})`)
   }
   const threads = numberArray(entry.threads ?? [pid], 'pstree threads')
@@ -107,19 +135,19 @@ export function taskFromPstree(image: DecodedImage, pid: number): TaskTree {
 /** A thread's state from crit's JSON of its core-TID.img. writeCoreFromImages reads those images itself
  *  (src/criu-images/core-entry.ts, one python start-up per thread is too slow); this is the reference the e2e test holds it to. */
 export function threadFromCore(image: DecodedImage, tid: number): ThreadState {
-  const entry = record(image.entries[0], `core-${tid}.img entry`)
-  if (entry.mtype !== 'X86_64') throw new Error(`core-${tid}.img is for ${String(entry.mtype)}; only X86_64 is supported`)
-  const info = record(entry.thread_info, `core-${tid}.img thread_info`)
-  const gp = record(info.gpregs, `core-${tid}.img gpregs`)
-  if (gp.mode !== undefined && gp.mode !== 'NATIVE') {
+  const entry = named('core_entry', record(image.entries[0], `core-${tid}.img entry`))
+  if (entry.mtype !== enumName('core_entry.march', 'X86_64')) throw new Error(`core-${tid}.img is for ${String(entry.mtype)}; only X86_64 is supported`)
+  const info = named('thread_info_x86', record(entry.thread_info, `core-${tid}.img thread_info`))
+  const gp = named('user_x86_regs_entry', record(info.gpregs, `core-${tid}.img gpregs`))
+  if (gp.mode !== undefined && gp.mode !== enumName('user_x86_regs_mode', 'NATIVE')) {
     throw new Error(`thread ${tid} is a ${String(gp.mode)} (32-bit) task; only 64-bit tasks are supported`)
   }
   const regs = USER_REGS.map((name) => u64(gp[name], `thread ${tid} register ${name}`))
 
   let fpregs: FpRegs | undefined
   if (info.fpregs && typeof info.fpregs === 'object') {
-    const fp = info.fpregs as Record<string, unknown>
-    const xsave = fp.xsave && typeof fp.xsave === 'object' ? (fp.xsave as Record<string, unknown>) : undefined
+    const fp = named('user_x86_fpregs_entry', info.fpregs as Record<string, unknown>)
+    const xsave = nested('user_x86_xsave_entry', fp.xsave)
     fpregs = {
       cwd: safeNumber(fp.cwd ?? 0, 'cwd'),
       swd: safeNumber(fp.swd ?? 0, 'swd'),
@@ -143,10 +171,10 @@ export function threadFromCore(image: DecodedImage, tid: number): ThreadState {
   }
 
   // The main thread keeps its blocked mask in tc, the others in thread_core.
-  const tc = entry.tc && typeof entry.tc === 'object' ? (entry.tc as Record<string, unknown>) : {}
-  const threadCore = entry.thread_core && typeof entry.thread_core === 'object' ? (entry.thread_core as Record<string, unknown>) : {}
+  const tc = nested('task_core_entry', entry.tc) ?? named('task_core_entry', {})
+  const threadCore = nested('thread_core_entry', entry.thread_core) ?? named('thread_core_entry', {})
   const blockedRaw = threadCore.blk_sigset ?? tc.blk_sigset ?? 0
-  const credsRaw = threadCore.creds && typeof threadCore.creds === 'object' ? (threadCore.creds as Record<string, unknown>) : undefined
+  const credsRaw = nested('creds_entry', threadCore.creds)
   return {
     tid,
     regs,
@@ -162,12 +190,12 @@ const PROT_NAMES: Record<string, number> = { PROT_READ: 1, PROT_WRITE: 2, PROT_E
 const MAP_NAMES: Record<string, number> = { MAP_SHARED: 1, MAP_PRIVATE: 2, MAP_ANON: 0x20, MAP_GROWSDOWN: 0x100 }
 
 export function mmFromImage(image: DecodedImage, pid: number): MmState {
-  const entry = record(image.entries[0], `mm-${pid}.img entry`)
+  const entry = named('mm_entry', record(image.entries[0], `mm-${pid}.img entry`))
   const vmasRaw = entry.vmas
   if (!Array.isArray(vmasRaw)) throw new Error(`mm-${pid}.img has no VMA list`)
   const vmas: Vma[] = []
   for (const [i, raw] of vmasRaw.entries()) {
-    const v = record(raw, `vma ${i}`)
+    const v = named('vma_entry', record(raw, `vma ${i}`))
     const start = u64(v.start, 'vma start')
     // Only the vsyscall page lives above 2^53 (0xffffffffff600000); it is the kernel's, not the process's memory.
     if (start > BigInt(Number.MAX_SAFE_INTEGER)) continue
@@ -196,10 +224,11 @@ export function mmFromImage(image: DecodedImage, pid: number): MmState {
 const PE_NAMES: Record<string, number> = { PE_PARENT: PE.PARENT, PE_LAZY: PE.LAZY, PE_PRESENT: PE.PRESENT }
 
 export function pagemapFromImage(image: DecodedImage, file: string): Pagemap {
-  const [head, ...rest] = image.entries
+  const head = nested('pagemap_head', image.entries[0])
+  const rest = image.entries.slice(1)
   if (!head || head.pages_id === undefined) throw new Error(`${file} has no pagemap head (pages_id)`)
   const runs = rest.map((raw, i) => {
-    const e = record(raw, `${file} entry ${i}`)
+    const e = named('pagemap_entry', record(raw, `${file} entry ${i}`))
     let flags = flagsValue(e.flags, PE_NAMES, `${file} flags`)
     // Images from before CRIU 3 have no flags, only in_parent.
     if (e.flags === undefined) flags = e.in_parent === true ? PE.PARENT : PE.PRESENT
@@ -211,9 +240,10 @@ export function pagemapFromImage(image: DecodedImage, file: string): Pagemap {
 /** Paths of regular files by their files.img id (the id a file VMA's shmid names). */
 export function regularFilePaths(image: DecodedImage): Map<number, { path: string; size?: number }> {
   const paths = new Map<number, { path: string; size?: number }>()
-  for (const entry of image.entries) {
-    const reg = entry.reg && typeof entry.reg === 'object' ? (entry.reg as Record<string, unknown>) : undefined
-    if (entry.type !== 'REG' || !reg || typeof reg.name !== 'string') continue
+  for (const raw of image.entries) {
+    const entry = named('file_entry', raw)
+    const reg = nested('reg_file_entry', entry.reg)
+    if (entry.type !== enumName('fd_types', 'REG') || !reg || typeof reg.name !== 'string') continue
     const id = safeNumber(entry.id ?? reg.id, 'file id')
     paths.set(id, { path: reg.name, size: reg.size === undefined ? undefined : safeNumber(reg.size, 'file size') })
   }
@@ -226,15 +256,16 @@ export function regularFilePaths(image: DecodedImage): Map<number, { path: strin
  */
 export function memfdShmids(files: DecodedImage, memfds: DecodedImage): Map<number, number> {
   const byInode = new Map<number, number>()
-  for (const inode of memfds.entries) {
+  for (const inode of memfds.entries.map((e) => named('memfd_inode_entry', e))) {
     if (inode.inode_id !== undefined && inode.shmid !== undefined) {
       byInode.set(safeNumber(inode.inode_id, 'memfd inode_id'), safeNumber(inode.shmid, 'memfd shmid'))
     }
   }
   const byFile = new Map<number, number>()
-  for (const entry of files.entries) {
-    const memfd = entry.memfd && typeof entry.memfd === 'object' ? (entry.memfd as Record<string, unknown>) : undefined
-    if (entry.type !== 'MEMFD' || !memfd || memfd.inode_id === undefined) continue
+  for (const raw of files.entries) {
+    const entry = named('file_entry', raw)
+    const memfd = nested('memfd_file_entry', entry.memfd)
+    if (entry.type !== enumName('fd_types', 'MEMFD') || !memfd || memfd.inode_id === undefined) continue
     const shmid = byInode.get(safeNumber(memfd.inode_id, 'memfd inode_id'))
     if (shmid !== undefined) byFile.set(safeNumber(entry.id ?? memfd.id, 'file id'), shmid)
   }
