@@ -3,7 +3,7 @@
 
 export const EXIT_CODES = {
   usage: { code: 2, meaning: 'bad arguments: a pid that is not a number, conflicting flags' },
-  targetNotFound: { code: 3, meaning: 'the target pid does not exist (or exited before anything was done)' },
+  targetNotFound: { code: 3, meaning: 'the target does not exist (or exited before anything was done): no process with that pid, or none by the name, pidfile, cgroup, unit or container given' },
   targetRefused: { code: 4, meaning: 'snap will not touch this target: pid 1, snap itself, a kernel thread, a zombie, already traced, a session criu cannot dump, or a tree criu cannot checkpoint (io_uring, SysV shm of the host, another uid without CAP_SYS_RESOURCE, a nested PID namespace, a worker instead of its master): nothing was sent; `--core-only` still takes the cores' },
   permission: { code: 5, meaning: 'not allowed to trace the target (uid, capabilities, ptrace_scope)' },
   toolMissing: { code: 6, meaning: 'criu, gdb or Node.js missing or too old, or `criu check` fails' },
@@ -55,6 +55,23 @@ export class UsageError extends SnapError {
 export class TargetNotFoundError extends SnapError {
   constructor(pid: number) {
     super('targetNotFound', `no process with pid ${pid}`, 'check the pid with `ps -p PID`')
+  }
+}
+
+/** A target named otherwise than by pid (--name, --pidfile, --cgroup, --unit, --container) that names no live process. */
+export class NoSuchTargetError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('targetNotFound', message, hint)
+  }
+}
+
+/** A name that matches more than one tree root: snap will not choose. The message lists each with its pid and command
+ *  line; `matches` has their pids. */
+export class AmbiguousTargetError extends UsageError {
+  readonly matches: number[]
+  constructor(message: string, matches: number[], hint?: string) {
+    super(message, hint)
+    this.matches = matches
   }
 }
 

@@ -121,6 +121,32 @@ export interface ProcessRecord {
   source: 'pstree.img' | 'proc'
 }
 
+/** How the target was named when not by pid alone (dump or watch with --name, --pidfile, --cgroup, --unit,
+ *  --container), and how that name became the root's pid. */
+export interface TargetNamingRecord {
+  by: 'pid' | 'name' | 'pidfile' | 'cgroup' | 'unit' | 'container'
+  /** The name as given: the pid, NAME or pattern, pidfile path, cgroup, unit or container id. */
+  value: string
+  /** How it was resolved ("comm", "cmdline pattern", "systemctl MainPID", "cgroup v1 name=systemd /system.slice/x.service",
+   *  "runc state (root /run/runc)", ...). */
+  via: string
+  pid: number
+}
+
+/** The watch trigger that fired a capture taken by `snap watch`, with the values it saw. */
+export interface WatchTriggerRecord {
+  /** The trigger's kind: cpu, cpu-below, rss, threads, fds, cgroup-memory, probe, signal. */
+  trigger: string
+  /** The condition as given ("cpu above 80% for 2s"). */
+  condition: string
+  firedAt: string
+  /** This capture's number in the watch (1 for the first). */
+  capture: number
+  /** The samples that crossed the threshold, oldest first (at most 64): a value (percent, bytes, a count; null for
+   *  a sample that could not be read) and, for a probe, what it saw. */
+  samples: { at: string; value: number | null; detail?: string }[]
+}
+
 export interface StepRecord {
   name: string
   status: StepStatus
@@ -153,6 +179,10 @@ export interface Manifest {
   processes?: ProcessRecord[]
   /** v2: which processes got a core. */
   cores?: 'all' | 'root'
+  /** v4, optional: how the target was named, when not by pid alone. */
+  targetNaming?: TargetNamingRecord
+  /** v4, optional: the trigger that made `snap watch` take this capture. */
+  watch?: WatchTriggerRecord
   /** v2: the tree was a container's: where its root is on the host and the mounts bound in from the host. */
   container?: { rootfs: string; externalMounts: { key: string; hostPath: string; fstype: string }[] }
   normalization: {

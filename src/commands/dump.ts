@@ -4,6 +4,8 @@ import type { FinalState } from '../bundle/manifest.js'
 import { DumpRun, type DumpResult } from '../pipelines/dump.js'
 import type { CoreSource } from '../pipelines/dump/state.js'
 import { parsePid } from '../process/access.js'
+import { resolveTarget, targetSpec } from '../targets/index.js'
+import { targetChoice, targetFlags } from '../targets/flags.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderDumpResult } from '../ui/render.js'
@@ -19,15 +21,18 @@ export default class Dump extends SnapCommand {
     { description: 'Machine-readable result for a runbook', command: '<%= config.bin %> dump 4242 --json > result.json' },
     { description: 'Cores written by gdb while the tree is frozen (a longer freeze)', command: '<%= config.bin %> dump 4242 --core gcore' },
     { description: 'Cores of every process without a checkpoint, for what criu cannot dump (io_uring, SysV shm, another uid)', command: '<%= config.bin %> dump 4242 --core-only' },
+    { description: 'The service by name (its comm, or a pattern over its command line): exactly one tree may match', command: '<%= config.bin %> dump --name nginx' },
+    { description: 'The service by its pidfile, or by its systemd unit', command: '<%= config.bin %> dump --pidfile /run/api.pid' },
   ]
 
   static override enableJsonFlag = true
 
   static override args = {
-    pid: Args.string({ description: 'process id of the target', required: true }),
+    pid: Args.string({ description: 'process id of the target (or name it with --name, --pidfile, --cgroup, --unit, --container)', required: false }),
   }
 
   static override flags = {
+    ...targetFlags,
     json: jsonFlag,
     output: Flags.string({ char: 'o', description: 'bundle file to write (default: snap-COMM-PID-TIME.tar.zst in the current directory)' }),
     leave: Flags.string({ description: 'final state of the target (default: the state it was found in)', options: ['running', 'stopped', 'killed'] }),
@@ -62,7 +67,8 @@ export default class Dump extends SnapCommand {
 
   async run(): Promise<DumpResult> {
     const { args, flags } = await this.parse(Dump)
-    const pid = parsePid(args.pid)
+    const target = await resolveTarget(targetSpec(targetChoice(args.pid, flags), parsePid))
+    const pid = target.pid
     const { controller, dispose } = this.interruptController()
     try {
       const run = new DumpRun(
@@ -84,6 +90,7 @@ export default class Dump extends SnapCommand {
           signKeyPath: flags.sign,
           cancel: controller.signal,
           toolVersion: this.config.version,
+          ...(target.naming.by !== 'pid' ? { naming: target.naming } : {}),
         },
         new Progress(chooseProgressMode({ quiet: flags.quiet })),
       )

@@ -215,6 +215,8 @@ function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: str
     processes,
     cores: s.o.cores ?? 'all',
     ...(s.container ? { container: { rootfs: s.container.rootfs, externalMounts: s.container.externalMounts } } : {}),
+    ...(s.o.naming ? { targetNaming: s.o.naming } : {}),
+    ...(s.o.watch ? { watch: s.o.watch } : {}),
     normalization: normalizationRecord(s),
     steps: s.steps.filter((x) => x.name !== 'seal'),
     freezeWindowMs: s.freezeWindowMs,

@@ -1,7 +1,7 @@
 // The one state a dump's stages share, as criu's cr-dump.c shares its dump state: each stage in this folder is a
 // function of it. What the options say, what was found, what was done so far (the rollback reads it to undo).
 
-import type { ArtifactKind, FinalState, StepRecord, TargetRecord, ThreadCredsRecord } from '../../bundle/manifest.js'
+import type { ArtifactKind, FinalState, StepRecord, TargetNamingRecord, TargetRecord, ThreadCredsRecord, WatchTriggerRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
 import type { SealResult } from '../../bundle/writer.js'
 import { SnapError } from '../../errors.js'
@@ -51,6 +51,10 @@ export interface DumpOptions {
   /** Aborted by snap's signal handlers; its reason is the signal name. */
   cancel: AbortSignal
   toolVersion: string
+  /** How the target was named (--name, --pidfile, ...): recorded in the manifest. */
+  naming?: TargetNamingRecord
+  /** The watch trigger that asked for this capture: recorded in the manifest. */
+  watch?: WatchTriggerRecord
 }
 
 export type CoreSource = 'images' | 'gcore'
