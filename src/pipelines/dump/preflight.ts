@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import { checkOutputPath, defaultOutputName, workDirPrefix } from '../../bundle/output-path.js'
 import { TargetRefusedError, ToolError } from '../../errors.js'
 import { checkPrivileges, checkTargetAllowed } from '../../process/access.js'
-import { estimateCapture } from '../../process/capture-size.js'
+import { estimateFromSmaps } from '../../process/capture-size.js'
 import { describeTarget } from '../../process/describe.js'
 import { chooseCriuOptions } from '../../process/criu-options.js'
 import { findRefusals, isTcpConnection, treeHasOwnNetns } from '../../process/dump-plan.js'
@@ -14,12 +14,12 @@ import type { TreeFacts } from '../../process/tree-facts.js'
 import { criuSupportsNftables, networkLockGiven, nftProgram, snapTableName } from '../../tools/network-lock.js'
 import { assertSameProcess, captureIdentity } from '../../process/identity.js'
 import { readTreeFacts } from '../../process/tree-facts.js'
-import { readMemoryMap } from '../../process/memory-map.js'
+import { parseSmaps } from '../../process/memory-map.js'
 import { mappedElfFiles } from '../../process/binaries.js'
 import { readFdLinks } from '../../process/sockets.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
-import { readLink, readStat } from '../../process/proc.js'
+import { readLink, readProcText, readStat } from '../../process/proc.js'
 import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
 import { startTool, type StartedTool } from '../../tools/run.js'
@@ -80,9 +80,14 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     s.target.treePids = pids
     const facts = readTreeFacts(o.pid, pids)
     s.facts = facts
+    // smaps is read once per process: what `inspect` shows of its memory, and the room the capture needs.
+    const smaps = new Map<number, string>()
     for (const pid of pids) {
-      const memory = readMemoryMap(pid)
-      if (memory) s.memoryMaps.set(pid, memory)
+      const text = readProcText(`/proc/${pid}/smaps`)
+      if (text !== undefined) {
+        smaps.set(pid, text)
+        s.memoryMaps.set(pid, parseSmaps(text))
+      }
       s.openFiles.set(pid, readFdLinks(pid).filter((l) => l.link.startsWith('/')).slice(0, 64).map((l) => ({ fd: l.fd, path: l.link })))
       if (o.includeBinaries) for (const f of mappedElfFiles(pid)) if (!s.mappedBinaries.has(f)) s.mappedBinaries.set(f, pid)
     }
@@ -145,7 +150,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     rec.note = s.criuReasons.map((r) => `${r.option}: ${r.reason}`).join('; ') || undefined
 
     const corePids = new Set(o.cores === 'root' ? [o.pid] : pids)
-    const estimate = estimateCapture(pids, corePids, !o.coreOnly)
+    const estimate = estimateFromSmaps(smaps, corePids, !o.coreOnly)
     const name = o.output ?? defaultOutputName(s.target.comm, o.pid, s.startedAt, o.compression)
     s.output = checkOutputPath(name, estimate.totalBytes)
     const stopped = s.members.filter((m) => m.found === 'stopped').length
