@@ -7,7 +7,7 @@ import { RestoreFailedError } from '../../errors.js'
 import { pollUntil } from '../../process/poll.js'
 import { readChildren, readCmdline, readLink, readStat, readThreadStates } from '../../process/proc.js'
 import { innerPidOf, readDescendants } from '../../process/tree.js'
-import { exeOfProcess } from '../../tools/criu-identity.js'
+import { exeOfProcess } from '../../criu-images/identity.js'
 import { keepsHostPids, manifestOf, STATE_WAIT_MS, timed, type RestoreRunState } from './state.js'
 
 /** Returns the root's thread count. */

@@ -10,7 +10,7 @@ import type { Manifest } from '../../bundle/manifest.js'
 import { RestoreRefusedError } from '../../errors.js'
 import { compareVersions, parseVersion } from '../../tools/locate.js'
 import { readStat } from '../../process/proc.js'
-import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../../tools/criu-identity.js'
+import { THREAD_CRED_FIELDS, type ImageIdentity, type ThreadCreds } from '../../criu-images/identity.js'
 import type { OperationBudget } from '../budget.js'
 
 export interface PreflightFindings {

@@ -3,8 +3,8 @@
 
 import { join } from 'node:path'
 import { BundleInvalidError } from '../../errors.js'
-import { readImageIdentity, type ImageIdentity } from '../../tools/criu-identity.js'
-import { markExited } from '../../tools/criu-pstree.js'
+import { readImageIdentity, type ImageIdentity } from '../../criu-images/identity.js'
+import { markExited } from '../../criu-images/pstree.js'
 import { checkCriuVersion, checkFiles, checkHost, checkImageIdentity, checkPidsFree } from './host-checks.js'
 import { takePrivateCopy } from './isolate.js'
 import { enter, keepsHostPids, manifestOf, timed, type RestoreRunState } from './state.js'

@@ -5,7 +5,7 @@
 import type { Manifest } from '../../bundle/manifest.js'
 import type { SignatureStatus } from '../../bundle/trust.js'
 import type { TargetIdentity } from '../../process/identity.js'
-import type { DumpedTask } from '../../tools/criu-pstree.js'
+import type { DumpedTask } from '../../criu-images/pstree.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import { round } from '../../tools/run.js'
 import type { ProgressReporter } from '../progress.js'

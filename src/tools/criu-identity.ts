@@ -1,2 +1,0 @@
-// moved to src/criu-images/identity.ts
-export * from '../criu-images/identity.js'
