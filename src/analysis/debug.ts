@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findGdb } from '../tools/gdb.js'
+import { gdbNoiseFilter, QUIET_GDB_OPTIONS } from '../tools/gdb-noise.js'
 import { isExecutableFile } from '../tools/locate.js'
 import { TMPDIR_HINT } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
@@ -52,7 +53,10 @@ export async function debugBundle(o: DebugOptions): Promise<number> {
         `${exported.exe ? `the executable ${exported.exe} is not on this host` : 'the bundle does not name the executable'}: gdb shows the program's own frames without names` +
           (sysroot ? '' : ' (a dump with --include-binaries carries it)'),
       )
-    const child = spawn(gdb.path, ['--quiet', '-iex', 'set debuginfod enabled off', ...gdbFileArgs(sysroot), ...o.gdbArgs, ...(exe ? [exe] : []), core], { stdio: 'inherit' })
+    const child = spawn(gdb.path, ['--quiet', '-iex', 'set debuginfod enabled off', ...QUIET_GDB_OPTIONS, ...gdbFileArgs(sysroot), ...o.gdbArgs, ...(exe ? [exe] : []), core], {
+      stdio: ['inherit', 'inherit', 'pipe'],
+    })
+    child.stderr!.pipe(gdbNoiseFilter()).pipe(process.stderr, { end: false })
     // Ctrl+C belongs to gdb (it interrupts what gdb is doing); snap waits for gdb to end.
     const ignore = () => {}
     process.on('SIGINT', ignore)

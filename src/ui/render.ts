@@ -36,7 +36,7 @@ export function renderRestoreResult(r: RestoreResult): string {
     r.signature.state === 'verified'
       ? `signature     ${P(describeSignature(r.signature))}`
       : chalk.yellow(`signature     ${P(describeSignature(r.signature))}: restored because of --allow-unsigned`),
-    `${chalk.green('restored')}      pid ${r.pid}${r.newPidns ? ` (pid ${r.pidInNamespace} in its new pid namespace)` : ''}, ${r.threads} threads, ${r.finalState}`,
+    `${chalk.green('restored')}      pid ${r.pid}${r.newPidns ? ` (pid ${r.pidInNamespace} in its new pid namespace)` : ''}, ${r.threads} thread${r.threads === 1 ? '' : 's'}, ${r.finalState}`,
     `states        ${r.states.map((s) => s.state).join(' -> ')}`,
     `durations     ${Object.entries(r.durations).map(([k, v]) => `${k} ${Math.round(v)} ms`).join(', ')}`,
   ]
@@ -78,7 +78,7 @@ export function renderInspect(r: InspectResult): string {
     // Found by checking the signature against the trusted keys, never the manifest's own `signed`.
     `signature     ${P(describeSignature(r.signature))}`,
     `captured      ${P(m.createdAt)} on ${P(m.host.hostname)} (${P(m.host.kernelRelease)}, ${P(m.host.arch)}) by ${P(m.custody.user)} with ${P(m.tool.name)} ${P(m.tool.version)}`,
-    `target        pid ${t.pid} ${P(t.comm)} (${P(t.exe)}), ${t.threads} threads, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
+    `target        pid ${t.pid} ${P(t.comm)} (${P(t.exe)}), ${t.threads} thread${t.threads === 1 ? '' : 's'}, RSS ${t.vmRssKiB ?? '?'} KiB, uid ${t.uid}`,
     `command       ${P(t.cmdline.join(' '))}`,
     `state         found ${m.originalState.state}, left ${m.finalState}; ${P(m.normalization.note)}`,
     ...(m.processes ?? []).flatMap((p) => [

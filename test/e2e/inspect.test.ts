@@ -151,6 +151,15 @@ describe('snap inspect of a tree with a listening socket and an established conn
       const processLines = run.stdout.split('\n').filter((l) => l.startsWith('process '));
       expect(processLines).toHaveLength(3);
       for (const l of processLines) expect(l).toMatch(/found running, left running/);
+      // The root's parent as /proc had it (criu's images say 0), each child's the root; one thread each, said so.
+      expect(processLines.find((l) => l.startsWith(`process       ${root.pid} `))).toContain(`(ppid ${process.pid}): 1 thread,`);
+      expect(processLines.filter((l) => l.includes(`(ppid ${root.pid}): 1 thread,`))).toHaveLength(2);
+      expect(run.stdout).toMatch(new RegExp(`target +pid ${root.pid} python3 \\(.*\\), 1 thread, RSS`));
+      // The dump's result and its seal line give the bundle's size in the same words.
+      const resultSize = /^bundle +\S+ \(([^)]+)\)$/m.exec(dump.stdout)?.[1];
+      const sealSize = new RegExp(`${bundle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(([^,]+), none\\)`).exec(dump.stderr)?.[1];
+      expect(resultSize, dump.stdout).toMatch(/^\d+(\.\d)? (B|KiB|MiB)$/);
+      expect(sealSize, dump.stderr).toBe(resultSize);
       expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp LISTEN 127\\.0\\.0\\.1:${port}\\b`));
       expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:\\d+ -> 127\\.0\\.0\\.1:${port}\\b`));
       expect(run.stdout).toMatch(new RegExp(`socket +fd \\d+ inet/tcp ESTABLISHED 127\\.0\\.0\\.1:${port} -> 127\\.0\\.0\\.1:\\d+`));

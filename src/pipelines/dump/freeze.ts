@@ -71,11 +71,11 @@ export function normalizationRecord(s: DumpState): Manifest['normalization'] {
   const threads = s.members.reduce((n, m) => n + m.threadsAtStop.length, 0)
   const found = s.members.filter((m) => m.found === 'stopped').length
   if (!s.touched) return { action: 'sigstop', conversionWindowUs: null, settleMs: 0, note: 'not stopped' }
-  const procs = `${s.members.length} process${s.members.length === 1 ? '' : 'es'}, ${threads} threads`
+  const procs = `${s.members.length} process${s.members.length === 1 ? '' : 'es'}, ${threads} thread${threads === 1 ? '' : 's'}`
   const root = s.members[0]
   const action = root?.found === 'stopped' ? 'converted' : 'sigstop'
   const parts = [
-    found < s.members.length ? `${s.members.length - found} running process(es) stopped with SIGSTOP` : '',
+    found < s.members.length ? `${s.members.length - found} running process${s.members.length - found === 1 ? '' : 'es'} stopped with SIGSTOP` : '',
     found > 0
       ? `${found} already stopped (${stoppedBy(s)}): ` +
         (s.o.coreOnly

@@ -8,12 +8,13 @@ import type { ArtifactRecord, Manifest, ProcessRecord } from '../../bundle/manif
 import { MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION } from '../../bundle/manifest.js'
 import { signBytes } from '../../bundle/signature.js'
 import { writeBundle } from '../../bundle/writer.js'
+import { humanBytes } from '../../bundle/output-path.js'
 import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
 import { readThreadCreds } from '../../criu-images/identity.js'
 import { round } from '../../tools/run.js'
 import { ByteMeter, meterIntervalMs } from '../byte-meter.js'
-import { MiB, STOP_TIMEOUT_MS, type DumpState } from './state.js'
+import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
 import { normalizationRecord } from './freeze.js'
 
 /**
@@ -100,7 +101,7 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
       rmSync(written.path, { force: true })
       s.budget.checkCancelled('sealing the bundle')
     }
-    report(`${written.path} (${Math.round(written.size / MiB)} MiB, ${s.o.compression})`)
+    report(`${written.path} (${humanBytes(written.size)}, ${s.o.compression})`)
     if (s.finalState === 'killed') await killTree(s.members, STOP_TIMEOUT_MS)
     return written.manifest.artifacts
   })
@@ -128,7 +129,9 @@ export function processRecords(s: DumpState): ProcessRecord[] {
       return {
         pid: t.pid,
         ...(hostPid !== undefined && hostPid !== t.pid ? { hostPid } : {}),
-        ppid: t.ppid,
+        // criu writes 0 for the root's parent, which it did not dump; the host's /proc said who it was (a container's
+        // init keeps 0: its parent is outside its PID namespace).
+        ppid: t.ppid === 0 && m && !s.container ? m.ppid : t.ppid,
         pgid: t.pgid,
         sid: t.sid,
         comm: m?.comm ?? '',
