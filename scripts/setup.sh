@@ -5,7 +5,8 @@
 # so when everything is in place it does nothing, quickly and silently.
 #
 #   1. apt packages: gdb (gcore), elfutils (eu-stack), zstd, gcc, libc6-dev, make, python3,
-#      python3-protobuf (for crit); npm too if there is none.
+#      python3-protobuf (for crit), python3.11-dbg (CPython's gdb extension and debug info: the Python frames of
+#      `procsnap stacks`); npm too if there is none.
 #   2. CRIU >= 4.2. Debian 12's criu 3.17 fails on recent kernels, and 4.1 cannot dump a process
 #      holding any AF_INET socket on them. Installing forky's criu 4.2 would upgrade libc6 and
 #      friends. Instead, forky's criu (with its libcompel1, libnet9 and libnl-3-200) and exactly the
@@ -75,7 +76,7 @@ GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
 GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
-APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf iptables nftables strace)
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3.11-dbg iptables nftables strace)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
 SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static gunicorn)
 

@@ -24,6 +24,11 @@ export interface StacksResult {
   warnings: string[]
 }
 
+/** Why a process's threads have no frames of its language, one line each. */
+function runtimeWarnings(all: ProcessStacks[]): string[] {
+  return all.filter((p) => p.runtimeError).map((p) => `no ${p.runtime?.name ?? 'language'} frames for ${p.pid}: ${p.runtimeError}`)
+}
+
 export async function readStacks(o: { bundle: string; pid?: number; gdb?: string }): Promise<StacksResult> {
   const { manifest } = await readManifest(o.bundle)
   const processes = manifest.processes?.map((p) => ({ pid: p.hostPid ?? p.pid, comm: p.comm, core: p.core })) ?? [
@@ -43,6 +48,7 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
       if (scan.problems.length > 0) throw new BundleInvalidError(`${o.bundle} failed verification: ${scan.problems.join('; ')}`, scan.problems)
       const all = readStacksEntry(join(work, STACKS_ENTRY), scan.manifest)
       for (const p of processes) if (p.core && wanted(p.pid) && !all.some((s) => s.pid === p.pid)) warnings.push(`gdb could not unwind ${p.pid} at the dump`)
+      warnings.push(...runtimeWarnings(all.filter((p) => wanted(p.pid))))
       return { bundle: o.bundle, source: 'bundle', processes: all.filter((p) => wanted(p.pid)), warnings }
     } finally {
       rmSync(work, { recursive: true, force: true })
@@ -67,6 +73,7 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
       rmSync(core, { force: true })
     }
     if (out.length === 0) throw new BundleInvalidError(`${o.bundle} holds no core to unwind`, [], 'a dump with --cores all gives every process one')
+    warnings.push(...runtimeWarnings(out))
     return { bundle: o.bundle, source: 'cores', processes: out, warnings }
   } finally {
     rmSync(work, { recursive: true, force: true })

@@ -7,6 +7,8 @@ import { join } from 'node:path'
 import { readJsonFile } from '../bundle/bounded-read.js'
 import { array, int, object, string, type ArrayShape, type ObjectShape } from '../bundle/json-stream.js'
 import { runTool } from '../tools/run.js'
+import { detectRuntime, goVersionOfExecutable, mappedFilesOfCore, type RuntimeRecord } from './runtimes/detect.js'
+import { MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerScript, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
 
 export interface Frame {
   pc: string
@@ -20,6 +22,10 @@ export interface Frame {
 export interface ThreadStack {
   tid: number
   frames: Frame[]
+  /** The thread's name in its language (Python's threading name), when its runtime's reader gave one. */
+  name?: string | null
+  /** Its frames in the process's language, innermost first: Python's function, file and line. */
+  runtimeFrames?: RuntimeFrame[]
 }
 
 export interface ProcessStacks {
@@ -27,6 +33,10 @@ export interface ProcessStacks {
   comm: string
   exe: string | null
   threads: ThreadStack[]
+  /** The language runtime the core shows (libpython, a pythonX.Y executable, libjvm.so, Go's build info). */
+  runtime?: RuntimeRecord
+  /** Why the threads have no frames of that language (its reader is not installed, or failed on this core). */
+  runtimeError?: string
 }
 
 /** Deeper than this is a loop in a corrupt stack, not a program. */
@@ -41,14 +51,33 @@ const frameShape = object({
   line: int(0, 2 ** 31 - 1, { nullable: true }),
   library: string(4096, { nullable: true }),
 })
-const threadShape = object({ tid: int(0, 2 ** 31 - 1), frames: array(frameShape, MAX_FRAMES, { maxWhy: 'the frames snap unwinds' }) })
+const threadShape = object(
+  {
+    tid: int(0, 2 ** 31 - 1),
+    frames: array(frameShape, MAX_FRAMES, { maxWhy: 'the frames snap unwinds' }),
+    name: string(4096, { nullable: true }),
+    runtimeFrames: array(runtimeFrameShape, MAX_RUNTIME_FRAMES, { maxWhy: 'the language frames snap reads' }),
+  },
+  ['tid', 'frames'],
+)
+const runtimeShape = object({ name: string(16, { pattern: /^[a-z]+$/ }), version: string(256, { nullable: true }), file: string(8192) })
 
 /** A process's threads, as gdb's script writes them; at most `maxThreads`. */
 export const threadsShape = (maxThreads: number, maxWhy?: string): ArrayShape => array(threadShape, maxThreads, { maxWhy })
 
 /** One process's stacks, as stacks.json holds them; at most `maxThreads` threads. */
 export const processStacksShape = (maxThreads: number, maxWhy?: string): ObjectShape =>
-  object({ pid: int(0, 2 ** 31 - 1), comm: string(256), exe: string(8192, { nullable: true }), threads: threadsShape(maxThreads, maxWhy) })
+  object(
+    {
+      pid: int(0, 2 ** 31 - 1),
+      comm: string(256),
+      exe: string(8192, { nullable: true }),
+      threads: threadsShape(maxThreads, maxWhy),
+      runtime: runtimeShape,
+      runtimeError: string(4096),
+    },
+    ['pid', 'comm', 'exe', 'threads'],
+  )
 
 /** What gdb's script may write for one core: a thread count no core of a real process reaches. */
 const MAX_GDB_THREADS = 1 << 16
@@ -95,6 +124,10 @@ export async function stacksFromCore(o: {
   const script = join(o.workDir, `stacks-${o.pid}.py`)
   const output = join(o.workDir, `stacks-${o.pid}.json`)
   writeFileSync(script, SCRIPT, { mode: 0o600 })
+  // The language's frames are read in the same gdb run, after the native ones: one start-up, one load of the
+  // debug info.
+  const runtime = runtimeOfCore(o.core, o.exe)
+  const lang = languageReader(runtime, o)
   const run = await runTool(
     o.gdb,
     [
@@ -104,6 +137,7 @@ export async function stacksFromCore(o: {
       ...(o.fileArgs ?? []),
       '-ex', `python STACKS_OUT = ${JSON.stringify(output)}`,
       '-x', script,
+      ...(lang.script ? ['-x', lang.script] : []),
       ...(o.exe ? [o.exe] : []),
       o.core,
     ],
@@ -118,7 +152,48 @@ export async function stacksFromCore(o: {
     throw new Error(`gdb's stacks cannot be read: ${(e as Error).message}`)
   }
   if (threads.length === 0) throw new Error('gdb found no thread in the core')
-  return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads }
+  let runtimeError = lang.error
+  if (lang.output) {
+    const walk = readLanguageWalk(lang.output)
+    if (walk.error) runtimeError = `gdb could not read the interpreter's frames: ${walk.error}`
+    const byTid = new Map(walk.threads.map((t) => [t.tid, t]))
+    for (const t of threads) {
+      const w = byTid.get(t.tid)
+      if (w) Object.assign(t, { name: w.name, runtimeFrames: w.frames })
+    }
+  }
+  return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...(runtimeError ? { runtimeError } : {}) }
+}
+
+/** The runtime a core shows by the files it maps and its executable's Go build info; undefined for a native
+ *  program or a core whose notes cannot be read (its native stacks are still read). */
+export function runtimeOfCore(core: string, exe: string | undefined): RuntimeRecord | undefined {
+  try {
+    return detectRuntime({ exe: exe ?? null, mappedFiles: mappedFilesOfCore(core), goVersion: exe ? goVersionOfExecutable(exe) : undefined }) ?? undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The gdb script that reads the runtime's own frames, where this host has its reader; else why not. */
+function languageReader(runtime: RuntimeRecord | undefined, o: { pid: number; workDir: string; fileArgs?: string[] }): { script?: string; output?: string; error?: string } {
+  if (runtime?.name !== 'python') return {}
+  const extension = pythonGdbExtension(runtime)
+  if (!extension)
+    return { error: `CPython's gdb extension for ${runtime.file} is not installed (Debian: apt-get install ${pythonDebugPackage(runtime.version)})` }
+  const script = join(o.workDir, `stacks-${o.pid}.python.py`)
+  const output = join(o.workDir, `stacks-${o.pid}.python.json`)
+  writeFileSync(script, pythonWalkerScript(extension, output), { mode: 0o600 })
+  return { script, output }
+}
+
+function readLanguageWalk(output: string): PythonWalk {
+  try {
+    return readJsonFile(output, pythonWalkShape, MAX_GDB_OUTPUT) as PythonWalk
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { error: 'gdb wrote none', threads: [] }
+    return { error: `gdb's output cannot be read: ${(e as Error).message}`, threads: [] }
+  }
 }
 
 /** The stacks as people read them, in the shape of gdb's own backtrace. */
@@ -130,8 +205,13 @@ export function renderStacks(all: ProcessStacks[]): string {
 export function* stacksLines(all: ProcessStacks[]): Generator<string> {
   for (const p of all) {
     yield `process ${p.pid} (${p.comm}), ${p.threads.length} thread${p.threads.length === 1 ? '' : 's'}${p.exe ? `, ${p.exe}` : ''}`
+    if (p.runtime) yield `  runtime ${p.runtime.name}${p.runtime.version ? ` ${p.runtime.version}` : ''} (${p.runtime.file})`
+    if (p.runtimeError) yield `  (${p.runtimeError})`
     for (const t of p.threads) {
-      yield `  thread ${t.tid}:`
+      yield `  thread ${t.tid}${t.name ? ` "${t.name}"` : ''}:`
+      // The language's frames first: they are what the service's engineer reads; the native ones follow.
+      for (const [i, f] of (t.runtimeFrames ?? []).entries())
+        yield `    ${p.runtime?.name ?? 'runtime'} #${i}  ${f.function ?? '??'}${f.file ? ` at ${f.file}${f.line !== null ? `:${f.line}` : ''}` : ''}`
       for (const [i, f] of t.frames.entries()) {
         const where = f.file ? ` at ${f.file}${f.line ? `:${f.line}` : ''}` : f.library ? ` from ${f.library}` : ''
         yield `    #${i}  ${f.pc} in ${f.function ?? '??'} ()${where}`

@@ -117,6 +117,10 @@ export interface ProcessRecord {
   /** v4: every thread's credentials as the dump's images hold them (core-TID.img); null for a zombie, which has
    *  none. Restore refuses images that give any thread other credentials. */
   threadCreds?: { tid: number; creds: ThreadCredsRecord | null }[]
+  /** The language runtime its core shows (libpython or a pythonX.Y executable, libjvm.so, Go's build info, node):
+   *  which reader gives its threads' frames in their own language. Absent for a native program or one without a
+   *  core. */
+  runtime?: { name: 'python' | 'java' | 'go' | 'node'; version: string | null; file: string }
   /** Where the record comes from: criu's pstree.img (what was dumped) or /proc (core-only: what was stopped). */
   source: 'pstree.img' | 'proc'
 }

@@ -3,6 +3,7 @@
 // on every other process of the tree (locks.ts) are taken through it and released with it.
 
 import type { NetworkLockRecord } from '../tools/network-lock.js'
+import type { ThreadSignalRecord } from '../tools/thread-leftovers.js'
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -35,6 +36,9 @@ export interface JournalEntry {
   /** The network lock the dump's connections are held by while criu dumps them: what recover removes if snap died
    *  with it on the host (see src/tools/network-lock.ts). */
   networkLock?: NetworkLockRecord
+  /** Each thread's signals as the tree was stopped, before criu ran: what recover puts back where a criu killed
+   *  inside a thread left its own (see src/tools/thread-leftovers.ts). */
+  threadSignals?: ThreadSignalRecord[]
   /** A restore's own processes, each recorded with its start time (field 22 of /proc/PID/stat) the moment criu's
    *  pidfile or /proc showed it: all that a failed restore, or `snap recover` after one, ever signals. */
   restored?: TargetIdentity[]

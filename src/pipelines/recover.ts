@@ -17,7 +17,8 @@ import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type Lock
 import { readPstreeImage } from '../criu-images/pstree.js'
 import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner } from '../tools/network-lock.js'
 import { leaveRepairMode } from '../tools/tcp-repair.js'
-import { restoreSwappedCode } from '../tools/parasite-leftovers.js'
+import { parasiteSyscallIps, restoreSwappedCode } from '../tools/parasite-leftovers.js'
+import { checkRegisters, putBackSignalMasks } from '../tools/thread-leftovers.js'
 
 export interface RecoveryAction {
   journal: string
@@ -294,14 +295,16 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
     if (!actions.dryRun) await pollUntil(() => entry.toolPids.every((pid) => groupMembers(pid).length === 0), { timeoutMs: 2000, maxIntervalMs: 20 })
-    if (entry.touched) await undoWhatCriuLeft(entry, actions)
+    const criuLeft = entry.touched ? await undoWhatCriuLeft(entry, actions) : { lost: new Set<number>(), harmed: false }
+    // A process whose registers criu kept is left stopped: resumed, it would run on registers that are not its own.
+    const to = (id: TargetIdentity, found: 'running' | 'stopped') => (criuLeft.lost.has(id.pid) ? 'stopped' : found)
     let outcome: RecoveryAction['outcome'] = 'recovered'
     const check = checkIdentity(entry.target)
     if (check !== 'same') {
       outcome = 'target-gone'
       actions.note(check === 'gone' ? `target ${entry.target.pid} has exited` : `pid ${entry.target.pid} now belongs to another process; not touched`)
     } else if (entry.touched) {
-      if (!(await putBack(entry.target, entry.restoreTo, 'target', actions))) outcome = 'failed'
+      if (!(await putBack(entry.target, to(entry.target, entry.restoreTo), 'target', actions))) outcome = 'failed'
     } else {
       actions.note(`target ${entry.target.pid} was never signalled`)
     }
@@ -315,11 +318,14 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
           actions.note(mcheck === 'gone' ? `process ${m.id.pid} of the tree has exited (it may have been damaged while snap's tools held it)` : `pid ${m.id.pid} now belongs to another process; not touched`)
           continue
         }
-        if (!(await putBack(m.id, m.restoreTo, 'process', actions))) outcome = 'failed'
+        if (!(await putBack(m.id, to(m.id, m.restoreTo), 'process', actions))) outcome = 'failed'
       }
     }
+    // What criu left that could not be undone is a failure to report (exit 15), but nothing a later recover could do.
+    const putBackFailed = outcome === 'failed'
+    if (criuLeft.harmed) outcome = 'failed'
     await removePaths([entry.partialPath, entry.workDir, ...leftoversBesideOutput(entry)], actions)
-    if (outcome !== 'failed') {
+    if (!putBackFailed) {
       await removeLocks(locksOf(dirname(path), entry), actions)
       await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
     }
@@ -335,9 +341,10 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
  * What a dump's criu may have left when the snap that ran it died, undone before the tree is resumed: its syscall code
  * in the processes' text (see parasite-leftovers.ts), when its log does not say it finished; and, for a dump with
  * connections, sockets in TCP repair mode (resumed in it, a process drops them), then the network lock (snap's
- * table, or what criu's lock left).
+ * table, or what criu's lock left); threads' signal masks and criu's breakpoint (see thread-leftovers.ts). Returns the
+ * processes whose registers criu kept, and whether anything could not be undone.
  */
-async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<void> {
+async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<{ lost: Set<number>; harmed: boolean }> {
   const lock = entry.networkLock
   let log: string | undefined
   try {
@@ -346,6 +353,8 @@ async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<
     log = undefined
   }
   const pids = [...new Set([entry.target, ...(entry.members ?? []).map((m) => m.id)].filter((id) => checkIdentity(id) === 'same').map((id) => id.pid))]
+  const lost = new Set<number>()
+  let harmed = false
   if (log !== undefined && !/Dumping finished successfully/.test(log)) {
     const text = log
     await actions.run(
@@ -353,8 +362,20 @@ async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<
       (r) => [r.repaired.length > 0 ? `put back the code criu left at ${r.repaired.join(', ')}` : '', ...r.problems.map((p) => `criu's code may be left in ${p}`)].filter(Boolean).join('; ') || undefined,
       () => restoreSwappedCode(pids, text),
     )
+    const regs = await checkRegisters(pids, parasiteSyscallIps(text))
+    for (const l of regs.lost) {
+      lost.add(l.pid)
+      actions.note(`thread ${l.tid} of process ${l.pid} is ${l.where}: its own registers are lost, so it is left stopped; take a core if one is needed, then end it and restart the service`)
+    }
+    // A leader inside criu's daemon gets its mask back from the daemon itself, once resumed.
+    const masks = await actions.run(
+      'put back the signal masks and the breakpoint criu may have left in threads',
+      (r) => [r.restored.length > 0 ? `put back what criu left in threads: ${r.restored.join(', ')}` : '', ...r.problems.map((p) => `criu left ${p}`)].filter(Boolean).join('; ') || undefined,
+      () => putBackSignalMasks(entry.threadSignals ?? [], pids, regs.selfCuring),
+    )
+    harmed = regs.lost.length > 0 || (masks?.problems.length ?? 0) > 0
   }
-  if (!lock) return
+  if (!lock) return { lost, harmed }
   await actions.run(
     `take the sockets of ${pids.join(', ')} out of TCP repair mode, if criu left any in it`,
     (r) => [r.repaired.length > 0 ? `took ${r.repaired.join(', ')} out of TCP repair mode` : '', ...r.problems.map((p) => `TCP repair mode: ${p}`)].filter(Boolean).join('; ') || undefined,
@@ -365,6 +386,7 @@ async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<
     (removed) => (removed.length > 0 ? `removed the network lock: ${removed.join('; ')}` : undefined),
     () => removeLeftoverLock(lock, log),
   )
+  return { lost, harmed }
 }
 
 /** snap's own lock tables whose snap is gone (its journal already handled, or lost): nothing else will remove them. */

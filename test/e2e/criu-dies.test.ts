@@ -1,9 +1,11 @@
 // criu dying mid-dump, driven by strace's fault injection: the real criu is sent SIGKILL or SIGTERM at its N-th
 // ptrace call, for points spread over a whole dump (test/fixtures/fake-tools, mode `killed`). Whatever the point, the
-// outcome is reported as it is: a target that died is named with exit 15, never "put back"; a living one runs, its
-// connection works, and no network lock of criu's is left on the host.
+// outcome is reported as it is: a target that died is named with exit 15, never "put back"; one whose registers criu
+// took and did not give back is left stopped and named with exit 15; a living one runs with every thread's signal
+// mask as it was before the dump (it still exits on SIGTERM), its connection works, and no network lock of criu's is
+// left on the host.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
@@ -36,39 +38,87 @@ interface Outcome {
   at: number;
   exitCode: number | null;
   died: boolean;
-  /** Died although snap had seen it run again: a leftover of criu's that snap does not find yet. */
-  diedLate?: boolean;
+  /** Alive, left stopped by snap: criu had a thread's registers and did not give them back. */
+  leftStopped: boolean;
+  /** The rollback put back something criu left in a thread (a signal mask, a breakpoint). */
+  threadsPutBack: boolean;
 }
 
-/**
- * One dump with criu killed at its `at`-th ptrace call; checks the story told and what is left. `lateDeaths`: the
- * python server can die after the rollback saw it run (criu leaves every signal blocked, and more, that snap does not
- * undo yet): that is recorded, not asserted; the worker's dumps assert the rule strictly.
- */
-async function dumpKilledAt(target: Target, at: number, signal: 'KILL' | 'TERM', args: string[] = [], lateDeaths = false): Promise<Outcome> {
+/** Each thread's blocked signals (SigBlk), by tid. */
+function signalMasks(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const m = /^SigBlk:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      if (m) out[tid] = m[1]!;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Every signal blocked (SIGKILL and SIGSTOP cannot be): the mask glibc gives a thread it creates until that thread
+ *  first runs, and what its own signal handlers block while they run. Not the mask a thread of these targets runs with. */
+const ALL_BLOCKED = 'fffffffffffbfeff';
+
+/** The masks a running target keeps: read until three reads agree and no thread is still starting. */
+async function steadyMasks(pid: number): Promise<Record<string, string>> {
+  const reads: string[] = [];
+  const masks = await waitFor(
+    () => {
+      const now = signalMasks(pid);
+      reads.push(JSON.stringify(now));
+      return reads.length >= 3 && reads.slice(-3).every((r) => r === reads.at(-1)) && !Object.values(now).includes(ALL_BLOCKED) && now;
+    },
+    { what: `${pid}'s signal masks to hold still`, timeoutMs: 5000, intervalMs: 10 },
+  );
+  return masks;
+}
+
+/** One dump with criu killed at its `at`-th ptrace call; checks the story told and what is left. */
+async function dumpKilledAt(target: Target, at: number, signal: 'KILL' | 'TERM', args: string[] = []): Promise<Outcome> {
+  // The targets never change their masks once started: what they are now is what they must be after.
+  const masksBefore = await steadyMasks(target.pid);
   const dump = startDump(target, { criu: fake('criu-killed'), args, env: { PROCSNAP_FAKE_AT: String(at), PROCSNAP_FAKE_SIGNAL: signal } });
   const result = await dump.result;
   const died = !target.isAlive() || target.processState() === 'Z';
-  if (died && lateDeaths && result.exitCode === 8 && /resumed as it was/.test(result.stderr)) {
-    await expectNoLeftovers(dump);
-    expect(lockLeftovers(), 'criu network lock left on the host').toEqual([]);
-    return { at, exitCode: result.exitCode, died, diedLate: true };
-  }
+  const leftStopped = !died && result.exitCode === 15;
   if (died) {
     // Dead: named, exit 15, and never said to be put back.
     expect(result.exitCode, result.stderr).toBe(15);
     expectOneErrorLine(result, new RegExp(`${target.pid} \\((worker|python3)\\)`));
+    expect(result.stderr).not.toMatch(new RegExp(`target ${target.pid} resumed as it was`));
+  } else if (leftStopped) {
+    // Alive with registers that are not its own: left stopped, named, never said to be resumed.
+    expectOneErrorLine(result, new RegExp(`process ${target.pid} \\((worker|python3)\\)[^;]*its own registers are lost, so it was left stopped`));
+    expect(target.threadStates().every((s) => s === 'T'), `every thread of ${target.pid} stopped`).toBe(true);
     expect(result.stderr).not.toMatch(new RegExp(`target ${target.pid} resumed as it was`));
   } else if (result.exitCode !== 0) {
     // Alive: the dump failed (8), or criu hung in its start and the deadline came (10); the target runs again.
     expect([8, 10], result.stderr).toContain(result.exitCode);
     expect(target.threadStates().some((s) => s === 'T'), `a thread of ${target.pid} left stopped`).toBe(false);
   }
+  // Every thread still there blocks the signals it blocked before the dump, and none of criu's.
+  if (!died) expect(leftStopped ? signalMasks(target.pid) : await steadyMasks(target.pid), `signal masks of ${target.pid}'s threads after criu was killed at ${at}`).toEqual(masksBefore);
   await expectNoLeftovers(dump);
   expectNoJournal(dump);
   if (result.exitCode !== 0) expectNoOutput(dump);
   expect(lockLeftovers(), 'criu network lock left on the host').toEqual([]);
-  return { at, exitCode: result.exitCode, died };
+  return { at, exitCode: result.exitCode, died, leftStopped, threadsPutBack: /what criu left in threads put back/.test(result.stderr) };
+}
+
+/** A target the rollback put something back in still exits on SIGTERM, as it did before the dump. */
+async function exitsOnSigterm(pid: number, alive: () => boolean, at: number): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  const exited = await waitFor(() => !alive(), { what: `${pid} to exit on SIGTERM`, timeoutMs: 10_000 }).catch(() => false);
+  expect(exited, `${pid} exits on SIGTERM after criu was killed at ${at} (SigBlk ${JSON.stringify(signalMasks(pid))})`).toBe(true);
 }
 
 describe('criu killed at points spread over a dump of a 4-thread worker', () => {
@@ -81,11 +131,15 @@ describe('criu killed at points spread over a dump of a 4-thread worker', () => 
         if (!target.isAlive()) target = await startTarget({ threads: 4, group: 'setsid' });
         const o = await dumpKilledAt(target, at, signal);
         outcomes.push(o);
-        if (!o.died && o.exitCode !== 0) await target.waitUntilTicksAdvance(3);
+        if (o.leftStopped) await target.kill();
+        else if (!o.died && o.threadsPutBack) await exitsOnSigterm(target.pid, () => target.isAlive(), at);
+        else if (!o.died && o.exitCode !== 0) await target.waitUntilTicksAdvance(3);
       }
+      const lived = outcomes.filter((o) => !o.died && !o.leftStopped);
       record(
         `SIG${signal} at ${outcomes.length} of ${calls} ptrace calls: ${outcomes.filter((o) => o.died).length} died (all exit 15), ` +
-          `${outcomes.filter((o) => !o.died).length} lived (exits ${[...new Set(outcomes.filter((o) => !o.died).map((o) => o.exitCode))].join(', ')})`,
+          `${outcomes.filter((o) => o.leftStopped).length} left stopped with criu's registers (exit 15), ${lived.length} lived ` +
+          `(exits ${[...new Set(lived.map((o) => o.exitCode))].join(', ')}; ${lived.filter((o) => o.threadsPutBack).length} with a mask or breakpoint put back, each then exited on SIGTERM)`,
       );
       for (const o of outcomes) if (o.died) expect(o.exitCode).toBe(15);
     });
@@ -106,7 +160,8 @@ describe('criu killed while it dumps a server holding an established connection'
         expect(await echoes(socket, 'after a whole dump\n'), 'the connection works after a dump').toBe(true);
         let died = 0;
         let lived = 0;
-        let late = 0;
+        let stopped = 0;
+        let putBack = 0;
         for (const at of spread(calls, 8)) {
           if (!server.alive()) {
             socket.destroy();
@@ -114,15 +169,26 @@ describe('criu killed while it dumps a server holding an established connection'
             server = await EchoServer.start();
             socket = await connect(server.port);
           }
-          const o = await dumpKilledAt(asTarget(server), at, 'KILL', args, true);
-          if (o.diedLate) late++;
+          const o = await dumpKilledAt(asTarget(server), at, 'KILL', args);
           if (o.died) died++;
-          else {
+          else if (o.leftStopped) {
+            stopped++;
+            server.stop();
+            const pid = server.pid;
+            await waitFor(() => !server.alive(), { what: `${pid} to be gone after SIGKILL`, timeoutMs: 10_000 });
+          } else {
             lived++;
             expect(await echoes(socket, `after criu was killed at ${at}\n`), `connection after criu was killed at ptrace call ${at}`).toBe(true);
+            if (o.threadsPutBack) {
+              putBack++;
+              await exitsOnSigterm(server.pid, () => server.alive(), at);
+            }
           }
         }
-        record(`${lock}: criu killed at 8 of ${calls} ptrace calls: ${died} server(s) died (${late} of them after snap saw them run again, exit 8), ${lived} lived with the connection working; no lock left`);
+        record(
+          `${lock}: criu killed at 8 of ${calls} ptrace calls: ${died} server(s) died (exit 15), ${stopped} left stopped with criu's registers (exit 15), ` +
+            `${lived} lived with the connection working (${putBack} with a mask or breakpoint put back, each then exited on SIGTERM); no lock left`,
+        );
       } finally {
         socket.destroy();
         server.stop();

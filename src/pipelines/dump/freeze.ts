@@ -7,6 +7,7 @@ import { TargetRefusedError } from '../../errors.js'
 import { convertUnseizableStops, CRIU_SEIZABLE_STOPS, stopSignalName, stopSignalOf, type StopConversion } from '../../process/job-stop.js'
 import { membersNotStopped, restopMembers, stopTree } from '../../process/tree.js'
 import { round } from '../../tools/run.js'
+import { recordThreadSignals } from '../../tools/thread-leftovers.js'
 import { STOP_TIMEOUT_MS, type DumpState } from './state.js'
 
 /**
@@ -62,6 +63,12 @@ export async function freezeTree(s: DumpState, report: (d: string) => void): Pro
       s.journal?.update({ members: s.members.map((m) => ({ id: m.id, restoreTo: m.found })) })
     }
     s.target.treePids = s.members.map((m) => m.id.pid)
+    if (!s.o.coreOnly) {
+      // What criu's parasite changes in a thread and cannot always put back, as the stop left it: read now, the tree
+      // still, and written with the journal's next update, before criu's gate opens.
+      s.threadSignals = recordThreadSignals(s.target.treePids)
+      s.journal?.note({ threadSignals: s.threadSignals })
+    }
     rec.note = normalizationRecord(s).note
     report(rec.note)
   })

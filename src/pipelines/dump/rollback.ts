@@ -9,7 +9,8 @@ import { confirmSurvival, pendingFault, runCountsOf, type RunCounts } from '../.
 import { putTreeBack, type TreeMember } from '../../process/tree.js'
 import { removeLeftoverLock } from '../../tools/network-lock.js'
 import { leaveRepairMode } from '../../tools/tcp-repair.js'
-import { restoreSwappedCode } from '../../tools/parasite-leftovers.js'
+import { parasiteSyscallIps, restoreSwappedCode } from '../../tools/parasite-leftovers.js'
+import { checkRegisters, PARASITE_MASK, changedSignals, putBackSignalMasks, type LostRegisters, type RegisterCheck } from '../../tools/thread-leftovers.js'
 import { stopAllTools } from '../../tools/run.js'
 import { exitText, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 
@@ -18,16 +19,19 @@ const SURVIVAL_TIMEOUT_MS = 2000
 
 /**
  * What a criu that did not finish may have left, undone while the tree is still stopped, each undo named: its syscall
- * code in the processes' text (they die of SIGTRAP when they run it), sockets in TCP repair mode (resumed so, a
- * process gets EPERM from them and drops the connection), and the network lock, under which the live connections
- * hang. snap's own lock is there from the moment it was set until unlockConnections removed it, whatever criu did.
- * Only what this run owns is touched.
+ * code in the processes' text (they die of SIGTRAP when they run it), threads' signal masks (all blocked: the process
+ * ignores SIGTERM), sockets in TCP repair mode (resumed so, a process gets EPERM from them and drops the connection),
+ * and the network lock, under which the live connections hang. snap's own lock is there from the moment it was set
+ * until unlockConnections removed it, whatever criu did. Only what this run owns is touched. Returns the threads
+ * whose registers criu took and did not give back (their processes must not run again), and the leaders in criu's
+ * parasite daemon, which put themselves back once resumed.
  */
-async function undoWhatCriuLeft(s: DumpState, actions: string[]): Promise<void> {
+async function undoWhatCriuLeft(s: DumpState, actions: string[], problems: string[]): Promise<RegisterCheck> {
   const criuUnfinished = s.criuOpened && s.criuResult?.exitCode !== 0
   const lock = s.networkLock
   const lockMayBeOn = lock !== undefined && (lock.method === 'snap' ? s.lockSet : criuUnfinished)
-  if (!criuUnfinished && !lockMayBeOn) return
+  const none: RegisterCheck = { lost: [], selfCuring: [], unchecked: [] }
+  if (!criuUnfinished && !lockMayBeOn) return none
   let log: string | undefined
   try {
     log = s.criuRun ? readFileSync(s.criuRun.logFile, 'utf8') : undefined
@@ -40,12 +44,23 @@ async function undoWhatCriuLeft(s: DumpState, actions: string[]): Promise<void> 
     if (r.repaired.length > 0) actions.push(`code criu left in ${r.repaired.length} process(es) put back from their files (${r.repaired.join(', ')})`)
     for (const p of r.problems) s.progress.warn(`criu's code may be left in ${p}: the process can die when it runs that code`)
   }
+  const regs = criuUnfinished ? await checkRegisters(pids, log ? parasiteSyscallIps(log) : []) : none
+  // Not stopped a second after criu ended: something else resumed it, and where it stands cannot be read.
+  problems.push(...regs.unchecked.map((t) => `${t}: running when criu had just let go, so whether its registers are its own could not be checked`))
+  if (criuUnfinished && s.threadSignals) {
+    // A leader in criu's daemon gets its mask back from the daemon's sigreturn: it is checked once it has run
+    // (checkMasksAfterResume); the breakpoint criu may have set on that sigreturn is taken out now. A thread whose
+    // registers are lost gets its mask back too: it is left stopped, but whoever resumes it gets what can be given.
+    const r = await putBackSignalMasks(s.threadSignals, pids, regs.selfCuring)
+    if (r.restored.length > 0) actions.push(`what criu left in threads put back: ${r.restored.join(', ')}`)
+    problems.push(...r.problems)
+  }
   if (criuUnfinished && lock) {
     const r = await leaveRepairMode(pids)
     if (r.repaired.length > 0) actions.push(`${r.repaired.length} socket(s) criu left in TCP repair mode taken out of it (${r.repaired.join(', ')})`)
     for (const p of r.problems) s.progress.warn(`TCP repair mode: ${p}; the connection may not work`)
   }
-  if (!lock || !lockMayBeOn) return
+  if (!lock || !lockMayBeOn) return regs
   try {
     const removed = await removeLeftoverLock(lock, log)
     if (lock.method === 'snap') s.lockSet = false
@@ -53,6 +68,30 @@ async function undoWhatCriuLeft(s: DumpState, actions: string[]): Promise<void> 
   } catch (e) {
     s.progress.warn(`could not check for criu's network lock: ${(e as Error).message}; run \`snap doctor\` to find it`)
   }
+  return regs
+}
+
+/**
+ * Once resumed, a leader that was in criu's parasite daemon has put its own registers and mask back (the daemon's
+ * sigreturn). One still holding criu's mask is given its recorded one; any other difference is the program's own.
+ */
+async function checkMasksAfterResume(s: DumpState, selfCuring: RegisterCheck['selfCuring'], running: number[], actions: string[], problems: string[]): Promise<void> {
+  if (!s.threadSignals || selfCuring.length === 0) return
+  const mine = s.threadSignals.filter((r) => selfCuring.some((t) => t.pid === r.pid && t.tid === r.tid) && running.includes(r.pid))
+  const stuck = changedSignals(mine, running).filter((c) => c.now.SigBlk === PARASITE_MASK)
+  if (stuck.length === 0) return
+  const r = await putBackSignalMasks(
+    stuck.map((c) => c.record),
+    running,
+  )
+  if (r.restored.length > 0) actions.push(`what criu's daemon left in threads put back: ${r.restored.join(', ')}`)
+  problems.push(...r.problems)
+}
+
+/** "thread 12 of process 12 (python3) at criu's injected syscall (0x41f003)", for the message. */
+function lostText(l: LostRegisters, s: DumpState): string {
+  const comm = s.members.find((m) => m.id.pid === l.pid)?.comm ?? '?'
+  return `thread ${l.tid} of process ${l.pid} (${comm}) ${l.where}`
 }
 
 /** What happened to criu, for the message about a process that died: the tool that held it is the likely cause. */
@@ -82,14 +121,17 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
-  await undoWhatCriuLeft(s, actions)
+  const damaged: string[] = []
+  const regs = await undoWhatCriuLeft(s, actions, damaged)
+  // Their own registers are gone with criu: resumed, they would run code on registers that are not theirs.
+  const lostPids = new Set(regs.lost.map((l) => l.pid))
   let failure: RollbackIncompleteError | undefined
   const died: string[] = []
   const doomedBy = new Map<number, string>()
   if (s.touched && s.members.length > 0) {
     const present = s.members.filter((m) => checkIdentity(m.id) === 'same')
     const gone = s.members.filter((m) => !present.includes(m))
-    const want = (m: TreeMember) => (s.released ? s.leaveFor(m) : m.found)
+    const want = (m: TreeMember) => (lostPids.has(m.id.pid) ? 'stopped' : s.released ? s.leaveFor(m) : m.found)
     // Taken while they are stopped: after the resume, each must be seen to run before it is called resumed.
     const runCounts = new Map<number, RunCounts>(present.filter((m) => want(m) === 'running').map((m) => [m.id.pid, runCountsOf(m.id.pid)]))
     // A fault signal pending now (a tool's breakpoint left inside) kills the process the moment it runs again.
@@ -111,13 +153,17 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
             }
           }),
       )
+      await checkMasksAfterResume(s, regs.selfCuring, outcomes.filter((x) => x.left === 'running').map((x) => x.pid), actions, damaged)
       const root = outcomes.find((x) => x.pid === s.o.pid)
-      if (root && root.left !== 'gone') actions.push(`target ${root.pid} ${root.left === 'running' ? 'resumed' : 'left stopped'} as it was`)
+      if (root && lostPids.has(root.pid)) actions.push(`target ${root.pid} left stopped: criu did not give its registers back`)
+      else if (root && root.left !== 'gone') actions.push(`target ${root.pid} ${root.left === 'running' ? 'resumed' : 'left stopped'} as it was`)
       const others = outcomes.filter((x) => x.pid !== s.o.pid)
       const resumed = others.filter((x) => x.left === 'running').length
-      const stopped = others.filter((x) => x.left === 'stopped').length
+      const stopped = others.filter((x) => x.left === 'stopped' && !lostPids.has(x.pid)).length
+      const held = others.filter((x) => x.left === 'stopped' && lostPids.has(x.pid)).length
       if (resumed > 0) actions.push(`${resumed} other process(es) of the tree resumed`)
       if (stopped > 0) actions.push(`${stopped} other process(es) of the tree left stopped as found`)
+      if (held > 0) actions.push(`${held} other process(es) of the tree left stopped: criu did not give their registers back`)
       const vanished = outcomes.filter((x) => x.left === 'gone')
       gone.push(...s.members.filter((m) => vanished.some((v) => v.pid === m.id.pid)))
     } catch (e) {
@@ -141,13 +187,26 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   // A death is never reported as a rollback: whatever failed first, the story is now that processes are gone. A
   // failure that already says so (a process gone while a tool held it, a pid reused) keeps its own words.
   const alreadyTold = isSnapError(cause) && (cause.kind === 'rollbackIncomplete' || cause.kind === 'targetChanged')
+  // What criu left that could not be undone, in processes that are still there.
+  const lost = regs.lost.filter((l) => s.members.some((m) => m.id.pid === l.pid && checkIdentity(m.id) === 'same'))
+  const harm = [
+    ...lost.map((l) => `${lostText(l, s)}: its own registers are lost, so it was left stopped`),
+    ...damaged.map((d) => `${d}${/signal mask/.test(d) ? ': the process does not act on the signals it blocks (SIGTERM among them)' : ''}`),
+  ]
+  if (harm.length > 0 && alreadyTold) for (const h of harm) s.progress.warn(`criu left ${h}`)
+  const lostHint = lost.length > 0 ? `take a core if one is needed (\`gcore ${lost[0]!.pid}\`), then end ${[...new Set(lost.map((l) => l.pid))].join(', ')} (\`kill -KILL\`) and restart the service` : undefined
   const deaths =
     died.length > 0 && !alreadyTold
       ? new RollbackIncompleteError(
-          `process${died.length === 1 ? '' : 'es'} ${died.join(', ')} died during the dump${toolStory(s)}: the capture may have damaged the service, and ${died.length === 1 ? 'it was' : 'they were'} not put back (the dump had failed: ${(cause as Error).message})`,
-          'check the service now and restart what is missing',
+          `process${died.length === 1 ? '' : 'es'} ${died.join(', ')} died during the dump${toolStory(s)}: the capture may have damaged the service, and ${died.length === 1 ? 'it was' : 'they were'} not put back${harm.length > 0 ? `; criu also left ${harm.join('; ')}` : ''} (the dump had failed: ${(cause as Error).message})`,
+          lostHint ? `check the service now and restart what is missing; ${lostHint}` : 'check the service now and restart what is missing',
         )
-      : undefined
+      : harm.length > 0 && !alreadyTold
+        ? new RollbackIncompleteError(
+            `${s.criuResult ? `criu dump, ended (${exitText(s.criuResult)}) while it held the tree,` : 'criu'} left what could not be put back: ${harm.join('; ')} (the dump had failed: ${(cause as Error).message})`,
+            lostHint ?? 'restart the service so that it acts on its signals again',
+          )
+        : undefined
   if (s.partial) {
     rmSync(s.partial, { force: true })
     actions.push('partial bundle removed')

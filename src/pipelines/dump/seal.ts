@@ -143,6 +143,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
         left: t.exited && s.finalState !== 'killed' ? 'gone' : leftFor(hostPid),
         ...coreFields(s, hostPid),
         ...procFields(s, hostPid),
+        ...runtimeField(s, hostPid),
         ...(creds ? { threadCreds: t.threads.map((tid) => ({ tid, creds: creds.get(tid) ?? null })) } : {}),
         source: 'pstree.img',
       }
@@ -160,6 +161,7 @@ export function processRecords(s: DumpState): ProcessRecord[] {
     left: leftFor(m.id.pid),
     ...coreFields(s, m.id.pid),
     ...procFields(s, m.id.pid),
+    ...runtimeField(s, m.id.pid),
     source: 'proc',
   }))
 }
@@ -183,6 +185,12 @@ function coreFields(s: DumpState, hostPid: number | undefined): Pick<ProcessReco
   if (hostPid === undefined || !s.coreFiles.has(hostPid)) return { core: null }
   const sha256 = s.coreRecipes.get(hostPid)
   return sha256 ? { core: `core.${hostPid}`, coreStored: false, coreSha256: sha256 } : { core: `core.${hostPid}`, coreStored: true }
+}
+
+/** The language runtime the stacks found in a process's core; none for a process without a core. */
+function runtimeField(s: DumpState, hostPid: number | undefined): Pick<ProcessRecord, 'runtime'> {
+  const runtime = hostPid === undefined ? undefined : s.runtimes.get(hostPid)
+  return runtime ? { runtime } : {}
 }
 
 /** What /proc showed of a process before the freeze: its sockets, namespaces and memory by mapping. */

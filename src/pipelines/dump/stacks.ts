@@ -26,12 +26,13 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
       const exe = fromImages ?? readLink(`/proc/${m.id.pid}/exe`)
       const onHost = exe && s.container ? join(s.container.rootfs, exe) : exe
       try {
-        all.push(
-          await stacksFromCore({
-            gdb: s.gdb!.path, core, exe: onHost && !onHost.endsWith(' (deleted)') ? onHost : undefined, pid: m.id.pid, comm: m.comm,
-            workDir: join(s.workDir!, 'logs'), timeoutMs: s.budget.remainingMs(PER_PROCESS_MS), cancel: s.o.cancel,
-          }),
-        )
+        const stacks = await stacksFromCore({
+          gdb: s.gdb!.path, core, exe: onHost && !onHost.endsWith(' (deleted)') ? onHost : undefined, pid: m.id.pid, comm: m.comm,
+          workDir: join(s.workDir!, 'logs'), timeoutMs: s.budget.remainingMs(PER_PROCESS_MS), cancel: s.o.cancel,
+        })
+        all.push(stacks)
+        if (stacks.runtime) s.runtimes.set(m.id.pid, stacks.runtime)
+        if (stacks.runtimeError) s.warn(`no ${stacks.runtime?.name ?? 'language'} frames for ${m.id.pid}: ${stacks.runtimeError}`)
       } catch (e) {
         // A full disk or a vanished output directory fails the dump: every later write would fail the same way.
         if (isOutputFault(s, e)) throw e

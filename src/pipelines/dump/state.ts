@@ -14,6 +14,7 @@ import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../criu-images/pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
 import type { NetworkLockRecord } from '../../tools/network-lock.js'
+import type { ThreadSignalRecord } from '../../tools/thread-leftovers.js'
 import { round, type GatedTool, type StartedTool, type ToolRun } from '../../tools/run.js'
 import type { ProgressReporter } from '../progress.js'
 import type { ByteMeter } from '../byte-meter.js'
@@ -129,6 +130,9 @@ export class DumpState {
   imagesDir = ''
   /** criu, started before the freeze and held at its gate (readyCheckpoint), and where it writes. */
   criuRun?: { tool: GatedTool; logFile: string; outFile: string; marker: string; toConvert: number[]; timeoutMs: number }
+  /** Every thread's blocked, ignored and caught signals, read once the tree is stopped and before criu starts: what a
+   *  criu killed inside a thread may leave changed (thread-leftovers.ts), and the rollback puts back. */
+  threadSignals?: ThreadSignalRecord[]
   /** True once criu's gate was opened: from then on criu may have seized the tree and locked its connections. */
   criuOpened = false
   /** How criu dump ended, once it has. */
