@@ -13,6 +13,7 @@ import type { MappingUse } from '../../process/memory-map.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../criu-images/pstree.js'
 import type { GdbInfo } from '../../tools/gdb.js'
+import type { RuntimeRecord } from '../../analysis/runtimes/detect.js'
 import type { NetworkLockRecord } from '../../tools/network-lock.js'
 import type { ThreadSignalRecord } from '../../tools/thread-leftovers.js'
 import { round, type GatedTool, type StartedTool, type ToolRun } from '../../tools/run.js'
@@ -114,6 +115,8 @@ export class DumpState {
   readonly openFiles = new Map<number, { fd: number; path: string }[]>()
   /** Each process's memory by mapping, before the freeze. */
   readonly memoryMaps = new Map<number, MappingUse[]>()
+  /** Each process's language runtime, as the stacks found it in its core (its mappings, Go's build info). */
+  readonly runtimes = new Map<number, RuntimeRecord>()
   /** The bundle being written (startSeal): how many artifacts it started with, and how to finish or abandon it. */
   sealing?: {
     known: number
