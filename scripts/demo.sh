@@ -3,9 +3,11 @@
 # capture point. Runs after `npm run setup`; needs root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-SNAP="$ROOT/bin/snap"
 WORKER="$ROOT/test/fixtures/bin/worker"
-DIR=$(mktemp -d /tmp/snap-demo.XXXXXX)
+DIR=$(mktemp -d /tmp/procsnap-demo.XXXXXX)
+# Run by the name every install has, so each text it prints says procsnap (the launcher speaks as the name it is run by).
+ln -s "$ROOT/bin/snap" "$DIR/procsnap"
+SNAP="$DIR/procsnap"
 PID=""
 RESTORED=""
 
@@ -20,7 +22,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ticks() { sed -n 's/^ticks=0*\([0-9][0-9]*\).*/\1/p' "$DIR/progress"; }
 state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo gone; }
 
-[ "$(id -u)" = 0 ] || { echo "demo: run as root (snap needs CAP_SYS_ADMIN and CAP_SYS_PTRACE for criu and gdb)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (procsnap needs CAP_SYS_ADMIN and CAP_SYS_PTRACE for criu and gdb)" >&2; exit 1; }
 
 say "1. Start a demo process: 4 threads, 64 MiB of memory, counting ticks every 10 ms"
 "$WORKER" --threads 4 --mib 64 --progress "$DIR/progress" --setsid </dev/null >/dev/null 2>&1 &
@@ -28,22 +30,22 @@ PID=$!
 for _ in $(seq 200); do [ -s "$DIR/progress" ] && [ "$(ls /proc/$PID/task | wc -l)" = 4 ] && break; sleep 0.05; done
 echo "pid $PID, state $(state $PID), $(ls /proc/$PID/task | wc -l) threads, ticks $(ticks)"
 
-say "2. Check this host: snap doctor"
+say "2. Check this host: procsnap doctor"
 "$SNAP" doctor
 
-say "3. Capture it, signed with a key made for this demo: snap keygen, snap dump $PID --sign KEY"
+say "3. Capture it, signed with a key made for this demo: procsnap keygen, procsnap dump $PID --sign KEY"
 "$SNAP" keygen "$DIR/demo.key"
 "$SNAP" dump "$PID" -o "$DIR/demo.tar.zst" --sign "$DIR/demo.key"
 T_DUMP=$(ticks)
 echo "after the dump: state $(state $PID), ticks $T_DUMP (it runs on)"
 
-say "4. What the bundle holds: snap inspect, then snap verify"
+say "4. What the bundle holds: procsnap inspect, then procsnap verify"
 "$SNAP" inspect "$DIR/demo.tar.zst"
 "$SNAP" verify "$DIR/demo.tar.zst" --key "$DIR/demo.key.pub"
 
 sleep 1
 T_KILL=$(ticks)
-say "5. Kill the original (ticks reached $T_KILL), then restore it, trusting the demo's key: snap restore --key"
+say "5. Kill the original (ticks reached $T_KILL), then restore it, trusting the demo's key: procsnap restore --key"
 kill -KILL "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 "$SNAP" restore "$DIR/demo.tar.zst" --key "$DIR/demo.key.pub" --json -q > "$DIR/restore.json"
 RESTORED=$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' "$DIR/restore.json")

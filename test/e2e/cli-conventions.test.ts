@@ -141,6 +141,22 @@ describe('dump --help', () => {
   });
 });
 
+describe('installed names', () => {
+  it('npm installs procsnap only: no `snap` bin, which would shadow snapd\'s', () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    expect(Object.keys(pkg.bin)).toEqual(['procsnap']);
+  });
+
+  it('the demo runs the program as procsnap, and its headings name procsnap commands', () => {
+    const demo = readFileSync(join(repoRoot, 'scripts', 'demo.sh'), 'utf8');
+    expect(demo).toMatch(/^SNAP="\$DIR\/procsnap"$/m);
+    const headings = demo.split('\n').filter((l) => /^say /.test(l));
+    expect(headings.length).toBeGreaterThan(3);
+    for (const h of headings) expect(h).not.toMatch(/(?<!proc)snap /);
+    expect(headings.filter((h) => h.includes('procsnap '))).not.toHaveLength(0);
+  });
+});
+
 describe('the environment it is run from', () => {
   it('NODE_ENV=development or test (a developer\'s shell, a test runner) changes nothing: same output, same memory', () => {
     const runs = ['production', 'development', 'test'].map((NODE_ENV) => snapWithPeak(['doctor', '--no-canary', '--json'], { ...env, NODE_ENV }));
