@@ -32,7 +32,7 @@ describe('help', () => {
   it('`help dump` is `dump --help` is `dump -h`', async () => {
     const [a, b, c] = await Promise.all([['help', 'dump'], ['dump', '--help'], ['dump', '-h']].map((x) => runSnap(x, { env })));
     expect(a!.exitCode).toBe(0);
-    expect(a!.stdout).toMatch(/^  \$ snap dump PID/m);
+    expect(a!.stdout).toMatch(/^  \$ snap dump \[PID\]/m);
     expect(b!.stdout).toBe(a!.stdout);
     expect(c!.stdout).toBe(a!.stdout);
   });
@@ -213,7 +213,7 @@ describe('man page', () => {
     const groff = spawnSync('groff', ['-man', '-Tutf8', '-ww', '-P-cbou', page], { encoding: 'utf8' });
     expect(groff.status).toBe(0);
     expect(groff.stderr).toBe('');
-    expect(groff.stdout).toMatch(/procsnap dump PID/);
+    expect(groff.stdout).toMatch(/procsnap dump \[PID\]/);
     expect(groff.stdout).not.toMatch(/`snap\b/);
     // The autocomplete entry, and every other description, in the page's own name.
     expect(groff.stdout.replace(/\s+/g, ' ')).toContain('completion script for procsnap');

@@ -18,6 +18,16 @@ export async function startPython(code: string, marker: string, args: string[] =
   return pid;
 }
 
+/** A python script run as `python3 SCRIPT MARKER ARGS...`, its own session. */
+export async function startScript(script: string, marker: string, args: string[] = []): Promise<number> {
+  const child = spawn(python3, [script, marker, ...args], { detached: true, stdio: 'ignore' });
+  child.unref();
+  const pid = child.pid!;
+  started.add(pid);
+  await waitFor(() => readProcStat(pid)?.comm === 'python3', { what: `python ${script} to start` });
+  return pid;
+}
+
 /** A process that sleeps; with workers, it forks that many children that sleep too (its workers, same command line). */
 export async function startSleeper(marker: string, workers = 0): Promise<{ pid: number; workers: number[] }> {
   const code = [

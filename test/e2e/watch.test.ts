@@ -1,0 +1,231 @@
+// `snap watch` end to end against real processes: each trigger fires on what it watches and the capture is taken
+// through the dump; the bundle says which trigger fired and what it saw; the target runs on. Each watch is bounded
+// (a few seconds of watching) and asserts what was captured, never how fast.
+import { readdirSync, rmdirSync, mkdirSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WatchEvent } from '../../src/watch/loop.js';
+import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { startSnap, type RunningSnap, type SnapResult } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/paths.js';
+import { killStarted, startScript, startSleeper, stateOf } from '../helpers/named-processes.js';
+import { freePort } from '../helpers/services/common.js';
+import { waitFor } from '../helpers/target.js';
+
+const fixtures = join(repoRoot, 'test', 'fixtures', 'watch');
+let journalDir: string;
+beforeAll(() => {
+  journalDir = makeTempDir('snap-test-journal-');
+});
+afterAll(async () => {
+  await killStarted();
+  removeTempDirs();
+});
+
+const marker = (what: string) => `procsnap-watch-${what}-${process.pid}-${Date.now()}`;
+
+interface Watching {
+  run: RunningSnap;
+  events: WatchEvent[];
+  result: Promise<SnapResult>;
+  waitFor(event: WatchEvent['event'], count?: number, timeoutMs?: number): Promise<WatchEvent>;
+}
+
+/** snap watch ARGS --json, its events collected as they come. */
+function startWatch(args: string[], timeoutMs = 90_000): Watching {
+  const run = startSnap(['watch', ...args, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir }, timeoutMs });
+  const events: WatchEvent[] = [];
+  let buffer = '';
+  run.child.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (line.trim()) events.push(JSON.parse(line) as WatchEvent);
+    }
+  });
+  return {
+    run,
+    events,
+    result: run.result,
+    waitFor: (event, count = 1, ms = 60_000) =>
+      waitFor(() => events.filter((e) => e.event === event)[count - 1], { what: `watch event ${event} #${count}`, timeoutMs: ms, intervalMs: 50, detail: () => JSON.stringify(events) }),
+  };
+}
+
+function expectWatchOk(r: SnapResult): void {
+  expect(r.exitCode, `snap watch failed:\n${r.stderr}`).toBe(0);
+}
+
+function httpGet(port: number, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on('error', reject);
+  });
+}
+
+async function startService(m: string): Promise<{ pid: number; port: number }> {
+  const port = await freePort();
+  const pid = await startScript(join(fixtures, 'service.py'), m, [String(port)]);
+  await waitFor(async () => (await httpGet(port, '/').catch(() => undefined))?.status === 200, { what: 'the service to answer', timeoutMs: 10_000, intervalMs: 50 });
+  return { pid, port };
+}
+
+const captured = (w: Watching) => w.events.filter((e): e is Extract<WatchEvent, { event: 'captured' }> => e.event === 'captured');
+
+describe('triggers', () => {
+  it('--cpu 80 --for 2s: a /spin request burning a CPU is captured, and the service still answers', async () => {
+    const m = marker('spin');
+    const svc = await startService(m);
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch(['--name', m, '--cpu', '80', '--for', '2s', '-n', '1', '--output-dir', out]);
+    await w.waitFor('watching');
+    await httpGet(svc.port, '/spin?s=20');
+    const r = await w.result;
+    expectWatchOk(r);
+    const [c] = captured(w);
+    expect(c?.trigger).toBe('cpu');
+    expect(c!.bundle.startsWith(join(out, `snap-python3-${svc.pid}-cpu-1-`))).toBe(true);
+    const manifest = await readBundleManifest(c!.bundle);
+    expect(schemaProblems(manifest)).toEqual([]);
+    expect(manifest.watch).toMatchObject({ trigger: 'cpu', condition: 'cpu above 80% for 2s', capture: 1 });
+    // The run that fired spans --for: at least three readings a second apart, each at or above 80.
+    expect(manifest.watch!.samples.length).toBeGreaterThanOrEqual(3);
+    for (const s of manifest.watch!.samples) expect(s.value).toBeGreaterThanOrEqual(80);
+    expect(manifest.targetNaming).toMatchObject({ by: 'name', pid: svc.pid });
+    expect(manifest.mode).not.toBe('core-only');
+    expect((await httpGet(svc.port, '/')).status).toBe(200);
+  });
+
+  it('--rss 200M: a leak growing 20 MiB a second is captured before it reaches 300 MiB', async () => {
+    const m = marker('leak');
+    const pid = await startScript(join(fixtures, 'leak.py'), m, ['20', '400']);
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(pid), '--rss', '200M', '-n', '1', '--output-dir', out]);
+    expectWatchOk(await w.result);
+    const [c] = captured(w);
+    const manifest = await readBundleManifest(c!.bundle);
+    const seen = manifest.watch!.samples.at(-1)!.value!;
+    expect(seen).toBeGreaterThanOrEqual(200 * 1024 ** 2);
+    expect(seen).toBeLessThan(300 * 1024 ** 2);
+    // What the bundle holds was resident below 300 MiB too: the capture came before the leak got there.
+    expect(manifest.target.vmRssKiB! * 1024).toBeLessThan(300 * 1024 ** 2);
+    expect(stateOf(pid)).not.toBe('T');
+  });
+
+  it('--probe with --failures 3: a server whose health handler hangs is captured while it hangs', async () => {
+    const m = marker('hang');
+    const svc = await startService(m);
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch(['--name', m, '--probe', `http://127.0.0.1:${svc.port}/health`, '--probe-timeout', '500ms', '--failures', '3', '--then', 'core-only', '-n', '1', '--output-dir', out]);
+    await w.waitFor('watching');
+    await httpGet(svc.port, '/hang');
+    expectWatchOk(await w.result);
+    const [c] = captured(w);
+    expect(c?.trigger).toBe('probe');
+    const manifest = await readBundleManifest(c!.bundle);
+    expect(manifest.mode).toBe('core-only');
+    expect(manifest.watch!.samples).toHaveLength(3);
+    for (const s of manifest.watch!.samples) expect(s).toMatchObject({ value: null, detail: 'no answer within 500 ms' });
+    // Still hung after the capture (nothing was changed), and still serving everything else.
+    expect((await httpGet(svc.port, '/')).status).toBe(200);
+    await expect(httpGet(svc.port, '/health', 500)).rejects.toThrow(/timed out/);
+  });
+
+  it('--cgroup-memory 80: a process growing in a v1 memory cgroup with a limit is captured before the OOM killer', async () => {
+    const m = marker('oom');
+    const dir = `/sys/fs/cgroup/memory/procsnap-test-${process.pid}-oom`;
+    mkdirSync(dir);
+    let pid: number | undefined;
+    try {
+      // It grows to 170 MiB of a 200 MiB limit and holds there: past 80%, short of the OOM killer.
+      writeFileSync(join(dir, 'memory.limit_in_bytes'), String(200 * 1024 ** 2));
+      pid = await startScript(join(fixtures, 'leak.py'), m, ['20', '170']);
+      writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+      const out = makeTempDir('snap-test-watch-');
+      const w = startWatch(['--name', m, '--cgroup-memory', '80', '-n', '1', '--output-dir', out]);
+      expectWatchOk(await w.result);
+      const [c] = captured(w);
+      expect(c?.trigger).toBe('cgroup-memory');
+      const manifest = await readBundleManifest(c!.bundle);
+      const last = manifest.watch!.samples.at(-1)!;
+      expect(last.value).toBeGreaterThanOrEqual(80);
+      expect(last.detail).toContain(dir);
+      expect(stateOf(pid), 'the capture is taken from the live process, which runs on').toMatch(/^[RS]$/);
+      expect(manifest.target.pid).toBe(pid);
+    } finally {
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+        await waitFor(() => readdirSync('/proc').indexOf(String(pid)) < 0 || stateOf(pid!) === 'Z', { what: 'the leak to die', timeoutMs: 10_000 });
+      }
+      await waitFor(() => {
+        try {
+          rmdirSync(dir);
+          return true;
+        } catch {
+          return false;
+        }
+      }, { what: `${dir} to be removed`, timeoutMs: 10_000, intervalMs: 100 });
+    }
+  });
+});
+
+describe('counts, cooldown, signals', () => {
+  it('-n 3 --cooldown 2s: three bundles, each named after the trigger and its number', async () => {
+    const t = await startSleeper(marker('three'));
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(t.pid), '--threads', '1', '-n', '3', '--cooldown', '2s', '--then', 'core-only', '--output-dir', out]);
+    expectWatchOk(await w.result);
+    expect(captured(w).map((c) => c.capture)).toEqual([1, 2, 3]);
+    const names = readdirSync(out).sort();
+    expect(names).toHaveLength(3);
+    for (const n of [1, 2, 3]) expect(names.some((x) => x.startsWith(`snap-python3-${t.pid}-threads-${n}-`))).toBe(true);
+    expect(w.events.at(-1)).toMatchObject({ event: 'stopped', reason: 'count', captures: 3 });
+    expect(stateOf(t.pid)).toBe('S');
+  });
+
+  it('--on-signal USR1: one capture per signal', async () => {
+    const t = await startSleeper(marker('usr1'));
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(t.pid), '--on-signal', 'USR1', '-n', '2', '--then', 'core-only', '--output-dir', out]);
+    await w.waitFor('watching');
+    w.run.child.kill('SIGUSR1');
+    await w.waitFor('captured', 1);
+    expect(captured(w)).toHaveLength(1);
+    w.run.child.kill('SIGUSR1');
+    expectWatchOk(await w.result);
+    expect(captured(w).map((c) => c.trigger)).toEqual(['signal', 'signal']);
+    expect(readdirSync(out)).toHaveLength(2);
+    expect(stateOf(t.pid)).toBe('S');
+  });
+
+  it('SIGTERM during a capture: the capture is completed or rolled back, the watch ends, the target runs', async () => {
+    const t = await startSleeper(marker('term'));
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--output-dir', out]);
+    await w.waitFor('fired');
+    w.run.child.kill('SIGTERM');
+    const r = await w.result;
+    expectWatchOk(r);
+    const last = w.events.at(-1);
+    expect(last?.event).toBe('stopped');
+    const names = readdirSync(out);
+    if (captured(w).length === 1) {
+      expect(names).toEqual([captured(w)[0]!.bundle.slice(out.length + 1)]);
+      const manifest = await readBundleManifest(captured(w)[0]!.bundle);
+      expect(manifest.watch?.trigger).toBe('threads');
+    } else expect(names, 'a rolled-back capture leaves nothing').toEqual([]);
+    await waitFor(() => stateOf(t.pid) === 'S', { what: 'the target to run', timeoutMs: 5000 });
+  });
+});
