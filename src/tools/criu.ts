@@ -1,5 +1,8 @@
 // CRIU: its version, `criu check`, and the exact dump and restore command lines snap uses.
 
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { release } from 'node:os'
+import { join } from 'node:path'
 import { ToolError } from '../errors.js'
 import { compareVersions, INSTALL_HINT, locateTool, MIN_CRIU_VERSION, parseVersion, type LocatedTool, type Version } from './locate.js'
 import { queryTool } from './run.js'
@@ -36,6 +39,99 @@ export interface CriuCheck {
 export async function criuCheck(path: string): Promise<CriuCheck> {
   const r = await queryTool(path, ['check'], 60000)
   return { ok: r.ok, lines: r.output.split('\n').filter((l) => l.trim()).slice(-5) }
+}
+
+/**
+ * What a `criu check` answer depends on: the binary (by path, size, modification time and inode, so a binary replaced
+ * in place is checked again), its version, the kernel and this boot (modules and sysctls loaded since are another
+ * boot's business only after a reboot; CHECK_REMEMBERED_MS bounds the rest).
+ */
+export interface CriuCheckKey {
+  path: string
+  size: number
+  mtimeNs: string
+  ino: string
+  version: string
+  kernel: string
+  bootId: string
+}
+
+export const CHECK_CACHE_FILE = 'criu-check.json'
+const CHECK_CACHE_FORMAT = 'procsnap-criu-check/1'
+/** A cache file larger than this is not one snap wrote: it is not read. */
+const CHECK_CACHE_MAX_BYTES = 4096
+/** A passed check is trusted this long at most, even on the same boot with the same binary. */
+export const CHECK_REMEMBERED_MS = 24 * 60 * 60 * 1000
+
+export function criuCheckKey(criu: { path: string; version: string }): CriuCheckKey | undefined {
+  try {
+    const st = statSync(criu.path, { bigint: true })
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+    if (!bootId) return undefined
+    return { path: criu.path, size: Number(st.size), mtimeNs: String(st.mtimeNs), ino: String(st.ino), version: criu.version, kernel: release(), bootId }
+  } catch {
+    return undefined // nothing to key the answer by: criu check runs, and is not remembered
+  }
+}
+
+function sameKey(a: CriuCheckKey, b: Record<string, unknown>): boolean {
+  return (Object.keys(a) as (keyof CriuCheckKey)[]).every((k) => a[k] === b[k])
+}
+
+/**
+ * When `criu check` last passed for this key, read from the cache in `dir`; undefined when there is none, or when it
+ * is unreadable, too large, not this user's own file, writable by anyone else, for another key, or too old. Never
+ * throws: a cache that cannot be trusted only means criu check runs.
+ */
+export function readRememberedCheck(dir: string, key: CriuCheckKey, now = Date.now()): { checkedAt: string } | undefined {
+  let fd: number | undefined
+  try {
+    fd = openSync(join(dir, CHECK_CACHE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+    const st = fstatSync(fd)
+    if (!st.isFile() || st.size > CHECK_CACHE_MAX_BYTES) return undefined
+    if (st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) return undefined
+    const buf = Buffer.alloc(CHECK_CACHE_MAX_BYTES + 1)
+    const n = readSync(fd, buf, 0, buf.length, 0)
+    if (n > CHECK_CACHE_MAX_BYTES) return undefined
+    const entry = JSON.parse(buf.subarray(0, n).toString('utf8')) as Record<string, unknown>
+    if (entry?.format !== CHECK_CACHE_FORMAT || entry.ok !== true || typeof entry.key !== 'object' || entry.key === null) return undefined
+    if (!sameKey(key, entry.key as Record<string, unknown>)) return undefined
+    const at = typeof entry.checkedAt === 'string' ? Date.parse(entry.checkedAt) : NaN
+    if (!(at <= now && now - at < CHECK_REMEMBERED_MS)) return undefined
+    return { checkedAt: entry.checkedAt as string }
+  } catch {
+    return undefined
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
+}
+
+/** Records that `criu check` passed for this key; written beside and renamed into place, 0600. Failures are ignored:
+ *  the next run checks again. */
+export function rememberCheck(dir: string, key: CriuCheckKey, now = Date.now()): void {
+  const partial = join(dir, `${CHECK_CACHE_FILE}.${process.pid}`)
+  try {
+    writeFileSync(partial, JSON.stringify({ format: CHECK_CACHE_FORMAT, ok: true, key, checkedAt: new Date(now).toISOString() }) + '\n', { mode: 0o600, flag: 'wx' })
+    renameSync(partial, join(dir, CHECK_CACHE_FILE))
+  } catch {
+    rmSync(partial, { force: true })
+  }
+}
+
+/**
+ * `criu check`, run once per criu binary, kernel and boot: a pass is remembered in `cacheDir` and not run again while
+ * its key holds (it costs every dump a criu start and its probes of the kernel). A failure is never remembered: what
+ * was missing may be fixed before the next run. `rememberedFrom` says when the pass that was reused was seen.
+ */
+export async function criuCheckOnce(criu: { path: string; version: string }, cacheDir: string | undefined): Promise<CriuCheck & { rememberedFrom?: string }> {
+  const key = criuCheckKey(criu)
+  const remembered = key && cacheDir !== undefined ? readRememberedCheck(cacheDir, key) : undefined
+  if (remembered) return { ok: true, lines: [], rememberedFrom: remembered.checkedAt }
+  const check = await criuCheck(criu.path)
+  // Remembered only when the binary checked is still the one keyed before the run.
+  const after = check.ok && key && cacheDir !== undefined ? criuCheckKey(criu) : undefined
+  if (after && key && sameKey(key, after as unknown as Record<string, unknown>)) rememberCheck(cacheDir!, key)
+  return check
 }
 
 export interface CriuDumpOptions {

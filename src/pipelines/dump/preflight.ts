@@ -20,12 +20,12 @@ import { readFdLinks } from '../../process/sockets.js'
 import { discoverTree } from '../../process/tree.js'
 import { describeContainer } from '../../process/container.js'
 import { readLink, readProcText, readStat } from '../../process/proc.js'
-import { criuCheck, findCriu, type CriuInfo } from '../../tools/criu.js'
+import { criuCheckOnce, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
 import { startTool, type StartedTool } from '../../tools/run.js'
 import { totalRssKiB } from './checkpoint.js'
 import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
-import { Journal } from '../journal.js'
+import { Journal, journalDir } from '../journal.js'
 import { MiB, type DumpState } from './state.js'
 
 export async function preflight(s: DumpState, report: (d: string) => void): Promise<void> {
@@ -51,10 +51,11 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     // checks below mistake that dump's tracer for someone else's debugger.
     s.journal.lockProcesses([s.identity])
     checkTargetAllowed(o.pid)
-    // The tool probes, `criu check` and the target's description are independent: run them side by side.
+    // The tool probes, `criu check` and the target's description are independent: run them side by side. A passed
+    // `criu check` is remembered beside the journals for this criu, kernel and boot, and not run again.
     const needCriu = !o.coreOnly
     const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
-    const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheck(c!.path))
+    const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheckOnce(c!, journalDir()))
     const [criu, gdb, check, target] = await s.budget.unlessStopped(
       Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv, budget: s.budget, warn: (w) => s.warn(w) })]),
       'preflight (tool versions and `criu check`)',
@@ -65,6 +66,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     s.gdb = gdb.value
     report(`${s.criu ? `criu ${s.criu.version} (${s.criu.path}), ` : ''}gdb ${s.gdb.version} (${s.gdb.path})`)
     if (check.status === 'rejected') throw check.reason
+    if (check.value?.rememberedFrom) report(`\`criu check\` passed at ${check.value.rememberedFrom} on this boot: not run again`)
     if (check.value && !check.value.ok)
       throw new ToolError(`\`criu check\` fails on this host: ${check.value.lines.at(-1) ?? 'no output'}`, 'run `snap doctor` for details')
     if (target.status === 'rejected') throw target.reason
