@@ -5,7 +5,7 @@
 import { cliName } from './ui/cli-name.js'
 
 /** Every configuration variable, without its prefix. */
-export const CONFIG_VARIABLES = ['CRIU', 'GDB', 'PREFIX_BIN', 'TRUSTED_KEYS', 'ZSTD', 'JOURNAL_DIR', 'LOG_DIR'] as const
+export const CONFIG_VARIABLES = ['CRIU', 'GDB', 'PREFIX_BIN', 'TRUSTED_KEYS', 'RECIPIENTS', 'ZSTD', 'JOURNAL_DIR', 'LOG_DIR'] as const
 export type ConfigVariable = (typeof CONFIG_VARIABLES)[number]
 
 export const PREFIX = 'PROCSNAP_'

@@ -158,6 +158,12 @@ export class KeyNotTrustedError extends BundleInvalidError {
   }
 }
 
+/**
+ * The bundle is encrypted and no identity given opens it (none given, or none of its recipients'). Names the
+ * recipients, as far as the header says.
+ */
+export class BundleEncryptedError extends BundleInvalidError {}
+
 export class RestoreRefusedError extends SnapError {
   constructor(message: string, hint?: string) {
     super('restoreRefused', message, hint)

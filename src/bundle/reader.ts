@@ -12,6 +12,7 @@ import { EntryBounds, entryError } from './entry-bounds.js'
 import { TarEndGuard } from './tar-end.js'
 import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 import { validateManifest } from './schema.js'
+import { openEncrypted, readAgeHead, requireIdentity, type EncryptedBundle, type EncryptionFacts } from '../ship/decrypt.js'
 
 /** A manifest larger than this is not one we wrote; refusing it bounds what a hostile first entry can cost. */
 /** A real manifest is tens of KiB (a tree of hundreds of processes, thousands of images); a 16 MiB one cost 1.4 GB to
@@ -19,7 +20,28 @@ import { validateManifest } from './schema.js'
 const MAX_MANIFEST_BYTES = 4 << 20
 const MAX_SIGNATURE_BYTES = 4096
 
-export function openBundleHead(path: string): { compression: Compression; size: number } {
+/** The file's kind from its first bytes: a bundle's compression, or 'age' for an encrypted one (when an identity was
+ *  given: without one, BundleEncryptedError naming its recipients). */
+export function openBundleHead(path: string): { compression: Compression | 'age'; size: number } {
+  const { head, size } = headBytes(path)
+  const age = readAgeHead(path, head)
+  if (age) {
+    requireIdentity(path, age)
+    return { compression: 'age', size }
+  }
+  return { compression: plainCompression(path, head), size }
+}
+
+/** What scanBundle reads: the compression of the (decrypted) bundle, and its decryption when it is encrypted. */
+async function openBundle(path: string): Promise<{ compression: Compression; size: number; encrypted?: EncryptedBundle }> {
+  const { head, size } = headBytes(path)
+  const age = readAgeHead(path, head)
+  if (!age) return { compression: plainCompression(path, head), size }
+  const encrypted = await openEncrypted(path, age)
+  return { compression: plainCompression(path, encrypted.firstChunk), size, encrypted }
+}
+
+function headBytes(path: string): { head: Buffer; size: number } {
   let st
   try {
     st = statSync(path)
@@ -39,10 +61,14 @@ export function openBundleHead(path: string): { compression: Compression; size: 
   } finally {
     if (fd !== undefined) closeSync(fd)
   }
+  return { head, size: st.size }
+}
+
+function plainCompression(path: string, head: Buffer): Compression {
   const compression = detectCompression(head)
   if (compression === 'unknown')
     throw new BundleInvalidError(`${path} is not a snap bundle (neither zstd, gzip nor tar)`, [path], 'give the path of a bundle written by `snap dump`')
-  return { compression, size: st.size }
+  return compression
 }
 
 /** A safe entry name: relative, no "..", no empty or "." parts, a plain character set. */
@@ -59,6 +85,8 @@ export interface ManifestRead {
   manifest: Manifest
   manifestBytes: Buffer
   compression: Compression
+  /** An encrypted bundle: how (what its header says of its recipients). */
+  encryption?: EncryptionFacts
 }
 
 function parseManifestBytes(path: string, bytes: Buffer): Manifest {
@@ -119,7 +147,7 @@ class StopReading extends Error {}
  * mismatch, a missing artifact) are collected so verify can name every file that fails.
  */
 export async function scanBundle(path: string, visitor: EntryVisitor = {}): Promise<ScanResult> {
-  const { compression, size: fileSize } = openBundleHead(path)
+  const { compression, size: fileSize, encrypted } = await openBundle(path)
   const parser = new Parser({ strict: true })
   let fatal: Error | undefined
   let manifest: Manifest | undefined
@@ -279,8 +307,14 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   const reclaim = reclaimEvery(4 << 20)
   const source = createReadStream(path, { highWaterMark: 1 << 20 })
   const dec = decompressor(compression)
-  const stream: Readable = dec ? source.pipe(dec) : source
+  const decrypt = encrypted?.decryptor()
+  const plain: Readable = decrypt ? source.pipe(decrypt) : source
+  const stream: Readable = dec ? plain.pipe(dec) : plain
   source.on('error', (e) => fail(`cannot read: ${e.message}`))
+  decrypt?.on('error', (e) => {
+    fail(`damaged encrypted bundle (${e.message})`)
+    stream.destroy() // a pipe does not pass its source's error on: the decompressor would wait for more forever
+  })
   dec?.on('error', (e) => fail(`damaged ${compression} stream (${e.message}); the bundle is truncated or corrupt`))
   // An abort (a refused entry, or inspect's early stop) never emits 'drain': waiting for 'drain' alone left the
   // promise pending with nothing else to do, and node exited 13 with "unsettled top-level await" on every refusal.
@@ -317,6 +351,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
     if (!fatal) fail(`cannot read: ${(e as Error).message}`)
   } finally {
     source.destroy()
+    decrypt?.destroy()
     dec?.destroy()
   }
   // A head read past the manifest only to see whether a signature follows: a stream cut or damaged beyond that point
@@ -328,11 +363,12 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   if (!visitor.manifestOnly) {
     for (const a of manifest.artifacts) if (!seen.has(a.path)) problems.push(`${a.path}: missing (the bundle is cut or incomplete)`)
   }
-  return { manifest, manifestBytes, compression, signature, problems, seen }
+  const encryption = encrypted ? { format: encrypted.format, stanzas: encrypted.stanzas, recipients: encrypted.recipients } : undefined
+  return { manifest, manifestBytes, compression, ...(encryption ? { encryption } : {}), signature, problems, seen }
 }
 
 /** The manifest and its signature (when there is one), reading only the head of the bundle. */
 export async function readManifest(path: string): Promise<ManifestRead & { signature?: Buffer }> {
   const r = await scanBundle(path, { manifestOnly: true })
-  return { manifest: r.manifest, manifestBytes: r.manifestBytes, compression: r.compression, signature: r.signature }
+  return { manifest: r.manifest, manifestBytes: r.manifestBytes, compression: r.compression, ...(r.encryption ? { encryption: r.encryption } : {}), signature: r.signature }
 }

@@ -16,6 +16,7 @@ import { OutputPathError } from '../errors.js'
 import { partialPrefix } from './output-path.js'
 import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
+import type { BundleEncryption } from '../ship/encrypt.js'
 
 const BLOCK = 512
 
@@ -42,6 +43,8 @@ export interface SealInput {
   onPartial?: (path: string | undefined) => void
   /** Told the running count of artifact bytes read into the bundle, after each chunk (for progress). */
   onBytes?: (done: number) => void
+  /** Encrypts the whole file, head included, as it is written: no plaintext byte of the bundle reaches the disk. */
+  encryption?: BundleEncryption
 }
 
 function partialPathFor(output: string): string {
@@ -149,7 +152,7 @@ function reserveFor(input: SealInput): number {
   const named = [...input.artifacts, ...Array.from({ length: input.laterCount ?? 0 }, () => longest)]
   const draft = input.manifest(named.map((a) => ({ ...a, size: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64) })))
   const bytes = Buffer.byteLength(JSON.stringify(draft, null, 2)) + 64 * 1024 + 4 * BLOCK
-  return Math.ceil(bytes / BLOCK) * BLOCK
+  return input.encryption ? input.encryption.roundReserve(bytes) : Math.ceil(bytes / BLOCK) * BLOCK
 }
 
 function entry(path: string, data: Buffer, mtime: Date): Buffer {
@@ -224,10 +227,15 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
   let size: number
   try {
     const records: ArtifactRecord[] = []
+    let head: (bytes: Buffer) => void = (bytes) => writeSync(fd, bytes, 0, bytes.length, 0)
     const flushing = new BackgroundFlush(fd)
     try {
-      const direct = input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
-      if (direct) {
+      const sealed = input.encryption?.open(fd, reserve, input.compression)
+      const direct = !sealed && input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
+      if (sealed) {
+        await Promise.all([writeEntries(sealed.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), sealed.done])
+        head = sealed.writeHead
+      } else if (direct) {
         // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
         writeSync(fd, Buffer.alloc(reserve))
         await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), direct.done])
@@ -242,8 +250,7 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
     }
     input.signal?.throwIfAborted()
     manifest = input.manifest(records)
-    const head = buildHead(input, manifest, reserve)
-    writeSync(fd, head, 0, head.length, 0)
+    head(buildHead(input, manifest, reserve))
     size = fstatSync(fd).size
     fsyncSync(fd)
     closeSync(fd)

@@ -4,6 +4,8 @@ import { writeBinaries } from '../analysis/binaries-read.js'
 import { parsePid } from '../process/access.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 const CORE_SOURCE = {
   stored: 'stored in the bundle',
@@ -25,6 +27,7 @@ export default class Core extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    identity: identityFlag,
     json: jsonFlag,
     pid: Flags.string({ description: 'the process whose core to write, by its pid at the dump (default: the root)' }),
     output: Flags.string({ char: 'o', description: 'file to write (never overwritten; mode 0600)', required: true }),
@@ -33,6 +36,7 @@ export default class Core extends SnapCommand {
 
   async run(): Promise<CoreExportResult & { binaries?: string }> {
     const { args, flags } = await this.parse(Core)
+    useIdentityFiles(flags.identity ?? [])
     const result = await exportCore({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), output: flags.output })
     if (flags.binaries !== undefined) {
       const written = await writeBinaries(args.bundle, flags.binaries)

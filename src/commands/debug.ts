@@ -4,6 +4,8 @@ import { parsePid } from '../process/access.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 import { toolDefaults } from '../tools/locate.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class Debug extends SnapCommand {
   static override description =
@@ -19,12 +21,14 @@ export default class Debug extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    identity: identityFlag,
     pid: Flags.string({ description: 'the process to debug, by its pid at the dump (default: the root)' }),
     gdb: Flags.string({ description: `gdb to run (${toolDefaults('gdb')})` }),
   }
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(Debug)
+    useIdentityFiles(flags.identity ?? [])
     // gdb's arguments are what follows `--` on the command line, in their order: oclif's argv reorders what looks
     // like flags (`-ex A -ex B` came out as `-ex -ex A B`), so they are taken from the process's own argv.
     const dashdash = process.argv.indexOf('--')

@@ -10,6 +10,9 @@ import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderDumpResult } from '../ui/render.js'
 import { toolDefaults } from '../tools/locate.js'
+import { bundleEncryption } from '../ship/encrypt.js'
+import { encryptToFlag } from '../ship/flags.js'
+import { chooseRecipients } from '../ship/recipients.js'
 
 export default class Dump extends SnapCommand {
   static override description =
@@ -23,6 +26,7 @@ export default class Dump extends SnapCommand {
     { description: 'Cores of every process without a checkpoint, for what criu cannot dump (io_uring, SysV shm, another uid)', command: '<%= config.bin %> dump 4242 --core-only' },
     { description: 'The service by name (its comm, or a pattern over its command line): exactly one tree may match', command: '<%= config.bin %> dump --name nginx' },
     { description: 'The service by its pidfile, or by its systemd unit', command: '<%= config.bin %> dump --pidfile /run/api.pid' },
+    { description: 'Encrypted for two analysts (age): no plaintext byte of the bundle reaches the disk', command: '<%= config.bin %> dump 4242 --encrypt-to age1... --encrypt-to /etc/procsnap/analysts' },
   ]
 
   static override enableJsonFlag = true
@@ -47,6 +51,7 @@ export default class Dump extends SnapCommand {
     'include-env': Flags.boolean({ description: 'record environment VALUES in the manifest (by default only names: values hold secrets)', default: false }),
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
+    'encrypt-to': encryptToFlag,
     core: Flags.string({
       description:
         'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
@@ -67,6 +72,9 @@ export default class Dump extends SnapCommand {
 
   async run(): Promise<DumpResult> {
     const { args, flags } = await this.parse(Dump)
+    // Before the target is looked at: a recipient list that is wrong or not trusted stops the dump before any signal.
+    const recipients = chooseRecipients(flags['encrypt-to'])
+    const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
     const target = await resolveTarget(targetSpec(targetChoice(args.pid, flags), parsePid))
     const pid = target.pid
     const { controller, dispose } = this.interruptController()
@@ -88,6 +96,7 @@ export default class Dump extends SnapCommand {
           coreOnly: flags['core-only'],
           cores: flags.cores as 'all' | 'root',
           signKeyPath: flags.sign,
+          encryption,
           cancel: controller.signal,
           toolVersion: this.config.version,
           ...(target.naming.by !== 'pid' ? { naming: target.naming } : {}),

@@ -3,6 +3,8 @@ import { grepBundle, type GrepResult } from '../analysis/grep.js'
 import { parsePid } from '../process/access.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printableInline } from '../ui/printable.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class Grep extends SnapCommand {
   static override description =
@@ -21,6 +23,7 @@ export default class Grep extends SnapCommand {
   }
 
   static override flags = {
+    identity: identityFlag,
     json: jsonFlag,
     regex: Flags.boolean({ description: 'PATTERN is a JavaScript regular expression over the bytes (as latin1), matches up to 4 KiB', default: false }),
     pid: Flags.string({ description: 'only hits in this process, by its pid at the dump' }),
@@ -29,6 +32,7 @@ export default class Grep extends SnapCommand {
 
   async run(): Promise<GrepResult> {
     const { args, flags } = await this.parse(Grep)
+    useIdentityFiles(flags.identity ?? [])
     const result = await grepBundle({
       bundle: args.bundle,
       pattern: args.pattern,

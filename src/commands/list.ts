@@ -4,6 +4,8 @@ import { listBundles, type ListResult } from '../analysis/bundle-list.js'
 import { describeSignature } from '../bundle/trust.js'
 import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class List extends SnapCommand {
   static override description =
@@ -21,12 +23,14 @@ export default class List extends SnapCommand {
   static override args = { dir: Args.string({ description: 'directories to look in (default: .)', required: false }) }
 
   static override flags = {
+    identity: identityFlag,
     json: jsonFlag,
     key: Flags.string({ description: 'check signatures against this Ed25519 public key alone (default: the trusted keys)' }),
   }
 
   async run(): Promise<ListResult> {
     const { argv, flags } = await this.parse(List)
+    useIdentityFiles(flags.identity ?? [])
     const result = await listBundles(argv as string[], { key: flags.key, warn: warnLine })
     if (!this.jsonEnabled()) {
       for (const b of result.bundles)

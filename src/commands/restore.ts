@@ -5,6 +5,8 @@ import { RestoreRun, type RestoreResult } from '../pipelines/restore/index.js'
 import { SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderRestoreResult } from '../ui/render.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class Restore extends SnapCommand {
   static override description =
@@ -23,6 +25,7 @@ export default class Restore extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    identity: identityFlag,
     resume: Flags.boolean({ description: 'leave the restored process running', exclusive: ['leave-stopped'], default: false }),
     'leave-stopped': Flags.boolean({ description: 'leave the restored process stopped', exclusive: ['resume'], default: false }),
     'new-pidns': Flags.boolean({ description: 'restore into a new pid namespace, so the old pids need not be free (refused while the original runs: use --isolate)', default: false }),
@@ -45,6 +48,7 @@ export default class Restore extends SnapCommand {
 
   async run(): Promise<RestoreResult> {
     const { args, flags } = await this.parse(Restore)
+    useIdentityFiles(flags.identity ?? [])
     const { controller, dispose } = this.interruptController()
     try {
       const result = await new RestoreRun(

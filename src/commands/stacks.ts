@@ -6,6 +6,8 @@ import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 import { LineBatches, writePrettyJson } from '../ui/stream-out.js'
 import { toolDefaults } from '../tools/locate.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class Stacks extends SnapCommand {
   static override description =
@@ -21,6 +23,7 @@ export default class Stacks extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    identity: identityFlag,
     json: jsonFlag,
     pid: Flags.string({ description: 'only this process, by its pid at the dump' }),
     gdb: Flags.string({ description: `gdb to unwind an older bundle with (${toolDefaults('gdb')})` }),
@@ -28,6 +31,7 @@ export default class Stacks extends SnapCommand {
 
   async run(): Promise<StacksResult> {
     const { args, flags } = await this.parse(Stacks)
+    useIdentityFiles(flags.identity ?? [])
     const result = await readStacks({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), gdb: flags.gdb })
     for (const w of result.warnings) process.stderr.write(`warning: ${printable(w)}\n`)
     if (!this.jsonEnabled()) {

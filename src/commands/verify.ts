@@ -7,6 +7,8 @@ import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { ByteMeter, meterIntervalMs } from '../pipelines/byte-meter.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderVerify } from '../ui/render.js'
+import { useIdentityFiles } from '../ship/decrypt.js'
+import { identityFlag } from '../ship/flags.js'
 
 export default class Verify extends SnapCommand {
   static override description =
@@ -22,6 +24,7 @@ export default class Verify extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    identity: identityFlag,
     json: jsonFlag,
     key: Flags.string({ description: 'Ed25519 public key (from `snap keygen`) the manifest must be signed with (default: the trusted keys, which need not match)' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
@@ -29,6 +32,7 @@ export default class Verify extends SnapCommand {
 
   async run(): Promise<VerifyResult> {
     const { args, flags } = await this.parse(Verify)
+    useIdentityFiles(flags.identity ?? [])
     openBundleHead(args.bundle) // a path that is no bundle is one error line, before any progress
     // Reading a large bundle takes seconds: bytes read, rate and time left on stderr meanwhile.
     const progress = new Progress(chooseProgressMode({ quiet: flags.quiet }))

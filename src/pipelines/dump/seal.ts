@@ -49,6 +49,7 @@ export function startSeal(s: DumpState): void {
     sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
     output: s.output,
     compression: s.o.compression,
+    encryption: s.o.encryption,
     signal: stop.signal,
     onBytes: (done) => meter.update(done),
     onPartial: (p) => {

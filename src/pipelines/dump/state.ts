@@ -21,6 +21,7 @@ import type { ProgressReporter } from '../progress.js'
 import type { ByteMeter } from '../byte-meter.js'
 import type { OperationBudget } from '../budget.js'
 import type { Journal } from '../journal.js'
+import type { BundleEncryption } from '../../ship/encrypt.js'
 
 export type CoresScope = 'all' | 'root'
 
@@ -50,6 +51,8 @@ export interface DumpOptions {
   /** Which processes get a core: every process of the tree (default) or the root only. */
   cores?: CoresScope
   signKeyPath?: string
+  /** Seals the bundle for age recipients as it is written (src/ship/encrypt.ts). */
+  encryption?: BundleEncryption
   /** Aborted by snap's signal handlers; its reason is the signal name. */
   cancel: AbortSignal
   toolVersion: string
