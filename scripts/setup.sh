@@ -6,7 +6,8 @@
 #
 #   1. apt packages: gdb (gcore), elfutils (eu-stack), zstd, gcc, libc6-dev, make, python3,
 #      python3-protobuf (for crit), python3.11-dbg (CPython's gdb extension and debug info: the Python frames of
-#      `procsnap stacks`); npm too if there is none.
+#      `procsnap stacks`), delve (Go's goroutines in the same stacks) and golang-go (the tests build a Go server);
+#      npm too if there is none.
 #   1b. age: the tests check that Debian's age CLI decrypts what `dump --encrypt-to` writes, and that snap reads
 #      what it encrypted.
 #   2. CRIU >= 4.2. Debian 12's criu 3.17 fails on recent kernels, and 4.1 cannot dump a process
@@ -78,7 +79,7 @@ GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
 GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
-APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3.11-dbg iptables nftables strace age)
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3.11-dbg delve golang-go iptables nftables strace age)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
 SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static gunicorn)
 

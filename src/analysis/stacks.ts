@@ -8,6 +8,8 @@ import { readJsonFile } from '../bundle/bounded-read.js'
 import { array, int, object, string, type ArrayShape, type ObjectShape } from '../bundle/json-stream.js'
 import { runTool } from '../tools/run.js'
 import { detectRuntime, goVersionOfExecutable, mappedFilesOfCore, type RuntimeRecord } from './runtimes/detect.js'
+import { findDelve, goroutinesFromCore, goroutinesWithin, MAX_GOROUTINE_FRAMES, MAX_GOROUTINES, type Goroutine } from './runtimes/go.js'
+import { javaThreadsFromCore, jhsdbBeside } from './runtimes/java.js'
 import { MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerScript, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
 
 export interface Frame {
@@ -24,8 +26,11 @@ export interface ThreadStack {
   frames: Frame[]
   /** The thread's name in its language (Python's threading name), when its runtime's reader gave one. */
   name?: string | null
-  /** Its frames in the process's language, innermost first: Python's function, file and line. */
+  /** Its frames in the process's language, innermost first: Python's function, file and line; Java's
+   *  class.method and line. */
   runtimeFrames?: RuntimeFrame[]
+  /** Java: the thread's state as jstack prints it ("WAITING (on object monitor)"). */
+  state?: string | null
 }
 
 export interface ProcessStacks {
@@ -35,6 +40,11 @@ export interface ProcessStacks {
   threads: ThreadStack[]
   /** The language runtime the core shows (libpython, a pythonX.Y executable, libjvm.so, Go's build info). */
   runtime?: RuntimeRecord
+  /** Go: every goroutine with its state and frames, innermost first (the first MAX_GOROUTINES, within the room
+   *  stacks.json has for the process). */
+  goroutines?: Goroutine[]
+  /** Go: the goroutines left out past that. */
+  goroutinesOmitted?: number
   /** Why the threads have no frames of that language (its reader is not installed, or failed on this core). */
   runtimeError?: string
 }
@@ -56,10 +66,17 @@ const threadShape = object(
     tid: int(0, 2 ** 31 - 1),
     frames: array(frameShape, MAX_FRAMES, { maxWhy: 'the frames snap unwinds' }),
     name: string(4096, { nullable: true }),
+    state: string(256, { nullable: true }),
     runtimeFrames: array(runtimeFrameShape, MAX_RUNTIME_FRAMES, { maxWhy: 'the language frames snap reads' }),
   },
   ['tid', 'frames'],
 )
+const goroutineShape = object({
+  id: int(0, 2 ** 53 - 1),
+  state: string(256, { nullable: true }),
+  thread: int(0, 2 ** 31 - 1, { nullable: true }),
+  frames: array(runtimeFrameShape, MAX_GOROUTINE_FRAMES, { maxWhy: 'the goroutine frames snap reads' }),
+})
 const runtimeShape = object({ name: string(16, { pattern: /^[a-z]+$/ }), version: string(256, { nullable: true }), file: string(8192) })
 
 /** A process's threads, as gdb's script writes them; at most `maxThreads`. */
@@ -75,6 +92,8 @@ export const processStacksShape = (maxThreads: number, maxWhy?: string): ObjectS
       threads: threadsShape(maxThreads, maxWhy),
       runtime: runtimeShape,
       runtimeError: string(4096),
+      goroutines: array(goroutineShape, MAX_GOROUTINES, { maxWhy: 'the goroutines snap reads' }),
+      goroutinesOmitted: int(0, 2 ** 31 - 1),
     },
     ['pid', 'comm', 'exe', 'threads'],
   )
@@ -162,8 +181,46 @@ export async function stacksFromCore(o: {
       if (w) Object.assign(t, { name: w.name, runtimeFrames: w.frames })
     }
   }
-  return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...(runtimeError ? { runtimeError } : {}) }
+  if (runtime?.name === 'java') runtimeError = (await javaFrames(threads, runtime, o)) ?? runtimeError
+  let go: Pick<ProcessStacks, 'goroutines' | 'goroutinesOmitted'> = {}
+  if (runtime?.name === 'go') {
+    const dlv = findDelve()
+    if (!dlv || !o.exe) runtimeError = !dlv ? 'delve is not installed, so its goroutines are not read (Debian: apt-get install delve)' : 'its executable is not here for delve to read its goroutines'
+    else {
+      try {
+        const found = await goroutinesFromCore({ dlv, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: o.timeoutMs, cancel: o.cancel })
+        // stacks.json has room for so much a thread (entry-bounds.ts): the goroutines take half of the process's.
+        const kept = goroutinesWithin(found.goroutines, threads.length * GOROUTINE_BYTES_PER_THREAD)
+        go = { goroutines: kept, ...(found.more + found.goroutines.length - kept.length > 0 ? { goroutinesOmitted: found.more + found.goroutines.length - kept.length } : {}) }
+      } catch (e) {
+        if (o.cancel?.aborted) throw e
+        runtimeError = `delve could not read the goroutines: ${(e as Error).message}`
+      }
+    }
+  }
+  return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...go, ...(runtimeError ? { runtimeError } : {}) }
 }
+
+/** Each Java thread's name, state and frames onto its OS thread, through the JDK's jhsdb; why not, when not. */
+async function javaFrames(threads: ThreadStack[], runtime: RuntimeRecord, o: { exe?: string; core: string; pid: number; workDir: string; timeoutMs: number; cancel?: AbortSignal }): Promise<string | undefined> {
+  const jhsdb = o.exe ? jhsdbBeside(o.exe) : undefined
+  if (!o.exe) return 'its java executable is not here for jhsdb to read its Java threads'
+  if (!jhsdb) return `the JDK of ${o.exe} has no jhsdb, so its Java threads are not read (Debian: the openjdk-N-jdk-headless of ${runtime.version ?? 'that JVM'})`
+  try {
+    const byTid = new Map((await javaThreadsFromCore({ jhsdb, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: o.timeoutMs, cancel: o.cancel })).map((t) => [t.tid, t]))
+    for (const t of threads) {
+      const j = byTid.get(t.tid)
+      if (j) Object.assign(t, { name: j.name, state: j.state, runtimeFrames: j.frames })
+    }
+    return undefined
+  } catch (e) {
+    if (o.cancel?.aborted) throw e
+    return `jhsdb could not read the Java threads: ${(e as Error).message}`
+  }
+}
+
+/** Half of what stacks.json may hold for each thread of a process (entry-bounds.ts allows 256 KiB). */
+const GOROUTINE_BYTES_PER_THREAD = 128 << 10
 
 /** The runtime a core shows by the files it maps and its executable's Go build info; undefined for a native
  *  program or a core whose notes cannot be read (its native stacks are still read). */
@@ -208,14 +265,25 @@ export function* stacksLines(all: ProcessStacks[]): Generator<string> {
     if (p.runtime) yield `  runtime ${p.runtime.name}${p.runtime.version ? ` ${p.runtime.version}` : ''} (${p.runtime.file})`
     if (p.runtimeError) yield `  (${p.runtimeError})`
     for (const t of p.threads) {
-      yield `  thread ${t.tid}${t.name ? ` "${t.name}"` : ''}:`
+      yield `  thread ${t.tid}${t.name ? ` "${t.name}"` : ''}${t.state ? ` [${t.state}]` : ''}:`
       // The language's frames first: they are what the service's engineer reads; the native ones follow.
       for (const [i, f] of (t.runtimeFrames ?? []).entries())
-        yield `    ${p.runtime?.name ?? 'runtime'} #${i}  ${f.function ?? '??'}${f.file ? ` at ${f.file}${f.line !== null ? `:${f.line}` : ''}` : ''}`
+        yield `    ${p.runtime?.name ?? 'runtime'} #${i}  ${f.function ?? '??'}${whereIn(f)}`
       for (const [i, f] of t.frames.entries()) {
         const where = f.file ? ` at ${f.file}${f.line ? `:${f.line}` : ''}` : f.library ? ` from ${f.library}` : ''
         yield `    #${i}  ${f.pc} in ${f.function ?? '??'} ()${where}`
       }
     }
+    for (const g of p.goroutines ?? []) {
+      yield `  goroutine ${g.id}${g.state ? ` [${g.state}]` : ''}${g.thread !== null ? ` on thread ${g.thread}` : ''}:`
+      for (const [i, f] of g.frames.entries()) yield `    go #${i}  ${f.function ?? '??'}${whereIn(f)}`
+    }
+    if (p.goroutinesOmitted) yield `  (${p.goroutinesOmitted} more goroutines not shown)`
   }
+}
+
+/** " at FILE:LINE", or " line LINE" for a frame that names no file (Java's, as jstack gives them). */
+function whereIn(f: RuntimeFrame): string {
+  if (f.file) return ` at ${f.file}${f.line !== null ? `:${f.line}` : ''}`
+  return f.line !== null ? ` line ${f.line}` : ''
 }

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { detectRuntime, fileNoteOf, goVersionOfBuildInfo, goVersionOfExecutable, mappedFilesOfCore } from '../../src/analysis/runtimes/detect.js';
+import { goroutinesWithin, parseGoroutines } from '../../src/analysis/runtimes/go.js';
+import { parseJstack } from '../../src/analysis/runtimes/java.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { fileNote } from '../../src/corefile/notes.js';
 
@@ -100,5 +102,86 @@ describe("Go's build info", () => {
   it('a C executable has none', () => {
     expect(goVersionOfExecutable('/bin/true')).toBeUndefined();
     expect(goVersionOfExecutable(join(dir, 'missing'))).toBeUndefined();
+  });
+});
+
+describe("delve's goroutines", () => {
+  const listing = [
+    "Type 'help' for list of commands.",
+    '  Goroutine 4 - User: /srv/main.go:19 main.holdRequest (0x61270a) [select (no cases)]',
+    '\t0  0x0000000000439476 in runtime.gopark',
+    '\t    at /usr/lib/go-1.19/src/runtime/proc.go:364',
+    '\t1  0x000000000061270a in main.holdRequest',
+    '\t    at /srv/main.go:19',
+    '* Goroutine 7 - User: /srv/spin.go:3 main.spin (0x4010) (thread 4242)',
+    '\t 0  0x0000000000004010 in main.spin',
+    '\t     at /srv/spin.go:3',
+    '\t10  0x0000000000465981 in runtime.goexit',
+    '\t     at /usr/lib/go-1.19/src/runtime/asm_amd64.s:1594',
+  ].join('\n');
+
+  it('each goroutine with its state, its thread when it runs, and its frames innermost first', () => {
+    const { goroutines, more } = parseGoroutines(listing);
+    expect(more).toBe(0);
+    expect(goroutines).toEqual([
+      {
+        id: 4,
+        state: 'select (no cases)',
+        thread: null,
+        frames: [
+          { function: 'runtime.gopark', file: '/usr/lib/go-1.19/src/runtime/proc.go', line: 364 },
+          { function: 'main.holdRequest', file: '/srv/main.go', line: 19 },
+        ],
+      },
+      {
+        id: 7,
+        state: 'running',
+        thread: 4242,
+        frames: [
+          { function: 'main.spin', file: '/srv/spin.go', line: 3 },
+          { function: 'runtime.goexit', file: '/usr/lib/go-1.19/src/runtime/asm_amd64.s', line: 1594 },
+        ],
+      },
+    ]);
+  });
+
+  it('kept within the room stacks.json has: the first goroutines that fit', () => {
+    const { goroutines } = parseGoroutines(listing);
+    expect(goroutinesWithin(goroutines, 1 << 20)).toHaveLength(2);
+    expect(goroutinesWithin(goroutines, 700).map((g) => g.id)).toEqual([4]);
+    expect(goroutinesWithin(goroutines, 10)).toEqual([]);
+  });
+});
+
+describe("jhsdb jstack's threads", () => {
+  it('each Java thread by its nid, with its name, state and class.method frames with their lines', () => {
+    const listing = [
+      'Attaching to core core.j from executable /usr/lib/jvm/java-17-openjdk-amd64/bin/java, please wait...',
+      'Deadlock Detection:',
+      '',
+      '"settler-1" #12 prio=5 tid=0x00007f5ac8113f00 nid=0x2c56 in Object.wait() [0x00007f5aa4c46000]',
+      '   java.lang.Thread.State: WAITING (on object monitor)',
+      '   JavaThread state: _thread_blocked',
+      ' - java.lang.Object.wait(long) @bci=0 (Interpreted frame)',
+      '\t- waiting on <0x000000069ec19730> (a java.lang.Object)',
+      ' - Settler.awaitSettlement() @bci=9, line=12 (Interpreted frame)',
+      ' - Settler$$Lambda$1+0x00007f5a48000a08.run() @bci=4 (Interpreted frame)',
+      '',
+      '"a "quoted" name" #13 daemon prio=9 tid=0x00007f5ac80fd260 nid=0x2c4d waiting on condition [0x0000000000000000]',
+      '   java.lang.Thread.State: RUNNABLE',
+    ].join('\n');
+    expect(parseJstack(listing)).toEqual([
+      {
+        tid: 0x2c56,
+        name: 'settler-1',
+        state: 'WAITING (on object monitor)',
+        frames: [
+          { function: 'java.lang.Object.wait', file: null, line: null },
+          { function: 'Settler.awaitSettlement', file: null, line: 12 },
+          { function: 'Settler$$Lambda$1+0x00007f5a48000a08.run', file: null, line: null },
+        ],
+      },
+      { tid: 0x2c4d, name: 'a "quoted" name', state: 'RUNNABLE', frames: [] },
+    ]);
   });
 });
