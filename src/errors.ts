@@ -16,6 +16,7 @@ export const EXIT_CODES = {
   restoreFailed: { code: 13, meaning: 'criu restore failed; any partly restored task was killed' },
   locked: { code: 14, meaning: 'another snap (a dump or a restore) is already working on this target or a process of its tree' },
   rollbackIncomplete: { code: 15, meaning: 'a process of the tree could not be put back in its found state, or died while a tool held it (never reported as put back): act on the message now' },
+  uploadFailed: { code: 16, meaning: 'a transfer to or from an S3-compatible store failed (after retries) or did not check out; a bundle being uploaded stays on disk, named in the message' },
   internal: { code: 70, meaning: 'a bug in snap (an unexpected error); the target was put back; run again with --debug and report it' },
   interruptedHup: { code: 129, meaning: 'snap got SIGHUP; it rolled back and stopped' },
   interruptedInt: { code: 130, meaning: 'snap got SIGINT (Ctrl+C); it rolled back and stopped' },
@@ -163,6 +164,13 @@ export class KeyNotTrustedError extends BundleInvalidError {
  * recipients, as far as the header says.
  */
 export class BundleEncryptedError extends BundleInvalidError {}
+
+/** An upload, download or listing of an S3-compatible store failed. A dump's bundle is kept; the hint names it. */
+export class UploadFailedError extends SnapError {
+  constructor(message: string, hint?: string) {
+    super('uploadFailed', message, hint)
+  }
+}
 
 export class RestoreRefusedError extends SnapError {
   constructor(message: string, hint?: string) {

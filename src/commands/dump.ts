@@ -13,6 +13,7 @@ import { toolDefaults } from '../tools/locate.js'
 import { bundleEncryption } from '../ship/encrypt.js'
 import { encryptToFlag } from '../ship/flags.js'
 import { chooseRecipients } from '../ship/recipients.js'
+import { parseS3Url, uploadBundle, type UploadResult } from '../ship/s3.js'
 
 export default class Dump extends SnapCommand {
   static override description =
@@ -27,6 +28,7 @@ export default class Dump extends SnapCommand {
     { description: 'The service by name (its comm, or a pattern over its command line): exactly one tree may match', command: '<%= config.bin %> dump --name nginx' },
     { description: 'The service by its pidfile, or by its systemd unit', command: '<%= config.bin %> dump --pidfile /run/api.pid' },
     { description: 'Encrypted for two analysts (age): no plaintext byte of the bundle reaches the disk', command: '<%= config.bin %> dump 4242 --encrypt-to age1... --encrypt-to /etc/procsnap/analysts' },
+    { description: 'Then into a bucket, with its sha256 beside it', command: '<%= config.bin %> dump 4242 --encrypt-to age1... --upload s3://captures/api/' },
   ]
 
   static override enableJsonFlag = true
@@ -52,6 +54,8 @@ export default class Dump extends SnapCommand {
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
     'encrypt-to': encryptToFlag,
+    upload: Flags.string({ description: 'then upload the bundle to s3://BUCKET/PREFIX (any S3-compatible store: AWS_ENDPOINT_URL, AWS_REGION, credentials and profiles as the AWS CLI reads them), with its sha256 beside it; a failed upload keeps the bundle (exit 16)' }),
+    'keep-local': Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] }),
     core: Flags.string({
       description:
         'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
@@ -70,11 +74,12 @@ export default class Dump extends SnapCommand {
     'skip-criu-check': Flags.boolean({ hidden: true, default: false }),
   }
 
-  async run(): Promise<DumpResult> {
+  async run(): Promise<DumpResult & { upload?: UploadResult }> {
     const { args, flags } = await this.parse(Dump)
     // Before the target is looked at: a recipient list that is wrong or not trusted stops the dump before any signal.
     const recipients = chooseRecipients(flags['encrypt-to'])
     const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
+    const upload = flags.upload === undefined ? undefined : parseS3Url(flags.upload)
     const target = await resolveTarget(targetSpec(targetChoice(args.pid, flags), parsePid))
     const pid = target.pid
     const { controller, dispose } = this.interruptController()
@@ -105,7 +110,11 @@ export default class Dump extends SnapCommand {
       )
       const result = await run.execute()
       if (!this.jsonEnabled()) this.log(renderDumpResult(result))
-      return result
+      if (!upload) return result
+      if (!flags.quiet) process.stderr.write(`uploading ${result.bundle} to ${flags.upload}\n`)
+      const uploaded = await uploadBundle(result.bundle, upload, { keepLocal: flags['keep-local'] ?? false })
+      if (!this.jsonEnabled()) this.log(`uploaded      ${uploaded.url} (sha256 ${uploaded.sha256}${uploaded.kept ? '; kept here too' : '; removed here'})`)
+      return { ...result, upload: uploaded }
     } finally {
       dispose()
     }

@@ -6,6 +6,8 @@ import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'
 import { useIdentityFiles } from '../ship/decrypt.js'
 import { identityFlag } from '../ship/flags.js'
+import { listObjects, parseS3Url, type ListedObject } from '../ship/s3.js'
+import { UsageError } from '../errors.js'
 
 export default class List extends SnapCommand {
   static override description =
@@ -14,6 +16,7 @@ export default class List extends SnapCommand {
   static override examples = [
     { description: 'Bundles here', command: '<%= config.bin %> list' },
     { description: 'Two directories, as JSON', command: '<%= config.bin %> list /var/tmp /srv/captures --json' },
+    { description: 'The bundles uploaded under a prefix', command: '<%= config.bin %> list s3://captures/api/' },
   ]
 
   static override enableJsonFlag = true
@@ -28,9 +31,19 @@ export default class List extends SnapCommand {
     key: Flags.string({ description: 'check signatures against this Ed25519 public key alone (default: the trusted keys)' }),
   }
 
-  async run(): Promise<ListResult> {
+  async run(): Promise<ListResult | { objects: ListedObject[] }> {
     const { argv, flags } = await this.parse(List)
     useIdentityFiles(flags.identity ?? [])
+    const remote = (argv as string[]).filter((a) => a.startsWith('s3://'))
+    if (remote.length > 0) {
+      if (remote.length < argv.length) throw new UsageError('give either directories or s3:// prefixes, not both')
+      const objects = (await Promise.all(remote.map((u) => listObjects(parseS3Url(u))))).flat()
+      if (!this.jsonEnabled()) {
+        for (const o of objects) this.log(`${o.lastModified}  ${humanBytes(o.size)}  ${o.hasSha256 ? 'sha256 recorded' : 'no sha256 recorded'}  ${printable(o.url)}`)
+        if (objects.length === 0) this.log('no bundles')
+      }
+      return { objects }
+    }
     const result = await listBundles(argv as string[], { key: flags.key, warn: warnLine })
     if (!this.jsonEnabled()) {
       for (const b of result.bundles)

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   BundleInvalidError, EXIT_CODES, InternalError, InterruptedError, LockedError, OutputPathError, PermissionDeniedError, RestoreFailedError,
   RestoreRefusedError, RollbackIncompleteError, SnapError, StepFailedError, StepTimeoutError, TargetChangedError,
-  TargetNotFoundError, TargetRefusedError, ToolError, UsageError, isSnapError,
+  TargetNotFoundError, TargetRefusedError, ToolError, UploadFailedError, UsageError, isSnapError,
 } from '../../src/errors.js';
 
 describe('EXIT_CODES', () => {
@@ -47,6 +47,7 @@ describe('error classes', () => {
     [new RestoreFailedError('x'), 'restoreFailed'],
     [new LockedError('x'), 'locked'],
     [new RollbackIncompleteError('x'), 'rollbackIncomplete'],
+    [new UploadFailedError('x'), 'uploadFailed'],
     [new InternalError(new Error('x')), 'internal'],
     [new InterruptedError('SIGHUP', 'x'), 'interruptedHup'],
     [new InterruptedError('SIGINT', 'x'), 'interruptedInt'],

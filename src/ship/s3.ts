@@ -1,0 +1,221 @@
+// Bundles to and from S3 or any S3-compatible store. Endpoint, region and credentials come from the AWS SDK's own
+// environment and profile chain (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), so a host set
+// up for the aws CLI needs nothing more. Each bundle object has a sidecar, KEY.sha256 (`sha256sum` format), written
+// once the bundle is up: fetch holds the download to it.
+
+import { createHash } from 'node:crypto'
+import { closeSync, constants, createReadStream, createWriteStream, fsyncSync, linkSync, openSync, statSync, unlinkSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
+import { Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { randomBytes } from 'node:crypto'
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { BundleInvalidError, OutputPathError, UploadFailedError, UsageError } from '../errors.js'
+
+export const SIDECAR = '.sha256'
+/** Part size and parts in flight: what an upload holds in memory is about their product. */
+const PART_BYTES = 8 << 20
+const PARTS_IN_FLIGHT = 4
+/** Attempts per request (the SDK's own retry with backoff, for throttling, 5xx and dropped connections). */
+const ATTEMPTS = 5
+const BUNDLE_KEY = /\.(tar\.zst|tar\.gz|tar|snap|age)$/
+
+export interface S3Location {
+  bucket: string
+  /** The key, or the prefix of keys (no leading slash; '' for the bucket's root). */
+  key: string
+}
+
+export function parseS3Url(url: string): S3Location {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url)
+  if (!m) throw new UsageError(`${url} is not an s3:// URL`, 'give s3://BUCKET/PREFIX')
+  return { bucket: m[1]!, key: (m[2] ?? '').replace(/^\/+/, '') }
+}
+
+export const s3Url = (l: S3Location): string => `s3://${l.bucket}/${l.key}`
+
+/** Where a bundle goes under a prefix: the prefix taken as a directory, the bundle's own name under it. */
+export function keyFor(prefix: string, file: string): string {
+  const p = prefix.replace(/\/+$/, '')
+  return p ? `${p}/${basename(file)}` : basename(file)
+}
+
+function client(): S3Client {
+  // A store of its own (AWS_ENDPOINT_URL) is reached by path: most S3-compatible servers, and any on an IP address,
+  // have no per-bucket host names.
+  const ownEndpoint = !!(process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL)
+  return new S3Client({ maxAttempts: ATTEMPTS, forcePathStyle: ownEndpoint })
+}
+
+/** The SDK's error in one line: its name and message, or the network error under it. */
+function why(e: unknown): string {
+  const err = e as Error & { $metadata?: { httpStatusCode?: number }; code?: string; cause?: { code?: string } }
+  const status = err.$metadata?.httpStatusCode
+  const code = err.code ?? err.cause?.code
+  return [err.name && err.name !== 'Error' ? err.name : undefined, err.message, status ? `HTTP ${status}` : undefined, code && !err.message.includes(code) ? code : undefined]
+    .filter(Boolean)
+    .join(': ')
+}
+
+export interface UploadResult {
+  url: string
+  size: number
+  sha256: string
+  /** The local bundle, when it was kept. */
+  kept?: string
+}
+
+/**
+ * Uploads a sealed bundle (multipart, PART_BYTES at a time, PARTS_IN_FLIGHT at once, so memory stays flat whatever
+ * its size), hashing it on the way; then writes the sidecar and checks the object's size against the file's. Any
+ * failure leaves the local bundle where it is and says so (UploadFailedError); with `keepLocal` false, a checked
+ * upload removes it.
+ */
+export async function uploadBundle(file: string, to: S3Location, o: { keepLocal: boolean; onProgress?: (done: number, total: number) => void }): Promise<UploadResult> {
+  const size = statSync(file).size
+  const key = keyFor(to.key, file)
+  const url = s3Url({ bucket: to.bucket, key })
+  const s3 = client()
+  const hash = createHash('sha256')
+  const hashing = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk)
+      cb(null, chunk)
+    },
+  })
+  const fail = (what: string, e?: unknown) =>
+    new UploadFailedError(`uploading ${file} to ${url} failed: ${what}${e ? ` (${why(e)})` : ''}`, `the bundle is kept at ${file}; upload it again with the same command's --upload, or copy it by hand`)
+  try {
+    const upload = new Upload({
+      client: s3,
+      params: { Bucket: to.bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }).pipe(hashing), ContentType: 'application/octet-stream', ContentLength: size },
+      partSize: PART_BYTES,
+      queueSize: PARTS_IN_FLIGHT,
+      leavePartsOnError: false,
+    })
+    upload.on('httpUploadProgress', (p) => o.onProgress?.(p.loaded ?? 0, size))
+    await upload.done()
+  } catch (e) {
+    throw fail('the upload did not complete', e)
+  }
+  const sha256 = hash.digest('hex')
+  try {
+    await s3.send(new PutObjectCommand({ Bucket: to.bucket, Key: key + SIDECAR, Body: `${sha256}  ${basename(key)}\n`, ContentType: 'text/plain' }))
+    const head = await s3.send(new HeadObjectCommand({ Bucket: to.bucket, Key: key }))
+    if (head.ContentLength !== size) throw fail(`the object is ${head.ContentLength ?? 'of unknown size'} bytes, the bundle ${size}`)
+  } catch (e) {
+    if (e instanceof UploadFailedError) throw e
+    throw fail('the uploaded object could not be checked', e)
+  } finally {
+    s3.destroy()
+  }
+  if (o.keepLocal) return { url, size, sha256, kept: file }
+  unlinkSync(file)
+  return { url, size, sha256 }
+}
+
+export interface FetchResult {
+  url: string
+  path: string
+  size: number
+  sha256: string
+}
+
+/**
+ * Downloads a bundle to a new 0600 file (never over an existing one), hashing it as it streams, and holds it to its
+ * sidecar's sha256 and the object's size: a mismatch removes what was written (exit 11).
+ */
+export async function fetchBundle(from: S3Location, output: string | undefined): Promise<FetchResult> {
+  if (!from.key || from.key.endsWith('/')) throw new UsageError(`${s3Url(from)} names no object`, 'give s3://BUCKET/KEY of a bundle (see `procsnap list s3://BUCKET/PREFIX`)')
+  const url = s3Url(from)
+  const path = output ?? basename(from.key)
+  const s3 = client()
+  const partial = join(dirname(path), `.${basename(path)}.fetch-${process.pid}-${randomBytes(4).toString('hex')}`)
+  let fd: number | undefined
+  try {
+    let expected: string
+    try {
+      const side = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key + SIDECAR }))
+      expected = ((await side.Body?.transformToString()) ?? '').trim().split(/\s+/)[0] ?? ''
+    } catch (e) {
+      throw new BundleInvalidError(`${url}${SIDECAR}, the sha256 the upload recorded, cannot be read (${why(e)})`, [url], 'fetch a bundle uploaded by `procsnap dump --upload`')
+    }
+    if (!/^[0-9a-f]{64}$/.test(expected)) throw new BundleInvalidError(`${url}${SIDECAR} holds no sha256`, [url])
+    let obj
+    try {
+      obj = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key }))
+    } catch (e) {
+      throw new UploadFailedError(`cannot download ${url} (${why(e)})`, 'check the URL with `procsnap list s3://BUCKET/PREFIX`, and the credentials')
+    }
+    try {
+      fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    } catch (e) {
+      throw new OutputPathError(`cannot write into ${dirname(path)} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'give -o a path in a directory you can write')
+    }
+    const hash = createHash('sha256')
+    let size = 0
+    const body = obj.Body as NodeJS.ReadableStream
+    await pipeline(
+      body,
+      new Transform({
+        transform(chunk: Buffer, _e, cb) {
+          hash.update(chunk)
+          size += chunk.length
+          cb(null, chunk)
+        },
+      }),
+      createWriteStream('', { fd, autoClose: false }),
+    )
+    fsyncSync(fd)
+    const sha256 = hash.digest('hex')
+    if (sha256 !== expected || (obj.ContentLength !== undefined && obj.ContentLength !== size))
+      throw new BundleInvalidError(`${url} does not match the sha256 its upload recorded (got ${sha256}, ${size} bytes)`, [url], 'the object was changed or cut in the store; nothing was kept')
+    try {
+      linkSync(partial, path)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new OutputPathError(`${path} already exists`, 'choose another -o; snap never overwrites')
+      throw e
+    }
+    return { url, path, size, sha256 }
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+    try {
+      unlinkSync(partial)
+    } catch {
+      // never made
+    }
+    s3.destroy()
+  }
+}
+
+export interface ListedObject {
+  url: string
+  size: number
+  lastModified: string
+  /** The sha256 recorded beside it, when there is a sidecar. */
+  hasSha256: boolean
+}
+
+/** The bundles under a prefix (sidecars left out), newest first. */
+export async function listObjects(at: S3Location): Promise<ListedObject[]> {
+  const s3 = client()
+  const all: { Key?: string; Size?: number; LastModified?: Date }[] = []
+  try {
+    let token: string | undefined
+    do {
+      const page = await s3.send(new ListObjectsV2Command({ Bucket: at.bucket, Prefix: at.key || undefined, ContinuationToken: token }))
+      all.push(...(page.Contents ?? []))
+      token = page.IsTruncated ? page.NextContinuationToken : undefined
+    } while (token)
+  } catch (e) {
+    throw new UploadFailedError(`cannot list ${s3Url(at)} (${why(e)})`, 'check the bucket name, the endpoint (AWS_ENDPOINT_URL) and the credentials')
+  } finally {
+    s3.destroy()
+  }
+  const keys = new Set(all.map((o) => o.Key))
+  return all
+    .filter((o) => o.Key && BUNDLE_KEY.test(o.Key))
+    .map((o) => ({ url: s3Url({ bucket: at.bucket, key: o.Key! }), size: o.Size ?? 0, lastModified: o.LastModified?.toISOString() ?? '', hasSha256: keys.has(o.Key + SIDECAR) }))
+    .sort((a, b) => b.lastModified.localeCompare(a.lastModified))
+}

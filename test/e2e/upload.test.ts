@@ -1,0 +1,164 @@
+// Bundles shipped to an S3-compatible store: a real server (s3rver, from npm) started here on 127.0.0.1 and stopped
+// by its pid. dump --upload puts the bundle and its sha256 there; list and fetch find and bring it back, held to that
+// sha256; a server that stops in the middle of an upload leaves the local bundle whole and named (exit 16).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { repoRoot, runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
+import { nodeBin } from '../helpers/paths.js';
+import { cleanupAllTargets, killPid, readProcStat, startTarget, waitFor } from '../helpers/target.js';
+
+const BUCKET = 'captures';
+let journalDir: string;
+let dir: string;
+
+interface Server {
+  child: ChildProcess;
+  endpoint: string;
+}
+const servers: Server[] = [];
+
+/** s3rver on a free port of 127.0.0.1, with the bucket made; resolves once it listens. */
+async function startServer(): Promise<Server> {
+  const data = makeTempDir('snap-s3-data-');
+  const child = spawn(nodeBin, [join(repoRoot, 'node_modules/s3rver/bin/s3rver.js'), '-d', data, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', BUCKET], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const port = await waitFor(() => /listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1], { what: `s3rver to listen (${out})`, timeoutMs: 20_000 });
+  const server = { child, endpoint: `http://127.0.0.1:${port}` };
+  servers.push(server);
+  return server;
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const gone = new Promise((r) => s.child.once('exit', r));
+  process.kill(s.child.pid!, 'SIGKILL');
+  await gone;
+}
+
+const env = (s: Server) => ({
+  PROCSNAP_JOURNAL_DIR: journalDir,
+  AWS_ENDPOINT_URL: s.endpoint,
+  AWS_REGION: 'us-east-1',
+  // s3rver's own credentials; no profile of the host is read
+  AWS_ACCESS_KEY_ID: 'S3RVER',
+  AWS_SECRET_ACCESS_KEY: 'S3RVER',
+  AWS_CONFIG_FILE: '/dev/null',
+  AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+});
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+beforeAll(() => {
+  journalDir = makeTempDir('snap-upload-journal-');
+  dir = makeTempDir('snap-upload-out-');
+});
+afterAll(async () => {
+  for (const s of servers) await stopServer(s);
+  await cleanupAllTargets();
+  removeTempDirs();
+});
+
+interface Uploaded {
+  bundle: string;
+  upload: { url: string; size: number; sha256: string; kept?: string };
+}
+
+describe('dump --upload, list and fetch against an S3-compatible server', () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startServer();
+  });
+
+  it('uploads the bundle with its sha256, lists it, and fetches the same bytes back', async () => {
+    const target = await startTarget({ threads: 2, mib: 16, group: 'setsid' });
+    const bundle = join(dir, 'kept.tar.zst');
+    const dump = await runSnap(['dump', String(target.pid), '-o', bundle, '--upload', `s3://${BUCKET}/api/`, '--keep-local', '--json', '--quiet'], { env: env(server) });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    expect(readProcStat(target.pid)?.state).toMatch(/[RS]/);
+    const result = JSON.parse(dump.stdout) as Uploaded;
+    expect(result.upload.url).toBe(`s3://${BUCKET}/api/kept.tar.zst`);
+    expect(result.upload.kept).toBe(bundle);
+    expect(result.upload.sha256).toBe(sha256(bundle));
+
+    const list = await runSnap(['list', `s3://${BUCKET}/api/`, '--json'], { env: env(server) });
+    expect(list.exitCode, list.stderr).toBe(0);
+    const listed = (JSON.parse(list.stdout) as { objects: { url: string; size: number; hasSha256: boolean }[] }).objects;
+    expect(listed).toContainEqual(expect.objectContaining({ url: result.upload.url, size: result.upload.size, hasSha256: true }));
+    expect(listed.some((o) => o.url.endsWith('.sha256')), 'sidecars are not listed as bundles').toBe(false);
+
+    const fetched = join(dir, 'fetched.tar.zst');
+    const fetch = await runSnap(['fetch', result.upload.url, '-o', fetched, '--json'], { env: env(server) });
+    expect(fetch.exitCode, fetch.stderr).toBe(0);
+    expect(sha256(fetched)).toBe(result.upload.sha256);
+    const verify = await runSnap(['verify', fetched], { env: env(server) });
+    expect(verify.exitCode, verify.stderr).toBe(0);
+
+    const again = await runSnap(['fetch', result.upload.url, '-o', fetched], { env: env(server) });
+    expect(again.exitCode, 'never over an existing file').toBe(7);
+    await target.cleanup();
+  });
+
+  it('without --keep-local the checked upload leaves no local bundle; an encrypted one is fetched and read with --identity', async () => {
+    const target = await startTarget({ threads: 1, mib: 4, group: 'setsid' });
+    const bundle = join(dir, 'gone.tar.zst');
+    const recipient = 'age1tsv5ety8k6gayq6tram47f0pg5fn0g83faq9du9acrlhqd5nap8sx946xm';
+    const dump = await runSnap(['dump', String(target.pid), '-o', bundle, '--encrypt-to', recipient, '--upload', `s3://${BUCKET}/enc`, '--json', '--quiet'], {
+      env: env(server),
+    });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const result = JSON.parse(dump.stdout) as Uploaded;
+    expect(result.upload.kept).toBeUndefined();
+    expect(existsSync(bundle)).toBe(false);
+
+    const fetched = join(dir, 'gone-fetched.tar.zst');
+    const fetch = await runSnap(['fetch', `s3://${BUCKET}/enc/gone.tar.zst`, '-o', fetched], { env: env(server) });
+    expect(fetch.exitCode, fetch.stderr).toBe(0);
+    expect(sha256(fetched)).toBe(result.upload.sha256);
+    const inspect = await runSnap(['inspect', fetched], { env: env(server) });
+    expect(inspect.exitCode).toBe(11);
+    expect(inspect.stderr).toContain(recipient);
+    await target.cleanup();
+  });
+
+  it('fetch of a key that is not there exits 11 and leaves no file', async () => {
+    const out = join(dir, 'missing.tar.zst');
+    const fetch = await runSnap(['fetch', `s3://${BUCKET}/api/missing.tar.zst`, '-o', out], { env: env(server) });
+    expect(fetch.exitCode).toBe(11);
+    expect(fetch.stderr).toContain('missing.tar.zst.sha256');
+    expect(existsSync(out)).toBe(false);
+  });
+});
+
+describe('a server that stops in the middle of an upload', () => {
+  it('keeps the local bundle whole, names it, and exits 16', async () => {
+    const server = await startServer();
+    const target = await startTarget({ threads: 2, mib: 64, group: 'setsid' });
+    const bundle = join(dir, 'interrupted.tar.zst');
+    const run = startSnap(['dump', String(target.pid), '-o', bundle, '--upload', `s3://${BUCKET}/api/`], { env: env(server) });
+    let stderr = '';
+    run.child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    // Frozen as the upload starts, then killed: whatever reached it, the upload cannot complete.
+    await waitFor(() => stderr.includes('uploading '), { what: 'the upload to start', timeoutMs: 100_000 });
+    process.kill(server.child.pid!, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 500));
+    await stopServer(server);
+    const result: SnapResult = await run.result;
+    expect(result.exitCode, result.stderr).toBe(16);
+    expect(result.stderr).toContain(`uploading ${bundle} to s3://${BUCKET}/api/interrupted.tar.zst failed`);
+    expect(result.stderr).toContain(`the bundle is kept at ${bundle}`);
+    expect(existsSync(bundle)).toBe(true);
+    const verify = await runSnap(['verify', bundle], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(readProcStat(target.pid)?.state).toMatch(/[RS]/);
+    await target.cleanup();
+    await killPid(target.pid);
+  });
+});
