@@ -1,0 +1,300 @@
+// The core written straight from a stopped process (/proc/PID/smaps, pagemap and mem, and each thread's registers
+// through PTRACE_GETREGSET) against gcore's of the same stop: a real 4-thread worker, stopped once with SIGSTOP, is
+// captured by gcore and by writeCoreOfStoppedProcess; gdb must show the same threads, registers, backtraces and
+// globals in both, every byte gcore wrote of the worker's memory must be the same in ours (or be a page gcore wrote
+// as zeros from a file or an untouched mapping), and the worker must still be stopped, as it was found.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeCoreOfStoppedProcess, type NativeCoreResult } from '../../src/corefile/native.js';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { fixtureBin, requireFixtureBin } from '../helpers/paths.js';
+import { run } from '../helpers/run.js';
+import { cleanupAllTargets, killPid, readProcFile, startTarget, waitFor, type Target } from '../helpers/target.js';
+
+const WORKER = fixtureBin('worker');
+
+afterAll(async () => {
+  await cleanupAllTargets();
+  removeTempDirs();
+});
+
+interface GdbView {
+  lwps: number[];
+  snapTicks: string;
+  counters: string;
+  backtraces: Map<number, string[]>;
+  registers: Map<number, Map<string, string>>;
+  text: string;
+}
+
+/** What gdb shows of a core: its threads, each thread's registers (general and vector) and frames, two globals. */
+async function gdbView(core: string): Promise<GdbView> {
+  const section = (name: string): string[] => ['-ex', `echo @@${name}\\n`];
+  const result = await run('gdb', [
+    '--batch', '-nx', '-iex', 'set debuginfod enabled off', '-ex', 'set pagination off', '-ex', 'set width 0',
+    ...section('threads'), '-ex', 'info threads',
+    ...section('ticks'), '-ex', 'print snap_ticks',
+    ...section('counters'), '-ex', 'print snap_worker_counters[0]@3',
+    ...section('bt'), '-ex', 'thread apply all bt',
+    ...section('regs'), '-ex', 'thread apply all -- info registers',
+    '-ex', 'thread apply all -- info registers ymm0 ymm1 xmm2 st0 mxcsr fctrl fstat',
+    ...section('end'),
+    WORKER, core,
+  ]);
+  const sections = new Map<string, string[]>();
+  let current = 'head';
+  for (const line of result.stdout.split('\n')) {
+    const marker = /^@@(\w+)$/.exec(line);
+    if (marker) current = marker[1]!;
+    else sections.set(current, [...(sections.get(current) ?? []), line]);
+  }
+  const byThread = (name: string): Map<number, string[]> => {
+    const blocks = new Map<number, string[]>();
+    let lwp: number | undefined;
+    for (const line of sections.get(name) ?? []) {
+      const header = /^Thread \d+ .*\bLWP (\d+)\)*:$/.exec(line);
+      if (header) {
+        lwp = Number(header[1]);
+        if (!blocks.has(lwp)) blocks.set(lwp, []);
+      } else if (lwp !== undefined && line.trim()) blocks.get(lwp)!.push(line);
+    }
+    return blocks;
+  };
+  const valueOf = (name: string): string => /^\$\d+ = (.*)$/.exec((sections.get(name) ?? []).find((l) => l.startsWith('$')) ?? '')?.[1] ?? '';
+  return {
+    lwps: (sections.get('threads') ?? []).flatMap((line) => {
+      const m = /^\*?\s+\d+\s+.*\bLWP (\d+)\)?/.exec(line);
+      return m ? [Number(m[1])] : [];
+    }),
+    snapTicks: valueOf('ticks'),
+    counters: valueOf('counters'),
+    backtraces: byThread('bt'),
+    registers: new Map([...byThread('regs')].map(([lwp, lines]) => [lwp, new Map(lines.flatMap((l) => {
+      const m = /^(\w+)\s+(\S.*)$/.exec(l);
+      return m ? [[m[1]!, m[2]!] as const] : [];
+    }))])),
+    text: `${result.stdout}\n${result.stderr}`,
+  };
+}
+
+interface Load {
+  vaddr: number;
+  filesz: number;
+  offset: number;
+}
+
+function readLoads(core: string): Load[] {
+  const fd = openSync(core, 'r');
+  try {
+    const head = Buffer.alloc(64);
+    readSync(fd, head, 0, 64, 0);
+    const phoff = Number(head.readBigUInt64LE(32));
+    const phnum = head.readUInt16LE(56);
+    const table = Buffer.alloc(56 * phnum);
+    readSync(fd, table, 0, table.length, phoff);
+    const loads: Load[] = [];
+    for (let i = 0; i < phnum; i++) {
+      if (table.readUInt32LE(i * 56) !== 1) continue;
+      loads.push({ offset: Number(table.readBigUInt64LE(i * 56 + 8)), vaddr: Number(table.readBigUInt64LE(i * 56 + 16)), filesz: Number(table.readBigUInt64LE(i * 56 + 32)) });
+    }
+    return loads;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Every byte gcore wrote, against the same address in ours: how many were compared, which differ, and the ranges
+ *  gcore wrote that ours leaves out. */
+function compareMemory(gcoreFile: string, ourFile: string): { compared: number; differing: number[]; notInOurs: [number, number][] } {
+  const theirs = readLoads(gcoreFile).filter((l) => l.filesz > 0);
+  const ours = readLoads(ourFile);
+  const a = openSync(gcoreFile, 'r');
+  const b = openSync(ourFile, 'r');
+  const bufA = Buffer.alloc(1 << 20);
+  const bufB = Buffer.alloc(1 << 20);
+  let compared = 0;
+  const differing: number[] = [];
+  const notInOurs: [number, number][] = [];
+  try {
+    for (const load of theirs) {
+      let addr = load.vaddr;
+      const end = load.vaddr + load.filesz;
+      while (addr < end) {
+        const mine = ours.find((l) => l.vaddr <= addr && addr < l.vaddr + l.filesz);
+        if (!mine) {
+          const next = Math.min(end, ...ours.filter((l) => l.vaddr > addr && l.filesz > 0).map((l) => l.vaddr));
+          notInOurs.push([addr, next]);
+          addr = next;
+          continue;
+        }
+        const length = Math.min(bufA.length, end - addr, mine.vaddr + mine.filesz - addr);
+        readSync(a, bufA, 0, length, load.offset + (addr - load.vaddr));
+        readSync(b, bufB, 0, length, mine.offset + (addr - mine.vaddr));
+        if (!bufA.subarray(0, length).equals(bufB.subarray(0, length)))
+          for (let i = 0; i < length && differing.length < 1000; i++) if (bufA[i] !== bufB[i]) differing.push(addr + i);
+        compared += length;
+        addr += length;
+      }
+    }
+  } finally {
+    closeSync(a);
+    closeSync(b);
+  }
+  return { compared, differing, notInOurs };
+}
+
+function fileBackedRanges(maps: string): [number, number][] {
+  return maps.split('\n').flatMap((line) => {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s+(\/\S.*)?$/.exec(line);
+    if (!m || m[3] === '0' || !m[4]) return [];
+    return [[parseInt(m[1]!, 16), parseInt(m[2]!, 16)] as [number, number]];
+  });
+}
+
+/** gdb 13 reads no AVX-512 state on a CPU whose XSAVE layout is not Intel's (it shows k0-k7 as 0 there, live or in
+ *  its gcore), while ours carries the kernel's: those registers are not compared with gcore's. */
+const NOT_COMPARED = /^k[0-7]$/;
+
+describe('a core written from a stopped process, against gcore of the same stop', () => {
+  let target: Target;
+  let dir: string;
+  let gcoreFile: string;
+  let ourFile: string;
+  let result: NativeCoreResult;
+  let ours: GdbView;
+  let theirs: GdbView;
+  let mapsAtStop: string;
+  let tidsAtStop: number[];
+
+  beforeAll(async () => {
+    target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    dir = makeTempDir('snap-native-core-');
+    await waitFor(() => target.readProgress().counters.every((c) => c > 0), { what: 'every worker thread to count' });
+    await target.pauseWith('SIGSTOP');
+    mapsAtStop = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
+    tidsAtStop = readdirSync(`/proc/${target.pid}/task`).map(Number);
+    const ticks = target.readProgress().ticks;
+    const gcore = await run('gcore', ['-o', join(dir, 'gcore'), String(target.pid)], 600_000);
+    gcoreFile = join(dir, `gcore.${target.pid}`);
+    expect(existsSync(gcoreFile), gcore.stderr).toBe(true);
+    ourFile = join(dir, 'native.core');
+    result = await writeCoreOfStoppedProcess({ pid: target.pid, output: ourFile });
+    expect(target.threadStates()).toEqual(['T', 'T', 'T', 'T']);
+    expect(target.readProgress().ticks, 'nothing ran between gcore and the native core').toBe(ticks);
+    [ours, theirs] = await Promise.all([gdbView(ourFile), gdbView(gcoreFile)]);
+  }, 120_000);
+
+  it('leaves the process stopped, as it was found, and writes every thread', async () => {
+    expect(result.threads).toBe(4);
+    expect(target.threadStates()).toEqual(['T', 'T', 'T', 'T']);
+    expect(readFileSync(ourFile).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    await target.resume();
+    await target.waitUntilTicksAdvance(2);
+  });
+
+  it('opens in gdb with every thread, the main thread first, and the globals gcore shows', () => {
+    expect(ours.lwps[0]).toBe(target.pid);
+    expect([...ours.lwps].sort()).toEqual(tidsAtStop.sort());
+    expect([...ours.lwps].sort()).toEqual([...theirs.lwps].sort());
+    expect(ours.text).not.toMatch(/corrupt|too small|Cannot access memory/);
+    expect(ours.snapTicks).not.toBe('');
+    expect(ours.snapTicks).toBe(theirs.snapTicks);
+    expect(ours.counters).toBe(theirs.counters);
+  });
+
+  it('shows every thread\'s registers (general, x87, SSE, AVX) and frames as gcore\'s core does', () => {
+    expect(ours.registers.size).toBe(4);
+    for (const [lwp, regs] of theirs.registers) {
+      const mine = ours.registers.get(lwp);
+      expect(mine, `LWP ${lwp}`).toBeDefined();
+      const compared = [...regs].filter(([name]) => !NOT_COMPARED.test(name));
+      expect(compared.length, `LWP ${lwp}`).toBeGreaterThan(25);
+      for (const [name, value] of compared) expect(mine!.get(name), `LWP ${lwp} ${name}`).toBe(value);
+      for (const name of ['rip', 'rsp', 'eflags', 'ymm1', 'xmm2', 'st0', 'mxcsr']) expect(mine!.has(name), `LWP ${lwp} ${name}`).toBe(true);
+      expect(ours.backtraces.get(lwp), `LWP ${lwp}`).toEqual(theirs.backtraces.get(lwp));
+    }
+  });
+
+  it('holds every byte of memory gcore wrote, but pages gcore wrote as zeros from a file or an untouched mapping', () => {
+    const { compared, differing, notInOurs } = compareMemory(gcoreFile, ourFile);
+    expect(differing.map((a) => `0x${a.toString(16)}`)).toEqual([]);
+    expect(compared).toBeGreaterThan(64 << 20);
+    const files = fileBackedRanges(mapsAtStop);
+    const vsyscall = 0xffffffffff600000;
+    const gcoreLoads = readLoads(gcoreFile);
+    const fd = openSync(gcoreFile, 'r');
+    try {
+      for (const [from, to] of notInOurs) {
+        if (from === vsyscall || files.some(([start, end]) => start <= from && to <= end)) continue;
+        const load = gcoreLoads.find((l) => l.vaddr <= from && to <= l.vaddr + l.filesz)!;
+        const bytes = Buffer.alloc(to - from);
+        readSync(fd, bytes, 0, bytes.length, load.offset + (from - load.vaddr));
+        expect(bytes.every((x) => x === 0), `0x${from.toString(16)}-0x${to.toString(16)}: not a file mapping, not zeros in gcore's core`).toBe(true);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
+
+const HAS_AVX512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) && /\bavx512bw\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+/** A gdb that reads AVX-512 state on any CPU (14 and later); the one setup installs. */
+const GDB16 = '/opt/procsnap/bin/gdb';
+const mask64 = (1n << 64n) - 1n;
+const kValue = (t: number, r: number) => (0x6bn << 56n) | (BigInt(t) << 32n) | BigInt(r);
+const zmmValue = (t: number, r: number, q: number) => (0x7an << 56n) | (BigInt(t) << 40n) | (BigInt(r) << 16n) | BigInt(q);
+const REGS_SCRIPT = `
+import gdb, json
+out = {}
+for th in gdb.selected_inferior().threads():
+    th.switch()
+    f = gdb.selected_frame()
+    regs = {}
+    for r in range(8):
+        regs['k%d' % r] = str(int(f.read_register('k%d' % r)) & ((1 << 64) - 1))
+    for r in range(32):
+        v = f.read_register('zmm%d' % r)['v8_int64']
+        regs['zmm%d' % r] = [str(int(v[i]) & ((1 << 64) - 1)) for i in range(8)]
+    out[str(th.ptid[1])] = regs
+print('@@JSON ' + json.dumps(out))
+`;
+
+describe.skipIf(!HAS_AVX512 || !existsSync(GDB16))('AVX-512 registers in a core written from a stopped process', () => {
+  it('gdb shows every thread with the k0-k7 and zmm0-zmm31 it loaded, as the kernel keeps them', async () => {
+    const out = makeTempDir('snap-native-xstate-');
+    const ready = join(out, 'ready');
+    const child = spawn(requireFixtureBin('vector-regs'), ['3', ready], { detached: true, stdio: 'ignore' });
+    try {
+      const threads = await waitFor(() => {
+        const files = readdirSync(out).filter((f) => /^ready\.\d+$/.test(f));
+        if (files.length !== 1) return undefined;
+        const all = readFileSync(join(out, files[0]!), 'utf8').trim().split('\n').map((l) => l.split(' ').map(Number));
+        // Every thread in its pause(2) loop, past its last instruction that could touch a vector register.
+        const parked = all.every(([pid, tid]) => readProcFile(`/proc/${pid}/task/${tid}/syscall`)?.startsWith('34 '));
+        return parked ? all.map(([, tid, index]) => ({ tid: tid!, index: index! })) : undefined;
+      }, { what: 'every thread of vector-regs to load its registers', timeoutMs: 10_000 });
+      process.kill(child.pid!, 'SIGSTOP');
+      await waitFor(() => readdirSync(`/proc/${child.pid}/task`).every((t) => readProcFile(`/proc/${child.pid}/task/${t}/stat`)?.split(') ')[1]?.startsWith('T')), { what: 'vector-regs to stop' });
+      const core = join(out, 'native.core');
+      const result = await writeCoreOfStoppedProcess({ pid: child.pid!, output: core });
+      expect(result.threads).toBe(3);
+      const script = join(out, 'regs.py');
+      writeFileSync(script, REGS_SCRIPT);
+      const r = await run(GDB16, ['--batch', '-nx', '-iex', 'set debuginfod enabled off', '-x', script, requireFixtureBin('vector-regs'), core]);
+      const json = /^@@JSON (.*)$/m.exec(r.stdout)?.[1];
+      expect(json, r.stderr).toBeDefined();
+      const seen = JSON.parse(json!) as Record<string, Record<string, string | string[]>>;
+      expect(Object.keys(seen).map(Number).sort()).toEqual(threads.map((t) => t.tid).sort());
+      for (const { tid, index } of threads) {
+        const regs = seen[String(tid)]!;
+        for (let k = 0; k < 8; k++) expect(BigInt(regs[`k${k}`] as string), `thread ${tid} k${k}`).toBe(kValue(index, k) & mask64);
+        for (let z = 0; z < 32; z++)
+          expect((regs[`zmm${z}`] as string[]).map(BigInt), `thread ${tid} zmm${z}`).toEqual([...Array(8).keys()].map((q) => zmmValue(index, z, q)));
+      }
+    } finally {
+      await killPid(child.pid!);
+    }
+  });
+});
