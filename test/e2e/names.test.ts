@@ -2,7 +2,7 @@
 // one warning), journals in /run/procsnap (one an earlier version left in /run/snap still found and recovered), and
 // the warning about journals left by a dead procsnap given only to a user who can act on them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { captureIdentity, type TargetIdentity } from '../../src/process/identity.js';
@@ -72,6 +72,7 @@ describe('the journal directory', () => {
     const target = await sleeper();
     process.kill(target.pid, 'SIGSTOP');
     await waitFor(() => processState(target.pid) === 'T' || undefined, { what: 'the sleeper to stop' });
+    const made = !existsSync('/run/snap');
     mkdirSync('/run/snap', { recursive: true, mode: 0o700 });
     const legacy = `/run/snap/target-${target.pid}.json`;
     writeFileSync(legacy, JSON.stringify(deadJournal(target)), { mode: 0o600 });
@@ -87,6 +88,7 @@ describe('the journal directory', () => {
       await waitFor(() => processState(target.pid) !== 'T' || undefined, { what: 'the sleeper to run again' });
     } finally {
       rmSync(legacy, { force: true });
+      if (made) rmdirSync('/run/snap');
     }
   });
 });
