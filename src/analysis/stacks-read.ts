@@ -69,7 +69,7 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
           `${p.pid}: ${exported.exe ? `its executable ${exported.exe} is not on this host` : 'the bundle does not name its executable'}; the program's own frames have no names` +
             (sysroot ? '' : ' (a dump with --include-binaries carries it)'),
         )
-      out.push(await stacksFromCore({ gdb: gdb.path, core, exe, fileArgs: gdbFileArgs(sysroot), pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
+      out.push(await stacksFromCore({ gdb: gdb.path, core, exe, fileArgs: gdbFileArgs(sysroot), sysroot, pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
       rmSync(core, { force: true })
     }
     if (out.length === 0) throw new BundleInvalidError(`${o.bundle} holds no core to unwind`, [], 'a dump with --cores all gives every process one')

@@ -9,8 +9,8 @@ import { array, int, object, string, type ArrayShape, type ObjectShape } from '.
 import { runTool } from '../tools/run.js'
 import { detectRuntime, goVersionOfExecutable, mappedFilesOfCore, type RuntimeRecord } from './runtimes/detect.js'
 import { findDelve, goroutinesFromCore, goroutinesWithin, MAX_GOROUTINE_FRAMES, MAX_GOROUTINES, type Goroutine } from './runtimes/go.js'
-import { javaThreadsFromCore, jhsdbBeside } from './runtimes/java.js'
-import { MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerScript, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
+import { javaThreadsFromCore, jhsdbBeside, linkLibraryNames } from './runtimes/java.js'
+import { debugFileArgs, MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerScript, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
 
 export interface Frame {
   pc: string
@@ -134,6 +134,9 @@ export async function stacksFromCore(o: {
   exe?: string
   /** gdb's settings that find the libraries somewhere else than this host's root (a bundle's binaries/). */
   fileArgs?: string[]
+  /** That other root: where the runtime's reader looks first for what it needs (CPython's extension and debug
+   *  info, carried by --include-binaries). */
+  sysroot?: string
   pid: number
   comm: string
   workDir: string
@@ -145,7 +148,7 @@ export async function stacksFromCore(o: {
   writeFileSync(script, SCRIPT, { mode: 0o600 })
   // The language's frames are read in the same gdb run, after the native ones: one start-up, one load of the
   // debug info.
-  const runtime = runtimeOfCore(o.core, o.exe)
+  const runtime = runtimeOfCore(o.core, o.exe, o.sysroot)
   const lang = languageReader(runtime, o)
   const run = await runTool(
     o.gdb,
@@ -156,7 +159,7 @@ export async function stacksFromCore(o: {
       ...(o.fileArgs ?? []),
       '-ex', `python STACKS_OUT = ${JSON.stringify(output)}`,
       '-x', script,
-      ...(lang.script ? ['-x', lang.script] : []),
+      ...(lang.script ? [...debugFileArgs(o.sysroot), '-x', lang.script] : []),
       ...(o.exe ? [o.exe] : []),
       o.core,
     ],
@@ -202,12 +205,17 @@ export async function stacksFromCore(o: {
 }
 
 /** Each Java thread's name, state and frames onto its OS thread, through the JDK's jhsdb; why not, when not. */
-async function javaFrames(threads: ThreadStack[], runtime: RuntimeRecord, o: { exe?: string; core: string; pid: number; workDir: string; timeoutMs: number; cancel?: AbortSignal }): Promise<string | undefined> {
-  const jhsdb = o.exe ? jhsdbBeside(o.exe) : undefined
+async function javaFrames(threads: ThreadStack[], runtime: RuntimeRecord, o: { exe?: string; sysroot?: string; core: string; pid: number; workDir: string; timeoutMs: number; cancel?: AbortSignal }): Promise<string | undefined> {
   if (!o.exe) return 'its java executable is not here for jhsdb to read its Java threads'
-  if (!jhsdb) return `the JDK of ${o.exe} has no jhsdb, so its Java threads are not read (Debian: the openjdk-N-jdk-headless of ${runtime.version ?? 'that JVM'})`
+  // The JDK is this host's, where the process ran it: a bundle carries the JVM's libraries (then SA_ALTROOT points
+  // the agent at them), not jhsdb and the JDK's modules.
+  const ran = o.sysroot && o.exe.startsWith(`${o.sysroot}/`) ? o.exe.slice(o.sysroot.length) : o.exe
+  const jhsdb = jhsdbBeside(ran)
+  if (!jhsdb) return `the JDK of ${ran} has no jhsdb here, so its Java threads are not read (Debian: the openjdk-N-jdk-headless of ${runtime.version ?? 'that JVM'})`
   try {
-    const byTid = new Map((await javaThreadsFromCore({ jhsdb, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: o.timeoutMs, cancel: o.cancel })).map((t) => [t.tid, t]))
+    if (ran !== o.exe) linkLibraryNames(o.sysroot!)
+    const found = await javaThreadsFromCore({ jhsdb, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: o.timeoutMs, cancel: o.cancel, altRoot: ran === o.exe ? undefined : o.sysroot })
+    const byTid = new Map(found.map((t) => [t.tid, t]))
     for (const t of threads) {
       const j = byTid.get(t.tid)
       if (j) Object.assign(t, { name: j.name, state: j.state, runtimeFrames: j.frames })
@@ -223,19 +231,21 @@ async function javaFrames(threads: ThreadStack[], runtime: RuntimeRecord, o: { e
 const GOROUTINE_BYTES_PER_THREAD = 128 << 10
 
 /** The runtime a core shows by the files it maps and its executable's Go build info; undefined for a native
- *  program or a core whose notes cannot be read (its native stacks are still read). */
-export function runtimeOfCore(core: string, exe: string | undefined): RuntimeRecord | undefined {
+ *  program or a core whose notes cannot be read (its native stacks are still read). An executable under `sysroot`
+ *  is named as the process ran it. */
+export function runtimeOfCore(core: string, exe: string | undefined, sysroot?: string): RuntimeRecord | undefined {
+  const ran = exe && sysroot && exe.startsWith(`${sysroot}/`) ? exe.slice(sysroot.length) : exe
   try {
-    return detectRuntime({ exe: exe ?? null, mappedFiles: mappedFilesOfCore(core), goVersion: exe ? goVersionOfExecutable(exe) : undefined }) ?? undefined
+    return detectRuntime({ exe: ran ?? null, mappedFiles: mappedFilesOfCore(core), goVersion: exe ? goVersionOfExecutable(exe) : undefined }) ?? undefined
   } catch {
     return undefined
   }
 }
 
 /** The gdb script that reads the runtime's own frames, where this host has its reader; else why not. */
-function languageReader(runtime: RuntimeRecord | undefined, o: { pid: number; workDir: string; fileArgs?: string[] }): { script?: string; output?: string; error?: string } {
+function languageReader(runtime: RuntimeRecord | undefined, o: { pid: number; workDir: string; sysroot?: string }): { script?: string; output?: string; error?: string } {
   if (runtime?.name !== 'python') return {}
-  const extension = pythonGdbExtension(runtime)
+  const extension = pythonGdbExtension(runtime, o.sysroot)
   if (!extension)
     return { error: `CPython's gdb extension for ${runtime.file} is not installed (Debian: apt-get install ${pythonDebugPackage(runtime.version)})` }
   const script = join(o.workDir, `stacks-${o.pid}.python.py`)

@@ -2,11 +2,13 @@
 // postLedger (test/fixtures/jvm-threads, compiled now); the bundle's stacks give each Java thread its name, state and
 // frames as jstack prints them, read from the core by the JDK's jhsdb.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { repackBundle } from '../helpers/bundles.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killPid, readProcStat, waitFor } from '../helpers/target.js';
@@ -78,5 +80,21 @@ describe('Java stacks', () => {
 
     const text = await runSnap(['stacks', bundle]);
     expect(text.stdout).toMatch(new RegExp(`^ {2}thread \\d+ "settler-1" \\[WAITING[^\\]]*\\]:\\n(?: {4}java #\\d+ .*\\n)*? {4}java #\\d+ {2}Settler\\.awaitSettlement line ${markedLine('awaitSettlement')}$`, 'm'));
+  });
+
+  it('a bundle with --include-binaries and no stacks: the Java threads read now from its core, the JVM\'s libraries taken from the bundle (SA_ALTROOT)', async () => {
+    const carried = join(dir, 'carried.snap.tar.zst');
+    const dump = await runSnap(['dump', String(jvm.pid), '-o', carried, '--include-binaries'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const older = await repackBundle(carried, join(dir, 'carried-older.snap.tar.zst'), (x, m: Manifest) => {
+      m.artifacts = m.artifacts.filter((a) => a.kind !== 'stacks');
+      writeFileSync(join(x, 'manifest.json'), JSON.stringify(m, null, 2) + '\n');
+    });
+    const r = await runSnap(['stacks', older, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const p = (JSON.parse(r.stdout) as Stacks).processes[0]!;
+    expect(p.runtimeError).toBeUndefined();
+    const settler = p.threads.find((t) => t.name === 'settler-1');
+    expect(settler?.runtimeFrames).toContainEqual({ function: 'Settler.awaitSettlement', file: null, line: markedLine('awaitSettlement') });
   });
 });

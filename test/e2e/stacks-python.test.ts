@@ -1,15 +1,15 @@
 // A Python service's stacks in Python: every thread by its threading name, each frame's function, file and line, read
 // from the core by gdb with CPython's gdb extension. Recorded at the dump beside the native frames, and read again
 // from the cores of a bundle written without them.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
-import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { listBundle, makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
-import { runSnap } from '../helpers/cli.js';
-import { repoRoot } from '../helpers/paths.js';
+import { runSnap, snapEntry } from '../helpers/cli.js';
+import { nodeBin, repoRoot } from '../helpers/paths.js';
 import { killPid, readProcStat, waitFor } from '../helpers/target.js';
 
 interface Frame {
@@ -84,6 +84,35 @@ function expectPythonStacks(stacks: Stacks): void {
   for (const t of p.threads.filter((t) => t !== main)) expect(t.runtimeFrames!.map((f) => f.function)).toContain('_bootstrap');
 }
 
+/** A copy of `bundle` without its stacks (and runtime records), as a bundle written before snap recorded them. */
+async function withoutStacks(bundle: string, name: string): Promise<string> {
+  return repackBundle(bundle, join(dir, name), (x, m: Manifest) => {
+    m.artifacts = m.artifacts.filter((a) => a.kind !== 'stacks');
+    for (const p of m.processes ?? []) delete p.runtime;
+    writeFileSync(join(x, 'manifest.json'), JSON.stringify(m, null, 2) + '\n');
+  });
+}
+
+/** `snap ARGS` in a mount namespace of its own as on another host: no debug info, no gdb extensions, and with
+ *  `hidePython` no python3.11 either (an empty file in its place). */
+function snapWithoutPython(args: string[], hidePython: boolean): { status: number | null; stdout: string; stderr: string } {
+  const empty = join(dir, 'empty');
+  writeFileSync(empty, '');
+  const script = [
+    'mount -t tmpfs -o size=1m tmpfs /usr/lib/debug',
+    'mount -t tmpfs -o size=1m tmpfs /usr/share/gdb/auto-load',
+    ...(hidePython ? ['mount --bind "$0" /usr/bin/python3.11', 'test ! -s /usr/bin/python3.11'] : []),
+    'test ! -e /usr/share/gdb/auto-load/usr/bin/python3.11-gdb.py',
+    'exec "$@"',
+  ].join(' && ');
+  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, empty, nodeBin, snapEntry, ...args], {
+    encoding: 'utf8',
+    timeout: 180_000,
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
 describe('Python stacks', () => {
   it('the dump records each thread by name, its innermost Python frame its own function, file and line; the python left running', async () => {
     expect(dumpStderr).not.toMatch(/no python frames/);
@@ -107,15 +136,34 @@ describe('Python stacks', () => {
   });
 
   it('a bundle without stacks: the same Python frames read now from its core, rebuilt from the images', async () => {
-    const older = await repackBundle(bundle, join(dir, 'older.snap.tar.zst'), (x, m: Manifest) => {
-      m.artifacts = m.artifacts.filter((a) => a.kind !== 'stacks');
-      for (const p of m.processes ?? []) delete p.runtime;
-      writeFileSync(join(x, 'manifest.json'), JSON.stringify(m, null, 2) + '\n');
-    });
+    const older = await withoutStacks(bundle, 'older.snap.tar.zst');
     const r = await runSnap(['stacks', older, '--json']);
     expect(r.exitCode, r.stderr).toBe(0);
     const stacks = JSON.parse(r.stdout) as Stacks;
     expect(stacks.source).toBe('cores');
     expectPythonStacks(stacks);
+  });
+
+  it('on a host without python3.11, its debug info or its gdb extension: a bundle dumped with --include-binaries gives the same frames; one without (python3.11 there, its debug info not) says what to install', async () => {
+    const carried = join(dir, 'carried.snap.tar.zst');
+    const dump = await runSnap(['dump', String(py.pid), '-o', carried, '--include-binaries'], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const entries = await listBundle(carried);
+    expect(entries).toContain('binaries/usr/share/gdb/auto-load/usr/bin/python3.11-gdb.py');
+    expect(entries.some((e) => /^binaries\/usr\/lib\/debug\/\.build-id\/[0-9a-f]{2}\/[0-9a-f]+\.debug$/.test(e))).toBe(true);
+
+    const r = snapWithoutPython(['stacks', await withoutStacks(carried, 'carried-older.snap.tar.zst'), '--json'], true);
+    expect(r.status, r.stderr).toBe(0);
+    const stacks = JSON.parse(r.stdout) as Stacks;
+    expect(stacks.source).toBe('cores');
+    expectPythonStacks(stacks);
+
+    const bare = snapWithoutPython(['stacks', await withoutStacks(bundle, 'bare-older.snap.tar.zst'), '--json'], false);
+    expect(bare.status, bare.stderr).toBe(0);
+    const p = (JSON.parse(bare.stdout) as Stacks).processes[0]!;
+    expect(p.runtime).toMatchObject({ name: 'python', version: '3.11' });
+    expect(p.runtimeError).toMatch(/CPython's gdb extension for \/usr\/bin\/python3\.11 is not installed \(Debian: apt-get install python3\.11-dbg\)/);
+    expect(p.threads.every((t) => t.runtimeFrames === undefined && t.frames.length > 0)).toBe(true);
+    expect(bare.stderr).toMatch(/warning: no python frames for \d+: CPython's gdb extension/);
   });
 });

@@ -45,6 +45,10 @@ describe('the runtime of a process', () => {
     expect(detectRuntime({ exe: null, mappedFiles: [] })).toBeNull();
   });
 
+  it("an executable not named: the core's first mapping, as an address-ordered NT_FILE note has it", () => {
+    expect(detectRuntime({ exe: null, mappedFiles: ['/usr/bin/python3.11', LIBC] })).toEqual({ name: 'python', version: '3.11', file: '/usr/bin/python3.11' });
+  });
+
   it('a deleted interpreter is still Python, by its name before deletion', () => {
     expect(detectRuntime({ exe: '/usr/bin/python3.11 (deleted)', mappedFiles: ['/usr/bin/python3.11 (deleted)'] })).toEqual({ name: 'python', version: '3.11', file: '/usr/bin/python3.11' });
   });

@@ -16,7 +16,7 @@ export interface RuntimeRecord {
 }
 
 export interface RuntimeEvidence {
-  /** The executable's path as the process ran it. */
+  /** The executable's path as the process ran it (else the first of mappedFiles is taken for it). */
   exe: string | null
   /** Every file the process maps (a core's NT_FILE note or /proc/PID/maps), in any order, repeats allowed. */
   mappedFiles: readonly string[]
@@ -38,7 +38,8 @@ export function detectRuntime(e: RuntimeEvidence): RuntimeRecord | null {
   const jvm = files.find((f) => LIBJVM.test(basename(f)))
   // The JDK's layout: JAVA_HOME/lib/server/libjvm.so (JDK 9 on), JAVA_HOME/jre/lib/amd64/server/libjvm.so (8).
   if (jvm) return { name: 'java', version: /\/jvm\/([^/]+)\//.exec(jvm)?.[1] ?? null, file: jvm }
-  const exe = e.exe?.replace(/ \(deleted\)$/, '') ?? null
+  // Without its name, the executable is the core's first file mapping: the lowest address, PIE or not.
+  const exe = (e.exe ?? e.mappedFiles[0])?.replace(/ \(deleted\)$/, '') ?? null
   const lib = files.find((f) => LIBPYTHON.test(basename(f)))
   if (lib) return { name: 'python', version: LIBPYTHON.exec(basename(lib))![1]!, file: lib }
   const exeName = exe ? basename(exe) : ''
@@ -168,4 +169,45 @@ export function goVersionOfBuildInfo(head: Buffer): string | undefined {
   }
   const v = head.toString('utf8', at, Math.min(head.length, at + len))
   return /^go[0-9][\w.+-]*$/.test(v) ? v : ''
+}
+
+const NT_GNU_BUILD_ID = 3
+
+/** The GNU build id of an ELF file (hex), from its PT_NOTE segments; undefined when it has none or cannot be read. */
+export function buildIdOf(path: string): string | undefined {
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch {
+    return undefined
+  }
+  try {
+    const read = (at: number, n: number): Buffer => {
+      const b = Buffer.alloc(n)
+      return b.subarray(0, readSync(fd, b, 0, n, at))
+    }
+    const eh = read(0, 64)
+    if (eh.length < 64 || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1) return undefined
+    const phoff = Number(eh.readBigUInt64LE(32))
+    const phentsize = eh.readUInt16LE(54)
+    const phnum = eh.readUInt16LE(56)
+    if (phentsize < 56 || phnum > 4096) return undefined
+    const phdrs = read(phoff, phnum * phentsize)
+    for (let i = 0; i + 56 <= phdrs.length; i += phentsize) {
+      if (phdrs.readUInt32LE(i) !== PT_NOTE) continue
+      const notes = read(Number(phdrs.readBigUInt64LE(i + 8)), Math.min(Number(phdrs.readBigUInt64LE(i + 32)), 1 << 16))
+      let at = 0
+      while (at + 12 <= notes.length) {
+        const namesz = notes.readUInt32LE(at)
+        const descsz = notes.readUInt32LE(at + 4)
+        const desc = at + 12 + align4(namesz)
+        if (desc + descsz > notes.length) break
+        if (notes.readUInt32LE(at + 8) === NT_GNU_BUILD_ID && notes.toString('latin1', at + 12, at + 15) === 'GNU') return notes.toString('hex', desc, desc + descsz)
+        at = desc + align4(descsz)
+      }
+    }
+    return undefined
+  } finally {
+    closeSync(fd)
+  }
 }

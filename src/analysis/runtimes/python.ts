@@ -7,7 +7,7 @@
 import { existsSync, realpathSync } from 'node:fs'
 import { join } from 'node:path'
 import { array, int, object, string, type ObjectShape } from '../../bundle/json-stream.js'
-import type { RuntimeRecord } from './detect.js'
+import { buildIdOf, type RuntimeRecord } from './detect.js'
 
 /** A frame of a language runtime: Python's function, file and line. */
 export interface RuntimeFrame {
@@ -50,7 +50,7 @@ export function pythonGdbExtension(runtime: RuntimeRecord, root = ''): string | 
   let file = runtime.file
   try {
     // /usr/bin/python3 is a link to python3.11: the extension is named for the file itself.
-    file = realpathSync(join(root || '/', runtime.file)).slice(root.length)
+    file = realpathSync(join(root || '/', runtime.file)).slice(root ? realpathSync(root).length : 0)
   } catch {
     // the name as mapped, then
   }
@@ -59,6 +59,23 @@ export function pythonGdbExtension(runtime: RuntimeRecord, root = ''): string | 
     if (existsSync(ext)) return ext
   }
   return undefined
+}
+
+/** What CPython's reader needs besides the files the process maps, as this host has them: the gdb extension and the
+ *  interpreter's debug info (found by its build id, as gdb finds it). --include-binaries carries them. */
+export function pythonReaderFiles(runtime: RuntimeRecord): string[] {
+  const out: string[] = []
+  const extension = pythonGdbExtension(runtime)
+  if (extension) out.push(extension)
+  const id = buildIdOf(runtime.file)
+  const debug = id && id.length > 2 ? `/usr/lib/debug/.build-id/${id.slice(0, 2)}/${id.slice(2)}.debug` : undefined
+  if (debug && existsSync(debug)) out.push(debug)
+  return out
+}
+
+/** gdb's settings that find the interpreter's debug info in a sysroot (a bundle's binaries) before this host's. */
+export function debugFileArgs(sysroot: string | undefined): string[] {
+  return sysroot ? ['-iex', `set debug-file-directory ${join(sysroot, 'usr/lib/debug')}:/usr/lib/debug`] : []
 }
 
 /** The Debian package that ships the extension and debug info for a CPython version. */

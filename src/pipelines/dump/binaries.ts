@@ -4,6 +4,7 @@
 
 import { copyFileSync, mkdirSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { runtimeReaderFiles } from '../../analysis/runtimes/readers.js'
 import { isOutputFault } from './output-fault.js'
 import { MiB, type DumpState } from './state.js'
 
@@ -11,7 +12,8 @@ export async function storeBinaries(s: DumpState, report: (d: string) => void): 
   await s.timed('binaries', async (rec) => {
     let bytes = 0
     let stored = 0
-    for (const [path, pid] of s.mappedBinaries) {
+    // And what each runtime's reader needs beyond the mapped files (CPython's gdb extension and debug info).
+    for (const [path, pid] of [...s.mappedBinaries, ...runtimeReaderFiles(s.runtimes, s.mappedBinaries)]) {
       s.budget.checkCancelled('storing the binaries')
       // A bundle entry's name is plain (the manifest's schema allows letters, digits and ._+@- between slashes).
       if (!/^(\/[A-Za-z0-9._+@-]+)+$/.test(path) || path.split('/').includes('..')) {

@@ -44,8 +44,9 @@ export function startSeal(s: DumpState): void {
     artifacts: known,
     later,
     // A recipe and a blob per core, the two stacks files, and the binaries of --include-binaries; and the room of one
-    // more record per process for its runtime, which the stacks find after this reserve is taken.
-    laterCount: 3 * s.members.length + 2 + (s.o.includeBinaries ? s.mappedBinaries.size : 0),
+    // more record per process for its runtime, which the stacks find after this reserve is taken (with
+    // --include-binaries, two more for its reader's files).
+    laterCount: 3 * s.members.length + 2 + (s.o.includeBinaries ? s.mappedBinaries.size + 2 * s.members.length : 0),
     manifest: (records) => buildManifest(s, records, createdAt),
     sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
     output: s.output,
