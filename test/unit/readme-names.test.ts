@@ -9,7 +9,7 @@ const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
 describe('README names', () => {
   it('lists every configuration variable as PROCSNAP_*, and names no SNAP_* variable as one to set', () => {
-    const listed = /^Configuration variables are `PROCSNAP_\*`: (.*?)\. The `SNAP_\*` names/ms.exec(readme)?.[1] ?? '';
+    const listed = /^Configuration variables are `PROCSNAP_\*`: (.*?)\.\s+The\s+`SNAP_\*` names/ms.exec(readme)?.[1] ?? '';
     expect([...listed.matchAll(/`PROCSNAP_([A-Z_]+)`/g)].map((m) => m[1]).sort()).toEqual([...CONFIG_VARIABLES].sort());
     const snapVariables = [...readme.matchAll(/(?<![A-Z_])SNAP_[A-Z_]+/g)].map((m) => m[0]);
     expect(snapVariables, 'only snapd\'s own, as an example of its namespace').toEqual(['SNAP_DATA']);
