@@ -3,6 +3,7 @@ import { COMPRESSIONS, type Compression } from '../bundle/compression.js'
 import type { FinalState } from '../bundle/manifest.js'
 import { DumpRun, type DumpResult } from '../pipelines/dump.js'
 import type { CoreSource } from '../pipelines/dump/state.js'
+import { UsageError } from '../errors.js'
 import { parsePid } from '../process/access.js'
 import { resolveTarget, targetSpec } from '../targets/index.js'
 import { targetChoice, targetFlags } from '../targets/flags.js'
@@ -58,8 +59,8 @@ export default class Dump extends SnapCommand {
     'keep-local': Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] }),
     core: Flags.string({
       description:
-        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory)',
-      options: ['images', 'gcore'],
+        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory); "native" (with --core-only) has snap write them from /proc while the tree is stopped (the freeze grows with the resident memory)',
+      options: ['images', 'gcore', 'native'],
     }),
     // Hidden, so it names the flags it excludes itself: in core-only's list it would print as an empty alternative
     // in the usage line (`[--core-only |  | --core ...]`). oclif checks exclusive from either side.
@@ -67,7 +68,7 @@ export default class Dump extends SnapCommand {
     'core-only': Flags.boolean({
       description: 'take the cores only (written by gdb), no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
       default: false,
-      exclusive: ['core', 'criu-opt'],
+      exclusive: ['criu-opt'],
     }),
     cores: Flags.string({ description: 'which processes get a core: every process of the tree, or the root only', options: ['all', 'root'], default: 'all' }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress on stderr', default: false }),
@@ -76,6 +77,10 @@ export default class Dump extends SnapCommand {
 
   async run(): Promise<DumpResult & { upload?: UploadResult }> {
     const { args, flags } = await this.parse(Dump)
+    // The images are what --core images builds from, and the native writer reads a tree no criu holds.
+    if (flags['core-only'] && flags.core === 'images')
+      throw new UsageError('--core images builds the cores from a checkpoint, and --core-only takes none', 'give --core native or --core gcore with --core-only')
+    if (!flags['core-only'] && flags.core === 'native') throw new UsageError('--core native is for --core-only', 'add --core-only, or give --core images or --core gcore')
     // Before the target is looked at: a recipient list that is wrong or not trusted stops the dump before any signal.
     const recipients = chooseRecipients(flags['encrypt-to'])
     const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined

@@ -40,8 +40,8 @@ export interface NativeCoreResult {
 
 /** As in the image-built core: untouched memory this long ends a segment's bytes in the file. */
 const SPLIT_HOLE_BYTES = 1 << 20
-const PM_PRESENT = 1n << 63n
-const PM_SWAPPED = 1n << 62n
+/** A pagemap entry's bits 63 (present) and 62 (swapped), in its upper 32 bits. */
+const PM_PRESENT_OR_SWAPPED_HIGH = 0xc0000000
 const KERNEL_ONLY = new Set(['[vvar]', '[vvar_vclock]', '[vsyscall]'])
 
 interface Segment {
@@ -72,8 +72,8 @@ function residentRuns(pagemap: number, start: number, end: number): [number, num
     const got = readSync(pagemap, buf, 0, want * 8, page * 8) / 8
     if (got <= 0) break
     for (let i = 0; i < got; i++) {
-      const e = buf.readBigUInt64LE(i * 8)
-      if (!(e & (PM_PRESENT | PM_SWAPPED))) continue
+      // Bits 63 (present) and 62 (swapped), from the entry's upper half: no BigInt per page.
+      if (!(buf.readUInt32LE(i * 8 + 4) & PM_PRESENT_OR_SWAPPED_HIGH)) continue
       const at = (page + i) * PAGE_SIZE
       const last = runs.at(-1)
       if (last && last[1] === at) last[1] = at + PAGE_SIZE

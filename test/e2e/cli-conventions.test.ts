@@ -108,7 +108,7 @@ describe('dump --help', () => {
     const r = await runSnap(['dump', '--help'], { env: asProcsnap });
     expect(r.exitCode, r.stderr).toBe(0);
     const usage = r.stdout.slice(r.stdout.indexOf('USAGE'), r.stdout.indexOf('ARGUMENTS')).replace(/\s+/g, ' ');
-    expect(usage).toContain('[--core-only | --core images|gcore | --criu-opt <value>...]');
+    expect(usage).toContain('[--core images|gcore|native] [--core-only | --criu-opt <value>...]');
     expect(usage).not.toMatch(/\|\s*\|/);
     const text = r.stdout.replace(/\s+/g, ' ');
     expect(text).toContain('criu binary to use (default: $PROCSNAP_CRIU, then /opt/procsnap/bin/criu, then PATH)');
@@ -189,7 +189,7 @@ describe('shell completion', () => {
     expect(complete(r.stdout, ['snap', ''])).toEqual(expect.arrayContaining(commandIds));
     expect(complete(r.stdout, ['snap', 're'])).toEqual(['recover', 'restore']);
     expect(complete(r.stdout, ['snap', 'dump', '4242', '--cor'])).toEqual(['--core', '--core-only', '--cores']);
-    expect(complete(r.stdout, ['snap', 'dump', '--core', ''])).toEqual(['gcore', 'images']);
+    expect(complete(r.stdout, ['snap', 'dump', '--core', ''])).toEqual(['gcore', 'images', 'native']);
     expect(complete(r.stdout, ['snap', 'restore', 'bundle.tar.zst', '--new'])).toEqual(['--new-pidns']);
     // Anything else is a file name: the bundle, a key.
     expect(complete(r.stdout, ['snap', 'inspect', 'package.js'])).toEqual(['package.json']);

@@ -5,6 +5,7 @@ import { closeSync, openSync, readSync, rmSync, statSync, writeFileSync } from '
 import { join } from 'node:path'
 import { InterruptedError, StepFailedError, StepTimeoutError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
+import { writeCoreOfStoppedProcess } from '../../corefile/native.js'
 import { recipeFromCore, writeRecipe, type CoreRecipe } from '../../corefile/recipe.js'
 import { gcoreCommands } from '../../tools/gdb.js'
 import { isToolLine, tailLines } from '../../tools/run.js'
@@ -71,6 +72,34 @@ export async function coresWithGdb(s: DumpState, report: (d: string) => void): P
     }
     await recheckStopped(s, 'gcore')
     report(`${cores.length} core(s), ${Math.round(bytes / MiB)} MiB in ${Math.round(performance.now() - t0)} ms`)
+  })
+}
+
+/**
+ * --core-only --core native: each stopped process's core written by snap itself from /proc (src/corefile/native.ts):
+ * its resident and swapped memory and every thread's registers, so the freeze grows with what is in memory, not
+ * with the mapped address space as gcore's does.
+ */
+export async function coresNative(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('core', async (rec) => {
+    const t0 = performance.now()
+    const notes: string[] = []
+    let bytes = 0
+    for (const pid of corePids(s)) {
+      s.budget.checkCancelled('the core dump')
+      const file = join(s.workDir!, `core.${pid}`)
+      const built = await s.budget.unlessStopped(writeCoreOfStoppedProcess({ pid, output: file, cancel: s.o.cancel }), `the core of ${pid}`)
+      assertTreeIntact(s, 'the core dump')
+      if (!isElfCore(file)) throw new StepFailedError(`the core written for ${pid} is not an ELF core`)
+      for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
+      s.coreFiles.set(pid, file)
+      s.addArtifact(`core.${pid}`, 'core')
+      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, ${Math.round(built.copiedBytes / MiB)} MiB read`)
+      bytes += statSync(file).size
+    }
+    rec.note = `written from /proc while the tree was stopped (${notes.join('; ')})`
+    await recheckStopped(s, 'the native core')
+    report(`${notes.length} core(s), ${Math.round(bytes / MiB)} MiB in ${Math.round(performance.now() - t0)} ms`)
   })
 }
 

@@ -62,7 +62,7 @@ export interface DumpOptions {
   watch?: WatchTriggerRecord
 }
 
-export type CoreSource = 'images' | 'gcore'
+export type CoreSource = 'images' | 'gcore' | 'native'
 
 export interface CriuOptionReason {
   option: string
@@ -159,7 +159,7 @@ export class DumpState {
     readonly progress: ProgressReporter,
     readonly budget: OperationBudget,
   ) {
-    this.coreSource = o.coreOnly ? 'gcore' : (o.core ?? 'images')
+    this.coreSource = o.coreOnly ? (o.core ?? 'gcore') : (o.core ?? 'images')
   }
 
   /** Where the cores come from, decided before anything is done (see DumpOptions.core); core-only has no images. */
