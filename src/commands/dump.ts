@@ -59,14 +59,14 @@ export default class Dump extends SnapCommand {
     'keep-local': Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] }),
     core: Flags.string({
       description:
-        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory); "native" (with --core-only) has snap write them from /proc while the tree is stopped (the freeze grows with the resident memory)',
+        'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory); "native" (the default with --core-only) has snap write them from /proc while the tree is stopped (the freeze grows with the resident memory)',
       options: ['images', 'gcore', 'native'],
     }),
     // Hidden, so it names the flags it excludes itself: in core-only's list it would print as an empty alternative
     // in the usage line (`[--core-only |  | --core ...]`). oclif checks exclusive from either side.
     'short-freeze': Flags.boolean({ description: 'the same as --core images', default: false, hidden: true, exclusive: ['core', 'core-only'] }),
     'core-only': Flags.boolean({
-      description: 'take the cores only (written by gdb), no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
+      description: 'take the cores only (written by snap from /proc; --core gcore has gdb write them), no CRIU checkpoint (the bundle cannot be restored): for a tree criu cannot dump',
       default: false,
       exclusive: ['criu-opt'],
     }),

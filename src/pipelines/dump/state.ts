@@ -43,7 +43,8 @@ export interface DumpOptions {
   /**
    * Where the cores come from. 'images' (the default): built from criu's images after the tree is released, so the
    * freeze lasts only as long as criu dump. 'gcore': written by gdb while the tree is frozen (the slower way, kept
-   * for comparison and for a tool that wants gdb's own core).
+   * for comparison and for a tool that wants gdb's own core). 'native' (--core-only's default): written by snap
+   * from /proc while the tree is stopped, so the freeze grows with resident memory, not with the address space.
    */
   core?: CoreSource
   /** Cores only, no checkpoint: for what criu cannot dump. */
@@ -159,7 +160,7 @@ export class DumpState {
     readonly progress: ProgressReporter,
     readonly budget: OperationBudget,
   ) {
-    this.coreSource = o.coreOnly ? (o.core ?? 'gcore') : (o.core ?? 'images')
+    this.coreSource = o.coreOnly ? (o.core ?? 'native') : (o.core ?? 'images')
   }
 
   /** Where the cores come from, decided before anything is done (see DumpOptions.core); core-only has no images. */
