@@ -297,3 +297,16 @@ function whereIn(f: RuntimeFrame): string {
   if (f.file) return ` at ${f.file}${f.line !== null ? `:${f.line}` : ''}`
   return f.line !== null ? ` line ${f.line}` : ''
 }
+
+export const STACKS_LANGUAGES = ['python', 'java', 'go', 'native'] as const
+export type StacksLanguage = (typeof STACKS_LANGUAGES)[number]
+
+/** The stacks of one kind: a language's frames alone, of the processes that run it (Go's as goroutines), or the
+ *  native frames alone, of every process. */
+export function onlyLanguage(all: ProcessStacks[], lang: StacksLanguage): ProcessStacks[] {
+  if (lang === 'native')
+    return all.map(({ goroutines: _g, goroutinesOmitted: _o, ...p }) => ({ ...p, threads: p.threads.map(({ runtimeFrames: _f, ...t }) => t) }))
+  return all
+    .filter((p) => p.runtime?.name === lang)
+    .map((p) => ({ ...p, threads: lang === 'go' ? [] : p.threads.map((t) => ({ ...t, frames: [] })) }))
+}

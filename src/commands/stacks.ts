@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core'
-import { stacksLines } from '../analysis/stacks.js'
+import { onlyLanguage, stacksLines, STACKS_LANGUAGES, type StacksLanguage } from '../analysis/stacks.js'
 import { readStacks, type StacksResult } from '../analysis/stacks-read.js'
+import { UsageError } from '../errors.js'
 import { parsePid } from '../process/access.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
@@ -16,6 +17,7 @@ export default class Stacks extends SnapCommand {
   static override examples = [
     { description: 'What every thread was doing', command: '<%= config.bin %> stacks bundle.tar.zst' },
     { description: 'One process, as JSON', command: '<%= config.bin %> stacks bundle.tar.zst --pid 4250 --json' },
+    { description: "Only the Python frames of the tree's Python processes", command: '<%= config.bin %> stacks bundle.tar.zst --lang python' },
   ]
 
   static override enableJsonFlag = true
@@ -27,12 +29,26 @@ export default class Stacks extends SnapCommand {
     json: jsonFlag,
     pid: Flags.string({ description: 'only this process, by its pid at the dump' }),
     gdb: Flags.string({ description: `gdb to unwind an older bundle with (${toolDefaults('gdb')})` }),
+    lang: Flags.string({
+      description: "only one kind of frame: a language's (python, java, go: of the processes that run it) or the native ones (of every process)",
+      options: [...STACKS_LANGUAGES],
+    }),
   }
 
   async run(): Promise<StacksResult> {
     const { args, flags } = await this.parse(Stacks)
     useIdentityFiles(flags.identity ?? [])
     const result = await readStacks({ bundle: args.bundle, pid: flags.pid === undefined ? undefined : parsePid(flags.pid), gdb: flags.gdb })
+    if (flags.lang) {
+      const lang = flags.lang as StacksLanguage
+      const kept = onlyLanguage(result.processes, lang)
+      if (kept.length === 0)
+        throw new UsageError(
+          `no ${lang} process in ${args.bundle}`,
+          `its processes run ${result.processes.map((p) => `${p.runtime?.name ?? 'native'} (${p.pid})`).join(', ')}`,
+        )
+      result.processes = kept
+    }
     for (const w of result.warnings) process.stderr.write(`warning: ${printable(w)}\n`)
     if (!this.jsonEnabled()) {
       // Up to 256 frames of every thread of the tree: written a batch at a time, never as one text.

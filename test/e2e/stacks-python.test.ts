@@ -135,6 +135,20 @@ describe('Python stacks', () => {
     expect(r.stdout).toMatch(new RegExp(`^ {2}thread \\d+ "ledger-settler":\\n {4}python #0 {2}settle_ledger at ${l.file}:${l.line}$`, 'm'));
   });
 
+  it('--lang python shows the Python frames alone; --lang native the native ones alone; --lang java: no such process, exit 2', async () => {
+    const l = expected['ledger-settler']!;
+    const only = await runSnap(['stacks', bundle, '--lang', 'python']);
+    expect(only.exitCode, only.stderr).toBe(0);
+    expect(only.stdout).toContain(`python #0  settle_ledger at ${l.file}:${l.line}`);
+    expect(only.stdout).not.toMatch(/#\d+ +0x[0-9a-f]+ in /);
+    const native = JSON.parse((await runSnap(['stacks', bundle, '--lang', 'native', '--json'])).stdout) as Stacks;
+    expect(native.processes[0]!.threads.every((t) => t.runtimeFrames === undefined && t.frames.length > 0)).toBe(true);
+    const java = await runSnap(['stacks', bundle, '--lang', 'java']);
+    expect(java.exitCode).toBe(2);
+    expect(java.stderr).toContain(`no java process in ${bundle}`);
+    expect(java.stderr).toContain(`python (${py.pid})`);
+  });
+
   it('a bundle without stacks: the same Python frames read now from its core, rebuilt from the images', async () => {
     const older = await withoutStacks(bundle, 'older.snap.tar.zst');
     const r = await runSnap(['stacks', older, '--json']);

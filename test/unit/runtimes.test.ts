@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { detectRuntime, fileNoteOf, goVersionOfBuildInfo, goVersionOfExecutable, mappedFilesOfCore } from '../../src/analysis/runtimes/detect.js';
 import { goroutinesWithin, parseGoroutines } from '../../src/analysis/runtimes/go.js';
 import { parseJstack } from '../../src/analysis/runtimes/java.js';
+import { onlyLanguage, type ProcessStacks } from '../../src/analysis/stacks.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { fileNote } from '../../src/corefile/notes.js';
 
@@ -187,5 +188,31 @@ describe("jhsdb jstack's threads", () => {
       },
       { tid: 0x2c4d, name: 'a "quoted" name', state: 'RUNNABLE', frames: [] },
     ]);
+  });
+});
+
+describe('stacks of one kind (--lang)', () => {
+  const native = { pc: '0x1', function: 'clock_nanosleep', file: null, line: null, library: null };
+  const py: ProcessStacks = {
+    pid: 10, comm: 'python3', exe: '/usr/bin/python3.11', runtime: { name: 'python', version: '3.11', file: '/usr/bin/python3.11' },
+    threads: [{ tid: 10, name: 'MainThread', frames: [native], runtimeFrames: [{ function: 'serve', file: '/srv/app.py', line: 3 }] }],
+  };
+  const go: ProcessStacks = {
+    pid: 11, comm: 'server', exe: '/srv/server', runtime: { name: 'go', version: 'go1.19.8', file: '/srv/server' },
+    threads: [{ tid: 11, frames: [native] }], goroutines: [{ id: 1, state: 'IO wait', thread: null, frames: [] }],
+  };
+  const c: ProcessStacks = { pid: 12, comm: 'worker', exe: '/srv/worker', threads: [{ tid: 12, frames: [native] }] };
+
+  it("a language: its processes only, with their language's frames and no native ones", () => {
+    expect(onlyLanguage([py, go, c], 'python')).toEqual([{ ...py, threads: [{ ...py.threads[0], frames: [] }] }]);
+    expect(onlyLanguage([py, go, c], 'go')).toEqual([{ ...go, threads: [] }]);
+    expect(onlyLanguage([py, c], 'java')).toEqual([]);
+  });
+
+  it('native: every process, its native frames only', () => {
+    const out = onlyLanguage([py, go, c], 'native');
+    expect(out.map((p) => p.pid)).toEqual([10, 11, 12]);
+    expect(out[0]!.threads[0]).toEqual({ tid: 10, name: 'MainThread', frames: [native] });
+    expect(out[1]!.goroutines).toBeUndefined();
   });
 });
