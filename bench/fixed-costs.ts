@@ -28,7 +28,7 @@ async function until(probe: () => boolean, what: string): Promise<void> {
 
 async function dump(snapBin: string, pid: number, out: string, journalDir: string): Promise<{ totalMs: number; preflightMs: number }> {
   const t0 = performance.now()
-  const child = spawn(snapBin, ['dump', String(pid), '-o', out, '--json', '-q'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PROCSNAP_JOURNAL_DIR: journalDir } })
+  const child = spawn(snapBin, ['dump', String(pid), '-o', out, '--json', '-q'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PROCSNAP_JOURNAL_DIR: journalDir, PROCSNAP_CACHE_DIR: join(journalDir, '..', 'cache') } })
   let stdout = ''
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
   const code = await new Promise<number | null>((r) => child.on('close', r))
@@ -56,7 +56,7 @@ export async function fixedCostsBench(o: { snapBin: string; worker: string; base
     rmSync(out('warmup'))
     for (let r = 0; r < rounds; r++) {
       for (const kind of r % 2 ? ['remembered', 'checked'] : ['checked', 'remembered']) {
-        if (kind === 'checked') rmSync(join(journalDir, 'criu-check.json'), { force: true })
+        if (kind === 'checked') rmSync(join(work, 'cache', 'criu-check.json'), { force: true })
         const run = await dump(o.snapBin, pid, out(`${kind}-${r}`), journalDir)
         rmSync(out(`${kind}-${r}`))
         ;(kind === 'checked' ? checked : remembered).push(run)

@@ -2,10 +2,12 @@
 // one-line warning, because SNAP_* is snapd's namespace on every Ubuntu host (snapd sets SNAP, SNAP_DATA, ... in each
 // snap's environment). Every reader of a configuration variable goes through here, so the two can never disagree.
 
+import { homedir } from 'node:os'
+import { join } from 'node:path'
 import { cliName } from './ui/cli-name.js'
 
 /** Every configuration variable, without its prefix. */
-export const CONFIG_VARIABLES = ['CRIU', 'GDB', 'PREFIX_BIN', 'TRUSTED_KEYS', 'RECIPIENTS', 'ZSTD', 'JOURNAL_DIR', 'LOG_DIR'] as const
+export const CONFIG_VARIABLES = ['CRIU', 'GDB', 'PREFIX_BIN', 'TRUSTED_KEYS', 'RECIPIENTS', 'ZSTD', 'JOURNAL_DIR', 'LOG_DIR', 'CACHE_DIR'] as const
 export type ConfigVariable = (typeof CONFIG_VARIABLES)[number]
 
 export const PREFIX = 'PROCSNAP_'
@@ -63,4 +65,15 @@ export function readConfig(name: ConfigVariable, env: NodeJS.ProcessEnv = proces
 /** The variable's value, or undefined: see readConfig. */
 export function configValue(name: ConfigVariable, env: NodeJS.ProcessEnv = process.env): string | undefined {
   return readConfig(name, env)?.value
+}
+
+/**
+ * Where answers worth keeping between runs are kept (a passed `criu check`): never the journal directory, whose files
+ * are each a capture in progress. $PROCSNAP_CACHE_DIR, else /var/cache/procsnap for root, else the user's cache.
+ */
+export function cacheDir(): string {
+  const set = configValue('CACHE_DIR')
+  if (set) return set
+  if (process.getuid?.() === 0) return '/var/cache/procsnap'
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'procsnap')
 }

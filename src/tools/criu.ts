@@ -1,6 +1,6 @@
 // CRIU: its version, `criu check`, and the exact dump and restore command lines snap uses.
 
-import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { release } from 'node:os'
 import { join } from 'node:path'
 import { ToolError } from '../errors.js'
@@ -111,10 +111,15 @@ export function readRememberedCheck(dir: string, key: CriuCheckKey, now = Date.n
 export function rememberCheck(dir: string, key: CriuCheckKey, now = Date.now()): void {
   const partial = join(dir, `${CHECK_CACHE_FILE}.${process.pid}`)
   try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
     writeFileSync(partial, JSON.stringify({ format: CHECK_CACHE_FORMAT, ok: true, key, checkedAt: new Date(now).toISOString() }) + '\n', { mode: 0o600, flag: 'wx' })
     renameSync(partial, join(dir, CHECK_CACHE_FILE))
   } catch {
-    rmSync(partial, { force: true })
+    try {
+      rmSync(partial, { force: true })
+    } catch {
+      // nothing was made there (the directory cannot be): nothing to remove
+    }
   }
 }
 

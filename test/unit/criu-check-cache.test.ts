@@ -1,4 +1,4 @@
-// `criu check` once per criu binary, kernel and boot: a pass is remembered beside the journals and reused while its
+// `criu check` once per criu binary, kernel and boot: a pass is remembered in the cache directory and reused while its
 // key holds; a failure, a changed binary, a cache that cannot be trusted or one too old means criu check runs again.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
@@ -71,10 +71,20 @@ describe('criu check, remembered', () => {
   it('runs every time without a cache directory, or where the cache cannot be written', async () => {
     await criuCheckOnce(info(), undefined);
     await criuCheckOnce(info(), undefined);
-    const missing = join(dir, 'no-such-dir');
-    await criuCheckOnce(info(), missing);
-    await criuCheckOnce(info(), missing);
+    // Beneath a regular file: no directory can be made there.
+    writeFileSync(join(dir, 'a-file'), '');
+    const unwritable = join(dir, 'a-file', 'cache');
+    await criuCheckOnce(info(), unwritable);
+    await criuCheckOnce(info(), unwritable);
     expect(checkRuns()).toBe(4);
+  });
+
+  it('makes its cache directory when it is missing, private', async () => {
+    const fresh = join(dir, 'made', 'cache');
+    await criuCheckOnce(info(), fresh);
+    await criuCheckOnce(info(), fresh);
+    expect(checkRuns()).toBe(1);
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
   });
 });
 

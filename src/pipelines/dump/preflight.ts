@@ -25,7 +25,8 @@ import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
 import { startTool, type StartedTool } from '../../tools/run.js'
 import { totalRssKiB } from './checkpoint.js'
 import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
-import { Journal, journalDir } from '../journal.js'
+import { cacheDir } from '../../environment.js'
+import { Journal } from '../journal.js'
 import { MiB, type DumpState } from './state.js'
 
 export async function preflight(s: DumpState, report: (d: string) => void): Promise<void> {
@@ -55,7 +56,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
     // `criu check` is remembered beside the journals for this criu, kernel and boot, and not run again.
     const needCriu = !o.coreOnly
     const criuFound: Promise<CriuInfo | undefined> = needCriu ? findCriu(o.criu) : Promise.resolve(undefined)
-    const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheckOnce(c!, journalDir()))
+    const checked = o.skipCriuCheck || !needCriu ? Promise.resolve(undefined) : criuFound.then((c) => criuCheckOnce(c!, cacheDir()))
     const [criu, gdb, check, target] = await s.budget.unlessStopped(
       Promise.allSettled([criuFound, findGdb(o.gdb), checked, describeTarget(o.pid, { includeEnv: o.includeEnv, budget: s.budget, warn: (w) => s.warn(w) })]),
       'preflight (tool versions and `criu check`)',
