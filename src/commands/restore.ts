@@ -2,7 +2,8 @@ import { Args, Flags } from '@oclif/core'
 import { UsageError } from '../errors.js'
 import type { IsolationOptions } from '../pipelines/restore/isolate.js'
 import { RestoreRun, type RestoreResult } from '../pipelines/restore/index.js'
-import { SnapCommand } from '../ui/base-command.js'
+import { toolDefaults } from '../tools/locate.js'
+import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderRestoreResult } from '../ui/render.js'
 import { useIdentityFiles } from '../ship/decrypt.js'
@@ -25,6 +26,7 @@ export default class Restore extends SnapCommand {
   static override args = { bundle: Args.string({ description: 'bundle written by `snap dump`', required: true }) }
 
   static override flags = {
+    json: jsonFlag,
     identity: identityFlag,
     resume: Flags.boolean({ description: 'leave the restored process running', exclusive: ['leave-stopped'], default: false }),
     'leave-stopped': Flags.boolean({ description: 'leave the restored process stopped', exclusive: ['resume'], default: false }),
@@ -36,10 +38,10 @@ export default class Restore extends SnapCommand {
     publish: Flags.string({ description: "with --isolate: forward the host's 127.0.0.1:HOSTPORT to the copy's PORT (HOSTPORT:PORT, repeatable)", multiple: true, dependsOn: ['isolate'] }),
     cpu: Flags.string({ description: 'with --isolate: cap the copy at this many CPUs (e.g. 0.5)', dependsOn: ['isolate'] }),
     memory: Flags.string({ description: 'with --isolate: cap the copy\'s memory (e.g. 512M, 2G)', dependsOn: ['isolate'] }),
-    criu: Flags.string({ description: 'criu binary to use (default: $SNAP_CRIU, then PATH)' }),
+    criu: Flags.string({ description: `criu binary to use (${toolDefaults('criu')})` }),
     'work-dir': Flags.string({ description: 'where to extract the images (a private directory is made inside; default: the system temp dir)' }),
     timeout: Flags.integer({ description: 'give up after this many seconds; anything partly restored is killed', min: 1 }),
-    key: Flags.string({ description: 'trust only a signature by this Ed25519 public key (default: the keys in $SNAP_TRUSTED_KEYS, else /etc/procsnap/trusted-keys/)' }),
+    key: Flags.string({ description: 'trust only a signature by this Ed25519 public key (default: the keys in $PROCSNAP_TRUSTED_KEYS, else /etc/procsnap/trusted-keys/)' }),
     'tcp-close': Flags.boolean({ description: 'restore its TCP connections closed (for study away from its peers; criu --tcp-close)', default: false }),
     'criu-opt': Flags.string({ description: 'extra criu restore option, given as it is (e.g. --tcp-close)', multiple: true }),
     'allow-unsigned': Flags.boolean({ description: 'restore a bundle that is not signed (its images run as root); warned and recorded', default: false }),
