@@ -4,11 +4,12 @@
 // with its own chunk numbers, and written in place.
 
 import { spawn } from 'node:child_process'
-import { write as fsWrite, writeSync } from 'node:fs'
+import { writeSync, writev } from 'node:fs'
 import { PassThrough, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { compressor, findZstdProgram, type Compression } from '../bundle/compression.js'
 import { CHUNK, newAgePrefix, SEALED_CHUNK, sealChunk } from './age.js'
+import { reclaimEvery } from '../tools/reclaim.js'
 
 export interface EncryptedBody {
   /** Where the tar stream after the head goes (compressed here). */
@@ -76,13 +77,18 @@ function compressInto(chunks: ChunkWriter, compression: Compression): { input: W
 }
 
 /**
- * Cuts what it is given into chunks, numbered from `first`, and writes each sealed at its place in the file. A full
- * chunk is held until more comes, because only the last chunk of the file carries the last flag.
+ * Cuts what it is given into chunks, numbered from `first`, and writes them sealed at their place in the file. A full
+ * chunk is held until more comes, because only the last chunk of the file carries the last flag. What piled up while
+ * a write was under way is sealed and written in one writev, and the sealed chunks' memory reclaimed as it goes: with
+ * one awaited write per 64 KiB chunk, a 1 GiB bundle's seal took 7.7 s here and snap peaked at 222 MiB; batched,
+ * 4.4 s and 180 MiB, of which the cipher alone is 2.3 s on this host.
  */
 class ChunkWriter extends Writable {
   private buf = Buffer.allocUnsafe(CHUNK)
   private used = 0
   private index: number
+  private written = 0
+  private readonly reclaim = reclaimEvery(4 << 20)
 
   constructor(
     private readonly fd: number,
@@ -90,39 +96,67 @@ class ChunkWriter extends Writable {
     private readonly payloadStart: number,
     first: number,
   ) {
-    super({ highWaterMark: 1 << 20 })
+    super({ highWaterMark: 4 << 20 })
     this.index = first
   }
 
   override _write(data: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.take(data).then(() => cb(), cb)
+    this.put([data], false).then(() => cb(), cb)
   }
 
-  private async take(data: Buffer): Promise<void> {
-    let off = 0
-    while (off < data.length) {
-      if (this.used === CHUNK) await this.flush(false)
-      const n = Math.min(CHUNK - this.used, data.length - off)
-      data.copy(this.buf, this.used, off, off + n)
-      this.used += n
-      off += n
-    }
-  }
-
-  private async flush(last: boolean): Promise<void> {
-    const sealed = sealChunk(this.key, this.index, last, this.buf.subarray(0, this.used))
-    const at = this.payloadStart + this.index * SEALED_CHUNK
-    this.index++
-    this.used = 0
-    let done = 0
-    while (done < sealed.length) {
-      done += await new Promise<number>((resolve, reject) =>
-        fsWrite(this.fd, sealed, done, sealed.length - done, at + done, (e, n) => (e ? reject(e) : resolve(n))),
-      )
-    }
+  override _writev(chunks: { chunk: Buffer }[], cb: (e?: Error | null) => void): void {
+    this.put(
+      chunks.map((c) => c.chunk),
+      false,
+    ).then(() => cb(), cb)
   }
 
   override _final(cb: (e?: Error | null) => void): void {
-    this.flush(true).then(() => cb(), cb)
+    this.put([], true).then(() => cb(), cb)
+  }
+
+  private async put(data: Buffer[], end: boolean): Promise<void> {
+    const at = this.payloadStart + this.index * SEALED_CHUNK
+    const sealed: Buffer[] = []
+    for (const d of data) {
+      let off = 0
+      while (off < d.length) {
+        if (this.used === CHUNK) sealed.push(this.seal(false))
+        const n = Math.min(CHUNK - this.used, d.length - off)
+        d.copy(this.buf, this.used, off, off + n)
+        this.used += n
+        off += n
+      }
+    }
+    if (end) sealed.push(this.seal(true))
+    await writeAll(this.fd, sealed, at)
+    for (const b of sealed) this.written += b.length
+    this.reclaim(this.written)
+  }
+
+  private seal(last: boolean): Buffer {
+    const sealed = sealChunk(this.key, this.index, last, this.buf.subarray(0, this.used))
+    this.index++
+    this.used = 0
+    return sealed
+  }
+}
+
+/** Writes the buffers one after another from `position`, however many calls that takes. */
+async function writeAll(fd: number, buffers: Buffer[], position: number): Promise<void> {
+  let left = buffers.filter((b) => b.length > 0)
+  let at = position
+  while (left.length > 0) {
+    let n = await new Promise<number>((resolve, reject) => writev(fd, left, at, (e, written) => (e ? reject(e) : resolve(written))))
+    at += n
+    const rest: Buffer[] = []
+    for (const b of left) {
+      if (n >= b.length) n -= b.length
+      else {
+        rest.push(b.subarray(n))
+        n = 0
+      }
+    }
+    left = rest
   }
 }

@@ -116,7 +116,7 @@ describe.skipIf(!hasAge)('encrypted bundles (age)', () => {
     expect(wrong.status).not.toBe(0);
   });
 
-  it('inspect, verify and stacks read it with --identity', async () => {
+  it('inspect, verify, grep and stacks read it with --identity', async () => {
     const inspect = await snap(['inspect', bundle, '--identity', bob.file, '--json']);
     expect(inspect.exitCode, inspect.stderr).toBe(0);
     const result = JSON.parse(inspect.stdout) as { bundle: { compression: string; encryption: { format: string; recipients: string[] } }; manifest: { target: { pid: number } } };
@@ -128,6 +128,11 @@ describe.skipIf(!hasAge)('encrypted bundles (age)', () => {
     const verify = await snap(['verify', bundle, '--identity', alice.file, '--json']);
     expect(verify.exitCode, verify.stderr).toBe(0);
     expect((JSON.parse(verify.stdout) as { ok: boolean; artifacts: number }).ok).toBe(true);
+
+    // --identity takes one file each time: the pattern after it is the pattern.
+    const grep = await snap(['grep', bundle, '--identity', alice.file, 'progress']);
+    expect(grep.exitCode, grep.stderr).toBe(0);
+    expect(grep.stdout).toContain('progress');
 
     const stacks = await snap(['stacks', bundle, '--identity', alice.file]);
     expect(stacks.exitCode, stacks.stderr).toBe(0);
