@@ -228,6 +228,55 @@ describe('snap killed (SIGKILL) while criu dumps a server holding an established
   });
 });
 
+describe('snap killed, then criu killed while it holds the server: `snap recover` undoes what criu left in its thread', () => {
+  it('a server recover resumes blocks the signals it blocked before, serves its connection and exits on SIGTERM; one whose registers criu kept is left stopped (exit 15)', async () => {
+    let server = await EchoServer.start();
+    let socket = await connect(server.port);
+    const asTarget = (s: EchoServer) => ({ pid: s.pid, isAlive: () => s.alive(), processState: () => (s.alive() ? 'S' : 'Z'), threadStates: () => threadStatesOf(s.pid) }) as unknown as Target;
+    try {
+      const calls = await ptraceCallsOfADump(asTarget(server));
+      const outcomes: string[] = [];
+      // The second and third of the points the dump tests use: criu's code is running inside the server there.
+      for (const at of spread(calls, 8).slice(2, 4)) {
+        if (!server.alive()) {
+          socket.destroy();
+          server = await EchoServer.start();
+          socket = await connect(server.port);
+        }
+        const masksBefore = await steadyMasks(server.pid);
+        // criu waits a second before it starts: snap is killed in it, with the tree stopped and its journal written.
+        const dump = startDump(asTarget(server), { criu: fake('criu-killed'), env: { PROCSNAP_FAKE_AT: String(at), PROCSNAP_FAKE_DELAY: '1' } });
+        await dump.waitForMarker('criu to start');
+        dump.signal('SIGKILL');
+        expect((await dump.result).signal).toBe('SIGKILL');
+        await waitFor(() => !processesOfRun(dump.token).some((l) => /criu|strace/.test(l)), { what: `criu to be killed at its ptrace call ${at}`, timeoutMs: 60_000 });
+        const recovered = await runSnap(['recover', '--json'], { env: { PROCSNAP_JOURNAL_DIR: dump.journalDir ?? undefined } });
+        expect(lockLeftovers(), 'criu network lock left on the host').toEqual([]);
+        if (/its own registers are lost, so it is left stopped/.test(recovered.stdout)) {
+          expect(recovered.exitCode, recovered.stdout).toBe(15);
+          expect(threadStatesOf(server.pid).every((st) => st === 'T'), `${server.pid} left stopped`).toBe(true);
+          outcomes.push(`${at}: left stopped, criu kept its registers (exit 15)`);
+          const pid = server.pid;
+          server.stop();
+          await waitFor(() => !server.alive(), { what: `${pid} to be gone after SIGKILL`, timeoutMs: 10_000 });
+          continue;
+        }
+        expect(recovered.exitCode, `${recovered.stdout}\n${recovered.stderr}`).toBe(0);
+        expect(threadStatesOf(server.pid).some((st) => st === 'T'), `a thread of ${server.pid} left stopped`).toBe(false);
+        expect(await steadyMasks(server.pid), `signal masks after recover (criu killed at ${at})`).toEqual(masksBefore);
+        expect(await echoes(socket, `after recover (criu killed at ${at})\n`), 'the connection after recover').toBe(true);
+        const putBack = /put back what criu left in threads/.test(recovered.stdout);
+        if (putBack) await exitsOnSigterm(server.pid, () => server.alive(), at);
+        outcomes.push(`${at}: running${putBack ? ', a mask or breakpoint put back, then exited on SIGTERM' : ''}`);
+      }
+      record(`snap and criu killed, then recover (${calls} ptrace calls): ${outcomes.join('; ')}`);
+    } finally {
+      socket.destroy();
+      server.stop();
+    }
+  });
+});
+
 function snapTables(): string[] {
   try {
     return execFileSync('nft', ['list', 'tables', 'inet'], { encoding: 'utf8' }).split('\n').filter((l) => /procsnap-/.test(l));

@@ -10,7 +10,7 @@ import { putTreeBack, type TreeMember } from '../../process/tree.js'
 import { removeLeftoverLock } from '../../tools/network-lock.js'
 import { leaveRepairMode } from '../../tools/tcp-repair.js'
 import { parasiteSyscallIps, restoreSwappedCode } from '../../tools/parasite-leftovers.js'
-import { checkRegisters, PARASITE_MASK, changedSignals, putBackSignalMasks, type LostRegisters, type RegisterCheck } from '../../tools/thread-leftovers.js'
+import { checkRegisters, PARASITE_MASK, changedSignals, parasiteRemains, putBackSignalMasks, type LostRegisters, type RegisterCheck } from '../../tools/thread-leftovers.js'
 import { stopAllTools } from '../../tools/run.js'
 import { exitText, STOP_TIMEOUT_MS, type DumpState } from './state.js'
 
@@ -55,6 +55,7 @@ async function undoWhatCriuLeft(s: DumpState, actions: string[], problems: strin
     if (r.restored.length > 0) actions.push(`what criu left in threads put back: ${r.restored.join(', ')}`)
     problems.push(...r.problems)
   }
+  if (criuUnfinished) for (const w of parasiteRemains(pids)) s.progress.warn(`${w} (harmless; freed when the process exits)`)
   if (criuUnfinished && lock) {
     const r = await leaveRepairMode(pids)
     if (r.repaired.length > 0) actions.push(`${r.repaired.length} socket(s) criu left in TCP repair mode taken out of it (${r.repaired.join(', ')})`)
