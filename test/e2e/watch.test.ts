@@ -87,7 +87,9 @@ describe('triggers', () => {
     const out = makeTempDir('snap-test-watch-');
     const w = startWatch(['--name', m, '--cpu', '80', '--for', '2s', '-n', '1', '--output-dir', out]);
     await w.waitFor('watching');
-    await httpGet(svc.port, '/spin?s=20');
+    // Two spinning threads: python runs one at a time (the GIL), but the process always has one ready to run, so it
+    // keeps above 80% of a CPU on a host whose other work competes for both CPUs (one thread alone fell short here).
+    await httpGet(svc.port, '/spin?s=20&t=2');
     const r = await w.result;
     expectWatchOk(r);
     const [c] = captured(w);
