@@ -1,16 +1,17 @@
 // `npm run bench`: snap dump against the hand-run runbook it replaces (kill -STOP; gcore; criu dump; kill -CONT;
 // tar | zstd), on the same targets, alternating, several rounds; and snap restore against a bare criu restore of
 // the same images; then, for a 600-thread target and one with large sparse mappings, snap's freeze against snap
-// --core gcore; and a small dump with `criu check` run against remembered. Reports medians and ratios to baselines
-// measured in the same run. Needs root, like snap.
+// --core gcore; a small dump with `criu check` run against remembered; --core-only (native) against --core gcore
+// and bare criu. Reports medians and ratios to baselines measured in the same run. Needs root, like snap.
 //
 //   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  BENCH_SHAPES=0 (skip
-//   the shapes)  BENCH_CONNECTIONS=none  BENCH_FIXED=0 (skip the fixed costs)  npm run bench
+//   the shapes)  BENCH_CONNECTIONS=none  BENCH_FIXED=0 (skip the fixed costs)  BENCH_CORE_ONLY=0  npm run bench
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connectionsBench, connectionsTable } from './connections.ts'
+import { coreOnlyBench, coreOnlyTable } from './core-only.ts'
 import { fixedCostsBench, fixedCostsTable } from './fixed-costs.ts'
 
 const root = new URL('..', import.meta.url).pathname
@@ -396,6 +397,8 @@ async function main(): Promise<void> {
   const connRows = await connectionsBench({ snapBin, criu, baseDir, rounds, counts, log })
   // BENCH_FIXED=0 skips the fixed costs of a small dump (`criu check` run against remembered).
   const fixedRow = process.env.BENCH_FIXED === '0' ? undefined : await fixedCostsBench({ snapBin, worker, baseDir, rounds, log })
+  // BENCH_CORE_ONLY=0 skips --core-only (native and gcore) against bare criu.
+  const coreOnlyRows = process.env.BENCH_CORE_ONLY === '0' ? [] : await coreOnlyBench({ snapBin, worker, criu, baseDir, rounds, log })
   const startup = startupTimes()
   const peak64 = (rows[0] as { snap: { peakKiB: number } } | undefined)?.snap.peakKiB ?? 1
   const md = [
@@ -431,10 +434,11 @@ async function main(): Promise<void> {
       : []),
     ...connectionsTable(connRows),
     ...fixedCostsTable(fixedRow),
+    ...coreOnlyTable(coreOnlyRows),
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
     `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, coreOnly: coreOnlyRows, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
   writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
   process.stdout.write(md + '\n')
