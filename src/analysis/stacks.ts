@@ -150,6 +150,7 @@ export async function stacksFromCore(o: {
   // debug info.
   const runtime = runtimeOfCore(o.core, o.exe, o.sysroot)
   const lang = languageReader(runtime, o)
+  const started = performance.now()
   const run = await runTool(
     o.gdb,
     [
@@ -184,14 +185,16 @@ export async function stacksFromCore(o: {
       if (w) Object.assign(t, { name: w.name, runtimeFrames: w.frames })
     }
   }
-  if (runtime?.name === 'java') runtimeError = (await javaFrames(threads, runtime, o)) ?? runtimeError
+  // delve and jhsdb get what gdb left of the process's time, not a time of their own.
+  const rest = { ...o, timeoutMs: Math.max(1000, o.timeoutMs - (performance.now() - started)) }
+  if (runtime?.name === 'java') runtimeError = (await javaFrames(threads, runtime, rest)) ?? runtimeError
   let go: Pick<ProcessStacks, 'goroutines' | 'goroutinesOmitted'> = {}
   if (runtime?.name === 'go') {
     const dlv = findDelve()
     if (!dlv || !o.exe) runtimeError = !dlv ? 'delve is not installed, so its goroutines are not read (Debian: apt-get install delve)' : 'its executable is not here for delve to read its goroutines'
     else {
       try {
-        const found = await goroutinesFromCore({ dlv, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: o.timeoutMs, cancel: o.cancel })
+        const found = await goroutinesFromCore({ dlv, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: rest.timeoutMs, cancel: o.cancel })
         // stacks.json has room for so much a thread (entry-bounds.ts): the goroutines take half of the process's.
         const kept = goroutinesWithin(found.goroutines, threads.length * GOROUTINE_BYTES_PER_THREAD)
         go = { goroutines: kept, ...(found.more + found.goroutines.length - kept.length > 0 ? { goroutinesOmitted: found.more + found.goroutines.length - kept.length } : {}) }

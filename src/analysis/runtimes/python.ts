@@ -109,7 +109,10 @@ def snap_py_walk():
     def thread_names(interp):
         names = {}
         try:
-            mods = PyObjectPtr.from_pyobject_ptr(interp['modules'])
+            try:
+                mods = PyObjectPtr.from_pyobject_ptr(interp['modules'])
+            except gdb.error:
+                mods = PyObjectPtr.from_pyobject_ptr(interp['imports']['modules'])  # 3.12 on
             th = lookup(mods, 'threading')
             if th is None:
                 return names
