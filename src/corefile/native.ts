@@ -16,6 +16,7 @@ import {
 } from './elf.js'
 import { CoreBuildError } from './errors.js'
 import { buildNotes, type FileMapping } from './notes.js'
+import { scanResidentRuns } from './page-scan.js'
 import { readThreadRegisters } from './thread-registers.js'
 
 export interface NativeCoreOptions {
@@ -62,8 +63,9 @@ function flagsOf(perms: string): number {
   return (perms[0] === 'r' ? PF_R : 0) | (perms[1] === 'w' ? PF_W : 0) | (perms[2] === 'x' ? PF_X : 0)
 }
 
-/** The runs of [start, end) whose pages are present or swapped, page-aligned, merged. */
-function residentRuns(pagemap: number, start: number, end: number): [number, number][] {
+/** The runs of [start, end) whose pages are present or swapped, page-aligned, merged, read from pagemap itself: the
+ *  way for a kernel without PAGEMAP_SCAN (page-scan.ts). */
+export function residentRuns(pagemap: number, start: number, end: number): [number, number][] {
   const runs: [number, number][] = []
   const entries = 1 << 16
   const buf = Buffer.alloc(entries * 8)
@@ -94,7 +96,7 @@ function startsWithElfMagic(mem: number, at: number): boolean {
 }
 
 /** The segments of one mapping: see the file's head for what each kind of mapping holds. */
-function segmentsOf(m: SmapsMapping, pagemap: number, mem: number): Segment[] {
+function segmentsOf(m: SmapsMapping, residentOf: (m: SmapsMapping) => [number, number][], mem: number): Segment[] {
   const flags = flagsOf(m.perms)
   const empty: Segment[] = [{ start: m.start, end: m.end, flags, runs: [], filesz: 0, offset: 0 }]
   if (m.perms[0] !== 'r' || m.dontDump || KERNEL_ONLY.has(m.path)) return empty
@@ -111,7 +113,7 @@ function segmentsOf(m: SmapsMapping, pagemap: number, mem: number): Segment[] {
     return empty
   }
   if (m.rssKiB + m.swapKiB === 0) return empty
-  const runs = residentRuns(pagemap, m.start, m.end)
+  const runs = residentOf(m)
   if (runs.length === 0) return empty
   // Stretches of data, each ending at a hole of SPLIT_HOLE_BYTES; a segment's memory runs on to the next stretch.
   const stretches: { from: number; to: number; runs: [number, number][] }[] = []
@@ -172,11 +174,15 @@ export async function writeCoreOfStoppedProcess(opts: NativeCoreOptions): Promis
   const registers = await readThreadRegisters(info.task.threads, { cancel: opts.cancel })
   const threads: ThreadState[] = registers.map((r) => ({ tid: r.tid, regs: r.regs, fpregs: r.fpregs, blocked: blockedOf(pid, r.tid) }))
 
+  // The anonymous memory's present and swapped pages, asked of the kernel in runs where it can answer so.
+  const wanted = maps.filter((m) => isAnonymous(m) && m.rssKiB + m.swapKiB > 0)
+  const runs = await scanResidentRuns(pid, wanted.map((m) => [m.start, m.end]), { cancel: opts.cancel })
+  const scanned = runs && new Map(wanted.map((m, i) => [m.start, runs[i]!]))
   const mem = openSync(`/proc/${pid}/mem`, 'r')
   const pagemap = openSync(`/proc/${pid}/pagemap`, 'r')
   let segments: Segment[]
   try {
-    segments = maps.filter((m) => m.path !== '[vsyscall]').flatMap((m) => segmentsOf(m, pagemap, mem))
+    segments = maps.filter((m) => m.path !== '[vsyscall]').flatMap((m) => segmentsOf(m, (at) => scanned?.get(at.start) ?? residentRuns(pagemap, at.start, at.end), mem))
   } finally {
     closeSync(pagemap)
   }

@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeCoreOfStoppedProcess, type NativeCoreResult } from '../../src/corefile/native.js';
+import { residentRuns, writeCoreOfStoppedProcess, type NativeCoreResult } from '../../src/corefile/native.js';
+import { scanResidentRuns } from '../../src/corefile/page-scan.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { fixtureBin, requireFixtureBin } from '../helpers/paths.js';
 import { run } from '../helpers/run.js';
@@ -167,6 +168,8 @@ describe('a core written from a stopped process, against gcore of the same stop'
   let theirs: GdbView;
   let mapsAtStop: string;
   let tidsAtStop: number[];
+  let scanned: [number, number][][] | undefined;
+  let read: [number, number][][];
 
   beforeAll(async () => {
     target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
@@ -179,6 +182,15 @@ describe('a core written from a stopped process, against gcore of the same stop'
     const gcore = await run('gcore', ['-o', join(dir, 'gcore'), String(target.pid)], 600_000);
     gcoreFile = join(dir, `gcore.${target.pid}`);
     expect(existsSync(gcoreFile), gcore.stderr).toBe(true);
+    // Both ways of finding the resident pages, at the same stop, over every writable anonymous mapping.
+    const anonymous = mapsAtStop.split('\n').flatMap((line) => {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) rw.p \S+ \S+ 0\s*(\[heap\]|\[stack\])?$/.exec(line);
+      return m ? [[parseInt(m[1]!, 16), parseInt(m[2]!, 16)] as [number, number]] : [];
+    });
+    scanned = await scanResidentRuns(target.pid, anonymous);
+    const pagemap = openSync(`/proc/${target.pid}/pagemap`, 'r');
+    read = anonymous.map(([from, to]) => residentRuns(pagemap, from, to));
+    closeSync(pagemap);
     ourFile = join(dir, 'native.core');
     result = await writeCoreOfStoppedProcess({ pid: target.pid, output: ourFile });
     expect(target.threadStates()).toEqual(['T', 'T', 'T', 'T']);
@@ -192,6 +204,12 @@ describe('a core written from a stopped process, against gcore of the same stop'
     expect(readFileSync(ourFile).subarray(0, 4).toString('latin1')).toBe('\x7fELF');
     await target.resume();
     await target.waitUntilTicksAdvance(2);
+  });
+
+  it('finds the same present and swapped pages with PAGEMAP_SCAN as by reading pagemap', () => {
+    expect(scanned, 'PAGEMAP_SCAN on this kernel').toBeDefined();
+    expect(read.flat().length).toBeGreaterThan(0);
+    expect(scanned).toEqual(read);
   });
 
   it('opens in gdb with every thread, the main thread first, and the globals gcore shows', () => {
