@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { listRecoverable, recoverAll, type JournalListing, type RecoveryAction } from '../pipelines/recover.js'
+import { listRecoverable, recoverAll, type JournalListing, type RecoveryAction } from '../pipelines/recover/index.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { renderJournalList, renderRecover } from '../ui/render.js'
 import { EXIT_CODES, UsageError } from '../errors.js'

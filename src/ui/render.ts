@@ -12,7 +12,7 @@ import type { ProcessRecord, ThreadCredsRecord } from '../bundle/manifest.js'
 import type { VerifyResult } from '../bundle/verify.js'
 import type { DoctorReport } from '../doctor/checks.js'
 import { describeSignature } from '../bundle/trust.js'
-import type { JournalListing, RecoveryAction } from '../pipelines/recover.js'
+import type { JournalListing, RecoveryAction } from '../pipelines/recover/index.js'
 
 export function renderDumpResult(r: DumpResult): string {
   const lines = [

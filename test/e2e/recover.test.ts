@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { RecoveryAction } from '../../src/pipelines/recover.js';
+import type { RecoveryAction } from '../../src/pipelines/recover/index.js';
 import { PSTREE_MAGIC } from '../../src/criu-images/image-file.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap, type SnapResult } from '../helpers/cli.js';

@@ -4,7 +4,7 @@
 import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { RecoveryAction } from '../../src/pipelines/recover.js';
+import type { RecoveryAction } from '../../src/pipelines/recover/index.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap, startSnap, type RunningSnap } from '../helpers/cli.js';
 import { REAL_CRIU } from '../helpers/faults.js';

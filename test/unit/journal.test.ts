@@ -11,7 +11,7 @@ import { LockedError } from '../../src/errors.js';
 import { captureIdentity, checkIdentity, signalRecorded, type TargetIdentity } from '../../src/process/identity.js';
 import { Journal, type JournalEntry } from '../../src/pipelines/journal.js';
 import { pidClaimName, processLockName, type LockEntry } from '../../src/pipelines/locks.js';
-import { recoverAll } from '../../src/pipelines/recover.js';
+import { recoverAll } from '../../src/pipelines/recover/index.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { waitFor } from '../helpers/target.js';
 

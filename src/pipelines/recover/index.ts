@@ -2,63 +2,26 @@
 // the state it must be left in; the target is touched only if its pid still has the recorded start time. The locks a
 // dead snap held on the processes of its tree go with its journal. A journal or lock that cannot be read is reported
 // and left in place: files appear whole (createExclusive), so one that cannot be read is damaged, and nothing in it
-// says whether its snap is still at work.
+// says whether its snap is still at work. What no journal names is recovered in orphans.ts.
 
-import { endCopy, listCopies } from './copies.js'
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { partialPrefix, workDirPrefix } from '../bundle/output-path.js'
-import { checkIdentity, signalRecorded, type TargetIdentity } from '../process/identity.js'
-import { bringToFinalState } from '../process/stop.js'
-import { pollUntil } from '../process/poll.js'
-import { readStat, tracerGroup } from '../process/proc.js'
-import { journalDirs, listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from './journal.js'
-import { listLockFiles, lockOwnerAlive, locksOf, readLock, removeFile, type LockEntry } from './locks.js'
-import { readPstreeImage } from '../criu-images/pstree.js'
-import { deleteSnapTable, nftSnapTables, removeLeftoverLock, snapTableOwner } from '../tools/network-lock.js'
-import { leaveRepairMode } from '../tools/tcp-repair.js'
-import { parasiteSyscallIps, restoreSwappedCode } from '../tools/parasite-leftovers.js'
-import { checkRegisters, putBackSignalMasks } from '../tools/thread-leftovers.js'
+import { partialPrefix, workDirPrefix } from '../../bundle/output-path.js'
+import { checkIdentity, signalRecorded, type TargetIdentity } from '../../process/identity.js'
+import { bringToFinalState } from '../../process/stop.js'
+import { pollUntil } from '../../process/poll.js'
+import { readStat, tracerGroup } from '../../process/proc.js'
+import { listJournals, removeJournalFile, snapIsAlive, type JournalEntry } from '../journal.js'
+import { locksOf } from '../locks.js'
+import { Actions, removeLocks, type RecoverOptions, type RecoveryAction } from './actions.js'
+import { endDeadCopies, recoverOrphanLocks, removeHalfWrittenUpdates, removeOrphanSnapTables } from './orphans.js'
+import { readPstreeImage } from '../../criu-images/pstree.js'
+import { removeLeftoverLock } from '../../tools/network-lock.js'
+import { leaveRepairMode } from '../../tools/tcp-repair.js'
+import { parasiteSyscallIps, restoreSwappedCode } from '../../tools/parasite-leftovers.js'
+import { checkRegisters, putBackSignalMasks } from '../../tools/thread-leftovers.js'
 
-export interface RecoveryAction {
-  journal: string
-  targetPid: number | null
-  snapPid: number | null
-  /** With --dry-run, what the outcome would be. */
-  outcome: 'recovered' | 'target-gone' | 'in-progress' | 'unreadable' | 'failed'
-  /** What was done, in order; with --dry-run, what would be done ("would ..."). */
-  actions: string[]
-}
-
-export interface RecoverOptions {
-  /** Only the journal of this target (its pid as the journal names it). */
-  pid?: number
-  /** Say what would be done, and do nothing. */
-  dryRun?: boolean
-}
-
-/** The actions of one journal: each side effect runs and is said in the past tense, or in a dry run only said. */
-class Actions {
-  readonly list: string[] = []
-  constructor(readonly dryRun: boolean) {}
-
-  /** A fact found, not an action. */
-  note(text: string): void {
-    this.list.push(text)
-  }
-
-  /** Runs `act` unless this is a dry run; records `done`, or `would` in a dry run. */
-  async run<T>(would: string, done: (result: T) => string | undefined, act: () => T | Promise<T>): Promise<T | undefined> {
-    if (this.dryRun) {
-      this.list.push(`would ${would}`)
-      return undefined
-    }
-    const result = await act()
-    const text = done(result)
-    if (text) this.list.push(text)
-    return result
-  }
-}
+export type { RecoverOptions, RecoveryAction } from './actions.js'
 
 /**
  * A tool is the leader of its own process group. When snap dies the kernel kills the leader (setpriv --pdeathsig),
@@ -168,81 +131,6 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
       .map((n) => join(dir, n))
   } catch {
     return []
-  }
-}
-
-/**
- * A journal update is written to target-PID.json.tmp-SNAPPID, then renamed; a new journal or lock is written to
- * NAME.tmp-SNAPPID-RANDOM, then linked into place: a snap killed in between leaves the temporary file.
- */
-async function removeHalfWrittenUpdates(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
-  for (const dir of journalDirs()) await removeHalfWrittenIn(dir, out, o)
-}
-
-async function removeHalfWrittenIn(dir: string, out: RecoveryAction[], o: RecoverOptions): Promise<void> {
-  let names: string[] = []
-  try {
-    names = readdirSync(dir)
-  } catch {
-    return
-  }
-  for (const name of names) {
-    const m = /^(?:target-(\d+)\.json|(pid-\d+(?:-\d+)?\.lock))\.tmp-(\d+)(?:-[0-9a-f]+)?$/.exec(name)
-    if (!m || readStat(Number(m[3]))) continue
-    const path = join(dir, name)
-    const lock = m[2] !== undefined ? readLock(path) : undefined
-    const targetPid = m[1] !== undefined ? Number(m[1]) : lock && lock !== 'unreadable' ? lock.targetPid : null
-    if (o.pid !== undefined && targetPid !== o.pid) continue
-    const what = m[1] !== undefined ? 'a half-written journal update' : 'a half-written lock'
-    const actions = new Actions(o.dryRun ?? false)
-    await actions.run(`remove ${what}`, () => `removed ${what}`, () => removeJournalFile(path))
-    out.push({ journal: path, targetPid, snapPid: Number(m[3]), outcome: 'unreadable', actions: actions.list })
-  }
-}
-
-/** Removes the locks a dead snap held, or says it would. */
-async function removeLocks(locks: { path: string; lock: LockEntry }[], actions: Actions): Promise<void> {
-  if (locks.length === 0) return
-  const pids = [...new Set(locks.map((l) => l.lock.pid))].sort((a, b) => a - b).join(', ')
-  const what = `the lock${locks.length === 1 ? '' : 's'} on ${locks.length === 1 ? 'process' : 'processes'} ${pids}`
-  await actions.run(`remove ${what}`, () => `removed ${what}`, () => {
-    for (const l of locks) removeFile(l.path)
-  })
-}
-
-/**
- * Locks whose snap is dead and whose journal is gone (a snap killed while it let go of them, say): removed. Unreadable
- * ones are reported and left in place. Locks of a journal still there are that journal's (left with it when its
- * recovery failed).
- */
-async function recoverOrphanLocks(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
-  const journals = listJournals().flatMap((j) => (j.entry ? [j.entry] : []))
-  const owners = new Map<string, { path: string; lock: LockEntry }[]>()
-  for (const { path } of journalDirs().flatMap((dir) => listLockFiles(dir))) {
-    const lock = readLock(path)
-    if (lock === undefined) continue
-    if (lock === 'unreadable') {
-      if (o.pid !== undefined) continue
-      out.push({
-        journal: path,
-        targetPid: null,
-        snapPid: null,
-        outcome: 'unreadable',
-        actions: [`left in place: the lock ${path} cannot be read; if no snap is running, remove it`],
-      })
-      continue
-    }
-    if (o.pid !== undefined && lock.targetPid !== o.pid) continue
-    if (lockOwnerAlive(lock) || journals.some((j) => j.snapPid === lock.snapPid && j.snapStartTime === lock.snapStartTime)) continue
-    const key = `${lock.snapPid}:${lock.snapStartTime}:${lock.targetPid}`
-    owners.set(key, [...(owners.get(key) ?? []), { path, lock }])
-  }
-  for (const locks of owners.values()) {
-    const { snapPid, targetPid } = locks[0]!.lock
-    const actions = new Actions(o.dryRun ?? false)
-    actions.note(`snap ${snapPid} is gone and left no journal`)
-    await removeLocks(locks, actions)
-    out.push({ journal: join(dirname(locks[0]!.path), `target-${targetPid}.json`), targetPid, snapPid, outcome: 'recovered', actions: actions.list })
   }
 }
 
@@ -387,35 +275,6 @@ async function undoWhatCriuLeft(entry: JournalEntry, actions: Actions): Promise<
     () => removeLeftoverLock(lock, log),
   )
   return { lost, harmed }
-}
-
-/** snap's own lock tables whose snap is gone (its journal already handled, or lost): nothing else will remove them. */
-async function removeOrphanSnapTables(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
-  for (const table of await nftSnapTables()) {
-    const owner = snapTableOwner(table)
-    if (!owner || readStat(owner.pid)?.startTime === owner.startTime) continue
-    const actions = new Actions(o.dryRun ?? false)
-    await actions.run(`remove nftables table inet ${table} (the network lock of snap ${owner.pid}, which is gone)`, (ok) => (ok ? `removed nftables table inet ${table}` : undefined), () => deleteSnapTable(table))
-    out.push({ journal: table, targetPid: null, snapPid: owner.pid, outcome: 'recovered', actions: actions.list })
-  }
-}
-
-/**
- * Isolated copies whose restored root is gone (it exited, or the host's copy was killed by hand): what was made for
- * them (port forwarders, cgroups, the record) ends with them. A copy that still runs was asked for, and is left alone:
- * `copies --end` ends it.
- */
-async function endDeadCopies(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
-  for (const c of listCopies()) {
-    if (c.alive) continue
-    const actions = new Actions(o.dryRun ?? false)
-    await actions.run(
-      `end what is left of the isolated copy ${c.record.root.pid} (its root is gone): its forwarders, its namespaces' holder, its cgroups, its record`,
-      (r) => (r.left.length === 0 ? `ended what was left of the isolated copy ${c.record.root.pid}${r.killed.length ? ` (killed ${r.killed.join(', ')})` : ''}` : `could not end all of the copy ${c.record.root.pid}: ${r.left.join('; ')}`),
-      () => endCopy(c.record),
-    )
-    out.push({ journal: c.path, targetPid: c.record.root.pid, snapPid: null, outcome: 'recovered', actions: actions.list })
-  }
 }
 
 export interface JournalListing {
