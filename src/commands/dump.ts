@@ -14,7 +14,9 @@ import { toolDefaults } from '../tools/locate.js'
 import { bundleEncryption } from '../ship/encrypt.js'
 import { encryptToFlag } from '../ship/flags.js'
 import { chooseRecipients } from '../ship/recipients.js'
-import { parseS3Url, uploadBundle, type UploadResult } from '../ship/s3.js'
+import { parseS3Url, type UploadResult } from '../ship/s3.js'
+import { FollowingUpload } from '../ship/s3-follow.js'
+import { humanBytes } from '../bundle/output-path.js'
 
 export default class Dump extends SnapCommand {
   static override description =
@@ -55,7 +57,7 @@ export default class Dump extends SnapCommand {
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
     'encrypt-to': encryptToFlag,
-    upload: Flags.string({ description: 'then upload the bundle to s3://BUCKET/PREFIX (any S3-compatible store: AWS_ENDPOINT_URL, AWS_REGION, credentials and profiles as the AWS CLI reads them), with its sha256 beside it; a failed upload keeps the bundle (exit 16)' }),
+    upload: Flags.string({ description: 'upload the bundle to s3://BUCKET/PREFIX while it is sealed (any S3-compatible store: AWS_ENDPOINT_URL, AWS_REGION, credentials and profiles as the AWS CLI reads them), with its sha256 beside it; a failed upload keeps the bundle (exit 16)' }),
     'keep-local': Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] }),
     core: Flags.string({
       description:
@@ -84,7 +86,8 @@ export default class Dump extends SnapCommand {
     // Before the target is looked at: a recipient list that is wrong or not trusted stops the dump before any signal.
     const recipients = chooseRecipients(flags['encrypt-to'])
     const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
-    const upload = flags.upload === undefined ? undefined : parseS3Url(flags.upload)
+    // The upload follows the bundle while it is sealed, and is finished once it is whole.
+    const following = flags.upload === undefined ? undefined : new FollowingUpload(parseS3Url(flags.upload))
     const target = await resolveTarget(targetSpec(targetChoice(args.pid, flags), parsePid))
     const pid = target.pid
     const { controller, dispose } = this.interruptController()
@@ -107,18 +110,25 @@ export default class Dump extends SnapCommand {
           cores: flags.cores as 'all' | 'root',
           signKeyPath: flags.sign,
           encryption,
+          ...(following ? { onPartialBundle: (partial: string | undefined, output: string) => following.follow(partial, output) } : {}),
           cancel: controller.signal,
           toolVersion: this.config.version,
           ...(target.naming.by !== 'pid' ? { naming: target.naming } : {}),
         },
         new Progress(chooseProgressMode({ quiet: flags.quiet })),
       )
-      const result = await run.execute()
+      let result: DumpResult
+      try {
+        result = await run.execute()
+      } catch (e) {
+        await following?.abort()
+        throw e
+      }
       if (!this.jsonEnabled()) this.log(renderDumpResult(result))
-      if (!upload) return result
+      if (!following) return result
       if (!flags.quiet) process.stderr.write(`uploading ${result.bundle} to ${flags.upload}\n`)
-      const uploaded = await uploadBundle(result.bundle, upload, { keepLocal: flags['keep-local'] ?? false })
-      if (!this.jsonEnabled()) this.log(`uploaded      ${uploaded.url} (sha256 ${uploaded.sha256}${uploaded.kept ? '; kept here too' : '; removed here'})`)
+      const uploaded = await following.finish(result.bundle, flags['keep-local'] ?? false)
+      if (!this.jsonEnabled()) this.log(`uploaded      ${uploaded.url} (${humanBytes(uploaded.size)}, ${humanBytes(uploaded.whileSealed ?? 0)} of it while it was sealed; sha256 ${uploaded.sha256}${uploaded.kept ? '; kept here too' : '; removed here'})`)
       return { ...result, upload: uploaded }
     } finally {
       dispose()

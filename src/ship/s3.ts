@@ -41,7 +41,7 @@ export function keyFor(prefix: string, file: string): string {
   return p ? `${p}/${basename(file)}` : basename(file)
 }
 
-function client(): S3Client {
+export function s3Client(): S3Client {
   // A store of its own (AWS_ENDPOINT_URL) is reached by path: most S3-compatible servers, and any on an IP address,
   // have no per-bucket host names.
   const ownEndpoint = !!(process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL)
@@ -49,7 +49,7 @@ function client(): S3Client {
 }
 
 /** The SDK's error in one line: its name and message, or the network error under it. */
-function why(e: unknown): string {
+export function failureText(e: unknown): string {
   const err = e as Error & { $metadata?: { httpStatusCode?: number }; code?: string; cause?: { code?: string } }
   const status = err.$metadata?.httpStatusCode
   const code = err.code ?? err.cause?.code
@@ -62,6 +62,8 @@ export interface UploadResult {
   url: string
   size: number
   sha256: string
+  /** Bytes uploaded while the bundle was still being sealed (an upload that follows the seal). */
+  whileSealed?: number
   /** The local bundle, when it was kept. */
   kept?: string
 }
@@ -76,7 +78,7 @@ export async function uploadBundle(file: string, to: S3Location, o: { keepLocal:
   const size = statSync(file).size
   const key = keyFor(to.key, file)
   const url = s3Url({ bucket: to.bucket, key })
-  const s3 = client()
+  const s3 = s3Client()
   const hash = createHash('sha256')
   const hashing = new Transform({
     transform(chunk: Buffer, _e, cb) {
@@ -85,7 +87,7 @@ export async function uploadBundle(file: string, to: S3Location, o: { keepLocal:
     },
   })
   const fail = (what: string, e?: unknown) =>
-    new UploadFailedError(`uploading ${file} to ${url} failed: ${what}${e ? ` (${why(e)})` : ''}`, `the bundle is kept at ${file}; upload it again with the same command's --upload, or copy it by hand`)
+    new UploadFailedError(`uploading ${file} to ${url} failed: ${what}${e ? ` (${failureText(e)})` : ''}`, `the bundle is kept at ${file}; upload it again with the same command's --upload, or copy it by hand`)
   try {
     const upload = new Upload({
       client: s3,
@@ -130,7 +132,7 @@ export async function fetchBundle(from: S3Location, output: string | undefined):
   if (!from.key || from.key.endsWith('/')) throw new UsageError(`${s3Url(from)} names no object`, 'give s3://BUCKET/KEY of a bundle (see `procsnap list s3://BUCKET/PREFIX`)')
   const url = s3Url(from)
   const path = output ?? basename(from.key)
-  const s3 = client()
+  const s3 = s3Client()
   const partial = join(dirname(path), `.${basename(path)}.fetch-${process.pid}-${randomBytes(4).toString('hex')}`)
   let fd: number | undefined
   try {
@@ -139,14 +141,14 @@ export async function fetchBundle(from: S3Location, output: string | undefined):
       const side = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key + SIDECAR }))
       expected = ((await side.Body?.transformToString()) ?? '').trim().split(/\s+/)[0] ?? ''
     } catch (e) {
-      throw new BundleInvalidError(`${url}${SIDECAR}, the sha256 the upload recorded, cannot be read (${why(e)})`, [url], 'fetch a bundle uploaded by `procsnap dump --upload`')
+      throw new BundleInvalidError(`${url}${SIDECAR}, the sha256 the upload recorded, cannot be read (${failureText(e)})`, [url], 'fetch a bundle uploaded by `procsnap dump --upload`')
     }
     if (!/^[0-9a-f]{64}$/.test(expected)) throw new BundleInvalidError(`${url}${SIDECAR} holds no sha256`, [url])
     let obj
     try {
       obj = await s3.send(new GetObjectCommand({ Bucket: from.bucket, Key: from.key }))
     } catch (e) {
-      throw new UploadFailedError(`cannot download ${url} (${why(e)})`, 'check the URL with `procsnap list s3://BUCKET/PREFIX`, and the credentials')
+      throw new UploadFailedError(`cannot download ${url} (${failureText(e)})`, 'check the URL with `procsnap list s3://BUCKET/PREFIX`, and the credentials')
     }
     try {
       fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
@@ -199,7 +201,7 @@ export interface ListedObject {
 
 /** The bundles under a prefix (sidecars left out), newest first. */
 export async function listObjects(at: S3Location): Promise<ListedObject[]> {
-  const s3 = client()
+  const s3 = s3Client()
   const all: { Key?: string; Size?: number; LastModified?: Date }[] = []
   try {
     let token: string | undefined
@@ -209,7 +211,7 @@ export async function listObjects(at: S3Location): Promise<ListedObject[]> {
       token = page.IsTruncated ? page.NextContinuationToken : undefined
     } while (token)
   } catch (e) {
-    throw new UploadFailedError(`cannot list ${s3Url(at)} (${why(e)})`, 'check the bucket name, the endpoint (AWS_ENDPOINT_URL) and the credentials')
+    throw new UploadFailedError(`cannot list ${s3Url(at)} (${failureText(e)})`, 'check the bucket name, the endpoint (AWS_ENDPOINT_URL) and the credentials')
   } finally {
     s3.destroy()
   }

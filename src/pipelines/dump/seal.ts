@@ -57,6 +57,7 @@ export function startSeal(s: DumpState): void {
     onPartial: (p) => {
       if (stop.signal.aborted) return
       s.partial = p
+      s.o.onPartialBundle?.(p, s.output)
       s.journal?.update({ partialPath: p ?? null })
     },
   })

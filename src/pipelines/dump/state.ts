@@ -54,6 +54,8 @@ export interface DumpOptions {
   signKeyPath?: string
   /** Seals the bundle for age recipients as it is written (src/ship/encrypt.ts). */
   encryption?: BundleEncryption
+  /** Told the bundle's temporary path as soon as it exists, and its final one: an upload follows it while it is sealed. */
+  onPartialBundle?: (partial: string | undefined, output: string) => void
   /** Aborted by snap's signal handlers; its reason is the signal name. */
   cancel: AbortSignal
   toolVersion: string
