@@ -4,7 +4,7 @@
 // globals in both, every byte gcore wrote of the worker's memory must be the same in ours (or be a page gcore wrote
 // as zeros from a file or an untouched mapping), and the worker must still be stopped, as it was found.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { residentRuns, writeCoreOfStoppedProcess, type NativeCoreResult } from '../../src/corefile/native.js';
@@ -31,7 +31,7 @@ interface GdbView {
 }
 
 /** What gdb shows of a core: its threads, each thread's registers (general and vector) and frames, two globals. */
-async function gdbView(core: string): Promise<GdbView> {
+async function gdbView(core: string, exe = WORKER): Promise<GdbView> {
   const section = (name: string): string[] => ['-ex', `echo @@${name}\\n`];
   const result = await run('gdb', [
     '--batch', '-nx', '-iex', 'set debuginfod enabled off', '-ex', 'set pagination off', '-ex', 'set width 0',
@@ -42,7 +42,7 @@ async function gdbView(core: string): Promise<GdbView> {
     ...section('regs'), '-ex', 'thread apply all -- info registers',
     '-ex', 'thread apply all -- info registers ymm0 ymm1 xmm2 st0 mxcsr fctrl fstat',
     ...section('end'),
-    WORKER, core,
+    exe, core,
   ]);
   const sections = new Map<string, string[]>();
   let current = 'head';
@@ -313,6 +313,48 @@ describe.skipIf(!HAS_AVX512 || !existsSync(GDB16))('AVX-512 registers in a core 
       }
     } finally {
       await killPid(child.pid!);
+    }
+  });
+});
+
+describe('a python3 with threads, against gcore of the same stop', () => {
+  it('opens in gdb with every thread, each with gcore\'s registers and frames', async () => {
+    const dir = makeTempDir('snap-native-python-');
+    const ready = join(dir, 'ready');
+    const script = [
+      'import sys, threading, time',
+      'def spin(n):',
+      '    while True: time.sleep(0.01 * n)',
+      'for n in range(1, 4): threading.Thread(target=spin, args=(n,), daemon=True).start()',
+      'open(sys.argv[1], "w").write("ready")',
+      'while True: time.sleep(0.05)',
+    ].join('\n');
+    const child = spawn('/usr/bin/python3', ['-c', script, ready], { detached: true, stdio: 'ignore' });
+    const pid = child.pid!;
+    try {
+      await waitFor(() => existsSync(ready) && readdirSync(`/proc/${pid}/task`).length === 4, { what: 'the python and its 3 threads' });
+      const exe = readlinkSync(`/proc/${pid}/exe`);
+      process.kill(pid, 'SIGSTOP');
+      const stopped = () => readdirSync(`/proc/${pid}/task`).every((t) => readProcFile(`/proc/${pid}/task/${t}/stat`)?.split(') ')[1]?.startsWith('T'));
+      await waitFor(stopped, { what: 'the python to stop' });
+      const gcore = await run('gcore', ['-o', join(dir, 'gcore'), String(pid)], 600_000);
+      expect(existsSync(join(dir, `gcore.${pid}`)), gcore.stderr).toBe(true);
+      const result = await writeCoreOfStoppedProcess({ pid, output: join(dir, 'native.core') });
+      expect(result.threads).toBe(4);
+      expect(stopped()).toBe(true);
+      const [ours, theirs] = await Promise.all([gdbView(join(dir, 'native.core'), exe), gdbView(join(dir, `gcore.${pid}`), exe)]);
+      expect(ours.lwps[0]).toBe(pid);
+      expect([...ours.lwps].sort()).toEqual([...theirs.lwps].sort());
+      expect(ours.lwps).toHaveLength(4);
+      for (const [lwp, regs] of theirs.registers) {
+        const compared = [...regs].filter(([name]) => !NOT_COMPARED.test(name));
+        expect(compared.length, `LWP ${lwp}`).toBeGreaterThan(25);
+        for (const [name, value] of compared) expect(ours.registers.get(lwp)?.get(name), `LWP ${lwp} ${name}`).toBe(value);
+        expect(ours.backtraces.get(lwp)!.length, `LWP ${lwp}`).toBeGreaterThan(0);
+        expect(ours.backtraces.get(lwp), `LWP ${lwp}`).toEqual(theirs.backtraces.get(lwp));
+      }
+    } finally {
+      await killPid(pid);
     }
   });
 });
