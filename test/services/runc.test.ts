@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
 import { killTree, processTree, startRuncContainer, stopAllServices } from '../helpers/services/index.js';
 import { readProcStat, waitFor } from '../helpers/target.js';
+import { runSnap } from '../helpers/cli.js';
 import { dumpService, expectDumpOk, expectTreeRunning, recordCapture, restoreBundle, snapEnv, watchNeverStopped } from './capture.js';
 import { readBundleManifest } from '../helpers/bundle.js';
 
@@ -42,6 +43,10 @@ describe('runc container', () => {
     // Kill it (runc keeps the container's record and cgroups), then restore from the bundle.
     await box.runc(['kill', box.id, 'KILL']);
     await killTree(pids, { what: 'the container' });
+    // A container comes back in its own namespaces, not sealed off by --isolate: refused, not pretended.
+    const isolated = await runSnap(['restore', d.bundle, '--allow-unsigned', '--isolate'], { env: snapEnv() });
+    expect(isolated.exitCode, isolated.stderr).toBe(12);
+    expect(isolated.stderr).toContain('--isolate restores host processes only');
     const restored = await restoreBundle(d.bundle, []);
     expect(restored.run.exitCode, `snap restore failed:\n${restored.run.stderr}`).toBe(0);
     const rpid = restored.pid!;

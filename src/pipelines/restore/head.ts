@@ -16,6 +16,10 @@ export function checkHead(s: RestoreRunState, manifest: Manifest, head: { manife
   checkTrust(s, head)
   if (!manifest.tools.criu || manifest.mode === 'core-only')
     throw new RestoreRefusedError(`${s.o.bundle} holds cores only (taken with --core-only): there is no checkpoint to restore`, 'open its cores with gdb instead')
+  // A container comes back in the namespaces criu's images describe, with its runtime's mounts: --isolate would not
+  // be what seals it off, and saying it did would be a lie.
+  if (s.o.isolate && manifest.container)
+    throw new RestoreRefusedError(`${s.o.bundle} holds a container (its root ${manifest.container.rootfs}): --isolate restores host processes only`, 'restore it without --isolate where its runtime gives it its own network')
   // A copy beside a running original answers its clients and reaches its peers: only an isolated one may run there.
   if (!s.o.isolate) checkOriginalAbsent(manifest, s.o.newPidns)
   lockTree(s, manifest)
