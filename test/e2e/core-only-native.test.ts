@@ -49,6 +49,31 @@ describe('dump --core-only --core native', () => {
     expect(ticks).toBeLessThanOrEqual(target.readProgress().ticks);
   });
 
+  it('the default: a worker paused with SIGTSTP stays paused, does not advance a tick, and its core holds the pause', async () => {
+    const target = await startTarget({ threads: 4, mib: 16, group: 'own-pgrp' });
+    await target.pauseWith('SIGTSTP');
+    const at = target.readProgress();
+    const dir = makeTempDir('snap-native-cli-');
+    const bundle = join(dir, 'paused.tar.zst');
+    const run = await runSnap(['dump', String(target.pid), '--core-only', '-o', bundle, '--json'], { env: dumpEnv(dir) });
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as DumpResult;
+    expect(result.originalState).toBe('stopped');
+    expect(result.finalState).toBe('stopped');
+    expect(run.stderr).toContain('from /proc (native)');
+    for (let i = 0; i < 5; i++) {
+      expect(target.threadStates().every((s) => s === 'T')).toBe(true);
+      expect(target.readProgress().ticks).toBe(at.ticks);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const extracted = await extractBundle(bundle);
+    const { stdout } = await execFileAsync('gdb', ['--nx', '--batch', '-ex', 'info threads', '-ex', 'print snap_ticks', fixtureBin('worker'), join(extracted, `core.${target.pid}`)]);
+    expect(stdout.split('\n').filter((l) => /^\*?\s+\d+\s+Thread 0x[0-9a-f]+ \(LWP \d+\)/.test(l))).toHaveLength(4);
+    expect(Number(/^\$1 = (\d+)$/m.exec(stdout)?.[1])).toBe(at.ticks);
+    await target.resume();
+    await target.waitUntilTicksAdvance(3);
+  });
+
   it('--core native without --core-only, and --core images with it, are refused before the target is looked at', async () => {
     const target = await startTarget({ threads: 1, mib: 1, group: 'setsid' });
     const dir = makeTempDir('snap-native-cli-');
