@@ -3,20 +3,15 @@
 // up for the aws CLI needs nothing more. Each bundle object has a sidecar, KEY.sha256 (`sha256sum` format), written
 // once the bundle is up: fetch holds the download to it.
 
-import { createHash } from 'node:crypto'
-import { closeSync, constants, createReadStream, createWriteStream, fsyncSync, linkSync, openSync, statSync, unlinkSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { closeSync, constants, createWriteStream, fsyncSync, linkSync, openSync, unlinkSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { randomBytes } from 'node:crypto'
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { BundleInvalidError, OutputPathError, UploadFailedError, UsageError } from '../errors.js'
 
 export const SIDECAR = '.sha256'
-/** Part size and parts in flight: what an upload holds in memory is about their product. */
-const PART_BYTES = 8 << 20
-const PARTS_IN_FLIGHT = 4
 /** Attempts per request (the SDK's own retry with backoff, for throttling, 5xx and dropped connections). */
 const ATTEMPTS = 5
 const BUNDLE_KEY = /\.(tar\.zst|tar\.gz|tar|snap|age)$/
@@ -66,55 +61,6 @@ export interface UploadResult {
   whileSealed?: number
   /** The local bundle, when it was kept. */
   kept?: string
-}
-
-/**
- * Uploads a sealed bundle (multipart, PART_BYTES at a time, PARTS_IN_FLIGHT at once, so memory stays flat whatever
- * its size), hashing it on the way; then writes the sidecar and checks the object's size against the file's. Any
- * failure leaves the local bundle where it is and says so (UploadFailedError); with `keepLocal` false, a checked
- * upload removes it.
- */
-export async function uploadBundle(file: string, to: S3Location, o: { keepLocal: boolean; onProgress?: (done: number, total: number) => void }): Promise<UploadResult> {
-  const size = statSync(file).size
-  const key = keyFor(to.key, file)
-  const url = s3Url({ bucket: to.bucket, key })
-  const s3 = s3Client()
-  const hash = createHash('sha256')
-  const hashing = new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      hash.update(chunk)
-      cb(null, chunk)
-    },
-  })
-  const fail = (what: string, e?: unknown) =>
-    new UploadFailedError(`uploading ${file} to ${url} failed: ${what}${e ? ` (${failureText(e)})` : ''}`, `the bundle is kept at ${file}; upload it again with the same command's --upload, or copy it by hand`)
-  try {
-    const upload = new Upload({
-      client: s3,
-      params: { Bucket: to.bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }).pipe(hashing), ContentType: 'application/octet-stream', ContentLength: size },
-      partSize: PART_BYTES,
-      queueSize: PARTS_IN_FLIGHT,
-      leavePartsOnError: false,
-    })
-    upload.on('httpUploadProgress', (p) => o.onProgress?.(p.loaded ?? 0, size))
-    await upload.done()
-  } catch (e) {
-    throw fail('the upload did not complete', e)
-  }
-  const sha256 = hash.digest('hex')
-  try {
-    await s3.send(new PutObjectCommand({ Bucket: to.bucket, Key: key + SIDECAR, Body: `${sha256}  ${basename(key)}\n`, ContentType: 'text/plain' }))
-    const head = await s3.send(new HeadObjectCommand({ Bucket: to.bucket, Key: key }))
-    if (head.ContentLength !== size) throw fail(`the object is ${head.ContentLength ?? 'of unknown size'} bytes, the bundle ${size}`)
-  } catch (e) {
-    if (e instanceof UploadFailedError) throw e
-    throw fail('the uploaded object could not be checked', e)
-  } finally {
-    s3.destroy()
-  }
-  if (o.keepLocal) return { url, size, sha256, kept: file }
-  unlinkSync(file)
-  return { url, size, sha256 }
 }
 
 export interface FetchResult {
