@@ -18,6 +18,13 @@ import { parseS3Url, type UploadResult } from '../ship/s3.js'
 import { FollowingUpload } from '../ship/s3-follow.js'
 import { humanBytes } from '../bundle/output-path.js'
 
+/** Whom the bundle was encrypted for, in the result: the recipients and where they came from. */
+export interface DumpEncryption {
+  format: 'age'
+  recipients: string[]
+  from: string
+}
+
 export default class Dump extends SnapCommand {
   static override description =
     'Capture a live process and its whole tree (a master and its workers): stop every process with SIGSTOP (verified), take a CRIU checkpoint, put each process back as it was found, build a core of each from the checkpoint, and seal everything in one bundle.'
@@ -77,7 +84,7 @@ export default class Dump extends SnapCommand {
     'skip-criu-check': Flags.boolean({ hidden: true, default: false }),
   }
 
-  async run(): Promise<DumpResult & { upload?: UploadResult }> {
+  async run(): Promise<DumpResult & { encryption?: DumpEncryption; upload?: UploadResult }> {
     const { args, flags } = await this.parse(Dump)
     // The images are what --core images builds from, and the native writer reads a tree no criu holds.
     if (flags['core-only'] && flags.core === 'images')
@@ -124,12 +131,16 @@ export default class Dump extends SnapCommand {
         await following?.abort()
         throw e
       }
-      if (!this.jsonEnabled()) this.log(renderDumpResult(result))
-      if (!following) return result
+      const sealedFor = recipients ? { encryption: { format: 'age' as const, recipients: recipients.recipients, from: recipients.from } } : {}
+      if (!this.jsonEnabled()) {
+        this.log(renderDumpResult(result))
+        if (recipients) this.log(`encrypted     age, for ${recipients.recipients.join(', ')} (from ${recipients.from})`)
+      }
+      if (!following) return { ...result, ...sealedFor }
       if (!flags.quiet) process.stderr.write(`uploading ${result.bundle} to ${flags.upload}\n`)
       const uploaded = await following.finish(result.bundle, flags['keep-local'] ?? false)
       if (!this.jsonEnabled()) this.log(`uploaded      ${uploaded.url} (${humanBytes(uploaded.size)}, ${humanBytes(uploaded.whileSealed ?? 0)} of it while it was sealed; sha256 ${uploaded.sha256}${uploaded.kept ? '; kept here too' : '; removed here'})`)
-      return { ...result, upload: uploaded }
+      return { ...result, ...sealedFor, upload: uploaded }
     } finally {
       dispose()
     }

@@ -91,6 +91,8 @@ describe.skipIf(!hasAge)('encrypted bundles (age)', () => {
     }
     const dump = await run.result;
     expect(dump.exitCode, dump.stderr).toBe(0);
+    const result = JSON.parse(dump.stdout) as { encryption: { format: string; recipients: string[]; from: string } };
+    expect(result.encryption).toEqual({ format: 'age', recipients: [alice.recipient, bob.recipient], from: '--encrypt-to' });
     expect(seen.size, 'the bundle was seen while it was written').toBeGreaterThan(0);
     for (const [name, h] of seen) expect(h.subarray(0, AGE_MAGIC.length).toString('latin1'), name).toBe(AGE_MAGIC);
   });
