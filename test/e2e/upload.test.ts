@@ -3,9 +3,10 @@
 // sha256; a server that stops in the middle of an upload leaves the local bundle whole and named (exit 16).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repoRoot, runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
 import { nodeBin } from '../helpers/paths.js';
@@ -126,6 +127,26 @@ describe('dump --upload, list and fetch against an S3-compatible server', () => 
     expect(inspect.exitCode).toBe(11);
     expect(inspect.stderr).toContain(recipient);
     await target.cleanup();
+  });
+
+  it('fetch of an object changed in the store exits 11 and keeps nothing', async () => {
+    const target = await startTarget({ threads: 1, mib: 4, group: 'setsid' });
+    const bundle = join(dir, 'changed.tar.zst');
+    const dump = await runSnap(['dump', String(target.pid), '-o', bundle, '--upload', `s3://${BUCKET}/api/`, '--keep-local', '--quiet'], { env: env(server) });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    await target.cleanup();
+    // Someone with write access to the bucket puts other bytes under the bundle's key; its sha256 stays as uploaded.
+    const bytes = readFileSync(bundle);
+    bytes[bytes.length - 1] ^= 0xff;
+    const s3 = new S3Client({ endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'api/changed.tar.zst', Body: bytes }));
+    s3.destroy();
+    const out = join(dir, 'changed-fetched.tar.zst');
+    const fetch = await runSnap(['fetch', `s3://${BUCKET}/api/changed.tar.zst`, '-o', out], { env: env(server) });
+    expect(fetch.exitCode, fetch.stderr).toBe(11);
+    expect(fetch.stderr).toContain('does not match the sha256 its upload recorded');
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(dir).filter((n) => n.includes('changed-fetched'))).toEqual([]);
   });
 
   it('fetch of a key that is not there exits 11 and leaves no file', async () => {
