@@ -1,22 +1,22 @@
-// ansible/capture.yml with Debian's ansible-core: over real SSH to three hosts (three sshd instances started here on
-// 127.0.0.1, each its own host to ansible, all of them this machine), one host at a time, each bundle fetched into
-// DEST/HOST/ and one summary line per host; then `-c local` on localhost, with age recipients, and a target that is
-// not there (its line says the error). Every sshd is stopped by its pid.
+// ansible/capture.yml with Debian's ansible-core: over real SSH to three hosts, each an sshd started here on
+// 127.0.0.1 in a PID namespace of its own (its own /proc) with its own process of the one name, captured at once, each
+// bundle fetched into DEST/HOST/ and one summary line per host; then `-c local` on localhost, with age recipients, and
+// a target that is not there (its line says the error). Each namespace ends with its unshare, stopped by pid.
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repoRoot, runSnap } from '../helpers/cli.js';
-import { killPid, readProcStat, waitFor } from '../helpers/target.js';
+import { killPid, waitFor } from '../helpers/target.js';
 
 const SSHD = '/usr/sbin/sshd';
 const haveTools = spawnSync('ansible-playbook', ['--version']).status === 0 && existsSync(SSHD) && spawnSync('ssh-keygen', ['-?']).status !== null;
 
 let work: string;
 let journalDir: string;
-const sshds: ChildProcess[] = [];
+const namespaces: ChildProcess[] = [];
 const pids: number[] = [];
 
 function freePort(): Promise<number> {
@@ -30,9 +30,13 @@ function freePort(): Promise<number> {
   });
 }
 
-/** An sshd on 127.0.0.1 that takes the test's key for root; resolves with its port once it listens. */
-async function startSshd(name: string, clientPub: string): Promise<number> {
-  const dir = join(work, name);
+/**
+ * A host: an sshd on 127.0.0.1 that takes the test's key for root, in a new PID namespace with its own /proc, beside
+ * a process named `name` (a copy of sleep) of that namespace. Their descriptors are opened inside it: criu cannot
+ * place a file opened through the mounts of another namespace. Resolves with the port once it takes connections.
+ */
+async function startHost(host: string, clientPub: string, name: string): Promise<number> {
+  const dir = join(work, host);
   execFileSync('mkdir', ['-p', dir, '/run/sshd']);
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
   copyFileSync(clientPub, join(dir, 'authorized_keys'));
@@ -55,20 +59,39 @@ async function startSshd(name: string, clientPub: string): Promise<number> {
       '',
     ].join('\n'),
   );
-  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-  sshds.push(child);
-  let log = '';
-  child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
-  await waitFor(() => log.includes('Server listening'), { what: `sshd ${name} to listen`, timeoutMs: 10_000, detail: () => log });
+  const exe = namedCopy(name);
+  const script = `exec </dev/null >/dev/null 2>&1; setsid ${exe} 1000 & exec ${SSHD} -D -f ${config}`;
+  // --kill-child: the namespace's processes end when unshare does.
+  const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', '--', 'sh', '-c', script], { stdio: 'ignore' });
+  namespaces.push(child);
+  await waitFor(() => canConnect(port), { what: `sshd ${host} to take connections`, timeoutMs: 10_000 });
   return port;
 }
 
-/** A process named `name` (a copy of sleep under that name), in a session of its own. */
-function startNamed(name: string): number {
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(port, '127.0.0.1');
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/** sleep, copied under `name` (its comm), once. */
+function namedCopy(name: string): string {
   const exe = join(work, name);
-  copyFileSync('/bin/sleep', exe);
-  execFileSync('chmod', ['0755', exe]);
-  const child = spawn(exe, ['1000'], { detached: true, stdio: 'ignore' });
+  if (!existsSync(exe)) {
+    copyFileSync('/bin/sleep', exe);
+    execFileSync('chmod', ['0755', exe]);
+  }
+  return exe;
+}
+
+/** A process named `name`, in a session of its own, on this host's own PID namespace. */
+function startNamed(name: string): number {
+  const child = spawn(namedCopy(name), ['1000'], { detached: true, stdio: 'ignore' });
   child.unref();
   pids.push(child.pid!);
   return child.pid!;
@@ -91,56 +114,77 @@ beforeAll(() => {
   journalDir = makeTempDir('snap-ansible-journal-');
 });
 afterAll(async () => {
-  for (const s of sshds) if (s.exitCode === null && s.signalCode === null) process.kill(s.pid!, 'SIGTERM');
+  // SIGKILL: unshare ignores SIGTERM while it waits; its --kill-child then ends the namespace's init, and with it the rest.
+  for (const n of namespaces) {
+    if (n.exitCode !== null || n.signalCode !== null) continue;
+    const gone = new Promise((r) => n.once('exit', r));
+    process.kill(n.pid!, 'SIGKILL');
+    await gone;
+  }
   for (const pid of pids) await killPid(pid);
   removeTempDirs();
 });
 
 describe.skipIf(!haveTools)('ansible/capture.yml', () => {
-  it('captures on three hosts over SSH, one at a time: three bundles fetched and one line per host', async () => {
+  it('captures on three hosts over SSH at once, each its own process of the name: three bundles and one line per host', async () => {
     const key = join(work, 'client_key');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
-    const ports = [await startSshd('web1', `${key}.pub`), await startSshd('web2', `${key}.pub`), await startSshd('web3', `${key}.pub`)];
     const name = `fleet${process.pid % 100000}`;
-    const pid = startNamed(name);
+    const hosts = ['web1', 'web2', 'web3'];
+    const ports: number[] = [];
+    for (const h of hosts) ports.push(await startHost(h, `${key}.pub`, name));
     const inventory = join(work, 'inventory.yml');
     writeFileSync(
       inventory,
       JSON.stringify({
         all: {
-          hosts: Object.fromEntries(ports.map((p, i) => [`web${i + 1}`, { ansible_host: '127.0.0.1', ansible_port: p }])),
+          hosts: Object.fromEntries(
+            hosts.map((h, i) => [
+              h,
+              {
+                ansible_host: '127.0.0.1',
+                ansible_port: ports[i],
+                // Three hosts on one filesystem: each keeps its journal and locks apart, as separate machines do.
+                procsnap_environment: { PROCSNAP_JOURNAL_DIR: makeTempDir(`snap-ansible-${h}-journal-`), PROCSNAP_LOG_DIR: makeTempDir(`snap-ansible-${h}-log-`) },
+              },
+            ]),
+          ),
           vars: {
             ansible_user: 'root',
             ansible_ssh_private_key_file: key,
             ansible_ssh_common_args: '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null',
             ansible_python_interpreter: '/usr/bin/python3',
+            procsnap_command: join(repoRoot, 'bin/snap'),
           },
         },
       }),
     );
     const dest = join(work, 'captures');
     const summary = join(work, 'summary.txt');
-    // One at a time: the three hosts are one machine, and the same process may not be captured twice at once. The
-    // name is in a file: on an ansible-playbook command line seen by the hosts (this machine) it would match too.
-    const vars = join(work, 'target.json');
-    writeFileSync(vars, JSON.stringify({ procsnap_target: name }));
-    const run = playbook(['-i', inventory, '-e', `@${vars}`, '-e', `procsnap_dest=${dest}`, '-e', 'procsnap_parallel=1', '-e', `procsnap_summary_file=${summary}`, ...common()]);
+    const run = playbook(['-i', inventory, '-e', `procsnap_target=${name}`, '-e', `procsnap_dest=${dest}`, '-e', 'procsnap_parallel=3', '-e', `procsnap_summary_file=${summary}`]);
     expect(run.status, run.stdout + run.stderr).toBe(0);
 
     const lines = readFileSync(summary, 'utf8').trim().split('\n');
     expect(lines).toHaveLength(3);
-    for (const host of ['web1', 'web2', 'web3']) {
+    const pidNamespaces = new Set<string>();
+    for (const host of hosts) {
       expect(existsSync(join(dest, host)), lines.join('\n')).toBe(true);
       const files = readdirSync(join(dest, host));
       expect(files, host).toHaveLength(1);
       const bundle = join(dest, host, files[0]!);
       const line = lines.find((l) => l.startsWith(`${host} `));
-      expect(line, host).toMatch(new RegExp(`^${host} pid ${pid} freeze [0-9.]+ ms ${bundle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
+      // pid 2 of its host: its namespace's sshd is 1
+      expect(line, host).toMatch(new RegExp(`^${host} pid 2 freeze [0-9.]+ ms ${bundle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`));
       expect(run.stdout).toContain(`"msg": "${line}"`);
+      const inspect = await runSnap(['inspect', bundle, '--json']);
+      expect(inspect.exitCode, inspect.stderr).toBe(0);
+      const manifest = (JSON.parse(inspect.stdout) as { manifest: { target: { comm: string }; processes: { namespaces?: { pid?: string } }[] } }).manifest;
+      expect(manifest.target.comm).toBe(name);
+      pidNamespaces.add(manifest.processes[0]!.namespaces!.pid!);
       const verify = await runSnap(['verify', bundle]);
       expect(verify.exitCode, verify.stderr).toBe(0);
     }
-    expect(readProcStat(pid)?.state).toMatch(/[RS]/);
+    expect(pidNamespaces.size, 'three processes, one in each host').toBe(3);
   });
 
   it('-c local on localhost, encrypted for procsnap_recipients; a target that is not there is one error line', async () => {
