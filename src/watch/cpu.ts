@@ -3,7 +3,6 @@
 
 import { formatDuration } from './units.js'
 import { spans, type PollContext, type Sample, type Trigger } from './trigger.js'
-import { cpuTicks } from './proc-readings.js'
 
 /** USER_HZ: /proc counts CPU time in these. */
 const TICKS_PER_SECOND = 100
@@ -34,7 +33,7 @@ export function cpuTrigger(threshold: number, forMs: number, below = false): Tri
     read(ctx: PollContext): Sample {
       const ticks = new Map<number, number>()
       for (const pid of ctx.tree) {
-        const t = cpuTicks(pid)
+        const t = ctx.readings.cpuTicks(pid)
         if (t !== undefined) ticks.set(pid, t)
       }
       const cur = { at: ctx.now, ticks }

@@ -2,7 +2,7 @@
 // process), at or above N for --for: a descriptor leak, caught before accept() starts failing with EMFILE.
 
 import { formatDuration } from './units.js'
-import { fdCount, largest } from './proc-readings.js'
+import { largest } from './proc-readings.js'
 import { spans, type Sample, type Trigger } from './trigger.js'
 
 export function fdsTrigger(limit: number, forMs: number): Trigger {
@@ -10,7 +10,7 @@ export function fdsTrigger(limit: number, forMs: number): Trigger {
     kind: 'fds',
     condition: `fds at or above ${limit} for ${formatDuration(forMs)}`,
     needsTree: true,
-    read: (ctx): Sample => ({ at: ctx.now, value: largest(ctx.tree, fdCount) }),
+    read: (ctx): Sample => ({ at: ctx.now, value: largest(ctx.tree, (pid) => ctx.readings.fdCount(pid)) }),
     crosses: (s) => s.value !== null && s.value >= limit,
     fired: (run) => spans(run, forMs),
     show: (s) => (s.value === null ? 'fds -' : `fds ${s.value}`),

@@ -6,7 +6,7 @@
 import type { WatchTriggerRecord } from '../bundle/manifest.js'
 import { SnapError, TargetChangedError, TargetNotFoundError } from '../errors.js'
 import { checkIdentity, type TargetIdentity } from '../process/identity.js'
-import { treePids } from './proc-readings.js'
+import { PollReadings } from './proc-readings.js'
 import { extendRun, type Sample, type Trigger } from './trigger.js'
 
 export const POLL_MS = 1000
@@ -97,9 +97,10 @@ export async function watch(o: WatchLoopOptions): Promise<WatchOutcome> {
     const now = Date.now()
     if (o.untilMs !== undefined && now >= o.untilMs) return end('until')
     if (checkIdentity(o.target) !== 'same') return end('target-gone')
-    const tree = needsTree ? treePids(o.target.pid) : []
+    const readings = new PollReadings()
+    const tree = needsTree ? readings.tree(o.target.pid) : []
     for (const t of o.triggers) {
-      const s = t.read({ root: o.target.pid, tree, now })
+      const s = t.read({ root: o.target.pid, tree, now, readings })
       if (!s) continue
       last.set(t, s)
       runs.set(t, extendRun(runs.get(t)!, s, t.crosses(s)))

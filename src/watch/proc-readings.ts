@@ -1,50 +1,100 @@
-// The few /proc readings the triggers need, one small file per process per poll: stat (CPU ticks, threads), status
-// (VmRSS) and the fd directory. Quiet: a process that exits between the listing and the read is left out.
+// The few /proc readings the triggers need, each file read at most once per poll and shared by every trigger: the
+// tree from the children files, /proc/PID/stat (state, CPU ticks, threads), statm (resident pages) and the fd
+// directory. Quiet: a process that exits between the listing and the read is left out. At 1 s polling this is the
+// watcher's whole cost, so it reads no more than it must (statm, not the much longer status, for the resident size).
 
-import { readdirSync } from 'node:fs'
-import { readDescendants } from '../process/tree.js'
-import { readProcText, readStat } from '../process/proc.js'
+import { execFileSync } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 
-/** The tree's pids, root first (zombies left out). */
-export function treePids(root: number): number[] {
-  return [root, ...readDescendants(root)]
+interface StatFields {
+  state: string
+  /** utime + stime, in clock ticks (fields 14 and 15). */
+  ticks: number
+  threads: number
 }
 
-/** utime + stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat), undefined when gone. */
-export function cpuTicks(pid: number): number | undefined {
-  let text: string | undefined
+let pageSize: number | undefined
+/** The kernel's page size, once: statm counts in pages (4096 on x86_64, 16 or 64 KiB on some arm64 kernels). */
+function pageBytes(): number {
+  if (pageSize === undefined) {
+    try {
+      pageSize = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8', timeout: 2000 }).trim()) || 4096
+    } catch {
+      pageSize = 4096
+    }
+  }
+  return pageSize
+}
+
+function readQuietly(path: string): string | undefined {
   try {
-    text = readProcText(`/proc/${pid}/stat`)
+    return readFileSync(path, 'utf8')
   } catch {
     return undefined
   }
-  if (text === undefined) return undefined
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
-  return Number(rest[14 - 3]) + Number(rest[15 - 3])
 }
 
-export function threadCount(pid: number): number | undefined {
-  return readStat(pid)?.numThreads
-}
+/** One poll's readings: made fresh each poll, so nothing read is older than the poll. */
+export class PollReadings {
+  private readonly stats = new Map<number, StatFields | undefined>()
 
-/** VmRSS in bytes (status says kB), undefined when gone; 0 for a process with no memory of its own. */
-export function rssBytes(pid: number): number | undefined {
-  let text: string | undefined
-  try {
-    text = readProcText(`/proc/${pid}/status`)
-  } catch {
-    return undefined
+  stat(pid: number): StatFields | undefined {
+    if (this.stats.has(pid)) return this.stats.get(pid)
+    const text = readQuietly(`/proc/${pid}/stat`)
+    let fields: StatFields | undefined
+    if (text !== undefined) {
+      const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
+      fields = { state: rest[0]!, ticks: Number(rest[14 - 3]) + Number(rest[15 - 3]), threads: Number(rest[20 - 3]) }
+    }
+    this.stats.set(pid, fields)
+    return fields
   }
-  if (text === undefined) return undefined
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(text)
-  return m ? Number(m[1]) * 1024 : 0
-}
 
-export function fdCount(pid: number): number | undefined {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).length
-  } catch {
-    return undefined
+  /** The tree's pids, root first, breadth first; zombies left out (they have nothing to watch). */
+  tree(root: number): number[] {
+    const out = [root]
+    const seen = new Set(out)
+    for (let i = 0; i < out.length; i++) {
+      let tids: string[]
+      try {
+        tids = readdirSync(`/proc/${out[i]}/task`)
+      } catch {
+        continue
+      }
+      for (const tid of tids) {
+        for (const child of (readQuietly(`/proc/${out[i]}/task/${tid}/children`) ?? '').split(' ')) {
+          const pid = Number(child)
+          if (!child || !Number.isInteger(pid) || seen.has(pid)) continue
+          seen.add(pid)
+          const state = this.stat(pid)?.state
+          if (state !== undefined && state !== 'Z' && state !== 'X') out.push(pid)
+        }
+      }
+    }
+    return out
+  }
+
+  cpuTicks(pid: number): number | undefined {
+    return this.stat(pid)?.ticks
+  }
+
+  threadCount(pid: number): number | undefined {
+    return this.stat(pid)?.threads
+  }
+
+  /** Resident bytes (statm's second field, in pages). */
+  rssBytes(pid: number): number | undefined {
+    const text = readQuietly(`/proc/${pid}/statm`)
+    if (text === undefined) return undefined
+    return Number(text.split(' ')[1]) * pageBytes()
+  }
+
+  fdCount(pid: number): number | undefined {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).length
+    } catch {
+      return undefined
+    }
   }
 }
 

@@ -2,6 +2,8 @@
 // it has seen that says whether it fired. The rule is the part tested without a process; the loop (loop.ts) reads,
 // keeps the samples and acts.
 
+import type { PollReadings } from './proc-readings.js'
+
 export interface Sample {
   /** ms since the epoch. */
   at: number
@@ -17,6 +19,8 @@ export interface PollContext {
   root: number
   tree: number[]
   now: number
+  /** This poll's /proc readings, each file read once whichever triggers ask. */
+  readings: PollReadings
 }
 
 export interface Trigger {
