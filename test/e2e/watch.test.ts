@@ -12,6 +12,8 @@ import { repoRoot } from '../helpers/paths.js';
 import { killStarted, startScript, startSleeper, stateOf } from '../helpers/named-processes.js';
 import { freePort } from '../helpers/services/common.js';
 import { waitFor } from '../helpers/target.js';
+import { Journal } from '../../src/pipelines/journal.js';
+import { captureIdentity } from '../../src/process/identity.js';
 
 const fixtures = join(repoRoot, 'test', 'fixtures', 'watch');
 let journalDir: string;
@@ -210,6 +212,31 @@ describe('counts, cooldown, signals', () => {
     expect(captured(w).map((c) => c.trigger)).toEqual(['signal', 'signal']);
     expect(readdirSync(out)).toHaveLength(2);
     expect(stateOf(t.pid)).toBe('S');
+  });
+
+  it('a firing while another snap holds the tree (exit 14 from the dump) is logged as skipped; the next one captures', async () => {
+    const t = await startSleeper(marker('locked'));
+    const out = makeTempDir('snap-test-watch-');
+    // This test process takes the dump's own journal and lock on the target, as a dump under way would.
+    process.env.PROCSNAP_JOURNAL_DIR = journalDir;
+    const id = captureIdentity(t.pid);
+    const held = Journal.open({ operation: 'dump', target: id, originalState: 'running', restoreTo: 'running', step: 'preflight', touched: false, output: null, partialPath: null, workDir: null });
+    let released = false;
+    try {
+      held.lockProcesses([id]);
+      const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--cooldown', '1s', '--then', 'core-only', '--output-dir', out]);
+      const skipped = await w.waitFor('skipped');
+      expect(skipped).toMatchObject({ trigger: 'threads', reason: 'locked' });
+      expect(readdirSync(out)).toEqual([]);
+      held.remove();
+      released = true;
+      expectWatchOk(await w.result);
+      expect(captured(w)).toHaveLength(1);
+      expect(readdirSync(out)).toHaveLength(1);
+      expect(stateOf(t.pid)).toBe('S');
+    } finally {
+      if (!released) held.remove();
+    }
   });
 
   it('SIGTERM during a capture: the capture is completed or rolled back, the watch ends, the target runs', async () => {
