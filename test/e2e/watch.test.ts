@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WatchEvent } from '../../src/watch/loop.js';
 import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
-import { startSnap, type RunningSnap, type SnapResult } from '../helpers/cli.js';
+import { runSnap, startSnap, type RunningSnap, type SnapResult } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killStarted, startScript, startSleeper, stateOf } from '../helpers/named-processes.js';
 import { freePort } from '../helpers/services/common.js';
@@ -83,7 +83,7 @@ async function startService(m: string): Promise<{ pid: number; port: number }> {
 const captured = (w: Watching) => w.events.filter((e): e is Extract<WatchEvent, { event: 'captured' }> => e.event === 'captured');
 
 describe('triggers', () => {
-  it('--cpu 80 --for 2s: a /spin request burning a CPU is captured, and the service still answers', async () => {
+  it('--cpu 80 --for 2s: a /spin request burning a CPU is captured, its stacks show the spinning function, and the service still answers', async () => {
     const m = marker('spin');
     const svc = await startService(m);
     const out = makeTempDir('snap-test-watch-');
@@ -106,6 +106,10 @@ describe('triggers', () => {
     expect(manifest.targetNaming).toMatchObject({ by: 'name', pid: svc.pid });
     expect(manifest.mode).not.toBe('core-only');
     expect((await httpGet(svc.port, '/')).status).toBe(200);
+    // The bundle's stacks show what burned the CPU, in python's own frames.
+    const stacks = await runSnap(['stacks', c!.bundle], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(stacks.exitCode, stacks.stderr).toBe(0);
+    expect(stacks.stdout).toContain('burn_the_cpu');
   });
 
   it('--rss 200M: a leak growing 20 MiB a second is captured before it reaches 300 MiB', async () => {
