@@ -1,10 +1,11 @@
 // An upload that follows the bundle while it is sealed: the writer appends to its file in order and fills the head in
 // last, so every byte past the head's room is final as soon as the file has grown past it. Those bytes go up as
-// multipart parts while the seal goes on; the first part, which holds the head, goes once the bundle is whole. The
-// head never takes more than the largest manifest snap reads (4 MiB) and its room, so the first part is FIRST_PART.
+// multipart parts while the seal goes on; the first part, which holds the head, goes once the bundle is whole. Once it
+// is, the file is read through once: for its sha256, and to hold every part sent early to the bytes the file ended
+// with (a part that differs, which an in-order writer never makes, is sent again), so the object is the file.
 
 import { createHash } from 'node:crypto'
-import { closeSync, constants, createReadStream, fstatSync, openSync, read, unlinkSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, read, unlinkSync } from 'node:fs'
 import { basename } from 'node:path'
 import {
   AbortMultipartUploadCommand,
@@ -16,10 +17,10 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3'
 import { UploadFailedError } from '../errors.js'
-import { reclaimBuffers, reclaimEvery } from '../tools/reclaim.js'
+import { reclaimBuffers } from '../tools/reclaim.js'
 import { failureText, keyFor, s3Client, s3Url, SIDECAR, type S3Location, type UploadResult } from './s3.js'
 
-const FIRST_PART = 8 << 20
+/** Every part but the last is this long: part N holds the file's bytes from (N - 1) * PART. */
 const PART = 8 << 20
 const IN_FLIGHT = 2
 const POLL_MS = 100
@@ -29,9 +30,10 @@ export class FollowingUpload {
   private key = ''
   private uploadId: Promise<string> | undefined
   private fd: number | undefined
-  private next = FIRST_PART
-  private partNumber = 2
-  private readonly parts: { PartNumber: number; ETag: string }[] = []
+  /** Where the next part sent early starts: the first part holds the head, sent last. */
+  private next = PART
+  /** Each part sent: its ETag and the sha256 of what was sent. */
+  private readonly parts = new Map<number, { ETag: string; sha256: string }>()
   private readonly running = new Set<Promise<void>>()
   private failure: unknown
   private timer: NodeJS.Timeout | undefined
@@ -69,7 +71,7 @@ export class FollowingUpload {
       const from = this.next
       const length = Math.min(PART, size - from)
       this.next += length
-      this.start(this.partNumber++, from, length)
+      this.start(from / PART + 1, from, length)
     }
   }
 
@@ -87,16 +89,27 @@ export class FollowingUpload {
 
   private async uploadPart(partNumber: number, from: number, length: number): Promise<void> {
     const body = Buffer.allocUnsafe(length)
-    let got = 0
-    while (got < length) {
-      const n = await new Promise<number>((resolve, reject) => read(this.fd!, body, got, length - got, from + got, (e, r) => (e ? reject(e) : resolve(r))))
-      if (n === 0) throw new Error(`the bundle ended at ${from + got} bytes while part ${partNumber} was read`)
-      got += n
-    }
-    const r = await this.s3.send(new UploadPartCommand({ Bucket: this.to.bucket, Key: this.key, UploadId: await this.uploadId!, PartNumber: partNumber, Body: body }))
-    this.parts.push({ PartNumber: partNumber, ETag: r.ETag! })
+    const got = await this.readAt(body, from)
+    if (got < length) throw new Error(`the bundle ended at ${from + got} bytes while part ${partNumber} was read`)
+    await this.send(partNumber, body)
     if (!this.whole) this.upBeforeWhole += length
     reclaimBuffers() // the part's 8 MiB, and the SDK's copies of it, freed now rather than after 64 MiB of them
+  }
+
+  private async send(partNumber: number, body: Buffer): Promise<void> {
+    const r = await this.s3.send(new UploadPartCommand({ Bucket: this.to.bucket, Key: this.key, UploadId: await this.uploadId!, PartNumber: partNumber, Body: body }))
+    this.parts.set(partNumber, { ETag: r.ETag!, sha256: createHash('sha256').update(body).digest('hex') })
+  }
+
+  /** Fills `buf` from `position` as far as the file goes; returns how much it got. */
+  private async readAt(buf: Buffer, position: number): Promise<number> {
+    let got = 0
+    while (got < buf.length) {
+      const n = await new Promise<number>((resolve, reject) => read(this.fd!, buf, got, buf.length - got, position + got, (e, r) => (e ? reject(e) : resolve(r))))
+      if (n === 0) break
+      got += n
+    }
+    return got
   }
 
   private async drain(): Promise<void> {
@@ -124,27 +137,23 @@ export class FollowingUpload {
       await this.drain()
       if (this.failure) throw fail('a part did not upload', this.failure)
       const uploadId = await this.uploadId!
-      const head = Buffer.allocUnsafe(Math.min(FIRST_PART, size))
-      let got = 0
-      while (got < head.length) {
-        const n = await new Promise<number>((resolve, reject) => read(this.fd!, head, got, head.length - got, got, (e, r) => (e ? reject(e) : resolve(r))))
-        if (n === 0) break
-        got += n
-      }
+      // One pass over the whole file: its sha256, the head's part, and any part sent early that is not what the file
+      // holds now sent again. One part's buffer at a time.
+      const hash = createHash('sha256')
+      const piece = Buffer.allocUnsafe(PART)
       try {
-        const r = await this.s3.send(new UploadPartCommand({ Bucket: this.to.bucket, Key: this.key, UploadId: uploadId, PartNumber: 1, Body: head.subarray(0, got) }))
-        this.parts.push({ PartNumber: 1, ETag: r.ETag! })
-        this.parts.sort((a, b) => a.PartNumber - b.PartNumber)
-        await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.to.bucket, Key: this.key, UploadId: uploadId, MultipartUpload: { Parts: this.parts } }))
+        for (let from = 0, partNumber = 1; from < size || partNumber === 1; from += PART, partNumber++) {
+          const got = await this.readAt(piece.subarray(0, Math.min(PART, size - from)), from)
+          const bytes = piece.subarray(0, got)
+          hash.update(bytes)
+          const sent = this.parts.get(partNumber)
+          if (!sent || sent.sha256 !== createHash('sha256').update(bytes).digest('hex')) await this.send(partNumber, bytes)
+          reclaimBuffers()
+        }
+        const parts = [...this.parts].sort(([a], [b]) => a - b).map(([PartNumber, p]) => ({ PartNumber, ETag: p.ETag }))
+        await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: this.to.bucket, Key: this.key, UploadId: uploadId, MultipartUpload: { Parts: parts } }))
       } catch (e) {
         throw fail('the upload did not complete', e)
-      }
-      const hash = createHash('sha256')
-      const reclaim = reclaimEvery(4 << 20)
-      let hashed = 0
-      for await (const c of createReadStream('', { fd: this.fd, start: 0, autoClose: false, highWaterMark: 1 << 20 })) {
-        hash.update(c as Buffer)
-        reclaim((hashed += (c as Buffer).length))
       }
       const sha256 = hash.digest('hex')
       try {
