@@ -310,6 +310,7 @@ describe('restore while the original still runs', () => {
     const port = 20000 + (process.pid % 20000);
     const result = expectRestored(await snap(['restore', bundle, '--isolate', '--json', '--publish', `${port}:1`, '--memory', '64M']));
     const copy = result.pid;
+    try {
     expect(result.isolated?.published).toEqual([{ host: `127.0.0.1:${port}`, port: 1 }]);
     const forwarder = readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number).find((p) => {
       try {
@@ -332,6 +333,10 @@ describe('restore while the original still runs', () => {
     for (const base of ['/sys/fs/cgroup', '/sys/fs/cgroup/memory'])
       if (existsSync(base)) expect(readdirSync(base).filter((n) => n.startsWith(`procsnap-copy-${copy}-`))).toEqual([]);
     expectRunning(target.pid);
+    } finally {
+      // Whatever failed above, nothing of the copy outlives the test.
+      await snap(['copies', '--end-all']);
+    }
   });
 });
 
