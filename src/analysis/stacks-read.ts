@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { stacksFromCore, type ProcessStacks } from './stacks.js'
+import { stacksFromCores, type CoreToUnwind, type ProcessStacks } from './stacks.js'
 import { readStacksEntry, STACKS_ENTRY } from '../bundle/entry-bounds.js'
 import { TMPDIR_HINT, verifyAndExtract } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
@@ -59,7 +59,7 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
   const work = mkdtempSync(join(tmpdir(), 'snap-stacks-'))
   try {
     const sysroot = await extractBinaries(o.bundle, manifest, work)
-    const out: ProcessStacks[] = []
+    const cores: CoreToUnwind[] = []
     for (const p of processes.filter((p) => p.core && wanted(p.pid))) {
       const core = join(work, `core.${p.pid}`)
       const exported = await exportCore({ bundle: o.bundle, pid: p.pid, output: core, roomHint: TMPDIR_HINT })
@@ -69,8 +69,17 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
           `${p.pid}: ${exported.exe ? `its executable ${exported.exe} is not on this host` : 'the bundle does not name its executable'}; the program's own frames have no names` +
             (sysroot ? '' : ' (a dump with --include-binaries carries it)'),
         )
-      out.push(await stacksFromCore({ gdb: gdb.path, core, exe, fileArgs: gdbFileArgs(sysroot), sysroot, pid: p.pid, comm: p.comm, workDir: work, timeoutMs: 120_000 }))
-      rmSync(core, { force: true })
+      cores.push({ pid: p.pid, comm: p.comm, core, exe })
+    }
+    // All of them in one pass: a gdb per executable, not per process.
+    const results = await stacksFromCores(cores, {
+      gdb: gdb.path, fileArgs: gdbFileArgs(sysroot), sysroot, workDir: work, perProcessMs: () => 120_000,
+      onDone: (pid) => rmSync(join(work, `core.${pid}`), { force: true }),
+    })
+    const out: ProcessStacks[] = []
+    for (const r of results) {
+      if (r.stacks) out.push(r.stacks)
+      else warnings.push(`gdb could not unwind ${r.pid}: ${r.error}`)
     }
     if (out.length === 0) throw new BundleInvalidError(`${o.bundle} holds no core to unwind`, [], 'a dump with --cores all gives every process one')
     warnings.push(...runtimeWarnings(out))

@@ -2,15 +2,16 @@
 // in batch mode on the core with the process's executable, and its Python writes the frames as JSON to a file (its
 // printed output is for people and changes between versions).
 
-import { writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import { readJsonFile } from '../bundle/bounded-read.js'
+import { readBoundedRegularFile, readJsonFile } from '../bundle/bounded-read.js'
 import { array, int, object, string, type ArrayShape, type ObjectShape } from '../bundle/json-stream.js'
-import { runTool } from '../tools/run.js'
+import { startTool, type ToolRun } from '../tools/run.js'
 import { detectRuntime, goVersionOfExecutable, mappedFilesOfCore, type RuntimeRecord } from './runtimes/detect.js'
 import { findDelve, goroutinesFromCore, goroutinesWithin, MAX_GOROUTINE_FRAMES, MAX_GOROUTINES, type Goroutine } from './runtimes/go.js'
 import { javaThreadsFromCore, jhsdbBeside, linkLibraryNames } from './runtimes/java.js'
-import { debugFileArgs, MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerScript, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
+import { debugFileArgs, MAX_RUNTIME_FRAMES, pythonDebugPackage, pythonGdbExtension, pythonWalkerFunctions, pythonWalkShape, runtimeFrameShape, type PythonWalk, type RuntimeFrame } from './runtimes/python.js'
 
 export interface Frame {
   pc: string
@@ -102,99 +103,292 @@ export const processStacksShape = (maxThreads: number, maxWhy?: string): ObjectS
 const MAX_GDB_THREADS = 1 << 16
 const MAX_GDB_OUTPUT = 32 << 20
 
-const SCRIPT = `
+// gdb's Python for a batch of cores of one executable: the executable is loaded once (gdb's command line), then each
+// core in turn (`core-file`), its threads walked, the language's frames read when the batch has a reader, and a
+// marker written last with what failed, so that snap can tell how far gdb got.
+const BATCH_SCRIPT = `
 import gdb, json
-out = []
-for th in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num):
-    th.switch()
-    frames = []
-    f = gdb.newest_frame()
-    while f is not None and len(frames) < ${MAX_FRAMES}:
-        sal = f.find_sal()
-        frames.append({
-            'pc': hex(f.pc()),
-            'function': f.name(),
-            'file': sal.symtab.filename if sal.symtab else None,
-            'line': sal.line or None,
-            'library': gdb.solib_name(f.pc()),
-        })
-        try:
-            f = f.older()
-        except gdb.error:
-            break
-    out.append({'tid': th.ptid[1], 'frames': frames})
-with open(STACKS_OUT, 'w') as fh:
-    json.dump(out, fh)
+def snap_native_walk(path):
+    out = []
+    for th in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num):
+        th.switch()
+        frames = []
+        f = gdb.newest_frame()
+        while f is not None and len(frames) < ${MAX_FRAMES}:
+            sal = f.find_sal()
+            frames.append({
+                'pc': hex(f.pc()),
+                'function': f.name(),
+                'file': sal.symtab.filename if sal.symtab else None,
+                'line': sal.line or None,
+                'library': gdb.solib_name(f.pc()),
+            })
+            try:
+                f = f.older()
+            except gdb.error:
+                break
+        out.append({'tid': th.ptid[1], 'frames': frames})
+    with open(path, 'w') as fh:
+        json.dump(out, fh)
+with open(SNAP_BATCH) as fh:
+    snap_batch = json.load(fh)
+for item in snap_batch:
+    err = ''
+    try:
+        print('snap: core of ' + str(item['pid']))
+        gdb.execute('core-file ' + item['core'])
+        snap_native_walk(item['out'])
+        if item.get('pyOut'):
+            snap_py_walk_to(item['pyOut'])
+    except Exception as e:
+        err = (type(e).__name__ + ': ' + str(e))[:4000]
+    with open(item['done'], 'w') as fh:
+        fh.write(err)
 `
 
-/** The stacks of one process from its core; `workDir` is private and takes gdb's script, output and log. */
-export async function stacksFromCore(o: {
-  gdb: string
+/** A process whose stacks are read from its core. */
+export interface CoreToUnwind {
+  pid: number
+  comm: string
   core: string
   exe?: string
+}
+
+export interface UnwindOptions {
+  gdb: string
   /** gdb's settings that find the libraries somewhere else than this host's root (a bundle's binaries/). */
   fileArgs?: string[]
   /** That other root: where the runtime's reader looks first for what it needs (CPython's extension and debug
    *  info, carried by --include-binaries). */
   sysroot?: string
-  pid: number
-  comm: string
+  /** Private; takes gdb's scripts, outputs and logs. */
   workDir: string
-  timeoutMs: number
+  /** The time one process may take, asked again for each (the caller's deadline shortens it); may throw when the
+   *  caller's deadline has passed, which ends the unwinding with that error. */
+  perProcessMs: () => number
   cancel?: AbortSignal
-}): Promise<ProcessStacks> {
-  const script = join(o.workDir, `stacks-${o.pid}.py`)
-  const output = join(o.workDir, `stacks-${o.pid}.json`)
-  writeFileSync(script, SCRIPT, { mode: 0o600 })
-  // The language's frames are read in the same gdb run, after the native ones: one start-up, one load of the
-  // debug info.
-  const runtime = runtimeOfCore(o.core, o.exe, o.sysroot)
-  const lang = languageReader(runtime, o)
-  const started = performance.now()
-  const run = await runTool(
-    o.gdb,
-    [
-      '--nx', '--batch', '--quiet',
-      '-iex', 'set debuginfod enabled off',
-      '-iex', 'set auto-load no',
-      ...(o.fileArgs ?? []),
-      '-ex', `python STACKS_OUT = ${JSON.stringify(output)}`,
-      '-x', script,
-      ...(lang.script ? [...debugFileArgs(o.sysroot), '-x', lang.script] : []),
-      ...(o.exe ? [o.exe] : []),
-      o.core,
-    ],
-    { timeoutMs: o.timeoutMs, cancel: o.cancel, logFile: join(o.workDir, `stacks-${o.pid}.log`) },
+  /** gdbs run at once; default the machine's cores. */
+  parallel?: number
+  /** One gdb start per process, no cache shared between them: the unwinding as it was before batches, kept for the
+   *  benchmark's comparison. */
+  onePerProcess?: boolean
+  /** Called once a process's stacks are read (or could not be): its core is no longer needed. */
+  onDone?: (pid: number) => void
+}
+
+/** Each process's stacks, or why gdb could not read them, in the order given. */
+export type UnwindResult = { pid: number; stacks: ProcessStacks; error?: undefined } | { pid: number; stacks?: undefined; error: string }
+
+interface BatchItem extends CoreToUnwind {
+  runtime?: RuntimeRecord
+  out: string
+  done: string
+  pyOut?: string
+  /** Why the language's frames are not read, decided before gdb runs. */
+  langError?: string
+}
+
+/**
+ * The stacks of many processes: one gdb per executable (the same file: path and identity), that loads it once and
+ * reads each of its processes' cores in turn; batches of one executable split so that up to `parallel` gdbs run at
+ * once. A core gdb hangs on costs its own per-process time: gdb is stopped and the rest of its batch goes to another.
+ * Go's and Java's readers (delve, jhsdb) then run on each process of theirs.
+ */
+export async function stacksFromCores(cores: CoreToUnwind[], o: UnwindOptions): Promise<UnwindResult[]> {
+  const items: BatchItem[] = cores.map((c) => {
+    const runtime = runtimeOfCore(c.core, c.exe, o.sysroot)
+    const base = join(o.workDir, `stacks-${c.pid}`)
+    return { ...c, runtime, out: `${base}.json`, done: `${base}.done` }
+  })
+  const extensionOf = new Map<BatchItem, string>()
+  for (const it of items) {
+    if (it.runtime?.name !== 'python') continue
+    const extension = pythonGdbExtension(it.runtime, o.sysroot)
+    if (extension) {
+      extensionOf.set(it, extension)
+      it.pyOut = join(o.workDir, `stacks-${it.pid}.python.json`)
+    } else it.langError = `CPython's gdb extension for ${it.runtime.file} is not installed (Debian: apt-get install ${pythonDebugPackage(it.runtime.version)})`
+  }
+  const parallel = o.onePerProcess ? 1 : Math.max(1, o.parallel ?? availableParallelism())
+  const groups = new Map<string, BatchItem[]>()
+  for (const it of items) {
+    const key = o.onePerProcess ? `pid ${it.pid}` : `${fileIdentity(it.exe)}\n${extensionOf.get(it) ?? ''}`
+    groups.set(key, [...(groups.get(key) ?? []), it])
+  }
+  // Each executable's processes in batches no larger than an even share of the machine, the largest first.
+  const share = Math.max(1, Math.ceil(items.length / parallel))
+  const batches: BatchItem[][] = []
+  for (const g of groups.values()) for (let i = 0; i < g.length; i += share) batches.push(g.slice(i, i + share))
+  batches.sort((a, b) => b.length - a.length)
+  const cacheDir = o.onePerProcess ? undefined : join(o.workDir, 'gdb-index-cache')
+  if (cacheDir) mkdirSync(cacheDir, { recursive: true, mode: 0o700 })
+  const results = new Map<number, UnwindResult>()
+  let failure: unknown
+  const finish = async (it: BatchItem, gdbError: string | undefined): Promise<void> => {
+    try {
+      results.set(it.pid, await collect(it, gdbError, o))
+    } catch (e) {
+      // Never thrown from here: a cancel is thrown by the batch, once its gdb is gone.
+      results.set(it.pid, { pid: it.pid, error: (e as Error).message })
+    } finally {
+      o.onDone?.(it.pid)
+    }
+  }
+  try {
+    await inParallel(batches, parallel, async (batch, n) => {
+      if (failure) return
+      try {
+        await runBatch(batch, extensionOf.get(batch[0]!), `${n}`, cacheDir, o, finish)
+      } catch (e) {
+        failure ??= e
+      }
+    })
+  } finally {
+    if (cacheDir) rmSync(cacheDir, { recursive: true, force: true })
+  }
+  o.cancel?.throwIfAborted()
+  if (failure) throw failure
+  return items.map((it) => results.get(it.pid) ?? { pid: it.pid, error: 'gdb did not get to it' })
+}
+
+/** The file an executable is, so that processes of the same build share a gdb: its path, device, inode, size and
+ *  change time; '' for a process whose executable is not here (gdb reads its core alone). */
+function fileIdentity(exe: string | undefined): string {
+  if (!exe) return ''
+  try {
+    const st = statSync(exe)
+    return `${exe}\n${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`
+  } catch {
+    return exe
+  }
+}
+
+async function inParallel<T>(work: T[], n: number, run: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: Math.min(n, work.length) }, async () => {
+      while (next < work.length) {
+        const i = next++
+        await run(work[i]!, i)
+      }
+    }),
   )
+}
+
+/** Polled for gdb's markers: a core takes a few hundred ms, so a finished one is seen soon after. */
+const MARKER_POLL_MS = 50
+
+/** One gdb over a batch; what it could not finish goes to a new gdb, the core it stopped on reported. */
+async function runBatch(
+  batch: BatchItem[],
+  extension: string | undefined,
+  name: string,
+  cacheDir: string | undefined,
+  o: UnwindOptions,
+  finish: (it: BatchItem, gdbError: string | undefined) => Promise<void>,
+): Promise<void> {
+  let left = batch
+  for (let attempt = 0; left.length > 0; attempt++) {
+    o.cancel?.throwIfAborted()
+    const tag = `${name}${attempt ? `.${attempt}` : ''}`
+    const list = join(o.workDir, `stacks-batch-${tag}.json`)
+    writeFileSync(list, JSON.stringify(left.map((it) => ({ pid: it.pid, core: it.core, out: it.out, done: it.done, pyOut: it.pyOut }))), { mode: 0o600 })
+    const script = join(o.workDir, 'stacks-batch.py')
+    writeFileSync(script, BATCH_SCRIPT, { mode: 0o600 })
+    const walker = extension ? join(o.workDir, `stacks-python-${tag}.py`) : undefined
+    if (walker) writeFileSync(walker, pythonWalkerFunctions(extension!), { mode: 0o600 })
+    const exe = left[0]!.exe
+    const tool = startTool(
+      o.gdb,
+      [
+        '--nx', '--batch', '--quiet',
+        '-iex', 'set debuginfod enabled off',
+        '-iex', 'set auto-load no',
+        // gdb's index of each executable's and library's debug info, made once and read by every later core:
+        // without it, each core-file read it all again (0.5 s a core against 0.1-0.2 s measured on a python's).
+        ...(cacheDir ? ['-iex', `set index-cache directory ${cacheDir}`, '-iex', 'set index-cache enabled on'] : []),
+        ...(o.fileArgs ?? []),
+        '-ex', `python SNAP_BATCH = ${JSON.stringify(list)}`,
+        ...(walker ? [...debugFileArgs(o.sysroot), '-x', walker] : []),
+        '-x', script,
+        ...(exe ? [exe] : []),
+      ],
+      { timeoutMs: perProcess(o), cancel: o.cancel, logFile: join(o.workDir, `stacks-gdb-${tag}.log`) },
+    )
+    // Each core gets its own time: the deadline starts again as each marker appears.
+    let seen = 0
+    let deadlinePassed: unknown
+    const pending: Promise<void>[] = []
+    const poll = setInterval(() => {
+      let moved = false
+      while (seen < left.length && existsSync(left[seen]!.done)) {
+        pending.push(finish(left[seen++]!, undefined))
+        moved = true
+      }
+      if (!moved) return
+      try {
+        tool.armTimeout(perProcess(o))
+      } catch (e) {
+        deadlinePassed = e
+        tool.armTimeout(0)
+      }
+    }, MARKER_POLL_MS)
+    let run: ToolRun
+    try {
+      run = await tool.done
+    } finally {
+      clearInterval(poll)
+    }
+    while (seen < left.length && existsSync(left[seen]!.done)) pending.push(finish(left[seen++]!, undefined))
+    await Promise.all(pending)
+    if (deadlinePassed) throw deadlinePassed
+    if (run.cancelled) o.cancel?.throwIfAborted()
+    if (seen >= left.length) return
+    // gdb ended before the marker of this core: stopped at its time, or dead on it. The rest go to a new gdb.
+    await finish(left[seen]!, `gdb ${run.timedOut ? 'ran past its time' : `ended (${run.signal ?? `exit ${run.exitCode}`})`} on its core`)
+    left = left.slice(seen + 1)
+  }
+}
+
+function perProcess(o: UnwindOptions): number {
+  return Math.max(1, o.perProcessMs())
+}
+
+/** What gdb wrote for one process, with the language's frames, and Go's and Java's read now. */
+async function collect(it: BatchItem, gdbError: string | undefined, o: UnwindOptions): Promise<UnwindResult> {
+  const marker = existsSync(it.done) ? readBoundedRegularFile(it.done, 8192).toString('utf8') : ''
   let threads: ThreadStack[]
   try {
     // The core may come from a bundle: what gdb makes of it is read as bounded as the bundle itself.
-    threads = readJsonFile(output, threadsShape(MAX_GDB_THREADS), MAX_GDB_OUTPUT) as ThreadStack[]
+    threads = readJsonFile(it.out, threadsShape(MAX_GDB_THREADS), MAX_GDB_OUTPUT) as ThreadStack[]
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`gdb wrote no stacks (${run.timedOut ? 'timed out' : `exit ${run.exitCode}`})`)
-    throw new Error(`gdb's stacks cannot be read: ${(e as Error).message}`)
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { pid: it.pid, error: `gdb wrote no stacks (${gdbError ?? (marker || 'no reason given')})` }
+    return { pid: it.pid, error: `gdb's stacks cannot be read: ${(e as Error).message}` }
   }
-  if (threads.length === 0) throw new Error('gdb found no thread in the core')
-  let runtimeError = lang.error
-  if (lang.output) {
-    const walk = readLanguageWalk(lang.output)
-    if (walk.error) runtimeError = `gdb could not read the interpreter's frames: ${walk.error}`
+  if (threads.length === 0) return { pid: it.pid, error: 'gdb found no thread in the core' }
+  const started = performance.now()
+  let runtimeError = it.langError
+  if (it.pyOut) {
+    const walk = readLanguageWalk(it.pyOut)
+    // Without the walker's output, what stopped gdb says more than its absence.
+    if (walk.error) runtimeError = `gdb could not read the interpreter's frames: ${existsSync(it.pyOut) ? walk.error : (gdbError ?? (marker || walk.error))}`
     const byTid = new Map(walk.threads.map((t) => [t.tid, t]))
     for (const t of threads) {
       const w = byTid.get(t.tid)
       if (w) Object.assign(t, { name: w.name, runtimeFrames: w.frames })
     }
   }
-  // delve and jhsdb get what gdb left of the process's time, not a time of their own.
-  const rest = { ...o, timeoutMs: Math.max(1000, o.timeoutMs - (performance.now() - started)) }
+  const runtime = it.runtime
+  // delve and jhsdb get the process's time, as gdb had.
+  const rest = { exe: it.exe, sysroot: o.sysroot, core: it.core, pid: it.pid, workDir: o.workDir, cancel: o.cancel, timeoutMs: Math.max(1000, perProcess(o) - (performance.now() - started)) }
   if (runtime?.name === 'java') runtimeError = (await javaFrames(threads, runtime, rest)) ?? runtimeError
   let go: Pick<ProcessStacks, 'goroutines' | 'goroutinesOmitted'> = {}
   if (runtime?.name === 'go') {
     const dlv = findDelve()
-    if (!dlv || !o.exe) runtimeError = !dlv ? 'delve is not installed, so its goroutines are not read (Debian: apt-get install delve)' : 'its executable is not here for delve to read its goroutines'
+    if (!dlv || !it.exe) runtimeError = !dlv ? 'delve is not installed, so its goroutines are not read (Debian: apt-get install delve)' : 'its executable is not here for delve to read its goroutines'
     else {
       try {
-        const found = await goroutinesFromCore({ dlv, exe: o.exe, core: o.core, pid: o.pid, workDir: o.workDir, timeoutMs: rest.timeoutMs, cancel: o.cancel })
+        const found = await goroutinesFromCore({ dlv, exe: it.exe, core: it.core, pid: it.pid, workDir: o.workDir, timeoutMs: rest.timeoutMs, cancel: o.cancel })
         // stacks.json has room for so much a thread (entry-bounds.ts): the goroutines take half of the process's.
         const kept = goroutinesWithin(found.goroutines, threads.length * GOROUTINE_BYTES_PER_THREAD)
         go = { goroutines: kept, ...(found.more + found.goroutines.length - kept.length > 0 ? { goroutinesOmitted: found.more + found.goroutines.length - kept.length } : {}) }
@@ -204,7 +398,8 @@ export async function stacksFromCore(o: {
       }
     }
   }
-  return { pid: o.pid, comm: o.comm, exe: o.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...go, ...(runtimeError ? { runtimeError } : {}) }
+  const stacks: ProcessStacks = { pid: it.pid, comm: it.comm, exe: it.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...go, ...(runtimeError ? { runtimeError } : {}) }
+  return { pid: it.pid, stacks }
 }
 
 /** Each Java thread's name, state and frames onto its OS thread, through the JDK's jhsdb; why not, when not. */
@@ -245,18 +440,6 @@ export function runtimeOfCore(core: string, exe: string | undefined, sysroot?: s
   }
 }
 
-/** The gdb script that reads the runtime's own frames, where this host has its reader; else why not. */
-function languageReader(runtime: RuntimeRecord | undefined, o: { pid: number; workDir: string; sysroot?: string }): { script?: string; output?: string; error?: string } {
-  if (runtime?.name !== 'python') return {}
-  const extension = pythonGdbExtension(runtime, o.sysroot)
-  if (!extension)
-    return { error: `CPython's gdb extension for ${runtime.file} is not installed (Debian: apt-get install ${pythonDebugPackage(runtime.version)})` }
-  const script = join(o.workDir, `stacks-${o.pid}.python.py`)
-  const output = join(o.workDir, `stacks-${o.pid}.python.json`)
-  writeFileSync(script, pythonWalkerScript(extension, output), { mode: 0o600 })
-  return { script, output }
-}
-
 function readLanguageWalk(output: string): PythonWalk {
   try {
     return readJsonFile(output, pythonWalkShape, MAX_GDB_OUTPUT) as PythonWalk
@@ -271,20 +454,27 @@ export function renderStacks(all: ProcessStacks[]): string {
   return [...stacksLines(all)].join('\n')
 }
 
-/** The same, a line at a time. */
+/** The same, a line at a time. Processes whose stacks are the same (identical workers of a pool) are shown once,
+ *  with their count and pids. */
 export function* stacksLines(all: ProcessStacks[]): Generator<string> {
-  for (const p of all) {
-    yield `process ${p.pid} (${p.comm}), ${p.threads.length} thread${p.threads.length === 1 ? '' : 's'}${p.exe ? `, ${p.exe}` : ''}`
+  for (const group of identicalStacks(all)) {
+    const p = group[0]!
+    const threads = `${p.threads.length} thread${p.threads.length === 1 ? '' : 's'}`
+    if (group.length === 1) yield `process ${p.pid} (${p.comm}), ${threads}${p.exe ? `, ${p.exe}` : ''}`
+    else yield `${group.length} processes: ${compactPids(group.map((q) => q.pid))} (${p.comm}), ${threads} each${p.exe ? `, ${p.exe}` : ''}`
     if (p.runtime) yield `  runtime ${p.runtime.name}${p.runtime.version ? ` ${p.runtime.version}` : ''} (${p.runtime.file})`
     if (p.runtimeError) yield `  (${p.runtimeError})`
-    for (const t of p.threads) {
-      yield `  thread ${t.tid}${t.name ? ` "${t.name}"` : ''}${t.state ? ` [${t.state}]` : ''}:`
+    for (const [n, t] of p.threads.entries()) {
+      const which = group.length === 1 ? `thread ${t.tid}` : `thread ${n + 1} of each${n === 0 ? ' (the main thread)' : ''}`
+      yield `  ${which}${t.name ? ` "${t.name}"` : ''}${t.state ? ` [${t.state}]` : ''}:`
       // The language's frames first: they are what the service's engineer reads; the native ones follow.
       for (const [i, f] of (t.runtimeFrames ?? []).entries())
         yield `    ${p.runtime?.name ?? 'runtime'} #${i}  ${f.function ?? '??'}${whereIn(f)}`
       for (const [i, f] of t.frames.entries()) {
         const where = f.file ? ` at ${f.file}${f.line ? `:${f.line}` : ''}` : f.library ? ` from ${f.library}` : ''
-        yield `    #${i}  ${f.pc} in ${f.function ?? '??'} ()${where}`
+        // Processes started apart have their libraries at other addresses: a pc they do not share is left out.
+        const samePc = group.every((q) => q.threads[n]?.frames[i]?.pc === f.pc)
+        yield `    #${i}  ${samePc ? `${f.pc} in ` : ''}${f.function ?? '??'} ()${where}`
       }
     }
     for (const g of p.goroutines ?? []) {
@@ -293,6 +483,37 @@ export function* stacksLines(all: ProcessStacks[]): Generator<string> {
     }
     if (p.goroutinesOmitted) yield `  (${p.goroutinesOmitted} more goroutines not shown)`
   }
+}
+
+/** The processes in groups of the same stacks, in the order of each group's first process: the same program, the
+ *  same runtime, and thread by thread the same names, states and frames (by function, file, line and library; by pc
+ *  for a frame gdb could not name). Thread ids and pcs of named frames are left out of the comparison. */
+export function identicalStacks(all: ProcessStacks[]): ProcessStacks[][] {
+  const groups = new Map<string, ProcessStacks[]>()
+  for (const p of all) {
+    const key = JSON.stringify([
+      p.comm, p.exe, p.runtime ?? null, p.runtimeError ?? null, p.goroutinesOmitted ?? 0,
+      p.threads.map((t) => [t.name ?? null, t.state ?? null, t.runtimeFrames ?? [], t.frames.map((f) => (f.function === null ? [f.pc, f.library] : [f.function, f.file, f.line, f.library]))]),
+      (p.goroutines ?? []).map((g) => [g.id, g.state, g.thread, g.frames]),
+    ])
+    const g = groups.get(key)
+    if (g) g.push(p)
+    else groups.set(key, [p])
+  }
+  return [...groups.values()]
+}
+
+/** Pids in order, runs of consecutive ones as ranges: "1201-1290, 1295, 1297-1302". */
+export function compactPids(pids: number[]): string {
+  const sorted = [...pids].sort((a, b) => a - b)
+  const parts: string[] = []
+  for (let i = 0; i < sorted.length; ) {
+    let j = i
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++
+    parts.push(j === i ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`)
+    i = j + 1
+  }
+  return parts.join(', ')
 }
 
 /** " at FILE:LINE", or " line LINE" for a frame that names no file (Java's, as jstack gives them). */

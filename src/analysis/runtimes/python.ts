@@ -88,9 +88,13 @@ export const pythonDebugPackage = (version: string | null) => `python${version ?
  * fails is written as the error; no exception leaves the script.
  */
 export function pythonWalkerScript(extension: string, output: string): string {
+  return `${pythonWalkerFunctions(extension)}\nsnap_py_walk_to(${JSON.stringify(output)})\n`
+}
+
+/** The walker as a function, snap_py_walk_to(PATH), for a gdb that reads many cores in turn: called once a core. */
+export function pythonWalkerFunctions(extension: string): string {
   return `
 import gdb, json
-PY_OUT = ${JSON.stringify(output)}
 def snap_py_walk():
     gdb.execute('source ' + ${JSON.stringify(extension)})
     g = globals()
@@ -157,11 +161,12 @@ def snap_py_walk():
             ts = ts['next']
         interp = interp['next']
     return threads
-try:
-    out = {'error': None, 'threads': snap_py_walk()}
-except Exception as e:
-    out = {'error': (type(e).__name__ + ': ' + str(e))[:4000], 'threads': []}
-with open(PY_OUT, 'w') as fh:
-    json.dump(out, fh)
+def snap_py_walk_to(path):
+    try:
+        out = {'error': None, 'threads': snap_py_walk()}
+    except Exception as e:
+        out = {'error': (type(e).__name__ + ': ' + str(e))[:4000], 'threads': []}
+    with open(path, 'w') as fh:
+        json.dump(out, fh)
 `
 }

@@ -4,7 +4,7 @@
 
 import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { renderStacks, stacksFromCore, type ProcessStacks } from '../../analysis/stacks.js'
+import { compactPids, renderStacks, stacksFromCores, type CoreToUnwind, type ProcessStacks } from '../../analysis/stacks.js'
 import { exeOfProcess } from '../../criu-images/identity.js'
 import { readLink } from '../../process/proc.js'
 import { isOutputFault } from './output-fault.js'
@@ -15,34 +15,55 @@ const PER_PROCESS_MS = 60_000
 
 export async function stacksOfCores(s: DumpState, report: (d: string) => void): Promise<void> {
   await s.timed('stacks', async (rec) => {
-    const all: ProcessStacks[] = []
+    const cores: CoreToUnwind[] = []
     for (const m of s.members) {
       const core = s.coreFiles.get(m.id.pid)
       if (!core) continue
-      s.budget.checkCancelled('the stacks')
       // The executable as criu recorded it (the images name a process by its pid in the tree's namespace), else as
       // /proc names it: gdb needs it for the symbols.
       const fromImages = s.imagesDir && s.mode !== 'core-only' ? exeOfProcess(s.imagesDir, s.container ? m.innerPid : m.id.pid) : undefined
       const exe = fromImages ?? readLink(`/proc/${m.id.pid}/exe`)
       const onHost = exe && s.container ? join(s.container.rootfs, exe) : exe
-      try {
-        const stacks = await stacksFromCore({
-          gdb: s.gdb!.path, core, exe: onHost && !onHost.endsWith(' (deleted)') ? onHost : undefined, pid: m.id.pid, comm: m.comm,
-          workDir: join(s.workDir!, 'logs'), timeoutMs: s.budget.remainingMs(PER_PROCESS_MS), cancel: s.o.cancel,
-        })
-        all.push(stacks)
-        if (stacks.runtime) s.runtimes.set(m.id.pid, stacks.runtime)
-        if (stacks.runtimeError) s.warn(`no ${stacks.runtime?.name ?? 'language'} frames for ${m.id.pid}: ${stacks.runtimeError}`)
-      } catch (e) {
-        // A full disk or a vanished output directory fails the dump: every later write would fail the same way.
-        if (isOutputFault(s, e)) throw e
-        s.warn(`no stacks for ${m.id.pid}: ${(e as Error).message}`)
-      } finally {
-        // A core kept as a recipe is not in the bundle: gone now, its pages never go to disk, where they would
-        // compete with the bundle's own writing.
-        if (s.coreRecipes.has(m.id.pid)) rmSync(core, { force: true })
-      }
+      cores.push({ pid: m.id.pid, comm: m.comm, core, exe: onHost && !onHost.endsWith(' (deleted)') ? onHost : undefined })
     }
+    if (cores.length === 0) return
+    s.budget.checkCancelled('the stacks')
+    // A core kept as a recipe is not in the bundle: gone as soon as its stacks are read, its pages never go to disk,
+    // where they would compete with the bundle's own writing.
+    const dropCore = (pid: number) => {
+      if (s.coreRecipes.has(pid)) rmSync(s.coreFiles.get(pid)!, { force: true })
+    }
+    let results
+    try {
+      results = await stacksFromCores(cores, {
+        gdb: s.gdb!.path,
+        workDir: join(s.workDir!, 'logs'),
+        perProcessMs: () => s.budget.remainingMs(PER_PROCESS_MS),
+        cancel: s.o.cancel,
+        onePerProcess: process.env.PROCSNAP_BENCH_STACKS_ONE_GDB_PER_PROCESS === '1',
+        onDone: dropCore,
+      })
+    } catch (e) {
+      // A full disk or a vanished output directory fails the dump: every later write would fail the same way.
+      if (isOutputFault(s, e) || s.o.cancel.aborted) throw e
+      for (const c of cores) dropCore(c.pid)
+      s.warn(`no stacks: ${(e as Error).message}`)
+      return
+    }
+    const all: ProcessStacks[] = []
+    const why = new Map<string, number[]>()
+    const because = (text: string, pid: number) => why.set(text, [...(why.get(text) ?? []), pid])
+    for (const r of results) {
+      if (!r.stacks) {
+        because(`no stacks for %s: ${r.error}`, r.pid)
+        continue
+      }
+      all.push(r.stacks)
+      if (r.stacks.runtime) s.runtimes.set(r.pid, r.stacks.runtime)
+      if (r.stacks.runtimeError) because(`no ${r.stacks.runtime?.name ?? 'language'} frames for %s: ${r.stacks.runtimeError}`, r.pid)
+    }
+    // The same reason for a hundred workers is one warning that names them all.
+    for (const [text, pids] of why) s.warn(text.replace('%s', compactPids(pids)))
     if (all.length === 0) return
     writeFileSync(join(s.workDir!, 'stacks.txt'), renderStacks(all) + '\n', { mode: 0o600 })
     writeFileSync(join(s.workDir!, 'stacks.json'), JSON.stringify(all, null, 2) + '\n', { mode: 0o600 })

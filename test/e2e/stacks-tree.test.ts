@@ -1,0 +1,113 @@
+// A pool of identical workers (a python3 that forks 20 children, each with a second thread, all asleep in the same
+// lines): the dump's stacks.txt shows their stacks once, with the count and their pids; stacks.json still has every
+// process and every thread, each with its native and Python frames.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { runSnap } from '../helpers/cli.js';
+import { killPid, readThreadStates, waitFor } from '../helpers/target.js';
+
+const WORKERS = 20;
+
+// The workers' code is a function the parent never runs: each child runs it for the first time, so CPython's
+// adaptive interpreter takes the same path in all of them and their native frames are the same.
+const POOL = `
+import os, sys, threading, time
+def nap():
+    time.sleep(100000)
+def work(ready):
+    threading.Thread(target=nap, name='napper', daemon=True).start()
+    open(ready + '.' + str(os.getpid()), 'w').close()
+    time.sleep(100000)
+kids = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        work(sys.argv[2])
+        os._exit(0)
+    kids.append(pid)
+open(sys.argv[2], 'w').write(' '.join(map(str, kids)))
+for _ in kids:
+    os.wait()
+`;
+
+interface Stacks {
+  pid: number;
+  comm: string;
+  threads: { tid: number; name?: string | null; frames: { function: string | null }[]; runtimeFrames?: { function: string | null }[] }[];
+}
+
+let dir: string;
+let pool: ChildProcess;
+let kids: number[];
+let stacksTxt: string;
+let stacksJson: Stacks[];
+let threadsOf: Map<number, number[]>;
+
+/** Runs of consecutive pids as ranges, as people write them. */
+function ranges(pids: number[]): string {
+  const s = [...pids].sort((a, b) => a - b);
+  const out: string[] = [];
+  let start = s[0]!;
+  for (let i = 1; i <= s.length; i++) {
+    if (i < s.length && s[i] === s[i - 1]! + 1) continue;
+    out.push(start === s[i - 1] ? `${start}` : `${start}-${s[i - 1]}`);
+    start = s[i]!;
+  }
+  return out.join(', ');
+}
+
+beforeAll(async () => {
+  dir = makeTempDir('snap-stacks-tree-');
+  const ready = join(dir, 'ready');
+  pool = spawn('/usr/bin/python3', ['-c', POOL, String(WORKERS), ready], { detached: true, stdio: 'ignore' });
+  kids = await waitFor(() => existsSync(ready) && readFileSync(ready, 'utf8').trim().split(' ').map(Number), { what: 'the pool to fork', timeoutMs: 30_000 });
+  await waitFor(() => kids.every((k) => existsSync(`${ready}.${k}`)), { what: 'every worker to start its thread', timeoutMs: 30_000 });
+  threadsOf = new Map([pool.pid!, ...kids].map((p) => [p, readdirSync(`/proc/${p}/task`).map(Number).sort((a, b) => a - b)]));
+  const bundle = join(dir, 'pool.snap.tar.zst');
+  const dump = await runSnap(['dump', String(pool.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  expect(dump.exitCode, dump.stderr).toBe(0);
+  const out = join(dir, 'out');
+  execFileSync('mkdir', [out]);
+  execFileSync('tar', ['--zstd', '-xf', bundle, '-C', out, 'stacks.txt', 'stacks.json']);
+  stacksTxt = readFileSync(join(out, 'stacks.txt'), 'utf8');
+  stacksJson = JSON.parse(readFileSync(join(out, 'stacks.json'), 'utf8')) as Stacks[];
+}, 240_000);
+
+afterAll(async () => {
+  for (const k of kids ?? []) await killPid(k);
+  if (pool?.pid) await killPid(pool.pid);
+  removeTempDirs();
+});
+
+describe('stacks of a pool of identical workers', () => {
+  it('stacks.txt shows the 20 workers once, with their count and pids, and the parent on its own', () => {
+    expect(stacksTxt).toContain(`${WORKERS} processes: ${ranges(kids)} (python3), 2 threads each`);
+    expect(stacksTxt).toMatch(new RegExp(`^process ${pool.pid} \\(python3\\), 1 thread`, 'm'));
+    // Once: the workers' Python frame and their thread's appear in one block, not twenty.
+    expect(stacksTxt.match(/python #0 {2}work at /g)).toHaveLength(1);
+    expect(stacksTxt.match(/python #0 {2}nap at /g)).toHaveLength(1);
+    expect(stacksTxt).toContain('thread 2 of each "napper":');
+  });
+
+  it('stacks.json has every process and every thread, each with its own frames', () => {
+    expect(stacksJson.map((p) => p.pid).sort((a, b) => a - b)).toEqual([pool.pid!, ...kids].sort((a, b) => a - b));
+    for (const p of stacksJson) {
+      expect(p.threads.map((t) => t.tid).sort((a, b) => a - b), `threads of ${p.pid}`).toEqual(threadsOf.get(p.pid));
+      for (const t of p.threads) {
+        expect(t.frames.some((f) => f.function?.includes('clock_nanosleep') || f.function?.includes('wait4')), `${p.pid}/${t.tid}`).toBe(true);
+        expect(t.runtimeFrames?.length, `python frames of ${p.pid}/${t.tid}`).toBeGreaterThan(0);
+      }
+      if (p.pid === pool.pid) continue;
+      const byName = new Map(p.threads.map((t) => [t.name, t.runtimeFrames?.[0]?.function]));
+      expect(byName.get('MainThread'), `${p.pid}`).toBe('work');
+      expect(byName.get('napper'), `${p.pid}`).toBe('nap');
+    }
+  });
+
+  it('every process of the pool is running after the dump', () => {
+    for (const p of [pool.pid!, ...kids]) expect(readThreadStates(p).every((s) => s === 'S' || s === 'R'), `${p}: ${readThreadStates(p).join(',')}`).toBe(true);
+  });
+});
