@@ -20,7 +20,7 @@
 #      /usr/local/sbin/criu). An older prefix (4.1) is replaced. crit must come from the same CRIU
 #      (4.2 moved the pagemap's page count): forky's pure-Python crit goes in the same prefix, run
 #      by /usr/bin/python3 (/opt/procsnap/bin/crit).
-#   2b. The real services the tests capture, from Debian (redis, nginx, PostgreSQL, a JRE, runc,
+#   2b. The real services the tests capture, from Debian (redis, nginx, PostgreSQL, MariaDB, a JRE, runc,
 #      busybox-static), iptables, which criu needs to lock the network around established TCP
 #      connections, and nftables: its `nft` finds and removes a network lock that a criu killed mid-dump
 #      left behind (snap asks criu for its nftables lock, one table per run, wherever it can remove it).
@@ -83,7 +83,7 @@ SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without th
 
 APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3.11-dbg delve golang-go iptables nftables strace age ansible-core openssh-server)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
-SERVICE_PACKAGES=(redis-server nginx postgresql openjdk-17-jdk-headless runc busybox-static gunicorn)
+SERVICE_PACKAGES=(redis-server nginx postgresql mariadb-server openjdk-17-jdk-headless runc busybox-static gunicorn)
 
 # forky packages unpacked into the prefix: criu 4.2 and what it needs newer than trixie has, and crit.
 FORKY_PACKAGES=(criu libcompel1 libnet9 libnl-3-200 python3-pycriu)
