@@ -98,3 +98,18 @@ describe('a 1 TiB sparse file run as the executable', () => {
     });
   }
 });
+
+describe('a 1 TiB sparse file run as the executable, with --include-binaries', () => {
+  it('is not copied into the bundle: a warning names it and the cap, the libraries are stored, the target runs on', async () => {
+    const bundle = join(dir, 'binaries.tar.zst');
+    const run = await runSnap(['dump', String(pid), '-o', bundle, '--include-binaries', '--timeout', '5', '--json'], { env: env(), timeoutMs: 120_000 });
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { warnings: string[] };
+    expect(result.warnings).toContainEqual(expect.stringMatching(new RegExp(`^${exe.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(1048576 MiB\\) is not stored: larger than the 2 GiB one file may take`)));
+    const manifest = await manifestOf(bundle);
+    const stored = manifest.artifacts.filter((a) => a.kind === 'binary').map((a) => a.path);
+    expect(stored).not.toContain(`binaries${exe}`);
+    expect(stored.some((p) => /\/libc\.so\.6$/.test(p)), stored.join(', ')).toBe(true);
+    expectTargetRunning();
+  });
+});

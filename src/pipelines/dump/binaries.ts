@@ -8,6 +8,11 @@ import { runtimeReaderFiles } from '../../analysis/runtimes/readers.js'
 import { isOutputFault } from './output-fault.js'
 import { MiB, type DumpState } from './state.js'
 
+/** What one file and all of them may take: a mapped "executable" can be anything the process mapped as one (a 1 TiB
+ *  sparse file would otherwise be copied whole, filling the output filesystem after the target was released). */
+export const BINARY_MAX_BYTES = 2 * 1024 * MiB
+export const BINARIES_MAX_BYTES = 8 * 1024 * MiB
+
 export async function storeBinaries(s: DumpState, report: (d: string) => void): Promise<void> {
   await s.timed('binaries', async (rec) => {
     let bytes = 0
@@ -22,10 +27,21 @@ export async function storeBinaries(s: DumpState, report: (d: string) => void): 
       }
       const entry = join('binaries', path)
       const copy = join(s.workDir!, entry)
+      // Through the process's own root: a container's files are where the process sees them.
+      const source = `/proc/${pid}/root${path}`
       try {
+        const st = statSync(source)
+        if (!st.isFile()) {
+          s.warn(`${path} is not stored: not a regular file`)
+          continue
+        }
+        if (st.size > BINARY_MAX_BYTES || bytes + st.size > BINARIES_MAX_BYTES) {
+          const why = st.size > BINARY_MAX_BYTES ? `larger than the ${BINARY_MAX_BYTES / (1024 * MiB)} GiB one file may take` : `the binaries stored already take ${Math.round(bytes / MiB)} MiB of the ${BINARIES_MAX_BYTES / (1024 * MiB)} GiB they may`
+          s.warn(`${path} (${Math.round(st.size / MiB)} MiB) is not stored: ${why}; copy it by hand if a debugger needs it`)
+          continue
+        }
         mkdirSync(dirname(copy), { recursive: true, mode: 0o700 })
-        // Through the process's own root: a container's files are where the process sees them.
-        copyFileSync(`/proc/${pid}/root${path}`, copy)
+        copyFileSync(source, copy)
         bytes += statSync(copy).size
         stored++
         s.addArtifact(entry, 'binary')
