@@ -2,6 +2,7 @@
 // Every start* function resolves once its process is spawned (a session leader, in the foreground) and holds its
 // listening socket; `await service.ready` before use. Call stopAllServices() in afterAll.
 import { startJvm, type JvmOptions, type JvmService } from './jvm.js';
+import { startMariaDb, type MariaDbOptions, type MariaDbService } from './mariadb.js';
 import { startNginx, type NginxOptions, type NginxService } from './nginx.js';
 import { startNodeServer, type NodeServerOptions, type NodeService } from './node.js';
 import { startPostgres, type PostgresOptions, type PostgresService } from './postgres.js';
@@ -12,6 +13,7 @@ import { startRuncContainer, type RuncOptions, type RuncService } from './runc.j
 export * from './common.js';
 export * from './jvm.js';
 export * from './load.js';
+export * from './mariadb.js';
 export * from './nginx.js';
 export * from './node.js';
 export * from './postgres.js';
@@ -23,18 +25,20 @@ export interface ServiceTypes {
   redis: [RedisOptions, RedisService];
   nginx: [NginxOptions, NginxService];
   postgres: [PostgresOptions, PostgresService];
+  mariadb: [MariaDbOptions, MariaDbService];
   python: [PythonOptions, PythonService];
   node: [NodeServerOptions, NodeService];
   jvm: [JvmOptions, JvmService];
   runc: [RuncOptions, RuncService];
 }
 export type ServiceName = keyof ServiceTypes;
-export const serviceNames = ['redis', 'nginx', 'postgres', 'python', 'node', 'jvm', 'runc'] as const satisfies readonly ServiceName[];
+export const serviceNames = ['redis', 'nginx', 'postgres', 'mariadb', 'python', 'node', 'jvm', 'runc'] as const satisfies readonly ServiceName[];
 
 const starters: { [K in ServiceName]: (options?: ServiceTypes[K][0]) => Promise<ServiceTypes[K][1]> } = {
   redis: startRedis,
   nginx: startNginx,
   postgres: startPostgres,
+  mariadb: startMariaDb,
   python: startPython,
   node: startNodeServer,
   jvm: startJvm,

@@ -1,5 +1,5 @@
-// Load clients for the services, in-process on node:net and node:http: a persistent Redis (RESP) or PostgreSQL
-// (wire protocol) connection that never reconnects, HTTP loops with or without keep-alive, and idle connections.
+// Load clients for the services, in-process on node:net and node:http: a persistent Redis (RESP), PostgreSQL
+// (wire protocol) or MySQL/MariaDB (client/server protocol) connection that never reconnects, HTTP loops with or without keep-alive, and idle connections.
 // Every stop() ends within a few seconds, whatever the service is doing (frozen, dead, restoring).
 import { Agent, request, type ClientRequest } from 'node:http';
 import { Socket } from 'node:net';
@@ -47,7 +47,9 @@ export interface ConnectionClient {
 
 interface Protocol<R> {
   name: string;
-  /** Sent right after connecting; its reply is checked like any other but does not count as an op. */
+  /** The packet a server sends unasked once connected (MySQL's greeting): awaited and checked before the handshake. */
+  greeting?: (reply: R) => string | undefined;
+  /** Sent right after connecting (after the greeting, if any); its reply is checked like any other but does not count as an op. */
   handshake?: { request: Buffer; check: (reply: R) => string | undefined };
   /** The i-th request and the check of its reply (undefined: correct; a string: what was wrong). */
   next: (i: number) => { request: Buffer; check: (reply: R) => string | undefined };
@@ -138,11 +140,21 @@ async function startConnectionClient<R>(port: number, protocol: Protocol<R>, opt
           resolve(reply);
         },
       };
-      socket.write(payload);
+      if (payload.length > 0) socket.write(payload); // an empty payload waits for what the server says unasked
     });
 
   let completed = 0;
   const loop = (async () => {
+    if (protocol.greeting) {
+      const reply = await exchange(Buffer.alloc(0));
+      if (reply === undefined) return;
+      const wrong = protocol.greeting(reply);
+      if (wrong !== undefined) {
+        fail(`${protocol.name}: greeting: ${wrong}`);
+        socket.destroy();
+        return;
+      }
+    }
     if (protocol.handshake) {
       const reply = await exchange(protocol.handshake.request);
       if (reply === undefined) return;
@@ -358,6 +370,76 @@ export function startPostgresClient(port: number, options: PostgresClientOptions
         },
       }),
       parse: parsePgUntilReady,
+    },
+    options,
+  );
+}
+
+// --- MySQL / MariaDB -----------------------------------------------------------------------------------------------
+
+/** One packet: 3 bytes of length (little-endian), a sequence id, the payload. */
+function mysqlPacket(sequence: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(4);
+  header.writeUIntLE(payload.length, 0, 3);
+  header[3] = sequence;
+  return Buffer.concat([header, payload]);
+}
+
+/** The payload of one whole packet from the front of `buffer`; every reply this client awaits is one packet (the
+ *  greeting, OK or ERR). */
+function parseMysqlPacket(buffer: Buffer): { reply: Buffer; consumed: number } | undefined {
+  if (buffer.length < 4) return undefined;
+  const length = buffer.readUIntLE(0, 3);
+  if (buffer.length < 4 + length) return undefined;
+  return { reply: buffer.subarray(4, 4 + length), consumed: 4 + length };
+}
+
+/** Why a reply is not an OK packet (an ERR's code and message, or what came instead); undefined for OK. */
+function mysqlNotOk(reply: Buffer): string | undefined {
+  if (reply[0] === 0x00) return undefined;
+  if (reply[0] === 0xff) return `ERR ${reply.readUInt16LE(1)}: ${reply.toString('utf8', reply[3] === 0x23 ? 9 : 3)}`;
+  if (reply[0] === 0xfe) return 'the server asks for another authentication method (is the password empty?)';
+  return `not an OK packet (0x${(reply[0] ?? 0).toString(16)})`;
+}
+
+// CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_TRANSACTIONS | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH
+const mysqlCapabilities = 0x1 | 0x200 | 0x2000 | 0x8000 | 0x80000;
+
+/** HandshakeResponse41 for `user` with an empty password: an empty auth response needs no scramble. */
+function mysqlHandshakeResponse(user: string): Buffer {
+  const fixed = Buffer.alloc(32); // capabilities, max packet size, character set (utf8mb4), 23 bytes of filler
+  fixed.writeUInt32LE(mysqlCapabilities, 0);
+  fixed.writeUInt32LE(1 << 24, 4);
+  fixed[8] = 45;
+  const payload = Buffer.concat([fixed, Buffer.from(`${user}\0`), Buffer.from([0]), Buffer.from('mysql_native_password\0')]);
+  return mysqlPacket(1, payload);
+}
+
+export interface MysqlClientOptions extends ClientOptions {
+  user?: string;
+  /** The table the loop inserts into, `database.table` with an integer column n (it must exist). */
+  table: string;
+}
+
+/** ONE persistent connection (the user's password empty) running `insert into TABLE (n) values (i)` in a loop, each
+ *  checked to affect one row; each INSERT is an op. */
+export function startMysqlInsertClient(port: number, options: MysqlClientOptions): Promise<ConnectionClient> {
+  const { user = 'root', table } = options;
+  return startConnectionClient<Buffer>(
+    port,
+    {
+      name: 'mysql',
+      greeting: (reply) => (reply[0] === 0xff ? mysqlNotOk(reply) : reply[0] === 10 ? undefined : `protocol version ${reply[0]}, not 10`),
+      handshake: { request: mysqlHandshakeResponse(user), check: mysqlNotOk },
+      next: (i) => ({
+        request: mysqlPacket(0, Buffer.concat([Buffer.from([0x03]), Buffer.from(`insert into ${table} (n) values (${i})`)])), // COM_QUERY
+        check: (reply) => {
+          const wrong = mysqlNotOk(reply);
+          if (wrong !== undefined) return `insert ${i}: ${wrong}`;
+          return reply[1] === 1 ? undefined : `insert ${i}: ${reply[1]} rows affected`;
+        },
+      }),
+      parse: parseMysqlPacket,
     },
     options,
   );
