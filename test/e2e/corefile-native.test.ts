@@ -154,6 +154,26 @@ function fileBackedRanges(maps: string): [number, number][] {
   });
 }
 
+/** Each range gcore wrote that ours leaves out lies in a file mapping, is the vsyscall page, or is zeros in gcore's core
+ *  (an untouched page gdb read as zeros). */
+function expectLeftOutIsFileOrZeros(gcoreFile: string, notInOurs: [number, number][], maps: string): void {
+  const files = fileBackedRanges(maps);
+  const vsyscall = 0xffffffffff600000;
+  const gcoreLoads = readLoads(gcoreFile);
+  const fd = openSync(gcoreFile, 'r');
+  try {
+    for (const [from, to] of notInOurs) {
+      if (from === vsyscall || files.some(([start, end]) => start <= from && to <= end)) continue;
+      const load = gcoreLoads.find((l) => l.vaddr <= from && to <= l.vaddr + l.filesz)!;
+      const bytes = Buffer.alloc(to - from);
+      readSync(fd, bytes, 0, bytes.length, load.offset + (from - load.vaddr));
+      expect(bytes.every((x) => x === 0), `0x${from.toString(16)}-0x${to.toString(16)}: not a file mapping, not zeros in gcore's core`).toBe(true);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** gdb 13 reads no AVX-512 state on a CPU whose XSAVE layout is not Intel's (it shows k0-k7 as 0 there, live or in
  *  its gcore), while ours carries the kernel's: those registers are not compared with gcore's. */
 const NOT_COMPARED = /^k[0-7]$/;
@@ -239,21 +259,7 @@ describe('a core written from a stopped process, against gcore of the same stop'
     const { compared, differing, notInOurs } = compareMemory(gcoreFile, ourFile);
     expect(differing.map((a) => `0x${a.toString(16)}`)).toEqual([]);
     expect(compared).toBeGreaterThan(64 << 20);
-    const files = fileBackedRanges(mapsAtStop);
-    const vsyscall = 0xffffffffff600000;
-    const gcoreLoads = readLoads(gcoreFile);
-    const fd = openSync(gcoreFile, 'r');
-    try {
-      for (const [from, to] of notInOurs) {
-        if (from === vsyscall || files.some(([start, end]) => start <= from && to <= end)) continue;
-        const load = gcoreLoads.find((l) => l.vaddr <= from && to <= l.vaddr + l.filesz)!;
-        const bytes = Buffer.alloc(to - from);
-        readSync(fd, bytes, 0, bytes.length, load.offset + (from - load.vaddr));
-        expect(bytes.every((x) => x === 0), `0x${from.toString(16)}-0x${to.toString(16)}: not a file mapping, not zeros in gcore's core`).toBe(true);
-      }
-    } finally {
-      closeSync(fd);
-    }
+    expectLeftOutIsFileOrZeros(gcoreFile, notInOurs, mapsAtStop);
   });
 });
 
@@ -355,6 +361,74 @@ describe('a python3 with threads, against gcore of the same stop', () => {
       }
     } finally {
       await killPid(pid);
+    }
+  });
+});
+
+describe('a tree of 3 processes, stopped once, against gcore of the same stop', () => {
+  it('each process\'s core opens in gdb with its threads, gcore\'s registers, and every byte of memory gcore wrote', async () => {
+    const dir = makeTempDir('snap-native-tree-');
+    // A python3 that forks two children; each of the three fills 4 MiB of its own with random bytes (so no process's
+    // memory can stand in for another's) and runs a second thread.
+    const script = [
+      'import os, sys, threading, time',
+      'def spin(n):',
+      '    while True: time.sleep(0.01 * n)',
+      'def live():',
+      '    data = bytearray(os.urandom(1 << 20)) * 4',
+      '    threading.Thread(target=spin, args=(2,), daemon=True).start()',
+      '    open(os.path.join(sys.argv[1], "ready.%d" % os.getpid()), "w").write("ready")',
+      '    while True: time.sleep(0.05)',
+      'for n in range(2):',
+      '    if os.fork() == 0: live()',
+      'live()',
+    ].join('\n');
+    const child = spawn('/usr/bin/python3', ['-c', script, dir], { detached: true, stdio: 'ignore' });
+    const root = child.pid!;
+    let pids: number[] = [root];
+    try {
+      pids = await waitFor(() => {
+        const ready = readdirSync(dir).filter((f) => /^ready\.\d+$/.test(f)).map((f) => Number(f.slice(6)));
+        if (ready.length !== 3 || !ready.every((p) => readdirSync(`/proc/${p}/task`).length === 2)) return undefined;
+        return [root, ...ready.filter((p) => p !== root).sort((a, b) => a - b)];
+      }, { what: 'the python, its 2 children and a second thread in each' });
+      expect(pids.slice(1).map((p) => readProcFile(`/proc/${p}/stat`)?.split(') ')[1]?.split(' ')[1])).toEqual([String(root), String(root)]);
+      const exe = readlinkSync(`/proc/${root}/exe`);
+      process.kill(-root, 'SIGSTOP'); // the process group: the tree stops once
+      const stopped = (pid: number) => readdirSync(`/proc/${pid}/task`).every((t) => readProcFile(`/proc/${pid}/task/${t}/stat`)?.split(') ')[1]?.startsWith('T'));
+      await waitFor(() => pids.every(stopped), { what: 'the tree to stop' });
+      const atStop = new Map(pids.map((pid) => [pid, { maps: readFileSync(`/proc/${pid}/maps`, 'utf8'), tids: readdirSync(`/proc/${pid}/task`).map(Number) }]));
+      for (const pid of pids) {
+        const gcore = await run('gcore', ['-o', join(dir, 'gcore'), String(pid)], 600_000);
+        expect(existsSync(join(dir, `gcore.${pid}`)), gcore.stderr).toBe(true);
+        const result = await writeCoreOfStoppedProcess({ pid, output: join(dir, `native.${pid}`) });
+        expect(result.threads).toBe(2);
+      }
+      expect(pids.every(stopped), 'the tree is still stopped, as it was found').toBe(true);
+
+      for (const pid of pids) {
+        const ourFile = join(dir, `native.${pid}`);
+        const gcoreFile = join(dir, `gcore.${pid}`);
+        const [ours, theirs] = await Promise.all([gdbView(ourFile, exe), gdbView(gcoreFile, exe)]);
+        expect(ours.lwps[0], `process ${pid}`).toBe(pid);
+        expect([...ours.lwps].sort(), `process ${pid}`).toEqual([...atStop.get(pid)!.tids].sort());
+        expect([...ours.lwps].sort(), `process ${pid}`).toEqual([...theirs.lwps].sort());
+        expect(ours.text).not.toMatch(/corrupt|too small|Cannot access memory/);
+        expect(ours.registers.size, `process ${pid}`).toBe(2);
+        for (const [lwp, regs] of theirs.registers) {
+          const compared = [...regs].filter(([name]) => !NOT_COMPARED.test(name));
+          expect(compared.length, `process ${pid} LWP ${lwp}`).toBeGreaterThan(25);
+          for (const [name, value] of compared) expect(ours.registers.get(lwp)?.get(name), `process ${pid} LWP ${lwp} ${name}`).toBe(value);
+          expect(ours.backtraces.get(lwp), `process ${pid} LWP ${lwp}`).toEqual(theirs.backtraces.get(lwp));
+        }
+        const { compared, differing, notInOurs } = compareMemory(gcoreFile, ourFile);
+        expect(differing.map((a) => `0x${a.toString(16)}`), `process ${pid}`).toEqual([]);
+        expect(compared, `process ${pid}`).toBeGreaterThan(4 << 20);
+        expectLeftOutIsFileOrZeros(gcoreFile, notInOurs, atStop.get(pid)!.maps);
+      }
+    } finally {
+      // The root first: its children, once orphaned, are reaped by whoever adopts them when they are killed.
+      for (const pid of pids) await killPid(pid);
     }
   });
 });
