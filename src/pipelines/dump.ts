@@ -8,7 +8,7 @@ import type { ArtifactRecord, FinalState, Manifest, ProcessRecord, StepRecord } 
 import type { ProgressReporter, ProgressStep } from './progress.js'
 import { OperationBudget } from './budget.js'
 import { checkpoint, readyCheckpoint } from './dump/checkpoint.js'
-import { coresFromImages, coresNative, coresWithGdb, recipesOfGcoreCores } from './dump/cores.js'
+import { coresFromImages, coresNative, coresWithGdb, leaveCoresOut, recipesOfGcoreCores } from './dump/cores.js'
 import { freezeTree, normalizationRecord } from './dump/freeze.js'
 import { preflight } from './dump/preflight.js'
 import { releaseTree } from './dump/release.js'
@@ -71,6 +71,7 @@ export class DumpRun {
     const stacks: [string, Stage][] = [
       ['Stacks of every thread, from the cores (gdb)', stacksOfCores],
       ...(o.includeBinaries ? [['Store the executables and libraries (--include-binaries)', storeBinaries] as [string, Stage]] : []),
+      ...(o.coreOnly && o.stacksOnly ? [['Leave the cores out: the stacks and the manifest are kept', leaveCoresOut] as [string, Stage]] : []),
     ]
     if (o.coreOnly && this.s.coreSource === 'native')
       return [...start, [`Core dump of ${o.cores === 'root' ? 'the root' : 'every process'} from /proc (native)`, coresNative], ['Put every process back as it was found', releaseTree], ...stacks]

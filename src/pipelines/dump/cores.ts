@@ -103,6 +103,23 @@ export async function coresNative(s: DumpState, report: (d: string) => void): Pr
   })
 }
 
+/** Stacks only (DumpOptions.stacksOnly): once the stacks are read from them, the cores go, and the manifest names
+ *  none (core: null), so the bundle holds the stacks and the manifest. */
+export async function leaveCoresOut(s: DumpState, report: (d: string) => void): Promise<void> {
+  await s.timed('leave-cores-out', async (rec) => {
+    let bytes = 0
+    for (const [pid, file] of s.coreFiles) {
+      bytes += statSync(file, { throwIfNoEntry: false })?.size ?? 0
+      rmSync(file, { force: true })
+      const at = s.artifacts.findIndex((a) => a.path === `core.${pid}`)
+      if (at >= 0) s.artifacts.splice(at, 1)
+    }
+    rec.note = `${s.coreFiles.size} core(s), ${Math.round(bytes / MiB)} MiB, read for the stacks and left out`
+    report(rec.note)
+    s.coreFiles.clear()
+  })
+}
+
 /** A core kept as its recipe over the images: the recipe and its blob (core-blob.PID, already written) go into the
  *  bundle, its sha256 into the manifest. Returns the blob's bytes. */
 function keepAsRecipe(s: DumpState, pid: number, recipe: CoreRecipe): number {

@@ -49,6 +49,9 @@ export interface DumpOptions {
   core?: CoreSource
   /** Cores only, no checkpoint: for what criu cannot dump. */
   coreOnly?: boolean
+  /** With coreOnly: the cores are written only to be unwound, and left out of the bundle, which keeps the stacks and
+   *  the manifest (a cheap first look, `watch --then stacks`). */
+  stacksOnly?: boolean
   /** Which processes get a core: every process of the tree (default) or the root only. */
   cores?: CoresScope
   signKeyPath?: string
