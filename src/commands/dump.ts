@@ -12,7 +12,7 @@ import { chooseProgressMode, Progress } from '../ui/progress.js'
 import { renderDumpResult } from '../ui/render.js'
 import { toolDefaults } from '../tools/locate.js'
 import { bundleEncryption } from '../ship/encrypt.js'
-import { encryptToFlag } from '../ship/flags.js'
+import { encryptToFlag, keepLocalFlag, uploadFlag } from '../ship/flags.js'
 import { chooseRecipients } from '../ship/recipients.js'
 import { parseS3Url, type UploadResult } from '../ship/s3.js'
 import { FollowingUpload } from '../ship/s3-follow.js'
@@ -64,8 +64,8 @@ export default class Dump extends SnapCommand {
     'criu-opt': Flags.string({ description: 'extra criu dump option, recorded and repeated at restore (e.g. --tcp-established)', multiple: true }),
     sign: Flags.string({ description: 'sign the manifest with this Ed25519 private key (from `snap keygen`)' }),
     'encrypt-to': encryptToFlag,
-    upload: Flags.string({ description: 'upload the bundle to s3://BUCKET/PREFIX while it is sealed (any S3-compatible store: AWS_ENDPOINT_URL, AWS_REGION, credentials and profiles as the AWS CLI reads them), with its sha256 beside it; a failed upload keeps the bundle (exit 16)' }),
-    'keep-local': Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] }),
+    upload: uploadFlag,
+    'keep-local': keepLocalFlag,
     core: Flags.string({
       description:
         'where the cores come from: "images" builds them from the CRIU images after the tree is released, so the tree is frozen only while criu dumps (the default); "gcore" has gdb write them while the tree is still frozen (slower: the freeze grows with the mapped memory); "native" (the default with --core-only) has snap write them from /proc while the tree is stopped (the freeze grows with the resident memory)',

@@ -15,3 +15,9 @@ export const encryptToFlag = Flags.string({
   multiple: true,
   multipleNonGreedy: true,
 })
+
+export const uploadFlag = Flags.string({
+  description: 'upload the bundle to s3://BUCKET/PREFIX while it is sealed (any S3-compatible store: AWS_ENDPOINT_URL, AWS_REGION, credentials and profiles as the AWS CLI reads them), with its sha256 beside it; a failed upload keeps the bundle (exit 16)',
+})
+
+export const keepLocalFlag = Flags.boolean({ description: 'with --upload: keep the local bundle once the upload is checked (default: removed)', dependsOn: ['upload'] })
