@@ -3,15 +3,20 @@ import { join } from 'node:path'
 import { Args, Flags } from '@oclif/core'
 import { COMPRESSIONS, type Compression } from '../bundle/compression.js'
 import { defaultOutputName } from '../bundle/output-path.js'
-import { OutputPathError, TargetChangedError } from '../errors.js'
+import { OutputPathError, SnapError, TargetChangedError, UsageError } from '../errors.js'
 import { DumpRun } from '../pipelines/dump.js'
 import { silentProgress } from '../pipelines/progress.js'
 import { parsePid } from '../process/access.js'
 import { captureIdentity } from '../process/identity.js'
 import { readStat } from '../process/proc.js'
+import { bundleEncryption } from '../ship/encrypt.js'
+import { encryptToFlag, keepLocalFlag, uploadFlag } from '../ship/flags.js'
+import { chooseRecipients } from '../ship/recipients.js'
+import { parseS3Url } from '../ship/s3.js'
+import { FollowingUpload } from '../ship/s3-follow.js'
 import { resolveTarget, targetLabel, targetSpec } from '../targets/index.js'
 import { targetChoice, targetFlags } from '../targets/flags.js'
-import { watch, type WatchEvent } from '../watch/loop.js'
+import { watch, type CaptureResult, type WatchEvent } from '../watch/loop.js'
 import { captureName, planWatch } from '../watch/plan.js'
 import { describeEvent } from '../watch/render.js'
 import { safeStderr, SnapCommand } from '../ui/base-command.js'
@@ -28,6 +33,8 @@ export default class Watch extends SnapCommand {
     { description: 'A hang: the health check fails three times in a row', command: '<%= config.bin %> watch --pidfile /run/api.pid --probe http://127.0.0.1:8080/health --probe-timeout 2s --failures 3' },
     { description: 'Up to three captures, a minute apart, until 06:00; one JSON line per event', command: '<%= config.bin %> watch 4242 --rss 2G -n 3 --cooldown 1m --until 06:00 --json' },
     { description: 'A capture each time the watcher gets SIGUSR1 (from a runbook or an alert hook)', command: '<%= config.bin %> watch --name api --on-signal USR1 -n 10' },
+    { description: 'A cheap first look: the stacks and the manifest only', command: '<%= config.bin %> watch --name api --cpu 90 --for 30s --then stacks' },
+    { description: 'Each capture encrypted and sent to a bucket; the service is followed through its restarts', command: '<%= config.bin %> watch --unit api.service --rss 2G -n 5 --follow --encrypt-to age1... --upload s3://captures/api/' },
   ]
 
   static override args = {
@@ -50,7 +57,15 @@ export default class Watch extends SnapCommand {
     count: Flags.integer({ char: 'n', description: 'captures to take before the watch ends', default: 1, min: 1 }),
     cooldown: Flags.string({ description: 'time after a capture before any trigger may fire again', default: '0s' }),
     until: Flags.string({ description: 'end the watch at TIME (06:00, 2026-12-08T06:00:00Z) or after DURATION (30m)' }),
-    then: Flags.string({ description: 'what a firing takes: a dump (checkpoint and cores) or the cores only', options: ['dump', 'core-only'], default: 'dump' }),
+    then: Flags.string({
+      description: 'what a firing takes: a dump (checkpoint and cores), the cores only, or the stacks only (the cores are written, unwound and left out: the bundle holds the stacks and the manifest)',
+      options: ['dump', 'core-only', 'stacks'],
+      default: 'dump',
+    }),
+    follow: Flags.boolean({ description: 'a named target that exits is looked for again each poll, and watched again once it is back (not for a pid)', default: false }),
+    'encrypt-to': encryptToFlag,
+    upload: uploadFlag,
+    'keep-local': keepLocalFlag,
     'output-dir': Flags.string({ description: 'directory for the bundles (named snap-COMM-PID-TRIGGER-N-TIME.tar.zst)', default: '.' }),
     compression: Flags.string({ description: 'bundle compression', options: COMPRESSIONS, default: 'zstd' }),
     criu: Flags.string({ description: 'criu binary to use (as for dump)' }),
@@ -66,9 +81,14 @@ export default class Watch extends SnapCommand {
     const plan = planWatch(flags, new Date())
     const outputDir = flags['output-dir']
     if (!statSync(outputDir, { throwIfNoEntry: false })?.isDirectory()) throw new OutputPathError(`--output-dir ${outputDir} is not a directory`, 'create it first')
+    if (flags.follow && spec.kind === 'pid') throw new UsageError('--follow is for a named target: a pid is not given again to a restarted process', 'name it with --name, --pidfile, --unit, --cgroup or --container')
+    // As for dump, before the target is looked at: a recipient list that is wrong or not trusted stops the watch.
+    const recipients = chooseRecipients(flags['encrypt-to'])
+    const uploadTo = flags.upload === undefined ? undefined : parseS3Url(flags.upload)
     const target = await resolveTarget(spec)
     const identity = captureIdentity(target.pid)
     const label = targetLabel(spec)
+    let naming = target.naming
 
     // The first SIGTERM or Ctrl+C ends the watch after the capture under way, if any; a second one rolls that back.
     const stop = new AbortController()
@@ -109,14 +129,32 @@ export default class Watch extends SnapCommand {
         stop: stop.signal,
         onEvent: emit,
         onStatus: (line) => status.show(line),
-        capture: async ({ trigger, record }) => {
+        ...(flags.follow
+          ? {
+              resolveAgain: async () => {
+                try {
+                  const back = await resolveTarget(spec)
+                  naming = back.naming
+                  return captureIdentity(back.pid)
+                } catch (e) {
+                  // Not back yet (no match, a pidfile naming a dead pid), or two matches while it restarts.
+                  if (e instanceof SnapError) return undefined
+                  throw e
+                }
+              },
+            }
+          : {}),
+        capture: async ({ target: now, trigger, record }): Promise<CaptureResult> => {
           capturing = true
+          // A fresh file key and upload for each bundle, as each dump makes its own.
+          const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
+          const following = uploadTo ? new FollowingUpload(uploadTo) : undefined
           try {
-            const comm = readStat(identity.pid)?.comm ?? 'process'
-            const name = captureName(defaultOutputName(comm, identity.pid, new Date(), flags.compression as Compression), identity.pid, trigger.kind, record.capture)
+            const comm = readStat(now.pid)?.comm ?? 'process'
+            const name = captureName(defaultOutputName(comm, now.pid, new Date(), flags.compression as Compression), now.pid, trigger.kind, record.capture)
             const run = new DumpRun(
               {
-                pid: identity.pid,
+                pid: now.pid,
                 output: join(outputDir, name),
                 compression: flags.compression as Compression,
                 criu: flags.criu,
@@ -124,22 +162,35 @@ export default class Watch extends SnapCommand {
                 timeoutSec: flags.timeout,
                 includeEnv: false,
                 criuExtraOptions: [],
-                coreOnly: flags.then === 'core-only',
+                coreOnly: flags.then !== 'dump',
+                stacksOnly: flags.then === 'stacks',
                 cores: 'all',
+                encryption,
+                ...(following ? { onPartialBundle: (partial: string | undefined, output: string) => following.follow(partial, output) } : {}),
                 cancel: captureCancel.signal,
                 toolVersion: this.config.version,
-                ...(target.naming.by !== 'pid' ? { naming: target.naming } : {}),
+                ...(naming.by !== 'pid' ? { naming } : {}),
                 watch: record,
               },
               silentProgress,
             )
-            return (await run.execute()).bundle
+            let bundle: string
+            try {
+              bundle = (await run.execute()).bundle
+            } catch (e) {
+              await following?.abort()
+              throw e
+            }
+            if (!following) return { bundle }
+            const uploaded = await following.finish(bundle, flags['keep-local'] ?? false)
+            return { bundle, upload: uploaded.url }
           } finally {
             capturing = false
           }
         },
       })
-      if (outcome.reason === 'target-gone') throw new TargetChangedError(`the target ${identity.pid} (${label}) exited during the watch, after ${outcome.captures} capture(s)`, 'watch it again once it is back')
+      if (outcome.reason === 'target-gone')
+        throw new TargetChangedError(`the target ${identity.pid} (${label}) exited during the watch, after ${outcome.captures} capture(s)`, spec.kind === 'pid' ? 'watch it again once it is back' : 'give --follow to watch it again once it is back')
     } finally {
       status.clear()
       for (const [sig, h] of interrupts) process.off(sig, h)

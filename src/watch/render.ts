@@ -11,7 +11,11 @@ export function describeEvent(e: WatchEvent): string {
       return `fired: ${e.condition} (last seen ${last?.detail ?? last?.value ?? '-'}, ${e.samples.length} sample(s))`
     }
     case 'captured':
-      return `captured ${e.capture}: ${e.bundle}`
+      return `captured ${e.capture}: ${e.upload ?? e.bundle}`
+    case 'target-gone':
+      return `the target ${e.pid} is gone: looking for it again once a poll (--follow)`
+    case 'target-back':
+      return `the target is back as pid ${e.pid} (was ${e.previous})`
     case 'skipped':
       return `skipped (${e.trigger}): ${e.message}`
     case 'capture-failed':

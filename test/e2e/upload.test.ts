@@ -1,59 +1,27 @@
 // Bundles shipped to an S3-compatible store: a real server (s3rver, from npm) started here on 127.0.0.1 and stopped
 // by its pid. dump --upload puts the bundle and its sha256 there; list and fetch find and bring it back, held to that
 // sha256; a server that stops in the middle of an upload leaves the local bundle whole and named (exit 16).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { repoRoot, runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
-import { nodeBin } from '../helpers/paths.js';
+import { runSnap, startSnap, type SnapResult } from '../helpers/cli.js';
+import { BUCKET, s3Env, startS3Server, stopS3Server, type S3Server as Server } from '../helpers/s3-server.js';
 import { cleanupAllTargets, killPid, readProcStat, startTarget, waitFor } from '../helpers/target.js';
 
-const BUCKET = 'captures';
 let journalDir: string;
 let dir: string;
 
-interface Server {
-  child: ChildProcess;
-  endpoint: string;
-}
 const servers: Server[] = [];
-
-/** s3rver on a free port of 127.0.0.1, with the bucket made; resolves once it listens. */
 async function startServer(): Promise<Server> {
-  const data = makeTempDir('snap-s3-data-');
-  const child = spawn(nodeBin, [join(repoRoot, 'node_modules/s3rver/bin/s3rver.js'), '-d', data, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', BUCKET], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const port = await waitFor(() => /listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1], { what: `s3rver to listen (${out})`, timeoutMs: 20_000 });
-  const server = { child, endpoint: `http://127.0.0.1:${port}` };
+  const server = await startS3Server();
   servers.push(server);
   return server;
 }
-
-async function stopServer(s: Server): Promise<void> {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const gone = new Promise((r) => s.child.once('exit', r));
-  process.kill(s.child.pid!, 'SIGKILL');
-  await gone;
-}
-
-const env = (s: Server) => ({
-  PROCSNAP_JOURNAL_DIR: journalDir,
-  AWS_ENDPOINT_URL: s.endpoint,
-  AWS_REGION: 'us-east-1',
-  // s3rver's own credentials; no profile of the host is read
-  AWS_ACCESS_KEY_ID: 'S3RVER',
-  AWS_SECRET_ACCESS_KEY: 'S3RVER',
-  AWS_CONFIG_FILE: '/dev/null',
-  AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
-});
+const stopServer = stopS3Server;
+const env = (s: Server) => s3Env(s, journalDir);
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 

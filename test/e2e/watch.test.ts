@@ -1,15 +1,18 @@
 // `snap watch` end to end against real processes: each trigger fires on what it watches and the capture is taken
 // through the dump; the bundle says which trigger fired and what it saw; the target runs on. Each watch is bounded
-// (a few seconds of watching) and asserts what was captured, never how fast.
-import { readdirSync, rmdirSync, mkdirSync, writeFileSync } from 'node:fs';
+// (a few seconds of watching) and asserts what was captured, never how fast: the stacks-only capture, each capture
+// encrypted or uploaded as dump does it, and a named target followed through a restart.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, rmdirSync, mkdirSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WatchEvent } from '../../src/watch/loop.js';
-import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { listBundle, makeSafeDir, makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
 import { runSnap, startSnap, type RunningSnap, type SnapResult } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killStarted, startScript, startSleeper, stateOf } from '../helpers/named-processes.js';
+import { BUCKET, s3Env, startS3Server, stopS3Server, type S3Server } from '../helpers/s3-server.js';
 import { freePort } from '../helpers/services/common.js';
 import { waitFor } from '../helpers/target.js';
 import { Journal } from '../../src/pipelines/journal.js';
@@ -35,8 +38,8 @@ interface Watching {
 }
 
 /** snap watch ARGS --json, its events collected as they come. */
-function startWatch(args: string[], timeoutMs = 90_000): Watching {
-  const run = startSnap(['watch', ...args, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir }, timeoutMs });
+function startWatch(args: string[], timeoutMs = 90_000, env: Record<string, string> = { PROCSNAP_JOURNAL_DIR: journalDir }): Watching {
+  const run = startSnap(['watch', ...args, '--json'], { env, timeoutMs });
   const events: WatchEvent[] = [];
   let buffer = '';
   run.child.stdout!.on('data', (chunk: Buffer) => {
@@ -260,5 +263,114 @@ describe('counts, cooldown, signals', () => {
       expect(manifest.watch?.trigger).toBe('threads');
     } else expect(names, 'a rolled-back capture leaves nothing').toEqual([]);
     await waitFor(() => stateOf(t.pid) === 'S', { what: 'the target to run', timeoutMs: 5000 });
+  });
+});
+
+describe('--then stacks', () => {
+  it('the bundle holds the stacks and the manifest: no checkpoint, no core; the target runs on', async () => {
+    const t = await startSleeper(marker('stacks'), 1);
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--then', 'stacks', '--output-dir', out]);
+    expectWatchOk(await w.result);
+    const [c] = captured(w);
+    expect(c?.bundle.startsWith(join(out, `snap-python3-${t.pid}-threads-1-`)), JSON.stringify(w.events)).toBe(true);
+    const entries = await listBundle(c!.bundle);
+    expect(entries).toContain('manifest.json');
+    expect(entries).toContain('stacks.txt');
+    expect(entries).toContain('stacks.json');
+    expect(entries.filter((e) => e.startsWith('criu/')), 'no checkpoint').toEqual([]);
+    expect(entries.filter((e) => /^core[.-]/.test(e)), 'no core').toEqual([]);
+    const manifest = await readBundleManifest(c!.bundle);
+    expect(schemaProblems(manifest)).toEqual([]);
+    expect(manifest.watch).toMatchObject({ trigger: 'threads', capture: 1 });
+    expect(manifest.processes.map((p) => p.pid).sort()).toEqual([t.pid, ...t.workers].sort());
+    for (const p of manifest.processes) expect(p.core).toBeNull();
+    // The stacks are of both processes, read from the cores before they were left out.
+    const stacks = await runSnap(['stacks', c!.bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(stacks.exitCode, stacks.stderr).toBe(0);
+    for (const pid of [t.pid, ...t.workers]) expect(stacks.stdout).toContain(`"pid": ${pid}`);
+    expect(stateOf(t.pid)).toBe('S');
+    for (const k of t.workers) expect(stateOf(k)).toBe('S');
+  });
+});
+
+const hasAge = spawnSync('age-keygen', ['--version']).status === 0;
+
+describe('shipping each capture, as dump does', () => {
+  it.skipIf(!hasAge)('--encrypt-to: the capture is an age file, read back with --identity', async () => {
+    const keys = makeSafeDir('snap-test-watch-keys-');
+    const identity = join(keys, 'analyst.txt');
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+    const recipient = execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim();
+    const t = await startSleeper(marker('encrypt'));
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--then', 'core-only', '--encrypt-to', recipient, '--output-dir', out]);
+    expectWatchOk(await w.result);
+    const [c] = captured(w);
+    const plain = await runSnap(['inspect', c!.bundle], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(plain.exitCode, 'refused without the identity').toBe(11);
+    expect(plain.stderr).toContain(recipient);
+    const read = await runSnap(['inspect', c!.bundle, '--identity', identity, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(read.exitCode, read.stderr).toBe(0);
+    expect(JSON.stringify(JSON.parse(read.stdout))).toContain('"trigger":"threads"');
+    expect(stateOf(t.pid)).toBe('S');
+  });
+
+  describe('--upload', () => {
+    let server: S3Server;
+    beforeAll(async () => {
+      server = await startS3Server();
+    });
+    afterAll(async () => {
+      if (server) await stopS3Server(server);
+    });
+
+    it('the capture goes to the bucket with its sha256 and is fetched back; no local bundle is left', async () => {
+      const t = await startSleeper(marker('upload'));
+      const out = makeTempDir('snap-test-watch-');
+      const env = s3Env(server, journalDir);
+      const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--then', 'core-only', '--upload', `s3://${BUCKET}/watch/`, '--output-dir', out], 90_000, env);
+      expectWatchOk(await w.result);
+      const [c] = captured(w);
+      const name = c!.bundle.slice(out.length + 1);
+      expect(c!.upload).toBe(`s3://${BUCKET}/watch/${name}`);
+      expect(existsSync(c!.bundle), 'removed once the upload is checked').toBe(false);
+      const fetched = join(out, 'fetched.tar.zst');
+      const fetch = await runSnap(['fetch', c!.upload!, '-o', fetched], { env });
+      expect(fetch.exitCode, fetch.stderr).toBe(0);
+      const manifest = await readBundleManifest(fetched);
+      expect(manifest.watch).toMatchObject({ trigger: 'threads', capture: 1 });
+      expect(manifest.target.pid).toBe(t.pid);
+      expect(stateOf(t.pid)).toBe('S');
+    });
+  });
+});
+
+describe('--follow', () => {
+  it('a named target that exits is looked for again, without a capture, and watched once it is back under the same name', async () => {
+    const m = marker('follow');
+    const first = await startSleeper(m);
+    const out = makeTempDir('snap-test-watch-');
+    const w = startWatch(['--name', m, '--follow', '--on-signal', 'USR1', '-n', '1', '--then', 'core-only', '--output-dir', out]);
+    await w.waitFor('watching');
+    process.kill(first.pid, 'SIGKILL');
+    expect(await w.waitFor('target-gone')).toMatchObject({ pid: first.pid });
+    // Gone for a few polls: nothing is captured meanwhile.
+    await new Promise((r) => setTimeout(r, 2500));
+    const second = await startSleeper(m);
+    expect(await w.waitFor('target-back')).toMatchObject({ pid: second.pid, previous: first.pid });
+    w.run.child.kill('SIGUSR1');
+    expectWatchOk(await w.result);
+    expect(w.events.map((e) => e.event)).toEqual(['watching', 'target-gone', 'target-back', 'fired', 'captured', 'stopped']);
+    const manifest = await readBundleManifest(captured(w)[0]!.bundle);
+    expect(manifest.target.pid).toBe(second.pid);
+    expect(manifest.targetNaming).toMatchObject({ by: 'name', pid: second.pid });
+    expect(stateOf(second.pid)).toBe('S');
+  });
+
+  it('--follow with a pid is refused: a pid is not given again to a restarted process', async () => {
+    const r = await runSnap(['watch', String(process.pid), '--threads', '1', '--follow'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('--follow is for a named target');
   });
 });

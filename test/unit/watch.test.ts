@@ -1,6 +1,7 @@
 // The watch's decisions without a process: each trigger's "did it fire" over samples, the units people write, the
 // memory cgroup of a /proc/PID/cgroup text, a probe against servers that answer, fail and hang, and the loop with a
-// fake capture (count, cooldown, a locked tree skipped, a stop asked for).
+// fake capture (count, cooldown, a locked tree skipped, a stop asked for, a target followed through a restart).
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LockedError, UsageError } from '../../src/errors.js';
@@ -197,7 +198,7 @@ describe('the loop', () => {
       capture: async ({ record }) => {
         records.push(record.capture);
         expect(record.samples.length).toBeGreaterThan(0);
-        return `/b${record.capture}`;
+        return { bundle: `/b${record.capture}` };
       },
       onEvent: (e) => events.push(e),
     });
@@ -213,7 +214,7 @@ describe('the loop', () => {
       target: self, label: 'self', triggers: [fakeTrigger(() => true)], count: 1, cooldownMs: 0, pollMs: 10, stop: new AbortController().signal,
       capture: async () => {
         if (++calls === 1) throw new LockedError('another snap (pid 1) is working on process 2', 'wait');
-        return '/b';
+        return { bundle: '/b' };
       },
       onEvent: (e) => events.push(e),
     });
@@ -224,9 +225,9 @@ describe('the loop', () => {
   it('stop asked for: the watch ends without a capture; --until passed: it ends', async () => {
     const stop = new AbortController();
     setTimeout(() => stop.abort('SIGTERM'), 50);
-    const stopped = await watch({ target: self, label: 'self', triggers: [fakeTrigger(() => false)], count: 1, cooldownMs: 0, pollMs: 10, stop: stop.signal, capture: async () => '/b', onEvent: () => undefined });
+    const stopped = await watch({ target: self, label: 'self', triggers: [fakeTrigger(() => false)], count: 1, cooldownMs: 0, pollMs: 10, stop: stop.signal, capture: async () => ({ bundle: '/b' }), onEvent: () => undefined });
     expect(stopped).toEqual({ reason: 'signal', captures: 0, bundles: [] });
-    const until = await watch({ target: self, label: 'self', triggers: [fakeTrigger(() => false)], count: 1, cooldownMs: 0, pollMs: 10, untilMs: Date.now() + 50, stop: new AbortController().signal, capture: async () => '/b', onEvent: () => undefined });
+    const until = await watch({ target: self, label: 'self', triggers: [fakeTrigger(() => false)], count: 1, cooldownMs: 0, pollMs: 10, untilMs: Date.now() + 50, stop: new AbortController().signal, capture: async () => ({ bundle: '/b' }), onEvent: () => undefined });
     expect(until.reason).toBe('until');
   });
 
@@ -236,10 +237,62 @@ describe('the loop', () => {
       target: self, label: 'self', triggers: [fakeTrigger(() => true)], count: 2, cooldownMs: 300, pollMs: 10, stop: new AbortController().signal,
       capture: async () => {
         at.push(Date.now());
-        return '/b';
+        return { bundle: '/b' };
       },
       onEvent: () => undefined,
     });
     expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(300);
+  });
+
+  it('--follow: a target that exits is looked for once a poll without a capture, and watched again once it is back', async () => {
+    const first = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const second = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      const before = captureIdentity(first.pid!);
+      const after = captureIdentity(second.pid!);
+      const events: WatchEvent[] = [];
+      const captured: number[] = [];
+      let looks = 0;
+      let armed = false;
+      const outcome = await watch({
+        target: before, label: 'name sleep', triggers: [fakeTrigger(() => armed)], count: 1, cooldownMs: 0, pollMs: 10, stop: new AbortController().signal,
+        resolveAgain: async () => {
+          // Three polls with nothing of that name, then the restarted one.
+          if (++looks < 4) return undefined;
+          armed = true;
+          return after;
+        },
+        capture: async ({ target }) => {
+          captured.push(target.pid);
+          return { bundle: '/b' };
+        },
+        onEvent: (e) => {
+          events.push(e);
+          if (e.event === 'watching') first.kill('SIGKILL');
+        },
+      });
+      expect(outcome).toMatchObject({ reason: 'count', captures: 1 });
+      expect(looks).toBe(4);
+      expect(captured).toEqual([after.pid]);
+      expect(events.map((e) => e.event)).toEqual(['watching', 'target-gone', 'target-back', 'fired', 'captured', 'stopped']);
+      expect(events[1]).toMatchObject({ pid: before.pid });
+      expect(events[2]).toMatchObject({ pid: after.pid, previous: before.pid });
+    } finally {
+      first.kill('SIGKILL');
+      second.kill('SIGKILL');
+    }
+  });
+
+  it('without --follow, a target that exits ends the watch', async () => {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const id = captureIdentity(child.pid!);
+    const outcome = await watch({
+      target: id, label: 'pid', triggers: [fakeTrigger(() => false)], count: 1, cooldownMs: 0, pollMs: 10, stop: new AbortController().signal,
+      capture: async () => ({ bundle: '/b' }),
+      onEvent: (e) => {
+        if (e.event === 'watching') child.kill('SIGKILL');
+      },
+    });
+    expect(outcome.reason).toBe('target-gone');
   });
 });
