@@ -2,7 +2,7 @@
 # `npm run build:deb`: build/procsnap_VERSION_amd64.deb, a full install for a Debian 12 host without Node.js or a
 # checkout: the standalone executable as /usr/bin/procsnap, the private CRIU 4.2 and gdb 16 prefixes setup made in
 # /opt/procsnap (run through their own loaders, so they need nothing newer from the system), the man page and the
-# bash completion. `apt install ./build/procsnap_VERSION_amd64.deb` also brings what snap uses when present (zstd, python3, iptables).
+# bash completion, and the unit that runs `procsnap watch` as a service. `apt install ./build/procsnap_VERSION_amd64.deb` also brings what snap uses when present (zstd, python3, iptables).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -25,6 +25,8 @@ rm -f "$pkg/opt/procsnap/bin/crit" # crit is only a test reference
 gzip -9n <dist/man/procsnap.1 >"$pkg/usr/share/man/man1/procsnap.1.gz"
 install -m 644 dist/completion/procsnap "$pkg/usr/share/bash-completion/completions/procsnap"
 install -m 644 README.md "$pkg/usr/share/doc/procsnap/README.md"
+# The watch as a service, one instance per watched service (README: "watch as a service"); not enabled by the install.
+install -D -m 644 deploy/procsnap-watch@.service "$pkg/lib/systemd/system/procsnap-watch@.service"
 size_kib=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
 cat >"$pkg/DEBIAN/control" <<EOF
 Package: procsnap

@@ -1,7 +1,11 @@
 // The watch's decisions without a process: each trigger's "did it fire" over samples, the units people write, the
 // memory cgroup of a /proc/PID/cgroup text, a probe against servers that answer, fail and hang, and the loop with a
-// fake capture (count, cooldown, a locked tree skipped, a stop asked for, a target followed through a restart).
-import { spawn } from 'node:child_process';
+// fake capture (count, cooldown, a locked tree skipped, a stop asked for, a target followed through a restart); and the
+// systemd unit that runs the watch as a service.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LockedError, UsageError } from '../../src/errors.js';
@@ -294,5 +298,34 @@ describe('the loop', () => {
       },
     });
     expect(outcome.reason).toBe('target-gone');
+  });
+});
+
+const hasSystemdAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
+
+describe('deploy/procsnap-watch@.service', () => {
+  const unit = readFileSync(new URL('../../deploy/procsnap-watch@.service', import.meta.url), 'utf8');
+
+  it('runs the installed procsnap with the instance\'s arguments, and stops it alone, letting a capture finish', () => {
+    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/procsnap watch \$PROCSNAP_WATCH_ARGS$/m);
+    expect(unit).toMatch(/^EnvironmentFile=\/etc\/procsnap\/watch\/%i\.conf$/m);
+    expect(unit).toMatch(/^KillMode=mixed$/m);
+  });
+
+  // Not skipped quietly: the reason is in the test's name.
+  it.skipIf(!hasSystemdAnalyze)(`systemd-analyze verify accepts an instance of it${hasSystemdAnalyze ? '' : ' (skipped: systemd-analyze is not installed)'}`, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'snap-unit-'));
+    try {
+      // verify checks that ExecStart's program exists: the checkout's own launcher stands in for /usr/bin/procsnap.
+      const launcher = new URL('../../bin/snap', import.meta.url).pathname;
+      const file = join(dir, 'procsnap-watch@api.service');
+      writeFileSync(file, unit.replace('/usr/bin/procsnap', launcher));
+      const r = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      // An unknown or misspelt key is only a warning (exit 0): none may name the unit.
+      expect(r.stderr.split('\n').filter((l) => l.includes('procsnap-watch@'))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
