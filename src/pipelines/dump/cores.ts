@@ -2,6 +2,7 @@
 // core: by gdb's gcore while the tree is frozen, or, with --short-freeze, built from criu's images after release.
 
 import { closeSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { InterruptedError, StepFailedError, StepTimeoutError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
@@ -179,17 +180,37 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
     // The images name a process by its pid in the tree's own PID namespace; the core is named by the host's pid.
     const hostOf = new Map(s.members.map((m) => [s.container ? m.innerPid : m.id.pid, m.id.pid]))
     const pids = dumped.map((t) => ({ image: t.pid, host: hostOf.get(t.pid) })).filter((p): p is { image: number; host: number } => p.host !== undefined && wanted.has(p.host))
-    for (const { image, host: pid } of pids) {
+    // A core's building mostly waits on the disk (copies into the core, reads for its recipe's hashes), so several
+    // are built at once; what each adds to the bundle is added in the tree's order once all are built.
+    const build = async ({ image, host: pid }: { image: number; host: number }) => {
       const file = join(s.workDir!, `core.${pid}`)
       const built = await s.budget.unlessStopped(
         writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file }),
         `building the core of ${pid}`,
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)
-      for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
       // Each page of memory stored once: the bundle keeps the core as a recipe over the images it was built from,
       // and `snap core` rebuilds it, byte for byte (its sha256 is recorded here).
       const recipe = await writeRecipe(file, built.layout, s.imagesDir, join(s.workDir!, `core-blob.${pid}`))
+      return { pid, file, built, recipe }
+    }
+    const done: Awaited<ReturnType<typeof build>>[] = []
+    let next = 0
+    let failed = false
+    await Promise.all(
+      Array.from({ length: Math.min(pids.length, Math.max(2, availableParallelism())) }, async () => {
+        // One failure fails the stage: no other core is started after it.
+        while (next < pids.length && !failed) {
+          const i = next++
+          done[i] = await build(pids[i]!).catch((e: unknown) => {
+            failed = true
+            throw e
+          })
+        }
+      }),
+    )
+    for (const { pid, file, built, recipe } of done) {
+      for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
       const blob = keepAsRecipe(s, pid, recipe)
       // The core itself stays in the work directory (not in the bundle) until its stacks are read.
       s.coreFiles.set(pid, file)
