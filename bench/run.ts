@@ -6,7 +6,8 @@
 //
 //   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  BENCH_SHAPES=0 (skip
 //   the shapes)  BENCH_CONNECTIONS=none  BENCH_FIXED=0 (skip the fixed costs)  BENCH_CORE_ONLY=0  BENCH_TREE=0 (skip
-//   the 101-process tree)  BENCH_TREE_WORKERS=100  BENCH_TREE_OLD=0 (skip its one-gdb-per-process run)  npm run bench
+//   the 101-process tree)  BENCH_TREE_WORKERS=100  BENCH_TREE_OLD=0 (skip its one-gdb-per-process run)
+//   BENCH_WATCH=none (or the tree sizes the watcher's CPU is measured on, 1,100 by default)  BENCH_WATCH_SECONDS=60  npm run bench
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -14,6 +15,7 @@ import { join } from 'node:path'
 import { connectionsBench, connectionsTable } from './connections.ts'
 import { coreOnlyBench, coreOnlyTable } from './core-only.ts'
 import { fixedCostsBench, fixedCostsTable } from './fixed-costs.ts'
+import { watchCpuBench, watchCpuTable } from './watch.ts'
 import { treeStacksBench, treeStacksTable } from './tree-stacks.ts'
 
 const root = new URL('..', import.meta.url).pathname
@@ -402,6 +404,9 @@ async function main(): Promise<void> {
   // BENCH_CORE_ONLY=0 skips --core-only (native and gcore) against bare criu.
   const coreOnlyRows = process.env.BENCH_CORE_ONLY === '0' ? [] : await coreOnlyBench({ snapBin, worker, criu, baseDir, rounds, log })
   const treeRow = process.env.BENCH_TREE === '0' ? undefined : await treeStacksBench({ snapBin, criu, baseDir, rounds, log, workers: Number(process.env.BENCH_TREE_WORKERS ?? 100), perProcess: process.env.BENCH_TREE_OLD !== '0' })
+  // BENCH_WATCH=1,100 (the default): the watcher's CPU at 1 s polling on trees of those sizes; =none skips it.
+  const watchSizes = process.env.BENCH_WATCH === 'none' ? [] : (process.env.BENCH_WATCH ?? '1,100').split(',').map(Number)
+  const watchRows = await watchCpuBench({ snapBin, baseDir, rounds, seconds: Number(process.env.BENCH_WATCH_SECONDS ?? 60), sizes: watchSizes, log })
   const startup = startupTimes()
   const peak64 = (rows[0] as { snap: { peakKiB: number } } | undefined)?.snap.peakKiB ?? 1
   const md = [
@@ -438,11 +443,12 @@ async function main(): Promise<void> {
     ...connectionsTable(connRows),
     ...fixedCostsTable(fixedRow),
     ...coreOnlyTable(coreOnlyRows),
+    ...watchCpuTable(watchRows),
     ...treeStacksTable(treeRow),
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
     `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, coreOnly: coreOnlyRows, tree: treeRow, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, coreOnly: coreOnlyRows, watch: watchRows, tree: treeRow, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
   writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
   process.stdout.write(md + '\n')

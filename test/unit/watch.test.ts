@@ -1,11 +1,11 @@
 // The watch's decisions without a process: each trigger's "did it fire" over samples, the units people write, the
 // memory cgroup of a /proc/PID/cgroup text, a probe against servers that answer, fail and hang, and the loop with a
 // fake capture (count, cooldown, a locked tree skipped, a stop asked for, a target followed through a restart); and the
-// systemd unit that runs the watch as a service.
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// systemd unit that runs the watch as a service; one poll's /proc readings of a real tree.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LockedError, UsageError } from '../../src/errors.js';
@@ -14,6 +14,7 @@ import { parseCgroupMounts } from '../../src/targets/cgroup.js';
 import { fullest, memoryCgroupOf, parseLimit } from '../../src/watch/cgroup-memory.js';
 import { cpuPercent, cpuTrigger } from '../../src/watch/cpu.js';
 import { watch, type WatchEvent } from '../../src/watch/loop.js';
+import { PollReadings } from '../../src/watch/proc-readings.js';
 import { captureName, planWatch } from '../../src/watch/plan.js';
 import { parseProbe, probeOnce, probeTrigger } from '../../src/watch/probe.js';
 import { rssTrigger } from '../../src/watch/rss.js';
@@ -326,6 +327,42 @@ describe('deploy/procsnap-watch@.service', () => {
       expect(r.stderr.split('\n').filter((l) => l.includes('procsnap-watch@'))).toEqual([]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('one poll of /proc', () => {
+  it('the tree finds a child of the main thread and a child forked by a second thread; descriptors counted as the fd directory lists them', async () => {
+    const ready = join(mkdtempSync(join(tmpdir(), 'snap-readings-')), 'ready');
+    const code = [
+      'import os, sys, threading, time',
+      'def fork_one():',
+      '    if os.fork() == 0:',
+      '        while True: time.sleep(1)',
+      'fork_one()',
+      't = threading.Thread(target=lambda: (fork_one(), time.sleep(1e6)), daemon=True)',
+      't.start()',
+      'time.sleep(0.5)',
+      'open(sys.argv[1], "w").write("ready")',
+      'while True: time.sleep(1)',
+    ].join('\n');
+    const root = spawn('/usr/bin/python3', ['-c', code, ready], { stdio: 'ignore', detached: true });
+    try {
+      for (let i = 0; i < 200 && !existsSync(ready); i++) await new Promise((r) => setTimeout(r, 50));
+      const readings = new PollReadings();
+      const tree = readings.tree(root.pid!);
+      expect(tree[0]).toBe(root.pid);
+      expect(tree).toHaveLength(3);
+      expect(readings.threadCount(root.pid!)).toBe(2);
+      for (const pid of tree) expect(readings.fdCount(pid)).toBe(readdirSync(`/proc/${pid}/fd`).length);
+      // The numbers parsed from the bytes are the ones the text says (the tree sleeps: nothing moves).
+      const statText = readFileSync(`/proc/${root.pid}/stat`, 'utf8');
+      const fields = statText.slice(statText.lastIndexOf(')') + 2).split(' ');
+      expect(readings.cpuTicks(root.pid!)).toBe(Number(fields[11]) + Number(fields[12]));
+      expect(readings.rssBytes(root.pid!)).toBe(Number(readFileSync(`/proc/${root.pid}/statm`, 'utf8').split(' ')[1]) * Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' })));
+    } finally {
+      process.kill(-root.pid!, 'SIGKILL');
+      rmSync(dirname(ready), { recursive: true, force: true });
     }
   });
 });
