@@ -187,7 +187,10 @@ describe('a running 4-thread target, dumped once', () => {
       expect(restoredPid).toBe(target.pid);
       expect(readdirSync(`/proc/${restoredPid}/task`)).toHaveLength(4);
       expect(target.isAlive()).toBe(true); // the pid runs the worker with this target's own progress file
-      // It was SIGSTOP-stopped at the dump point, and comes back stopped: nothing written yet.
+      // It was SIGSTOP-stopped at the dump point, and comes back stopped: nothing written yet. criu resumes a restored
+      // task with the SIGSTOP pending, and it is taken on the way back to user space: a busy host can show the threads
+      // runnable (R) for a moment before that, never running a step of their own.
+      await waitFor(() => target.threadStates().every((st) => st === 'T'), { what: 'the restored threads to take their SIGSTOP', detail: () => target.threadStates().join(',') });
       expectAllThreadsStopped(target);
       expect(target.readProgress().ticks).toBe(ticksAtKill);
 

@@ -86,15 +86,16 @@ async function startService(m: string): Promise<{ pid: number; port: number }> {
 const captured = (w: Watching) => w.events.filter((e): e is Extract<WatchEvent, { event: 'captured' }> => e.event === 'captured');
 
 describe('triggers', () => {
-  it('--cpu 80 --for 2s: a /spin request burning a CPU is captured, its stacks show the spinning function, and the service still answers', async () => {
+  it('--cpu 30 --for 2s: a /spin request burning a CPU is captured, its stacks show the spinning function, and the service still answers', async () => {
     const m = marker('spin');
     const svc = await startService(m);
     const out = makeTempDir('snap-test-watch-');
-    const w = startWatch(['--name', m, '--cpu', '80', '--for', '2s', '-n', '1', '--output-dir', out]);
+    const w = startWatch(['--name', m, '--cpu', '30', '--for', '2s', '-n', '1', '--output-dir', out]);
     await w.waitFor('watching');
-    // A spinning thread of the service and four processes it forks: the tree's CPU stays above 80% of one CPU even
-    // on a host whose other work keeps both CPUs busy, where one spinning thread may get less.
-    await httpGet(svc.port, '/spin?s=10&p=4');
+    // A spinning thread of the service and four processes it forks. The idle service uses next to nothing; spinning,
+    // its tree got 45-77% of a CPU on a host whose other work kept both CPUs busy, so the threshold is one any spin
+    // crosses there and no idle service does.
+    await httpGet(svc.port, '/spin?s=20&p=4');
     const r = await w.result;
     expectWatchOk(r);
     const [c] = captured(w);
@@ -102,10 +103,10 @@ describe('triggers', () => {
     expect(c!.bundle.startsWith(join(out, `snap-python3-${svc.pid}-cpu-1-`))).toBe(true);
     const manifest = await readBundleManifest(c!.bundle);
     expect(schemaProblems(manifest)).toEqual([]);
-    expect(manifest.watch).toMatchObject({ trigger: 'cpu', condition: 'cpu above 80% for 2s', capture: 1 });
-    // The run that fired spans --for: at least three readings a second apart, each at or above 80.
+    expect(manifest.watch).toMatchObject({ trigger: 'cpu', condition: 'cpu above 30% for 2s', capture: 1 });
+    // The run that fired spans --for: at least three readings a second apart, each at or above 30.
     expect(manifest.watch!.samples.length).toBeGreaterThanOrEqual(3);
-    for (const s of manifest.watch!.samples) expect(s.value).toBeGreaterThanOrEqual(80);
+    for (const s of manifest.watch!.samples) expect(s.value).toBeGreaterThanOrEqual(30);
     expect(manifest.targetNaming).toMatchObject({ by: 'name', pid: svc.pid });
     expect(manifest.mode).not.toBe('core-only');
     expect((await httpGet(svc.port, '/')).status).toBe(200);
