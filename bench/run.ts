@@ -7,7 +7,8 @@
 //   BENCH_SIZES=64,512,2048 (MiB of non-zero memory)  BENCH_ROUNDS=3  BENCH_DIR=/var/tmp  BENCH_SHAPES=0 (skip
 //   the shapes)  BENCH_CONNECTIONS=none  BENCH_FIXED=0 (skip the fixed costs)  BENCH_CORE_ONLY=0  BENCH_TREE=0 (skip
 //   the 101-process tree)  BENCH_TREE_WORKERS=100  BENCH_TREE_OLD=0 (skip its one-gdb-per-process run)
-//   BENCH_WATCH=none (or the tree sizes the watcher's CPU is measured on, 1,100 by default)  BENCH_WATCH_SECONDS=60  npm run bench
+//   BENCH_WATCH=none (or the tree sizes the watcher's CPU is measured on, 1,100 by default)  BENCH_WATCH_SECONDS=60
+//   BENCH_SHIP=0 (skip a 1 GiB dump plain against --encrypt-to and its --upload to s3rver)  BENCH_SHIP_MIB=1024  npm run bench
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -17,6 +18,7 @@ import { coreOnlyBench, coreOnlyTable } from './core-only.ts'
 import { fixedCostsBench, fixedCostsTable } from './fixed-costs.ts'
 import { watchCpuBench, watchCpuTable } from './watch.ts'
 import { treeStacksBench, treeStacksTable } from './tree-stacks.ts'
+import { shipBench, shipTable } from './encrypt.ts'
 
 const root = new URL('..', import.meta.url).pathname
 const snapBin = join(root, 'bin/snap')
@@ -407,6 +409,8 @@ async function main(): Promise<void> {
   // BENCH_WATCH=1,100 (the default): the watcher's CPU at 1 s polling on trees of those sizes; =none skips it.
   const watchSizes = process.env.BENCH_WATCH === 'none' ? [] : (process.env.BENCH_WATCH ?? '1,100').split(',').map(Number)
   const watchRows = await watchCpuBench({ snapBin, baseDir, rounds, seconds: Number(process.env.BENCH_WATCH_SECONDS ?? 60), sizes: watchSizes, log })
+  // BENCH_SHIP=0 skips a 1 GiB (BENCH_SHIP_MIB) dump plain against --encrypt-to, and its --upload to s3rver.
+  const shipRow = process.env.BENCH_SHIP === '0' ? undefined : await shipBench({ snapBin, worker, nodeBin: join(root, 'node_modules/.bin/node'), root, baseDir, rounds, mib: Number(process.env.BENCH_SHIP_MIB ?? 1024), log })
   const startup = startupTimes()
   const peak64 = (rows[0] as { snap: { peakKiB: number } } | undefined)?.snap.peakKiB ?? 1
   const md = [
@@ -445,10 +449,11 @@ async function main(): Promise<void> {
     ...coreOnlyTable(coreOnlyRows),
     ...watchCpuTable(watchRows),
     ...treeStacksTable(treeRow),
+    ...shipTable(shipRow),
     `Startup: \`snap --version\` ${Math.round(startup.versionMs)} ms, \`snap --help\` ${Math.round(startup.helpMs)} ms, bare \`node -e 0\` ${Math.round(startup.nodeMs)} ms (medians of 7).`,
     `Medians of ${rounds} rounds per size, bare criu, runbook, snap and snap --core gcore alternating. Freeze = the longest gap between the target's own 1 ms ticks.`,
   ].join('\n')
-  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, coreOnly: coreOnlyRows, watch: watchRows, tree: treeRow, startup }, null, 2) + '\n')
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ when: new Date().toISOString(), rows, shapes: shapeRows, connections: connRows, fixedCosts: fixedRow, coreOnly: coreOnlyRows, watch: watchRows, tree: treeRow, ship: shipRow, startup }, null, 2) + '\n')
   writeFileSync(join(outDir, 'results.md'), md + '\n')
   writeFileSync(join(outDir, 'freeze.svg'), chart(chartRows))
   process.stdout.write(md + '\n')
