@@ -14,6 +14,7 @@ export type RefusalCode =
   | 'not-tree-root'
   | 'tool-missing'
   | 'external-unix'
+  | 'traced'
 
 export interface Refusal {
   pid: number
@@ -197,6 +198,20 @@ function capabilityRefusal(facts: TreeFacts, p: ProcessFacts): Refusal | undefin
   }
 }
 
+/** A task another tracer holds stops in ptrace-stop (`t`) for that tracer, never in the group stop snap's SIGSTOP asks
+ *  for: snap could not verify the stop, and its signals would reach the tracer, not the task. The root is refused the
+ *  same way before this (access.ts); this is for every other process of the tree. */
+function tracedRefusal(p: ProcessFacts): Refusal | undefined {
+  if (!p.tracer) return undefined
+  return {
+    pid: p.pid,
+    comm: p.comm,
+    code: 'traced',
+    cause: `it is traced by pid ${p.tracer.pid} (${p.tracer.comm}), and a traced process stops for its tracer, not for SIGSTOP: snap could neither stop it nor put it back`,
+    hint: 'detach that tracer (a debugger, strace) first, then dump again',
+  }
+}
+
 function nestedPidnsRefusal(facts: TreeFacts, root: ProcessFacts, p: ProcessFacts): Refusal | undefined {
   if (p.nsPid.length <= root.nsPid.length) return undefined
   // The init of the deeper namespace, when it is in the tree: pid 1 there, at the same depth.
@@ -289,6 +304,7 @@ export function findRefusals(facts: TreeFacts, options: PlanOptions = {}): Refus
       sysvRefusal(facts, root, p),
       capabilityRefusal(facts, p),
       nestedPidnsRefusal(facts, root, p),
+      tracedRefusal(p),
       externalUnixRefusal(facts, p, treeInodes, coveredInodes),
     ])
       if (r) out.push(r)

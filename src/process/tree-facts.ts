@@ -58,6 +58,8 @@ export interface ProcessFacts {
   ioUringFds: number[]
   sockets: HeldSocket[]
   locks: HeldLock[]
+  /** Its tracer (TracerPid), when something ptraces it: a traced task stops for its tracer, not for SIGSTOP. */
+  tracer?: { pid: number; comm: string }
 }
 
 /** A process above the root: only what the shared-socket walk needs. */
@@ -226,7 +228,13 @@ function readProcessFacts(pid: number, links: FdLink[], sockets: HeldSocket[], p
     ioUringFds: links.filter((l) => l.link === IO_URING_LINK).map((l) => l.fd),
     sockets,
     locks: readLocks(pid, links, procLocks),
+    ...tracerOf(status),
   }
+}
+
+function tracerOf(status: Record<string, string>): { tracer?: { pid: number; comm: string } } {
+  const pid = Number(status['TracerPid'] ?? 0)
+  return pid > 0 ? { tracer: { pid, comm: readStatStrict(pid)?.comm ?? 'unknown' } } : {}
 }
 
 function readSnapFacts(): SnapFacts {
