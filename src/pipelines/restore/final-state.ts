@@ -7,7 +7,7 @@ import { RestoreFailedError, RollbackIncompleteError } from '../../errors.js'
 import { identifiedDescendants, type TargetIdentity } from '../../process/identity.js'
 import { readStat, readThreadStates } from '../../process/proc.js'
 import { innerPidOf, putTreeBack, type TreeMember } from '../../process/tree.js'
-import { manifestOf, keepsHostPids, STATE_WAIT_MS, timed, type RestoredProcess, type RestoreRunState } from './state.js'
+import { manifestOf, keepsHostPids, STATE_WAIT_MS, timed, warn, type RestoredProcess, type RestoreRunState } from './state.js'
 
 export async function applyFinalState(s: RestoreRunState, root: TargetIdentity, final: 'running' | 'stopped'): Promise<RestoredProcess[]> {
   return timed(s, 'final-state', async () => {
@@ -27,10 +27,13 @@ export async function applyFinalState(s: RestoreRunState, root: TargetIdentity, 
       if (e instanceof RollbackIncompleteError) throw new RestoreFailedError(`a restored ${e.message}`)
       throw e
     }
+    // The root gone is a failed restore. A child that exits once it runs (a short-lived worker, a fork that was about
+    // to end) does what it did in the original: said, and not a reason to kill the rest of the tree.
     const gone = outcomes.filter((o) => o.left === 'gone')
-    if (gone.length > 0) throw new RestoreFailedError(`restored process ${gone.map((g) => `${g.pid} (${g.comm})`).join(', ')} exited before it was left ${final}`)
+    if (gone.some((g) => g.pid === root.pid)) throw new RestoreFailedError(`the restored root ${root.pid} exited before it was left ${final}`)
+    for (const g of gone) warn(s, `restored process ${g.pid} (${g.comm}) exited as soon as it ran (${g.check === 'reused' ? 'its pid was taken again' : 'it ended'}); the rest of the tree is ${final}`)
     // Workers first, as they were resumed.
-    return outcomes.map((o) => ({ pid: o.pid, left: o.left === 'running' ? 'running' : 'stopped' }) satisfies RestoredProcess).reverse()
+    return outcomes.filter((o) => o.left !== 'gone').map((o) => ({ pid: o.pid, left: o.left === 'running' ? 'running' : 'stopped' }) satisfies RestoredProcess).reverse()
   })
 }
 
