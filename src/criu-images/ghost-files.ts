@@ -50,6 +50,21 @@ export function readGhostFiles(imagesDir: string): Map<number, GhostContent> {
   return out
 }
 
+/**
+ * The files.img ids of every file criu remapped (a ghost it carries, or a deleted file it linked back under another
+ * name): criu restores those from its own images, so no file now at their old path has to match them.
+ */
+export function remappedFileIds(imagesDir: string): Set<number> {
+  const out = new Set<number>()
+  const remap = join(imagesDir, 'remap-fpath.img')
+  if (!existsSync(remap)) return out
+  for (const entry of imageEntries(readBoundedRegularFile(remap, 16 << 20), REMAP_FPATH_MAGIC, 'remap-fpath.img')) {
+    const origId = uintField(decodeMessage(entry), REMAP_FILE_PATH_ENTRY.orig_id)
+    if (origId !== undefined) out.add(origId)
+  }
+  return out
+}
+
 function readGhostContent(image: string): GhostContent {
   const fd = openSync(image, 'r')
   try {

@@ -9,6 +9,7 @@ import { bytesText } from '../bundle/entry-bounds.js'
 import { credsFromCore, threadCredsFromCore, type ImageCreds, type ThreadCreds } from './creds.js'
 import { ImageFormatError, ImageLimitError } from './errors.js'
 import { filesFromImage, regularFilePaths, type FilesImage } from './files.js'
+import { remappedFileIds } from './ghost-files.js'
 import { CORE_MAGIC, imageEntries, MAX_IMAGE_BYTES } from './image-file.js'
 import { mmExeFileId, mmSummary } from './mm.js'
 import { readPstreeImage, type DumpedTask } from './pstree.js'
@@ -120,9 +121,11 @@ function exeFromImages(imagesDir: string, files: FilesImage | undefined, pid: nu
 
 /** Regular files with the size criu saw at the freeze: criu refuses a restore where one has another size. Each
  *  path once: files.img has an entry a file, and a file opened many times is checked once. */
-function regularFiles(files: FilesImage): { path: string; size: number }[] {
+function regularFiles(files: FilesImage, remapped: Set<number>): { path: string; size: number }[] {
   const out = new Map<string, { path: string; size: number }>()
-  for (const { path, size } of files.regular.values()) {
+  for (const [id, { path, size }] of files.regular) {
+    // Deleted while open: criu brings it back from its own images, whatever now has that path.
+    if (remapped.has(id)) continue
     const abs = path.startsWith('/') ? path : `/${path}`
     if (size !== undefined) out.set(`${size} ${abs}`, { path: abs, size })
   }
@@ -157,7 +160,7 @@ export function readImageIdentity(imagesDir: string): ImageIdentity {
       if (!unreadable(e)) throw e
     }
   }
-  return { tree, threads: readThreadCreds(imagesDir, tree), creds, comm, exe, files: files ? regularFiles(files) : [] }
+  return { tree, threads: readThreadCreds(imagesDir, tree), creds, comm, exe, files: files ? regularFiles(files, remappedFileIds(imagesDir)) : [] }
 }
 
 /** The executable of one process of the images' tree as criu recorded it, or undefined when the images do not say. */
