@@ -5,7 +5,7 @@
 // `snap stacks` take 4.8 GB; a recipe of 3.8 million pieces made `snap core` take 1.16 GB.
 
 import { statSync } from 'node:fs'
-import { processStacksShape, type ProcessStacks } from '../analysis/stacks.js'
+import { processStacksShape, type ProcessStacks } from '../analysis/stacks-model.js'
 import { MAX_PIECES, recipeReader, type RecipeLimits, type RecipeTable } from '../corefile/recipe.js'
 import { BundleInvalidError } from '../errors.js'
 import { BoundedReadError, readFileThrough, type ChunkReader } from './bounded-read.js'

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { onlyLanguage, stacksLines, STACKS_LANGUAGES, type StacksLanguage } from '../analysis/stacks.js'
+import { onlyLanguage, stacksLines, STACKS_LANGUAGES, type StacksLanguage } from '../analysis/stacks-render.js'
 import { readStacks, type StacksResult } from '../analysis/stacks-read.js'
 import { UsageError } from '../errors.js'
 import { parsePid } from '../process/access.js'

@@ -7,7 +7,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { detectRuntime, fileNoteOf, goVersionOfBuildInfo, goVersionOfExecutable, mappedFilesOfCore } from '../../src/analysis/runtimes/detect.js';
 import { goroutinesWithin, parseGoroutines } from '../../src/analysis/runtimes/go.js';
 import { parseJstack } from '../../src/analysis/runtimes/java.js';
-import { onlyLanguage, type ProcessStacks } from '../../src/analysis/stacks.js';
+import type { ProcessStacks } from '../../src/analysis/stacks-model.js';
+import { onlyLanguage } from '../../src/analysis/stacks-render.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { fileNote } from '../../src/corefile/notes.js';
 

@@ -1,7 +1,8 @@
 // stacks.txt shows the processes whose stacks are the same once, with their count and pids: what makes two stacks
 // the same (names, states and frames thread by thread; not tids, not the pcs of named frames) and how pids are listed.
 import { describe, expect, it } from 'vitest';
-import { compactPids, identicalStacks, renderStacks, type ProcessStacks } from '../../src/analysis/stacks.js';
+import type { ProcessStacks } from '../../src/analysis/stacks-model.js';
+import { compactPids, identicalStacks, renderStacks } from '../../src/analysis/stacks-render.js';
 
 const frame = (pc: string, fn: string | null, line: number | null = 10) => ({ pc, function: fn, file: fn ? 'w.c' : null, line: fn ? line : null, library: null });
 const proc = (pid: number, pcBase = 0x1000, fn = 'wait_here', extra: Partial<ProcessStacks> = {}): ProcessStacks => ({

@@ -4,7 +4,9 @@
 
 import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { compactPids, renderStacks, stacksFromCores, type CoreToUnwind, type ProcessStacks } from '../../analysis/stacks.js'
+import type { ProcessStacks } from '../../analysis/stacks-model.js'
+import { compactPids, renderStacks } from '../../analysis/stacks-render.js'
+import { stacksFromCores, type CoreToUnwind } from '../../analysis/stacks.js'
 import { exeOfProcess } from '../../criu-images/identity.js'
 import { readLink } from '../../process/proc.js'
 import { isOutputFault } from './output-fault.js'
