@@ -116,9 +116,9 @@ const align4 = (n: number) => (n + 3) & ~3
 const GO_BUILDINFO_MAGIC = Buffer.from('\xff Go buildinf:', 'latin1')
 const MAX_SECTIONS = 1 << 16
 
-/** The Go version an ELF executable's `.go.buildinfo` section names ("" when its format keeps it behind pointers,
- *  before Go 1.18), or undefined for an executable that is not Go's or cannot be read. */
-export function goVersionOfExecutable(path: string): string | undefined {
+/** Runs `look` on a 64-bit little-endian ELF file (its 64-byte header given, and a reader of its bytes by offset);
+ *  undefined for anything else, or a file that cannot be opened. */
+function withElf64<T>(path: string, look: (read: (at: number, n: number) => Buffer, header: Buffer) => T | undefined): T | undefined {
   let fd: number
   try {
     fd = openSync(path, 'r')
@@ -132,6 +132,16 @@ export function goVersionOfExecutable(path: string): string | undefined {
     }
     const eh = read(0, 64)
     if (eh.length < 64 || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1) return undefined
+    return look(read, eh)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** The Go version an ELF executable's `.go.buildinfo` section names ("" when its format keeps it behind pointers,
+ *  before Go 1.18), or undefined for an executable that is not Go's or cannot be read. */
+export function goVersionOfExecutable(path: string): string | undefined {
+  return withElf64(path, (read, eh) => {
     const shoff = Number(eh.readBigUInt64LE(40))
     const shentsize = eh.readUInt16LE(58)
     const shnum = eh.readUInt16LE(60)
@@ -149,9 +159,7 @@ export function goVersionOfExecutable(path: string): string | undefined {
       return goVersionOfBuildInfo(read(Number(h.readBigUInt64LE(24)), 32 + 10 + 256))
     }
     return undefined
-  } finally {
-    closeSync(fd)
-  }
+  })
 }
 
 /** The version in the head of a `.go.buildinfo` section: its magic, pointer size, flags, and (flags bit 2, Go 1.18
@@ -175,19 +183,7 @@ const NT_GNU_BUILD_ID = 3
 
 /** The GNU build id of an ELF file (hex), from its PT_NOTE segments; undefined when it has none or cannot be read. */
 export function buildIdOf(path: string): string | undefined {
-  let fd: number
-  try {
-    fd = openSync(path, 'r')
-  } catch {
-    return undefined
-  }
-  try {
-    const read = (at: number, n: number): Buffer => {
-      const b = Buffer.alloc(n)
-      return b.subarray(0, readSync(fd, b, 0, n, at))
-    }
-    const eh = read(0, 64)
-    if (eh.length < 64 || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1) return undefined
+  return withElf64(path, (read, eh) => {
     const phoff = Number(eh.readBigUInt64LE(32))
     const phentsize = eh.readUInt16LE(54)
     const phnum = eh.readUInt16LE(56)
@@ -207,7 +203,5 @@ export function buildIdOf(path: string): string | undefined {
       }
     }
     return undefined
-  } finally {
-    closeSync(fd)
-  }
+  })
 }
