@@ -20,26 +20,8 @@ export interface TreeStacksRow {
   perProcessStacksMs?: number
 }
 
-// The workers' code is a function the parent never runs: each child runs it first, so all take the same path.
-const POOL = `
-import os, sys, threading, time
-def nap():
-    time.sleep(100000)
-def work(ready):
-    threading.Thread(target=nap, name='napper', daemon=True).start()
-    open(ready + '.' + str(os.getpid()), 'w').close()
-    time.sleep(100000)
-kids = []
-for _ in range(int(sys.argv[1])):
-    pid = os.fork()
-    if pid == 0:
-        work(sys.argv[2])
-        os._exit(0)
-    kids.append(pid)
-open(sys.argv[2], 'w').write(' '.join(map(str, kids)))
-for _ in kids:
-    os.wait()
-`
+// The pool of identical workers the stacks tests dump too.
+const POOL = new URL('../test/fixtures/pool.py', import.meta.url).pathname
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
@@ -56,7 +38,7 @@ interface Options {
 
 async function startPool(workers: number, work: string): Promise<{ root: number; kids: number[] }> {
   const ready = join(work, `ready-${Math.random().toString(16).slice(2)}`)
-  const child = spawn('/usr/bin/python3', ['-c', POOL, String(workers), ready], { detached: true, stdio: 'ignore' })
+  const child = spawn('/usr/bin/python3', [POOL, String(workers), ready], { detached: true, stdio: 'ignore' })
   child.unref()
   const end = performance.now() + 120_000
   for (;;) {

@@ -7,31 +7,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/paths.js';
 import { killPid, readThreadStates, waitFor } from '../helpers/target.js';
 
 const WORKERS = 20;
 
-// The workers' code is a function the parent never runs: each child runs it for the first time, so CPython's
-// adaptive interpreter takes the same path in all of them and their native frames are the same.
-const POOL = `
-import os, sys, threading, time
-def nap():
-    time.sleep(100000)
-def work(ready):
-    threading.Thread(target=nap, name='napper', daemon=True).start()
-    open(ready + '.' + str(os.getpid()), 'w').close()
-    time.sleep(100000)
-kids = []
-for _ in range(int(sys.argv[1])):
-    pid = os.fork()
-    if pid == 0:
-        work(sys.argv[2])
-        os._exit(0)
-    kids.append(pid)
-open(sys.argv[2], 'w').write(' '.join(map(str, kids)))
-for _ in kids:
-    os.wait()
-`;
+/** The pool of identical workers (test/fixtures/pool.py). */
+const POOL = join(repoRoot, 'test', 'fixtures', 'pool.py');
 
 interface Stacks {
   pid: number;
@@ -62,7 +44,7 @@ function ranges(pids: number[]): string {
 beforeAll(async () => {
   dir = makeTempDir('snap-stacks-tree-');
   const ready = join(dir, 'ready');
-  pool = spawn('/usr/bin/python3', ['-c', POOL, String(WORKERS), ready], { detached: true, stdio: 'ignore' });
+  pool = spawn('/usr/bin/python3', [POOL, String(WORKERS), ready], { detached: true, stdio: 'ignore' });
   kids = await waitFor(() => existsSync(ready) && readFileSync(ready, 'utf8').trim().split(' ').map(Number), { what: 'the pool to fork', timeoutMs: 30_000 });
   await waitFor(() => kids.every((k) => existsSync(`${ready}.${k}`)), { what: 'every worker to start its thread', timeoutMs: 30_000 });
   threadsOf = new Map([pool.pid!, ...kids].map((p) => [p, readdirSync(`/proc/${p}/task`).map(Number).sort((a, b) => a - b)]));
