@@ -1,12 +1,13 @@
-// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v4.schema.json
-// (and v1 to v3 before it, still read) is its JSON Schema; the tests validate every manifest they produce against the
+// The bundle manifest: what was captured, how, and the sha256 of every artifact. manifests/manifest-v5.schema.json
+// (and v1 to v4 before it, still read) is its JSON Schema; the tests validate every manifest they produce against the
 // schema of its version, so the two agree.
 
 export const MANIFEST_FORMAT = 'procsnap-bundle'
 /** v2: the tree (processes), a core per process, why each criu option, core-only bundles. v3: cores kept as recipes
  *  over the CRIU images (coreStored, coreSha256, artifact kind core-recipe). v4: every thread's credentials
- *  (threadCreds). v1 to v3 bundles still read. */
-export const MANIFEST_SCHEMA_VERSION = 4
+ *  (threadCreds), how the target was named, the watch trigger. v5: the network lock kept for the restore
+ *  (networkLockKept). v1 to v4 bundles still read. */
+export const MANIFEST_SCHEMA_VERSION = 5
 export const OLDEST_READ_SCHEMA_VERSION = 1
 export const MANIFEST_ENTRY = 'manifest.json'
 export const SIGNATURE_ENTRY = 'manifest.sig'
@@ -187,6 +188,9 @@ export interface Manifest {
   targetNaming?: TargetNamingRecord
   /** v4, optional: the trigger that made `snap watch` take this capture. */
   watch?: WatchTriggerRecord
+  /** v5, optional: `dump --leave killed` ended the tree with its TCP connections locked in snap's table, so their peers
+   *  wait for the restore instead of being reset; `snap restore` lifts it once the tree is back. */
+  networkLockKept?: { method: 'snap'; table: string; connections: number }
   /** v2: the tree was a container's: where its root is on the host and the mounts bound in from the host. */
   container?: { rootfs: string; externalMounts: { key: string; hostPath: string; fstype: string }[] }
   normalization: {

@@ -10,6 +10,7 @@ import { criuCheck, findCriu, MIN_CRIU } from '../tools/criu.js'
 import { findGdb, MIN_GDB } from '../tools/gdb.js'
 import { isExecutableFile, locateTool } from '../tools/locate.js'
 import { iptablesCriuRules, nftCriuTables, nftSnapTables, snapTableOwner } from '../tools/network-lock.js'
+import { keptLocks } from '../pipelines/kept-locks.js'
 
 /** Is any criu running on the host (by its executable's name)? */
 function criuRunning(): boolean {
@@ -36,10 +37,13 @@ async function findNetworkLocks(): Promise<DoctorReport['networkLocks']> {
     return { lock: `${tool} ${r.spec}`, remove: `${tool} -D ${r.spec.slice('-A '.length)}`, ownerRunning: running }
   })
   // snap's own lock names its snap: it is an orphan once that snap is gone.
+  // One kept for a restore (dump --leave killed) waits for that restore, not for its snap.
+  const kept = keptLocks()
   const mine = (await nftSnapTables()).map((t) => {
     const owner = snapTableOwner(t)
     const alive = owner !== undefined && readStat(owner.pid)?.startTime === owner.startTime
-    return { lock: `nftables table inet ${t} (snap ${owner?.pid ?? '?'}'s)`, remove: `nft delete table inet ${t}`, ownerRunning: alive }
+    const keptFor = kept.get(t)?.bundle
+    return { lock: `nftables table inet ${t} (snap ${owner?.pid ?? '?'}'s)`, remove: `nft delete table inet ${t}`, ownerRunning: alive, ...(keptFor ? { keptFor } : {}) }
   })
   return [...tables, ...mine, ...rules]
 }
@@ -67,7 +71,7 @@ export interface DoctorReport {
   /** A canary with a listening socket and an established connection, dumped and restored (null: not run). */
   canary: CanaryReport | null
   /** criu's network lock found on the host (nftables tables, iptables rules), and whether a running criu may own it. */
-  networkLocks: { lock: string; remove: string; ownerRunning: boolean }[]
+  networkLocks: { lock: string; remove: string; ownerRunning: boolean; keptFor?: string }[]
   /** The trusted-keys directory: the keys restore trusts, and those it ignores (each a problem, with its fix). */
   trustedKeys: { dir: string; trusted: { path: string; fingerprint: string }[]; ignored: { path: string; why: string; fix: string }[] }
 }
@@ -136,7 +140,7 @@ export async function diagnose(
     })
   // A lock no running criu owns is one a dead criu left: its connections hang until it is removed.
   const networkLocks = await findNetworkLocks()
-  const orphans = networkLocks.filter((l) => !l.ownerRunning)
+  const orphans = networkLocks.filter((l) => !l.ownerRunning && !l.keptFor)
   if (orphans.length > 0)
     problems.push({
       what: `criu's network lock is on this host with no criu running (${orphans.length}: ${orphans.map((l) => l.lock).join('; ')}): the connections it names hang`,

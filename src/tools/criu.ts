@@ -145,6 +145,8 @@ export interface CriuDumpOptions {
   extra: string[]
   /** An executable criu runs at each stage (CRTOOLS_SCRIPT_ACTION says which); not recorded, not repeated at restore. */
   actionScript?: string
+  /** criu ends the tree once its images are written, its connections still in repair mode and locked. */
+  kill?: boolean
 }
 
 export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o: CriuDumpOptions): string[] {
@@ -152,11 +154,12 @@ export function criuDumpArgs(pid: number, imagesDir: string, logFile: string, o:
     'dump',
     '--tree', String(pid),
     '--images-dir', imagesDir,
-    // criu's default after a dump is to KILL the tree. --leave-running, not --leave-stopped: snap stopped every
-    // process before criu seized it, and criu puts a task it found stopped back stopped, so nothing runs before snap
-    // says so. But criu unlocks the network (takes the TCP connections out of repair mode, drops its iptables rules)
-    // only when its final state is "alive": with --leave-stopped the live process's connections stay dead.
-    '--leave-running',
+    // criu's default after a dump is to KILL the tree: asked only for --leave killed (DumpState.criuKills). Otherwise
+    // --leave-running, not --leave-stopped: snap stopped every process before criu seized it, and criu puts a task it
+    // found stopped back stopped, so nothing runs before snap says so. But criu unlocks the network (takes the TCP
+    // connections out of repair mode, drops its iptables rules) only when its final state is "alive": with
+    // --leave-stopped the live process's connections stay dead.
+    ...(o.kill ? [] : ['--leave-running']),
     '--log-file', logFile,
     '-v4',
     ...(o.shellJob ? ['--shell-job'] : []),

@@ -159,6 +159,8 @@ export function renderDoctor(r: DoctorReport): string {
       (k.trusted.length ? ` (${k.trusted.map((t) => `${P(t.path)} ${t.fingerprint}`).join(', ')})` : ''),
   )
   for (const l of r.networkLocks.filter((x) => x.ownerRunning)) lines.push(chalk.yellow(row('    ', 'netlock', `${l.lock} (a criu is running: it may be its own)`)))
+  for (const l of r.networkLocks.filter((x) => x.keptFor && !x.ownerRunning))
+    lines.push(chalk.yellow(row('    ', 'netlock', `${l.lock} kept for the restore of ${P(l.keptFor!)}: \`${cliName()} restore\` lifts it; \`${l.remove}\` if none will come`)))
   for (const p of r.problems) lines.push(chalk.red(`problem: ${p.what}`), `  fix: ${p.fix}`)
   if (r.ok) lines.push(chalk.green(`${cliName()} can capture and restore processes on this host`))
   return lines.join('\n')

@@ -267,12 +267,8 @@ describe('dumping single targets', () => {
     await target.waitUntilTicksAdvance(5);
   });
 
-  it('--leave killed kills it only after the bundle is written', async () => {
+  it('--leave killed: criu ends the tree at the end of its dump, and the bundle is whole', async () => {
     const target = await startTarget({ threads: 4, group: 'setsid' });
-    let diedAt: number | undefined;
-    target.child.once('exit', () => {
-      diedAt = Date.now();
-    });
     const bundle = join(makeTempDir('snap-test-out-'), 'x.tar.zst');
 
     const result = expectDumpOk(await dump(target.pid, bundle, ['--leave', 'killed']));
@@ -280,8 +276,31 @@ describe('dumping single targets', () => {
     expect(result).toMatchObject({ originalState: 'running', finalState: 'killed' });
     await waitFor(() => target.childExit, { what: 'the target to be reaped' });
     expect(target.childExit).toEqual({ code: null, signal: 'SIGKILL' });
+    const manifest = await readBundleManifest(bundle);
+    expect(manifest.finalState).toBe('killed');
+    expect(manifest.steps.find((s) => s.name === 'final-state')?.note).toMatch(/ended by criu at the end of its dump/);
+    // criu ran without --leave-running: its own kill, not snap's.
+    expect(manifest.steps.find((s) => s.name === 'checkpoint')?.command).not.toContain('--leave-running');
+    expect(manifest.processes?.every((p) => p.left === 'killed')).toBe(true);
+    const extracted = await extractBundle(bundle);
+    for (const artifact of manifest.artifacts) expect(sha256OfFile(join(extracted, artifact.path)), artifact.path).toBe(artifact.sha256);
+  });
+
+  it('--leave killed with --core gcore kills it only after the bundle is written', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    let diedAt: number | undefined;
+    target.child.once('exit', () => {
+      diedAt = Date.now();
+    });
+    const bundle = join(makeTempDir('snap-test-out-'), 'x.tar.zst');
+
+    const result = expectDumpOk(await dump(target.pid, bundle, ['--leave', 'killed', '--core', 'gcore']));
+
+    expect(result).toMatchObject({ originalState: 'running', finalState: 'killed' });
+    await waitFor(() => target.childExit, { what: 'the target to be reaped' });
+    expect(target.childExit).toEqual({ code: null, signal: 'SIGKILL' });
     expect(target.isAlive()).toBe(false);
-    // The bundle is whole and was complete before the target died.
+    // The bundle is whole and was complete before the target died: gdb needed the live tree after criu.
     const manifest = await readBundleManifest(bundle);
     expect(manifest.finalState).toBe('killed');
     expect(manifest.steps.find((s) => s.name === 'final-state')?.note).toMatch(/to be killed after sealing/);

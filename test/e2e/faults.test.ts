@@ -12,7 +12,7 @@ import {
   expectCleanFailure, expectNoJournal, expectNoLeftovers, expectNoOutput, expectOneErrorLine, expectRunning, expectStopped, fake, REAL_CRIU,
   REAL_GDB, record, startDump, startTargetWithPid,
 } from '../helpers/faults.js';
-import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
+import { cleanupAllTargets, startTarget, waitFor, type Target } from '../helpers/target.js';
 
 afterAll(removeTempDirs);
 
@@ -219,6 +219,30 @@ describe('a disk that is full', () => {
     expectNoOutput(dump, ['filler']);
     expectNoJournal(dump);
     await expectRunning(target);
+  });
+
+  it('--leave killed, the disk fills after criu ended the tree: exit 7, and its images, all there is of the process now, are kept and named', async () => {
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const outDir = tmpfs('400m');
+    // criu dumps and ends the tree as asked; the fake then fills the disk, so the bundle cannot be written.
+    const dump = startDump(target, {
+      outDir,
+      criu: fake('criu-fill'),
+      args: ['--compression', 'none', '--leave', 'killed'],
+      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '2' },
+    });
+    const result = await dump.result;
+    expect(result.exitCode, result.stderr).toBe(7);
+    expectOneErrorLine(result, new RegExp(`no space left while [a-z ]+ in ${outDir}`));
+    await waitFor(() => target.childExit, { what: 'the target to be reaped' });
+    expect(target.childExit).toEqual({ code: null, signal: 'SIGKILL' });
+    const kept = /its images are kept in (\S+) /.exec(result.stderr)?.[1];
+    expect(kept, result.stderr).toBeDefined();
+    for (const image of ['inventory.img', 'pstree.img', `core-${target.pid}.img`, `mm-${target.pid}.img`]) expect(existsSync(join(kept!, image)), image).toBe(true);
+    expect(existsSync(dump.output)).toBe(false);
+    expect(result.stderr).not.toMatch(/rolled back|resumed|unexpected error/);
+    await expectNoLeftovers(dump);
+    expectNoJournal(dump);
   });
 
   it('no room left at all after gcore: the recipe of the core fails on ENOSPC, exit 7 naming the step and the filesystem, nothing left', async () => {

@@ -27,8 +27,9 @@ export async function storeBinaries(s: DumpState, report: (d: string) => void): 
       }
       const entry = join('binaries', path)
       const copy = join(s.workDir!, entry)
-      // Through the process's own root: a container's files are where the process sees them.
-      const source = `/proc/${pid}/root${path}`
+      // Through the process's own root: a container's files are where the process sees them. A tree criu has ended
+      // (--leave killed) has no /proc left: its root is the host's, or the container's on the host.
+      const source = s.killedByCriu ? `${s.container?.rootfs ?? ''}${path}` : `/proc/${pid}/root${path}`
       try {
         const st = statSync(source)
         if (!st.isFile()) {

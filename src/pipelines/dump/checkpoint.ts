@@ -6,15 +6,18 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path'
 import { StepFailedError } from '../../errors.js'
 import { readStatus } from '../../process/proc.js'
+import { checkIdentity } from '../../process/identity.js'
+import { pollUntil } from '../../process/poll.js'
+import { killTree } from '../../process/tree.js'
 import { criuDumpArgs, stopConversionScript } from '../../tools/criu.js'
 import { diagnoseCriuLog } from '../../tools/criu-log.js'
 import { readPstreeImage } from '../../criu-images/pstree.js'
 import { isToolLine, startGatedTool, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
 import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
-import { lockConnections, readyNetworkLock, unlockConnections } from './network-lock.js'
+import { keepLockForRestore, lockConnections, readyNetworkLock, unlockConnections } from './network-lock.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
-import { exitText, recordTool, toolTimeoutMs, type DumpState } from './state.js'
+import { exitText, recordTool, STOP_TIMEOUT_MS, toolTimeoutMs, type DumpState } from './state.js'
 
 
 /**
@@ -41,7 +44,7 @@ export async function readyCheckpoint(s: DumpState, report: (d: string) => void)
     const marker = join(workDir, 'stop-converted')
     const actionScript = toConvert.length > 0 ? join(workDir, 'convert-stop.sh') : undefined
     if (actionScript) writeFileSync(actionScript, stopConversionScript(toConvert, marker), { mode: 0o700, flag: 'wx' })
-    const args = criuDumpArgs(o.pid, s.imagesDir, logFile, { shellJob: false, extra: s.criuOptions, actionScript })
+    const args = criuDumpArgs(o.pid, s.imagesDir, logFile, { shellJob: false, extra: s.criuOptions, actionScript, kill: s.criuKills })
     const rssKiB = totalRssKiB(s)
     const tool = startGatedTool(s.criu!.path, args, {
       cancel: o.cancel,
@@ -73,10 +76,13 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
     s.criuResult = run
     if (run.pid !== undefined) s.trackTool(run.pid, false)
     // criu took every connection out of repair mode when it finished: the lock has done its work. When it did not
-    // finish, the rollback first takes them out of repair mode, then removes the lock.
-    if (run.exitCode === 0) await unlockConnections(s)
+    // finish, the rollback first takes them out of repair mode, then removes the lock. When criu ended the tree as
+    // asked, the lock stays until the restore.
+    let kept: string | undefined
+    if (run.exitCode === 0 && s.criuKills) kept = await confirmEndedByCriu(s)
+    else if (run.exitCode === 0) await unlockConnections(s)
     // Whatever criu says, a process that died while it held the tree is the story.
-    assertTreeIntact(s, 'the checkpoint (criu dump)')
+    if (!s.killedByCriu) assertTreeIntact(s, 'the checkpoint (criu dump)')
     s.toolHolds = undefined
     s.budget.checkCancelled('the checkpoint (criu dump)')
     recordTool(rec, run)
@@ -117,8 +123,11 @@ export async function checkpoint(s: DumpState, report: (d: string) => void): Pro
         )
       s.stopConverted = true
     }
-    await recheckStopped(s, 'criu dump')
-    report(`${s.dumped.length} process(es), ${images.length} image files; criu options: ${s.criuOptions.join(' ') || '(none)'}`)
+    if (!s.killedByCriu) await recheckStopped(s, 'criu dump')
+    report(
+      `${s.dumped.length} process(es), ${images.length} image files; criu options: ${s.criuOptions.join(' ') || '(none)'}` +
+        (s.killedByCriu ? `; the tree ended by criu as asked (--leave killed)${kept ? `, ${kept}` : ''}` : ''),
+    )
   })
 }
 
@@ -129,4 +138,21 @@ export function totalRssKiB(s: DumpState): number {
     if (rss?.[1]) kib += Number(rss[1])
   }
   return kib
+}
+
+/**
+ * criu, asked to end the tree (DumpState.criuKills), said it did: every process is seen gone (a zombie its parent has
+ * not reaped counts), and one still there, which criu did not dump or did not end, is killed as --leave killed asked.
+ * From here on the images are the process. Returns what was kept of the network lock.
+ */
+async function confirmEndedByCriu(s: DumpState): Promise<string | undefined> {
+  s.killedByCriu = true
+  const kept = await keepLockForRestore(s)
+  const ended = await pollUntil(() => s.members.every((m) => checkIdentity(m.id) !== 'same'), { timeoutMs: STOP_TIMEOUT_MS, maxIntervalMs: 5 })
+  if (!ended) {
+    const left = s.members.filter((m) => checkIdentity(m.id) === 'same')
+    s.warn(`criu did not end ${left.map((m) => `${m.id.pid} (${m.comm})`).join(', ')}: killed by snap, as --leave killed asked`)
+    await killTree(left, STOP_TIMEOUT_MS)
+  }
+  return kept
 }

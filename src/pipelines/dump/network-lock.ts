@@ -70,3 +70,11 @@ export async function unlockConnections(s: DumpState): Promise<void> {
   s.lockSet = false
   s.lockTools = undefined
 }
+
+/** criu ended the tree with its connections in repair mode (DumpState.criuKills): the lock stays until the restore
+ *  lifts it, so their peers wait instead of being reset. Returns what it kept, for the record. */
+export async function keepLockForRestore(s: DumpState): Promise<string | undefined> {
+  await releaseLockTools(s)
+  if (!s.lockSet || !s.networkLock?.table) return undefined
+  return `the lock on ${s.networkLock.connections.length} TCP connection(s) kept until the restore (table inet ${s.networkLock.table})`
+}

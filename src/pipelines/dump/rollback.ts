@@ -8,6 +8,7 @@ import { checkIdentity } from '../../process/identity.js'
 import { confirmSurvival, pendingFault, runCountsOf, type RunCounts } from '../../process/survival.js'
 import { putTreeBack, type TreeMember } from '../../process/tree.js'
 import { removeLeftoverLock } from '../../tools/network-lock.js'
+import { recordKeptLock } from '../kept-locks.js'
 import { leaveRepairMode } from '../../tools/tcp-repair.js'
 import { parasiteSyscallIps, restoreSwappedCode } from '../../tools/parasite-leftovers.js'
 import { checkRegisters, PARASITE_MASK, changedSignals, parasiteRemains, putBackSignalMasks, type LostRegisters, type RegisterCheck } from '../../tools/thread-leftovers.js'
@@ -122,6 +123,7 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
+  if (s.killedByCriu) return keepWhatCriuLeft(s)
   const damaged: string[] = []
   const regs = await undoWhatCriuLeft(s, actions, damaged)
   // Their own registers are gone with criu: resumed, they would run code on registers that are not theirs.
@@ -221,4 +223,24 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   if (actions.length > 0) s.progress.note(`rolled back: ${actions.join('; ')}`)
   if (failure) throw failure
   if (deaths) throw deaths
+}
+
+/**
+ * criu ended the tree as --leave killed asked, and the bundle then failed: the images are all there is of the
+ * process now, so they are kept where they are and named, never removed; so is the lock on its connections, whose
+ * peers wait for a restore. Only the partial bundle goes.
+ */
+function keepWhatCriuLeft(s: DumpState): void {
+  if (s.partial) rmSync(s.partial, { force: true })
+  s.partial = undefined
+  const table = s.lockSet && s.networkLock?.method === 'snap' ? s.networkLock.table : undefined
+  const images = s.imagesDir
+  if (table) recordKeptLock({ table, bundle: images, connections: s.networkLock!.connections.length, keptAt: new Date().toISOString() })
+  s.workDir = undefined
+  s.journal?.remove()
+  s.progress.warn(
+    `the tree of ${s.o.pid} was ended by criu as --leave killed asked, before the bundle failed: its images are kept in ${images} ` +
+      `(\`criu restore --images-dir ${images} --restore-detached${s.criuOptions.length > 0 ? ` ${s.criuOptions.join(' ')}` : ''}\` brings it back)` +
+      (table ? `; its connections stay locked for that restore (\`nft delete table inet ${table}\` once it is restored or given up)` : ''),
+  )
 }

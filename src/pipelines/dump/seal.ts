@@ -11,6 +11,7 @@ import { writeBundle } from '../../bundle/writer.js'
 import { humanBytes } from '../../bundle/output-path.js'
 import { describeCustody, describeHost } from '../../process/describe.js'
 import { killTree } from '../../process/tree.js'
+import { recordKeptLock } from '../kept-locks.js'
 import { readThreadCreds } from '../../criu-images/identity.js'
 import { round } from '../../tools/run.js'
 import { ByteMeter, meterIntervalMs } from '../byte-meter.js'
@@ -106,7 +107,9 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
       s.budget.checkCancelled('sealing the bundle')
     }
     report(`${written.path} (${humanBytes(written.size)}, ${s.o.compression})`)
-    if (s.finalState === 'killed') await killTree(s.members, STOP_TIMEOUT_MS)
+    if (s.finalState === 'killed' && !s.killedByCriu) await killTree(s.members, STOP_TIMEOUT_MS)
+    if (s.killedByCriu && s.lockSet && s.networkLock?.table)
+      recordKeptLock({ table: s.networkLock.table, bundle: written.path, connections: s.networkLock.connections.length, keptAt: new Date().toISOString() })
     return written.manifest.artifacts
   })
 }
@@ -232,6 +235,9 @@ function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: str
     ...(s.container ? { container: { rootfs: s.container.rootfs, externalMounts: s.container.externalMounts } } : {}),
     ...(s.o.naming ? { targetNaming: s.o.naming } : {}),
     ...(s.o.watch ? { watch: s.o.watch } : {}),
+    ...(s.killedByCriu && s.lockSet && s.networkLock?.method === 'snap' && s.networkLock.table
+      ? { networkLockKept: { method: 'snap' as const, table: s.networkLock.table, connections: s.networkLock.connections.length } }
+      : {}),
     normalization: normalizationRecord(s),
     steps: s.steps.filter((x) => x.name !== 'seal'),
     freezeWindowMs: s.freezeWindowMs,

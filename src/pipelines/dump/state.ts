@@ -155,6 +155,10 @@ export class DumpState {
   lockTools?: { lock: StartedTool; unlock: StartedTool }
   /** True from the moment snap's lock may be on the host until it was removed. */
   lockSet = false
+  /** True once criu, asked to (--leave killed, see criuKills), ended the tree at the end of a dump that succeeded: from
+   *  then on nothing of the tree is to be put back, the images are the process, and the lock on its connections stays
+   *  until it is restored. */
+  killedByCriu = false
   criuOptions: string[] = []
   criuReasons: CriuOptionReason[] = []
   /** Set when the target is a container's init: its root on the host and the mounts criu must be told about. */
@@ -176,7 +180,19 @@ export class DumpState {
     return this.o.coreOnly ? 'core-only' : this.coreSource === 'images' ? 'short-freeze' : 'standard'
   }
 
-  /** The state a process is to be left in: the one asked for, else its own found state. Killing comes after the seal. */
+  /**
+   * --leave killed, with the cores built from the images: criu ends the tree itself, the way it does by default, at
+   * the end of its dump and with the tree's TCP connections still in repair mode and locked, so their peers see no
+   * reset and wait for the restore (criu's own migration). Killed any later, after criu has let the sockets out of
+   * repair mode and the lock go, each close resets its peer, and bytes the kernel acknowledged meanwhile are lost.
+   * With gdb's cores or core-only, gdb or snap still needs the live tree after criu: snap kills it after the seal.
+   */
+  get criuKills(): boolean {
+    return this.o.leave === 'killed' && !this.o.coreOnly && this.coreSource === 'images'
+  }
+
+  /** The state a process is to be left in: the one asked for, else its own found state. Killing comes after the seal
+   *  (or at the end of criu's dump, see criuKills). */
   leaveFor(m: TreeMember): 'running' | 'stopped' {
     const leave = this.o.leave
     if (leave === 'running' || leave === 'stopped') return leave

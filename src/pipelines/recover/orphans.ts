@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { readStat } from '../../process/proc.js'
 import { deleteSnapTable, nftSnapTables, snapTableOwner } from '../../tools/network-lock.js'
+import { keptLocks } from '../kept-locks.js'
 import { endCopy, listCopies } from '../copies.js'
 import { journalDirs, listJournals, removeJournalFile } from '../journal.js'
 import { listLockFiles, lockOwnerAlive, readLock, type LockEntry } from '../locks.js'
@@ -77,9 +78,11 @@ export async function recoverOrphanLocks(out: RecoveryAction[], o: RecoverOption
 
 /** snap's own lock tables whose snap is gone (its journal already handled, or lost): nothing else will remove them. */
 export async function removeOrphanSnapTables(out: RecoveryAction[], o: RecoverOptions): Promise<void> {
+  // A lock kept for a restore (dump --leave killed) outlives its snap on purpose: the restore lifts it.
+  const kept = keptLocks()
   for (const table of await nftSnapTables()) {
     const owner = snapTableOwner(table)
-    if (!owner || readStat(owner.pid)?.startTime === owner.startTime) continue
+    if (!owner || readStat(owner.pid)?.startTime === owner.startTime || kept.has(table)) continue
     const actions = new Actions(o.dryRun ?? false)
     await actions.run(`remove nftables table inet ${table} (the network lock of snap ${owner.pid}, which is gone)`, (ok) => (ok ? `removed nftables table inet ${table}` : undefined), () => deleteSnapTable(table))
     out.push({ journal: table, targetPid: null, snapPid: owner.pid, outcome: 'recovered', actions: actions.list })

@@ -11,6 +11,7 @@ import { restoreWithCriu } from './criu.js'
 import { extractImages, makeWorkDir } from './extract.js'
 import { applyFinalState } from './final-state.js'
 import { sealOffCopy } from './isolate.js'
+import { liftKeptLock } from './network-lock.js'
 import { preflight } from './preflight.js'
 import { enter, manifestOf, newRestoreState, type RestoreOptions, type RestoreResult, type RestoreRunState } from './state.js'
 import { undoRestore } from './undo.js'
@@ -84,6 +85,9 @@ export class RestoreRun {
     // Sealed off (cgroup caps, published ports) while it is still held stopped, before it runs a single instruction.
     const isolated = s.o.isolate ? await sealOffCopy(s, root) : undefined
     const processes = await applyFinalState(s, root, finalState)
+    // Only now that the tree is back for good: a restore that fails before leaves the peers waiting for another try.
+    const lifted = await liftKeptLock(s)
+    if (lifted) s.progress.note(lifted)
     return { pid, pidInNamespace, threads, finalState, processes, ...(isolated ? { isolated } : {}) }
   }
 }
