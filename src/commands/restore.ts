@@ -49,6 +49,9 @@ export default class Restore extends SnapCommand {
   }
 
   async run(): Promise<RestoreResult> {
+    // criu's --tcp-close given through --criu-opt is snap's own --tcp-close: the parser takes a value that names one of
+    // the command's flags for a missing value ("Flag --criu-opt expects a value").
+    this.argv = this.argv.map((a) => (a === '--criu-opt=--tcp-close' ? '--tcp-close' : a))
     const { args, flags } = await this.parse(Restore)
     useIdentityFiles(flags.identity ?? [])
     const { controller, dispose } = this.interruptController()

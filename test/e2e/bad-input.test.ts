@@ -242,6 +242,12 @@ describe('what is not a bundle, and what is not a command', () => {
     expect(errors).toEqual(['procsnap: error: /etc/passwd is not a snap bundle (neither zstd, gzip nor tar); give the path of a bundle written by `procsnap dump`']);
   });
 
+  it("restore --criu-opt=--tcp-close is taken as snap's --tcp-close, not refused as a flag without a value", async () => {
+    const run = await runSnap(['restore', '/etc/passwd', '--criu-opt=--tcp-close'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(run.stderr).not.toMatch(/expects a value/);
+    expect(run.exitCode, run.stderr).toBe(EXIT_CODES.bundleInvalid.code);
+  });
+
   it('a mistyped command: one line in snap\'s format naming the command meant, exit 2; with --json the same as a JSON error', async () => {
     const run = await runSnap(['dumpp', '4242'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(run.exitCode).toBe(2);
