@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { MANIFEST_SCHEMA_VERSION } from '../../src/bundle/manifest.js';
 import type { RestoreResult } from '../../src/pipelines/restore/index.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repackBundle } from '../helpers/bundles.js';
@@ -420,17 +421,18 @@ describe('damaged, cut, foreign and too-new bundles restore nothing', () => {
     }
   });
 
-  it('a manifest with schemaVersion 5 is refused with exit 11: a newer snap is needed', async () => {
-    const newer = await repackBundle(bundle, join(dir, 'schema-v5.tar.zst'), (extracted) => {
+  it('a manifest with a schema version newer than this snap reads is refused with exit 11: a newer snap is needed', async () => {
+    const next = MANIFEST_SCHEMA_VERSION + 1;
+    const newer = await repackBundle(bundle, join(dir, `schema-v${next}.tar.zst`), (extracted) => {
       const path = join(extracted, 'manifest.json');
       const manifest = JSON.parse(readFileSync(path, 'utf8'));
-      manifest.schemaVersion = 5;
+      manifest.schemaVersion = next;
       writeFileSync(path, JSON.stringify(manifest, null, 2) + '\n');
     });
     for (const command of ['verify', 'restore', 'inspect']) {
       const run = await snap([command, newer]);
-      const line = expectRefused(run, 11, 'schema version 5', 'newer snap');
-      expect(line).toMatch(/reads up to 4/);
+      const line = expectRefused(run, 11, `schema version ${next}`, 'newer snap');
+      expect(line).toMatch(new RegExp(`reads up to ${MANIFEST_SCHEMA_VERSION}`));
       expectCriuNeverRan(run);
     }
   });
