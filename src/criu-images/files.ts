@@ -3,7 +3,7 @@
 // entry is walked where it lies and nothing else is kept: files.img lists every file of the tree.
 
 import { FILES_MAGIC, forEachEntry, imageEntries, MEMFD_INODE_MAGIC, parsing } from './image-file.js'
-import { CRIU_ENUMS, FILE_ENTRY, MEMFD_FILE_ENTRY, MEMFD_INODE_ENTRY, REG_FILE_ENTRY } from './proto.js'
+import { CRIU_ENUMS, FILE_ENTRY, MEMFD_FILE_ENTRY, MEMFD_INODE_ENTRY, REG_FILE_ENTRY, UNIX_SK_ENTRY } from './proto.js'
 import { decodeMessage, exact, scanFields, uintField } from './wire.js'
 
 const FD_TYPES = CRIU_ENUMS.fd_types
@@ -103,4 +103,34 @@ export function memfdShmids(files: FilesImage, memfdImage: Buffer): Map<number, 
     if (shmid !== undefined) byFile.set(fileId, shmid)
   }
   return byFile
+}
+
+/** criu/sk-unix.c: the entry of a peer outside the dumped tree (a datagram socket such as /dev/log's), which criu
+ *  connects the restored socket to again. */
+const USK_EXTERN = 1
+
+/** The paths of the unix sockets outside the tree that restored sockets are connected to again (--ext-unix-sk). */
+export function externalUnixPeers(image: Buffer): string[] {
+  return parsing('files.img', () => {
+    const out = new Set<string>()
+    forEachEntry(image, FILES_MAGIC, 'files.img', (from, to) => {
+      let type: number | undefined
+      let usk: [number, number] | undefined
+      scanFields(image, from, to, (n, value, start, end) => {
+        if (n === FILE_ENTRY.type && value !== undefined) type = Number(BigInt.asIntN(32, BigInt(value)))
+        else if (n === FILE_ENTRY.usk && value === undefined) usk = [start, end]
+      })
+      if (type !== FD_TYPES.UNIXSK || !usk) return
+      let uflags = 0
+      let name: [number, number] | undefined
+      scanFields(image, usk[0], usk[1], (n, value, start, end) => {
+        if (n === UNIX_SK_ENTRY.uflags) uflags = exact(value, n) ?? 0
+        else if (n === UNIX_SK_ENTRY.name && value === undefined) name = [start, end]
+      })
+      // An abstract name starts with a NUL byte: it is the network namespace's, not a path.
+      // The kernel's sun_path length counts the terminating NUL when the program's did: it is not part of the path.
+      if (uflags & USK_EXTERN && name && name[1] > name[0] && image[name[0]] !== 0) out.add(image.toString('utf8', name[0], name[1]).replace(/\0+$/, ''))
+    })
+    return [...out]
+  })
 }

@@ -54,7 +54,9 @@ export const CRIU_MESSAGES = {
   pagemap_entry: { vaddr: u64(1), compat_nr_pages: u32(2), in_parent: [3, 'bool'], flags: u32(4), nr_pages: u64(5) },
 
   // fdinfo.proto, regfile.proto, memfd.proto
-  file_entry: { type: [1, 'enum:fd_types'], id: u32(2), reg: [3, 'message:reg_file_entry'], memfd: [20, 'message:memfd_file_entry'] },
+  file_entry: { type: [1, 'enum:fd_types'], id: u32(2), reg: [3, 'message:reg_file_entry'], usk: [16, 'message:unix_sk_entry'], memfd: [20, 'message:memfd_file_entry'] },
+  // sk-unix.proto: uflags carries criu's USK_EXTERN (1) on the entry of a peer outside the tree.
+  unix_sk_entry: { ino: u32(2), uflags: u32(6), name: [11, 'bytes'] },
   reg_file_entry: { id: u32(1), flags: u32(2), pos: u64(3), name: [6, 'string'], size: u64(8) },
   memfd_file_entry: { id: u32(1), flags: u32(2), pos: u64(3), inode_id: u32(5) },
   memfd_inode_entry: { name: [1, 'string'], uid: u32(2), gid: u32(3), size: u64(4), shmid: u32(5), seals: u32(6), inode_id: u64(7) },
@@ -69,7 +71,7 @@ export const CRIU_MESSAGES = {
 export const CRIU_ENUMS = {
   'core_entry.march': { X86_64: 1 },
   user_x86_regs_mode: { NATIVE: 1 },
-  fd_types: { REG: 1, INETSK: 4, MEMFD: 18 },
+  fd_types: { REG: 1, INETSK: 4, UNIXSK: 5, MEMFD: 18 },
   remap_type: { GHOST: 1 },
 } as const satisfies Record<string, Record<string, number>>
 
@@ -97,6 +99,7 @@ export const PAGEMAP_ENTRY = numbers('pagemap_entry')
 export const FILE_ENTRY = numbers('file_entry')
 export const REG_FILE_ENTRY = numbers('reg_file_entry')
 export const MEMFD_FILE_ENTRY = numbers('memfd_file_entry')
+export const UNIX_SK_ENTRY = numbers('unix_sk_entry')
 export const MEMFD_INODE_ENTRY = numbers('memfd_inode_entry')
 export const REMAP_FILE_PATH_ENTRY = numbers('remap_file_path_entry')
 export const GHOST_FILE_ENTRY = numbers('ghost_file_entry')

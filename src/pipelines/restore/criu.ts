@@ -13,7 +13,7 @@ import { criuRestoreArgs } from '../../tools/criu.js'
 import { criuFailure, runCriuDetached, runCriuInNamespaces } from '../../tools/criu-restore.js'
 import { toolTimeoutMs } from '../budget.js'
 import { isolationSetup, ISOLATION_NAMESPACES } from './isolate.js'
-import { keepsHostPids, manifestOf, STATE_WAIT_MS, timed, type RestoreRunState } from './state.js'
+import { keepsHostPids, manifestOf, STATE_WAIT_MS, timed, warn, type RestoreRunState } from './state.js'
 
 export interface CriuRestored {
   /** The restored root's pid as this host sees it. */
@@ -74,7 +74,7 @@ async function restoreInNamespaces(s: RestoreRunState, args: string[], outFile: 
     timeoutMs,
     cancel: s.o.cancel,
     namespaces: s.o.isolate ? ISOLATION_NAMESPACES : ['--pid'],
-    setup: s.o.isolate ? isolationSetup(manifest, s.privateFiles, s.workDir!) : undefined,
+    setup: s.o.isolate ? isolationSetup(manifest, s.privateFiles, s.workDir!, (line) => warn(s, line)) : undefined,
     onStarted: (pid) => {
       s.holderPid = pid
       // If snap dies now, `recover` kills this group: unshare, criu as the namespace's init, and what it restored.

@@ -2,8 +2,9 @@
 // namespaces: loopback up and the addresses it listened on present, its connections closed (criu --tcp-close), no
 // route out. The engineer reaches it through --publish (a host 127.0.0.1 port forwarded in) and enters it with the
 // nsenter command the result prints; --cpu and --memory cap it through a cgroup. Without --isolate, a restore beside a
-// running original (its root alive, or a port it listened on held) is refused: a copy there would answer the
-// original's clients and reconnect to its peers.
+// running original (its root alive, or a port or unix socket path it listened on held) is refused: a copy there would
+// answer the original's clients and reconnect to its peers. Unix sockets, found through the file system the copy
+// shares with the host, have their own module (isolate-unix.ts).
 
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -12,10 +13,11 @@ import { RestoreRefusedError } from '../../errors.js'
 import { identifiedDescendants, type TargetIdentity } from '../../process/identity.js'
 import { makeCopyCgroups, moveIntoCgroups, type CopyCgroups } from '../../process/cgroup-limits.js'
 import { readBootId, readChildren, readLink, readStat, readTextFile } from '../../process/proc.js'
-import { parseInetTable } from '../../process/net-tables.js'
+import { parseInetTable, parseUnixTable } from '../../process/net-tables.js'
 import { startForwarder, type Forwarder } from '../../tools/port-forward.js'
 import { shellQuote } from '../../tools/run.js'
 import { writeCopyRecord, type CopyRecord } from '../copies.js'
+import { listenedSocketPaths, unixSocketSetup } from './isolate-unix.js'
 import { timed, type RestoreRunState } from './state.js'
 
 export interface IsolationOptions {
@@ -65,9 +67,12 @@ const WILDCARD = new Set(['0.0.0.0', '::'])
  * bind to 127.0.0.1 fails), and each other address the tree listened on added to it, so its listening sockets come
  * back. Nothing else: no other interface, no route, so nothing the copy sends can leave.
  */
-export function isolationSetup(manifest: Manifest, privateFiles: { path: string; size: number }[], dir: string): string {
+export function isolationSetup(manifest: Manifest, privateFiles: { path: string; size: number }[], dir: string, warn: (line: string) => void = () => {}): string {
   if (!IP) throw new RestoreRefusedError('--isolate needs the ip command (iproute2), which is not installed', 'install iproute2')
-  const lines = [`${IP} link set lo up`]
+  // The tree's own socket paths first: a private file below one of those directories is bound over the overlay.
+  const sockets = unixSocketSetup(manifest, dir, join(dir, 'criu'))
+  for (const w of sockets.warnings) warn(w)
+  const lines = [`${IP} link set lo up`, ...sockets.lines]
   // In the copy's own mount namespace (private propagation: nothing reaches the host's), each file the original
   // changed since the dump is replaced by a copy of it cut back to its size then: criu finds what it recorded, and the
   // copy never writes into the original's files. The copies are removed with the work directory; the mounts keep them
@@ -110,7 +115,7 @@ export function checkOriginalAbsent(manifest: Manifest, newPidns: boolean): void
   const t = manifest.target
   const st = manifest.host.bootId === readBootId() ? readStat(t.pid) : undefined
   const original = st && st.startTime === t.startTime && st.state !== 'Z' && st.state !== 'X' ? `the original, process ${t.pid} (${st.comm}), still runs and holds pid ${t.pid}` : undefined
-  const held = heldPorts(manifest)
+  const held = [...heldPorts(manifest), ...heldSocketPaths(manifest)]
   if (!original && held.length === 0) return
   const ports = held.length ? `${original ? '; ' : ''}${held.join(', ')} ${held.length === 1 ? 'is' : 'are'} held on this host` : ''
   throw new RestoreRefusedError(
@@ -132,6 +137,19 @@ function heldPorts(manifest: Manifest): string[] {
     out.push(`${w.family === 'inet6' ? `[${w.address}]` : w.address}:${w.port}${holder ? ` (by process ${holder})` : ''}`)
   }
   return [...new Set(out)]
+}
+
+/** "unix socket /run/app.sock (by process 42 (python3))" for each path the tree listened on that a socket here listens
+ *  on now: criu would unlink it and bind its own, and that socket's clients would reach the copy. */
+function heldSocketPaths(manifest: Manifest): string[] {
+  const wanted = new Set(listenedSocketPaths(manifest))
+  if (wanted.size === 0) return []
+  const rows = parseUnixTable(readTextFile('/proc/self/net/unix') ?? '').filter((r) => r.listening && r.path !== undefined && wanted.has(r.path))
+  const held = rows.map((r) => {
+    const holder = holderOfInode(r.inode)
+    return `unix socket ${r.path}${holder ? ` (by process ${holder})` : ''}`
+  })
+  return [...new Set(held)]
 }
 
 /** "PID (COMM)" of a process with the socket inode open, looked for only once a port is known to be held. */
