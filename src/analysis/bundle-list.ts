@@ -28,8 +28,9 @@ export interface ListResult {
   skipped: { path: string; why: string }[]
 }
 
-/** Files whose name says bundle: the default name (snap-COMM-PID-TIME.tar.zst) and what -o users give. */
-const BUNDLE_NAME = /\.(tar\.zst|tar\.gz|tar|snap)$/
+/** Files whose name says bundle: the default name (snap-COMM-PID-TIME.tar.zst, .tar.zst.age encrypted) and what -o
+ *  users give. */
+const BUNDLE_NAME = /\.(tar\.zst|tar\.gz|tar|snap)(\.age)?$/
 
 /** `key`: check signatures against this public key alone; `warn` is told of each trusted-keys file that is ignored. */
 export async function listBundles(dirs: string[], o: { key?: string; warn?: (line: string) => void } = {}): Promise<ListResult> {

@@ -5,10 +5,12 @@ import { basename, dirname, relative, resolve } from 'node:path'
 import { isSnapError, OutputPathError } from '../errors.js'
 import { EXTENSION, type Compression } from './compression.js'
 
-export function defaultOutputName(comm: string, pid: number, at: Date, compression: Compression): string {
+/** snap-COMM-PID-TIME.tar.zst; an encrypted bundle is named for what it is, an age file (.tar.zst.age), so that
+ *  nobody hands it to zstd or tar. */
+export function defaultOutputName(comm: string, pid: number, at: Date, compression: Compression, encrypted = false): string {
   const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
   const safeComm = comm.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 32) || 'process'
-  return `snap-${safeComm}-${pid}-${stamp}${EXTENSION[compression]}`
+  return `snap-${safeComm}-${pid}-${stamp}${EXTENSION[compression]}${encrypted ? '.age' : ''}`
 }
 
 function humanBytes(n: number): string {

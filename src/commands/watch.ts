@@ -151,7 +151,7 @@ export default class Watch extends SnapCommand {
           const following = uploadTo ? new FollowingUpload(uploadTo) : undefined
           try {
             const comm = readStat(now.pid)?.comm ?? 'process'
-            const name = captureName(defaultOutputName(comm, now.pid, new Date(), flags.compression as Compression), now.pid, trigger.kind, record.capture)
+            const name = captureName(defaultOutputName(comm, now.pid, new Date(), flags.compression as Compression, encryption !== undefined), now.pid, trigger.kind, record.capture)
             const run = new DumpRun(
               {
                 pid: now.pid,

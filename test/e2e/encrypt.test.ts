@@ -217,6 +217,21 @@ describe.skipIf(!hasAge)('the default recipients list', () => {
     await target.cleanup();
   });
 
+  it('without -o, an encrypted bundle is named for what it is (.tar.zst.age), and list finds it', async () => {
+    const erin = newIdentity('erin.txt');
+    const target = await startTarget({ threads: 1, mib: 4, group: 'setsid' });
+    const here = makeSafeDir('snap-encrypt-named-');
+    const dump = await runSnap(['dump', String(target.pid), '--encrypt-to', erin.recipient, '--quiet', '--json'], { cwd: here, env: { PROCSNAP_JOURNAL_DIR: journalDir } });
+    expect(dump.exitCode, dump.stderr).toBe(0);
+    const name = readdirSync(here).find((n) => n.startsWith('snap-'));
+    expect(name).toMatch(new RegExp(`^snap-worker-${target.pid}-\\d{8}T\\d{6}Z\\.tar\\.zst\\.age$`));
+    expect(head(join(here, name!), AGE_MAGIC.length).toString('latin1')).toBe(AGE_MAGIC);
+    const list = await snap(['list', here, '--identity', erin.file, '--json']);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stdout).toContain(name!);
+    await target.cleanup();
+  });
+
   it('a recipient that is not an age X25519 public key is refused before any signal (exit 2)', async () => {
     const target = await startTarget({ threads: 1, mib: 4, group: 'setsid' });
     const run = await snap(['dump', String(target.pid), '-o', join(dir, 'bad.tar.zst'), '--encrypt-to', 'age1notakey', '--quiet']);

@@ -76,6 +76,7 @@ describe('defaultOutputName', () => {
     const at = new Date('2026-01-02T03:04:05.678Z');
     expect(defaultOutputName('my app/../x', 4242, at, 'zstd')).toBe('snap-my_app_.._x-4242-20260102T030405Z.tar.zst');
     expect(defaultOutputName('', 7, at, 'none')).toBe('snap-process-7-20260102T030405Z.tar');
+    expect(defaultOutputName('api', 7, at, 'zstd', true)).toBe('snap-api-7-20260102T030405Z.tar.zst.age');
   });
 });
 

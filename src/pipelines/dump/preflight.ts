@@ -154,7 +154,7 @@ export async function preflight(s: DumpState, report: (d: string) => void): Prom
 
     const corePids = new Set(o.cores === 'root' ? [o.pid] : pids)
     const estimate = estimateFromSmaps(smaps, corePids, !o.coreOnly)
-    const name = o.output ?? defaultOutputName(s.target.comm, o.pid, s.startedAt, o.compression)
+    const name = o.output ?? defaultOutputName(s.target.comm, o.pid, s.startedAt, o.compression, o.encryption !== undefined)
     s.output = checkOutputPath(name, estimate.totalBytes)
     const stopped = s.members.filter((m) => m.found === 'stopped').length
     report(
