@@ -183,6 +183,9 @@ describe('a disk that is full', () => {
     await cleanupAllTargets();
     for (const dir of mounts.splice(0)) execFileSync('umount', [dir]);
   });
+  /** A dump whose criu, once its images are written, fills outDir up to its last `leaveMib` MiB. */
+  const dumpFillingAfterCriu = (target: Target, outDir: string, leaveMib: number, args: string[] = []) =>
+    startDump(target, { outDir, criu: fake('criu-fill'), args: ['--compression', 'none', ...args], env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: String(leaveMib) } });
 
   it('no room for the bundle at preflight (8 MiB tmpfs): exit 7 before the target is touched', async () => {
     const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
@@ -225,12 +228,7 @@ describe('a disk that is full', () => {
     const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
     const outDir = tmpfs('400m');
     // criu dumps and ends the tree as asked; the fake then fills the disk, so the bundle cannot be written.
-    const dump = startDump(target, {
-      outDir,
-      criu: fake('criu-fill'),
-      args: ['--compression', 'none', '--leave', 'killed'],
-      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '2' },
-    });
+    const dump = dumpFillingAfterCriu(target, outDir, 2, ['--leave', 'killed']);
     const result = await dump.result;
     expect(result.exitCode, result.stderr).toBe(7);
     expectOneErrorLine(result, new RegExp(`no space left while [a-z ]+ in ${outDir}`));
@@ -272,12 +270,7 @@ describe('a disk that is full', () => {
     // The fake criu leaves 16 MiB once its images are written; the core built from them holds the 64 MiB of memory.
     const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
     const outDir = tmpfs('400m');
-    const dump = startDump(target, {
-      outDir,
-      criu: fake('criu-fill'),
-      args: ['--compression', 'none'],
-      env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '16' },
-    });
+    const dump = dumpFillingAfterCriu(target, outDir, 16);
     const result = await dump.result;
     expect(result.exitCode, result.stderr).toBe(7);
     expectOneErrorLine(result, new RegExp(`no space left while writing the cores in ${outDir}, on the filesystem mounted at ${outDir} \\(tmpfs\\)`));

@@ -15,7 +15,6 @@ import { waitFor } from '../helpers/target.js';
 afterAll(removeTempDirs);
 
 const SERVER = join(repoRoot, 'test', 'fixtures', 'unix_server.py');
-const DGRAM_CLIENT = join(repoRoot, 'test', 'fixtures', 'unix_dgram_client.py');
 const PEER = `import socket,struct,sys
 s=socket.socket(socket.AF_UNIX)
 try:
@@ -99,7 +98,7 @@ describe('restore --isolate of a server listening on a unix socket path, beside 
     let app: { child: ChildProcess; pid: number } | undefined;
     try {
       await waitFor(() => existsSync(`${logPath}.ready`), { what: 'the log socket', timeoutMs: 10_000 });
-      app = await startServer([DGRAM_CLIENT, logPath, own], `${own}.ready`);
+      app = await startServer([SERVER, own, logPath], `${own}.ready`);
       const bundle = join(dir, 'b.tar.zst');
       const dump = await runSnap(['dump', String(app.pid), '-o', bundle, '--json'], { env });
       expect(dump.exitCode, dump.stderr).toBe(0);
