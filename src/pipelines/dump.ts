@@ -35,6 +35,8 @@ export interface DumpResult {
   steps: StepRecord[]
   warnings: string[]
   artifacts: { path: string; size: number }[]
+  /** --leave killed: the lock kept on the tree's connections until the restore (manifest networkLockKept). */
+  networkLockKept?: Manifest['networkLockKept']
 }
 
 type Stage = (s: DumpState, report: (d: string) => void) => Promise<unknown>
@@ -133,6 +135,7 @@ export class DumpRun {
       steps: s.steps,
       warnings: s.warnings,
       artifacts: artifacts.map((a) => ({ path: a.path, size: a.size })),
+      ...(s.networkLockKept ? { networkLockKept: s.networkLockKept } : {}),
     }
   }
 }

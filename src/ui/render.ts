@@ -28,6 +28,10 @@ export function renderDumpResult(r: DumpResult): string {
   const stopped = r.processes.filter((p) => p.left === 'stopped').map((p) => p.pid)
   if (stopped.length > 0 && r.finalState !== 'killed')
     lines.push(`next          ${stopped.length === 1 ? 'it is' : 'they are'} left stopped: \`kill -CONT ${stopped.join(' ')}\` resumes ${stopped.length === 1 ? 'it' : 'them'}`)
+  if (r.networkLockKept)
+    lines.push(
+      `next          its ${r.networkLockKept.connections} TCP connection(s) stay locked for the restore, their peers waiting: \`${cliName()} restore ${P(r.bundle)}\` lifts the lock; \`nft delete table inet ${r.networkLockKept.table}\` if no restore will come`,
+    )
   return lines.join('\n')
 }
 

@@ -45,7 +45,7 @@ describe('dump --leave killed of a server holding a connection', () => {
       const bundle = join(dir, 'b.tar.zst');
       const dump = await runSnap(['dump', String(server.pid), '-o', bundle, '--leave', 'killed', '--json'], { env });
       expect(dump.exitCode, dump.stderr).toBe(0);
-      expect(JSON.parse(dump.stdout)).toMatchObject({ finalState: 'killed' });
+      expect(JSON.parse(dump.stdout)).toMatchObject({ finalState: 'killed', networkLockKept: { method: 'snap', connections: 1 } });
       expect(dump.stderr).toMatch(/ended by criu at the end of its dump, as --leave killed asked/);
       await waitFor(() => !server.alive() || undefined, { what: 'the server to be gone' });
 

@@ -233,9 +233,10 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
 function keepWhatCriuLeft(s: DumpState): void {
   if (s.partial) rmSync(s.partial, { force: true })
   s.partial = undefined
-  const table = s.lockSet && s.networkLock?.method === 'snap' ? s.networkLock.table : undefined
+  const kept = s.networkLockKept
+  const table = kept?.table
   const images = s.imagesDir
-  if (table) recordKeptLock({ table, bundle: images, connections: s.networkLock!.connections.length, keptAt: new Date().toISOString() })
+  if (kept) recordKeptLock({ table: kept.table, bundle: images, connections: kept.connections, keptAt: new Date().toISOString() })
   s.workDir = undefined
   s.journal?.remove()
   s.progress.warn(

@@ -108,8 +108,8 @@ export async function seal(s: DumpState, report: (d: string) => void): Promise<A
     }
     report(`${written.path} (${humanBytes(written.size)}, ${s.o.compression})`)
     if (s.finalState === 'killed' && !s.killedByCriu) await killTree(s.members, STOP_TIMEOUT_MS)
-    if (s.killedByCriu && s.lockSet && s.networkLock?.table)
-      recordKeptLock({ table: s.networkLock.table, bundle: written.path, connections: s.networkLock.connections.length, keptAt: new Date().toISOString() })
+    const kept = s.networkLockKept
+    if (kept) recordKeptLock({ table: kept.table, bundle: written.path, connections: kept.connections, keptAt: new Date().toISOString() })
     return written.manifest.artifacts
   })
 }
@@ -235,9 +235,7 @@ function buildManifest(s: DumpState, artifacts: ArtifactRecord[], createdAt: str
     ...(s.container ? { container: { rootfs: s.container.rootfs, externalMounts: s.container.externalMounts } } : {}),
     ...(s.o.naming ? { targetNaming: s.o.naming } : {}),
     ...(s.o.watch ? { watch: s.o.watch } : {}),
-    ...(s.killedByCriu && s.lockSet && s.networkLock?.method === 'snap' && s.networkLock.table
-      ? { networkLockKept: { method: 'snap' as const, table: s.networkLock.table, connections: s.networkLock.connections.length } }
-      : {}),
+    ...(s.networkLockKept ? { networkLockKept: s.networkLockKept } : {}),
     normalization: normalizationRecord(s),
     steps: s.steps.filter((x) => x.name !== 'seal'),
     freezeWindowMs: s.freezeWindowMs,

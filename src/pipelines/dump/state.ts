@@ -191,6 +191,13 @@ export class DumpState {
     return this.o.leave === 'killed' && !this.o.coreOnly && this.coreSource === 'images'
   }
 
+  /** What the manifest and the result say of the lock kept on the connections of a tree criu ended (see criuKills). */
+  get networkLockKept(): { method: 'snap'; table: string; connections: number } | undefined {
+    const lock = this.networkLock
+    if (!this.killedByCriu || !this.lockSet || lock?.method !== 'snap' || !lock.table) return undefined
+    return { method: 'snap', table: lock.table, connections: lock.connections.length }
+  }
+
   /** The state a process is to be left in: the one asked for, else its own found state. Killing comes after the seal
    *  (or at the end of criu's dump, see criuKills). */
   leaveFor(m: TreeMember): 'running' | 'stopped' {
