@@ -61,11 +61,16 @@ for line in sys.stdin:
 print(total)
 `
 
+/** Below this, Node's own copy: python3's start (30-40 ms here) is more than copying 32 MiB through Node's buffers. */
+export const KERNEL_COPY_MIN_BYTES = 32 << 20
+
 /** Runs the jobs (sorted by target and by offset: sequential I/O on both sides) into `outPath`, open as `out`. */
-export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>): Promise<CopyOutcome> {
+export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>, kernelFrom = KERNEL_COPY_MIN_BYTES): Promise<CopyOutcome> {
   const list = [...jobs]
   const expected = list.reduce((sum, job) => sum + job.bytes, 0)
   if (expected === 0) return { bytes: 0, method: 'node' }
+  // Starting python3 costs more than Node copies this much: a tree of a hundred small workers paid it per core.
+  if (expected < kernelFrom) return { bytes: await copyThroughBuffers(out, list), method: 'node' }
   let fallbackReason: string
   try {
     const { stdout } = await execa(PYTHON, ['-c', KERNEL_COPY_SCRIPT, outPath], {

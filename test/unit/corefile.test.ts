@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { copyRanges, copyThroughBuffers, type CopyJob } from '../../src/corefile/copy.js';
+import { copyRanges, copyThroughBuffers, KERNEL_COPY_MIN_BYTES, type CopyJob } from '../../src/corefile/copy.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { CoreBuildError } from '../../src/corefile/errors.js';
 import { USER_REGS, type ThreadState } from '../../src/criu-images/core-entry.js';
@@ -220,13 +220,27 @@ describe('copying ranges into the core', () => {
       const path = join(dir, `out-${how}`);
       const out = await open(path, 'wx');
       try {
-        if (how === 'kernel') expect((await copyRanges(path, out, jobs)).method).toBe('kernel');
+        if (how === 'kernel') expect((await copyRanges(path, out, jobs, 0)).method).toBe('kernel');
         else await copyThroughBuffers(out, jobs);
       } finally {
         await out.close();
       }
       expect(readFileSync(path).equals(expected), how).toBe(true);
     }
+  });
+
+  it('copies less than KERNEL_COPY_MIN_BYTES through Node (no python3 to start), every byte at its place', async () => {
+    const { jobs, expected } = setup();
+    const path = join(dir, 'out-small');
+    const out = await open(path, 'wx');
+    try {
+      expect(jobs.reduce((n, j) => n + j.bytes, 0)).toBeLessThan(KERNEL_COPY_MIN_BYTES);
+      // Chosen, not fallen back to: no reason given.
+      expect(await copyRanges(path, out, jobs)).toEqual({ bytes: jobs.reduce((n, j) => n + j.bytes, 0), method: 'node' });
+    } finally {
+      await out.close();
+    }
+    expect(readFileSync(path).equals(expected)).toBe(true);
   });
 
   it('fails with the source named when a source is shorter than its job', async () => {

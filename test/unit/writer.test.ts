@@ -112,6 +112,23 @@ describe('writeBundle abandoned', () => {
 });
 
 describe('sha256 of a file on a worker thread', () => {
+  it('hashes many files at once and one after another on kept workers, each with its own digest, a failure in between', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hash-many-'));
+    try {
+      const files = Array.from({ length: 24 }, (_, i) => {
+        const data = Buffer.from(Array.from({ length: 4096 + i * 977 }, (_, k) => (k * (i + 3)) % 251));
+        writeFileSync(join(dir, `f${i}`), data);
+        return { path: join(dir, `f${i}`), sha256: sha(data), size: data.length };
+      });
+      const at = (i: number) => ({ sha256: files[i]!.sha256, size: files[i]!.size });
+      expect(await Promise.all(files.map((f) => sha256FileOffThread(f.path)))).toEqual(files.map((_, i) => at(i)));
+      await expect(sha256FileOffThread(join(dir, 'missing'))).rejects.toThrow(/ENOENT/);
+      for (let i = 0; i < files.length; i++) expect(await sha256FileOffThread(files[i]!.path)).toEqual(at(i));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('is the same digest as on the main thread, sparse or not, and a missing file is an error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hash-'));
     try {
