@@ -7,7 +7,8 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { readBoundedRegularFile, readJsonFile } from '../bundle/bounded-read.js'
 import { startTool, type ToolRun } from '../tools/run.js'
-import { MAX_FRAMES, threadsShape, type ProcessStacks, type ThreadStack } from './stacks-model.js'
+import { BATCH_SCRIPT } from './stacks-batch.js'
+import { threadsShape, type ProcessStacks, type ThreadStack } from './stacks-model.js'
 import { detectRuntime, goVersionOfExecutable, mappedFilesOfCore, type RuntimeRecord } from './runtimes/detect.js'
 import { findDelve, goroutinesFromCore, goroutinesWithin } from './runtimes/go.js'
 import { javaThreadsFromCore, jhsdbBeside, linkLibraryNames } from './runtimes/java.js'
@@ -15,49 +16,6 @@ import { debugFileArgs, pythonDebugPackage, pythonGdbExtension, pythonWalkerFunc
 
 const MAX_GDB_THREADS = 1 << 16
 const MAX_GDB_OUTPUT = 32 << 20
-
-// gdb's Python for a batch of cores of one executable: the executable is loaded once (gdb's command line), then each
-// core in turn (`core-file`), its threads walked, the language's frames read when the batch has a reader, and a
-// marker written last with what failed, so that snap can tell how far gdb got.
-const BATCH_SCRIPT = `
-import gdb, json
-def snap_native_walk(path):
-    out = []
-    for th in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num):
-        th.switch()
-        frames = []
-        f = gdb.newest_frame()
-        while f is not None and len(frames) < ${MAX_FRAMES}:
-            sal = f.find_sal()
-            frames.append({
-                'pc': hex(f.pc()),
-                'function': f.name(),
-                'file': sal.symtab.filename if sal.symtab else None,
-                'line': sal.line or None,
-                'library': gdb.solib_name(f.pc()),
-            })
-            try:
-                f = f.older()
-            except gdb.error:
-                break
-        out.append({'tid': th.ptid[1], 'frames': frames})
-    with open(path, 'w') as fh:
-        json.dump(out, fh)
-with open(SNAP_BATCH) as fh:
-    snap_batch = json.load(fh)
-for item in snap_batch:
-    err = ''
-    try:
-        print('snap: core of ' + str(item['pid']))
-        gdb.execute('core-file ' + item['core'])
-        snap_native_walk(item['out'])
-        if item.get('pyOut'):
-            snap_py_walk_to(item['pyOut'])
-    except Exception as e:
-        err = (type(e).__name__ + ': ' + str(e))[:4000]
-    with open(item['done'], 'w') as fh:
-        fh.write(err)
-`
 
 /** A process whose stacks are read from its core. */
 export interface CoreToUnwind {
@@ -222,6 +180,9 @@ async function runBatch(
         ...(cacheDir ? ['-iex', `set index-cache directory ${cacheDir}`, '-iex', 'set index-cache enabled on'] : []),
         ...(o.fileArgs ?? []),
         '-ex', `python SNAP_BATCH = ${JSON.stringify(list)}`,
+        // Libraries shared between cores of one layout (stacks-batch.ts): not where gdb finds them through a sysroot.
+        '-ex', `python SNAP_EXE = ${JSON.stringify(exe ?? '')}`,
+        '-ex', `python SNAP_SHARE = ${!o.onePerProcess && !o.fileArgs?.length && left.length > 2 ? 'True' : 'False'}`,
         ...(walker ? [...debugFileArgs(o.sysroot), '-x', walker] : []),
         '-x', script,
         ...(exe ? [exe] : []),
