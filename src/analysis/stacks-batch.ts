@@ -9,7 +9,7 @@
 // addresses (`add-symbol-file -o BASE`, the vDSO from memory) and gdb's own library loading is turned off: about
 // 10 ms a core. Library names come from what gdb said of that core. The first core walked this way is walked twice
 // and both walks (threads and language frames) must be the same, or the batch stays with gdb's own loading; a core
-// with another layout turns it back on for the rest of the batch.
+// with another layout turns it back on for the rest of the batch. Each core read so has OUT.shared beside its stacks.
 
 import { MAX_FRAMES } from './stacks-model.js'
 
@@ -147,6 +147,8 @@ for item in snap_batch:
             if snap_share(item, layout):
                 shared = layout
         previous = layout
+        if shared is not None:
+            open(item['out'] + '.shared', 'w').close()
     except Exception as e:
         err = (type(e).__name__ + ': ' + str(e))[:4000]
     with open(item['done'], 'w') as fh:

@@ -48,7 +48,8 @@ export interface UnwindOptions {
 }
 
 /** Each process's stacks, or why gdb could not read them, in the order given. */
-export type UnwindResult = { pid: number; stacks: ProcessStacks; error?: undefined } | { pid: number; stacks?: undefined; error: string }
+/** sharedSymbols: read with the libraries' symbols of cores of the same layout (stacks-batch.ts). */
+export type UnwindResult = { pid: number; stacks: ProcessStacks; error?: undefined; sharedSymbols?: boolean } | { pid: number; stacks?: undefined; error: string }
 
 interface BatchItem extends CoreToUnwind {
   runtime?: RuntimeRecord
@@ -273,7 +274,7 @@ async function collect(it: BatchItem, gdbError: string | undefined, o: UnwindOpt
     }
   }
   const stacks: ProcessStacks = { pid: it.pid, comm: it.comm, exe: it.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...go, ...(runtimeError ? { runtimeError } : {}) }
-  return { pid: it.pid, stacks }
+  return { pid: it.pid, stacks, ...(existsSync(`${it.out}.shared`) ? { sharedSymbols: true } : {}) }
 }
 
 /** Each Java thread's name, state and frames onto its OS thread, through the JDK's jhsdb; why not, when not. */

@@ -72,7 +72,8 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
     s.addArtifact('stacks.txt', 'stacks')
     s.addArtifact('stacks.json', 'stacks')
     const threads = all.reduce((n, p) => n + p.threads.length, 0)
-    rec.note = `${all.length} process(es), ${threads} threads`
+    const shared = results.filter((r) => r.stacks && r.sharedSymbols).length
+    rec.note = `${all.length} process(es), ${threads} threads${shared > 0 ? `; ${shared} read with their libraries' symbols shared with the cores of the same layout` : ''}`
     report(`${threads} threads of ${all.length} process(es) unwound`)
   })
 }
