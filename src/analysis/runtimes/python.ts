@@ -126,6 +126,22 @@ def snap_py_walk():
         except Exception:
             return True
     def lookup(d, name):
+        # A combined table (sys.modules, a module's dict) walked entry by entry, an object made only of the key that
+        # has the name's length and of its value: libpython's iteritems makes both of every entry first.
+        try:
+            if int(d.field('ma_values')) == 0:
+                entries, count = d._get_entries(d.field('ma_keys'))
+                for i in range(int(count)):
+                    entry = entries[i]
+                    key = entry['me_key']
+                    if int(key) == 0 or (ascii_ptr is not None and int(key.cast(ascii_ptr)['length']) != len(name)):
+                        continue
+                    if text(PyObjectPtr.from_pyobject_ptr(key)) == name:
+                        value = PyObjectPtr.from_pyobject_ptr(entry['me_value'])
+                        return None if value.is_null() else value
+                return None
+        except (AttributeError, gdb.error):
+            pass
         for k, v in d.iteritems():
             if not k.is_null() and not v.is_null() and length_is(k, len(name)) and text(k) == name:
                 return v
