@@ -308,6 +308,7 @@ describe('shipping each capture, as dump does', () => {
     const w = startWatch([String(t.pid), '--threads', '1', '-n', '1', '--then', 'core-only', '--encrypt-to', recipient, '--output-dir', out]);
     expectWatchOk(await w.result);
     const [c] = captured(w);
+    expect(c!.bundle, 'named for what it is').toMatch(/-threads-1-\d{8}T\d{6}Z\.tar\.zst\.age$/);
     const plain = await runSnap(['inspect', c!.bundle], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(plain.exitCode, 'refused without the identity').toBe(11);
     expect(plain.stderr).toContain(recipient);
