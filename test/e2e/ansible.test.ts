@@ -199,6 +199,7 @@ describe.skipIf(!haveTools)('ansible/capture.yml', () => {
     const files = readdirSync(join(dest, 'localhost'));
     expect(files).toHaveLength(1);
     const bundle = join(dest, 'localhost', files[0]!);
+    expect(files[0]).toMatch(/^snap-localhost-\d{8}T\d{6}Z\.tar\.zst\.age$/);
     expect(readFileSync(bundle).subarray(0, 21).toString('latin1')).toBe('age-encryption.org/v1');
     expect(run.stdout).toContain(`"msg": "localhost pid ${pid} freeze `);
     const inspect = await runSnap(['inspect', bundle, '--identity', identity, '--json']);
