@@ -45,6 +45,8 @@ export interface UnwindOptions {
   onePerProcess?: boolean
   /** Called once a process's stacks are read (or could not be): its core is no longer needed. */
   onDone?: (pid: number) => void
+  /** Told each gdb's pid when it starts (running) and when it has exited: a dump's journal names it for recover. */
+  onTool?: (pid: number, running: boolean) => void
 }
 
 /** Each process's stacks, or why gdb could not read them, in the order given. */
@@ -188,7 +190,7 @@ async function runBatch(
         '-x', script,
         ...(exe ? [exe] : []),
       ],
-      { timeoutMs: perProcess(o), cancel: o.cancel, logFile: join(o.workDir, `stacks-gdb-${tag}.log`) },
+      { timeoutMs: perProcess(o), cancel: o.cancel, logFile: join(o.workDir, `stacks-gdb-${tag}.log`), onSpawn: (pid) => o.onTool?.(pid, true) },
     )
     // Each core gets its own time: the deadline starts again as each marker appears.
     let seen = 0
@@ -214,6 +216,7 @@ async function runBatch(
     } finally {
       clearInterval(poll)
     }
+    if (run.pid !== undefined) o.onTool?.(run.pid, false)
     while (seen < left.length && existsSync(left[seen]!.done)) pending.push(finish(left[seen++]!, undefined))
     await Promise.all(pending)
     if (deadlinePassed) throw deadlinePassed

@@ -39,6 +39,9 @@ export interface JournalEntry {
   /** Each thread's signals as the tree was stopped, before criu ran: what recover puts back where a criu killed
    *  inside a thread left its own (see src/tools/thread-leftovers.ts). */
   threadSignals?: ThreadSignalRecord[]
+  /** `dump --leave killed`: criu ended the tree at the end of its dump, and its images are all there is of the process
+   *  until the bundle is sealed. A snap that dies then leaves them, and the lock on the connections, for a restore. */
+  killedByCriu?: { images: string }
   /** A restore's own processes, each recorded with its start time (field 22 of /proc/PID/stat) the moment criu's
    *  pidfile or /proc showed it: all that a failed restore, or `snap recover` after one, ever signals. */
   restored?: TargetIdentity[]

@@ -23,9 +23,9 @@ function journalPath(dump: DumpUnderTest): string {
   return join(dump.journalDir ?? '/run/procsnap', `target-${dump.target.pid}.json`);
 }
 
-function readJournal(dump: DumpUnderTest): { partialPath: string | null } | undefined {
+function readJournal(dump: DumpUnderTest): { partialPath: string | null; killedByCriu?: { images: string } } | undefined {
   try {
-    return JSON.parse(readFileSync(journalPath(dump), 'utf8')) as { partialPath: string | null };
+    return JSON.parse(readFileSync(journalPath(dump), 'utf8')) as { partialPath: string | null; killedByCriu?: { images: string } };
   } catch {
     return undefined; // not written yet, or being replaced
   }
@@ -228,6 +228,29 @@ describe('SIGKILL to snap at each step of a running target, then snap recover', 
     expect(mine.outcome).toBe('recovered');
     expect(mine.actions).toContain(`removed ${journal.partialPath}`);
     await expectAllCleared(dump);
+  });
+});
+
+describe('dump --leave killed: SIGKILL to snap once criu has ended the tree, before the bundle is sealed', () => {
+  afterEach(cleanupAllTargets);
+
+  it('recover keeps the images, all there is of the process now, names them and how to restore them, and clears the rest', async () => {
+    const target = await startTarget({ threads: 4, group: 'setsid' });
+    // The stacks' gdb hangs: criu has dumped and ended the tree, the bundle is not sealed.
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-hang'), args: ['--core', 'images', '--leave', 'killed'] });
+    await dump.waitForMarker('the stacks gdb to start');
+    await waitFor(() => target.childExit, { what: 'criu to end the target' });
+    expect(target.childExit).toEqual({ code: null, signal: 'SIGKILL' });
+    const images = readJournal(dump)?.killedByCriu?.images;
+    expect(images, 'the journal names the images').toBeDefined();
+    await killSnap(dump);
+    const { mine } = await recover(dump);
+    expect(mine.outcome).toBe('target-gone');
+    expect(mine.actions.join('; ')).toContain(`its images are kept in ${images} (\`criu restore --images-dir ${images} --restore-detached\``);
+    for (const f of ['inventory.img', 'pstree.img', `core-${target.pid}.img`, `mm-${target.pid}.img`]) expect(existsSync(join(images!, f)), f).toBe(true);
+    await expectNoLeftovers(dump);
+    expect(existsSync(journalPath(dump)), 'journal after recover').toBe(false);
+    expect(targetLocks(dump), 'lock on the target after recover').toEqual([]);
   });
 });
 

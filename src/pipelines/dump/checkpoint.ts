@@ -147,6 +147,7 @@ export function totalRssKiB(s: DumpState): number {
  */
 async function confirmEndedByCriu(s: DumpState): Promise<string | undefined> {
   s.killedByCriu = true
+  s.journal?.update({ killedByCriu: { images: s.imagesDir } })
   const kept = await keepLockForRestore(s)
   const ended = await pollUntil(() => s.members.every((m) => checkIdentity(m.id) !== 'same'), { timeoutMs: STOP_TIMEOUT_MS, maxIntervalMs: 5 })
   if (!ended) {

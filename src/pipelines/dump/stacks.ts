@@ -44,6 +44,8 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
         cancel: s.o.cancel,
         onePerProcess: process.env.PROCSNAP_BENCH_STACKS_ONE_GDB_PER_PROCESS === '1',
         onDone: dropCore,
+        // If snap dies while a gdb reads the cores, `snap recover` finds it (and what it started) by the journal.
+        onTool: (pid, running) => s.trackTool(pid, running),
       })
     } catch (e) {
       // A full disk or a vanished output directory fails the dump: every later write would fail the same way.

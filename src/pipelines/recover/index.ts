@@ -7,6 +7,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../../bundle/output-path.js'
+import { recordKeptLock } from '../kept-locks.js'
 import { checkIdentity, signalRecorded, type TargetIdentity } from '../../process/identity.js'
 import { bringToFinalState } from '../../process/stop.js'
 import { pollUntil } from '../../process/poll.js'
@@ -134,6 +135,22 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
   }
 }
 
+/**
+ * criu ended the tree as `dump --leave killed` asked, and snap died before the bundle was sealed: the images are all
+ * there is of the process now, so the work directory holding them stays, and so does the lock on its connections
+ * (recorded as kept, for their restore). Said, with how to bring the process back.
+ */
+function keepWhatCriuEnded(entry: JournalEntry, actions: Actions): void {
+  const images = entry.killedByCriu!.images
+  const table = entry.networkLock?.method === 'snap' ? entry.networkLock.table : undefined
+  if (table && !actions.dryRun) recordKeptLock({ table, bundle: images, connections: entry.networkLock!.connections.length, keptAt: new Date().toISOString() })
+  actions.note(
+    `the tree was ended by criu as --leave killed asked, before snap died and before its bundle was sealed: its images are kept in ${images} ` +
+      `(\`criu restore --images-dir ${images} --restore-detached\` with the dump's options in ${join(dirname(images), 'logs', 'criu-dump.log')} brings it back)` +
+      (table ? `; its connections stay locked for that restore (\`nft delete table inet ${table}\` once it is restored or given up)` : ''),
+  )
+}
+
 /** The target pid a journal's file name gives (target-PID.json), whether or not it can be read. */
 function pidOfJournal(path: string): number | undefined {
   const m = /target-(\d+)\.json$/.exec(path)
@@ -179,6 +196,14 @@ export async function recoverAll(o: RecoverOptions = {}): Promise<RecoveryAction
       await removeLocks(locksOf(dirname(path), entry), actions)
       await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
       out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'recovered', actions: actions.list })
+      continue
+    }
+    if (entry.killedByCriu) {
+      keepWhatCriuEnded(entry, actions)
+      await removePaths([entry.partialPath], actions)
+      await removeLocks(locksOf(dirname(path), entry), actions)
+      await actions.run('remove the journal', () => undefined, () => removeJournalFile(path))
+      out.push({ journal: path, targetPid: entry.target.pid, snapPid: entry.snapPid, outcome: 'target-gone', actions: actions.list })
       continue
     }
     // A tracer that is still dying holds the target in a trace stop, where SIGCONT would not resume it.
