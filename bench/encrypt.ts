@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { generateX25519Identity, identityToRecipient } from 'age-encryption'
+import { runSampled } from './sampled.ts'
 
 export interface ShipRow {
   mib: number
@@ -45,26 +46,6 @@ async function until<T>(probe: () => T | undefined | false, what: string, ms = 1
   }
 }
 
-/** Runs snap, sampling its peak resident memory (VmHWM) until it exits. */
-async function sampled(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; ms: number; peakKiB: number }> {
-  const t0 = performance.now()
-  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'], env })
-  let stdout = ''
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-  let peakKiB = 0
-  const timer = setInterval(() => {
-    try {
-      const m = /VmHWM:\s*(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))
-      if (m) peakKiB = Math.max(peakKiB, Number(m[1]))
-    } catch {
-      // exited
-    }
-  }, 10)
-  const code = await new Promise<number | null>((r) => child.on('close', r))
-  clearInterval(timer)
-  return { code, stdout, ms: performance.now() - t0, peakKiB }
-}
-
 async function startS3(o: Options, work: string): Promise<{ pid: number; endpoint: string }> {
   const data = join(work, 's3-data')
   const child = spawn(o.nodeBin, [join(o.root, 'node_modules/s3rver/bin/s3rver.js'), '-d', data, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', 'captures'], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -86,14 +67,14 @@ export async function shipBench(o: Options): Promise<ShipRow> {
     await until(() => existsSync(progress) && Number(/ticks=(\d+)/.exec(readFileSync(progress, 'utf8'))?.[1] ?? 0) > 0 && readdirSync(`/proc/${pid}/task`).length === 4, 'the target to be ready', 60_000 + o.mib * 20)
     const recipient = await identityToRecipient(await generateX25519Identity())
     const env = { ...process.env, PROCSNAP_JOURNAL_DIR: work }
-    const plain: Awaited<ReturnType<typeof sampled>>[] = []
-    const encrypted: Awaited<ReturnType<typeof sampled>>[] = []
+    const plain: Awaited<ReturnType<typeof runSampled>>[] = []
+    const encrypted: Awaited<ReturnType<typeof runSampled>>[] = []
     const sizes = { plain: 0, encrypted: 0 }
     for (let r = 0; r < o.rounds; r++) {
       for (const which of r % 2 ? (['encrypted', 'plain'] as const) : (['plain', 'encrypted'] as const)) {
         const out = join(work, `${which}.tar.zst`)
         const args = ['dump', String(pid), '-o', out, '--json', '-q', ...(which === 'encrypted' ? ['--encrypt-to', recipient] : [])]
-        const run = await sampled(o.snapBin, args, env)
+        const run = await runSampled(o.snapBin, args, env)
         if (run.code !== 0) throw new Error(`snap dump (${which}) failed with ${run.code}: ${run.stdout}`)
         sizes[which] = statSync(out).size
         rmSync(out, { force: true })
@@ -102,7 +83,7 @@ export async function shipBench(o: Options): Promise<ShipRow> {
       }
     }
     s3 = await startS3(o, work)
-    const upload = await sampled(o.snapBin, ['dump', String(pid), '-o', join(work, 'up.tar.zst'), '--json', '-q', '--upload', 's3://captures/bench/'], {
+    const upload = await runSampled(o.snapBin, ['dump', String(pid), '-o', join(work, 'up.tar.zst'), '--json', '-q', '--upload', 's3://captures/bench/'], {
       ...env,
       AWS_ENDPOINT_URL: s3.endpoint,
       AWS_REGION: 'us-east-1',

@@ -19,6 +19,7 @@ import { fixedCostsBench, fixedCostsTable } from './fixed-costs.ts'
 import { watchCpuBench, watchCpuTable } from './watch.ts'
 import { treeStacksBench, treeStacksTable } from './tree-stacks.ts'
 import { shipBench, shipTable } from './encrypt.ts'
+import { runSampled } from './sampled.ts'
 
 const root = new URL('..', import.meta.url).pathname
 const snapBin = join(root, 'bin/snap')
@@ -52,15 +53,6 @@ function readProgress(path: string): { ticks: number; maxGapUs: number; resets: 
   const t = readFileSync(path, 'utf8')
   const num = (k: string) => Number(new RegExp(`${k}=(\\d+)`).exec(t)?.[1] ?? NaN)
   return { ticks: num('ticks'), maxGapUs: num('maxgap_us'), resets: num('resets') }
-}
-
-function stateOf(pid: number): string | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0]
-  } catch {
-    return undefined
-  }
 }
 
 interface Target {
@@ -145,26 +137,6 @@ async function bareCriu(t: Target, work: string): Promise<Run> {
   const freezeMs = await settledGapMs(t)
   rmSync(d, { recursive: true, force: true })
   return { freezeMs, totalMs, bundleBytes: 0 }
-}
-
-/** Runs a command, sampling its peak resident memory (VmHWM) until it exits. */
-async function runSampled(file: string, args: string[]): Promise<{ code: number | null; stdout: string; ms: number; peakKiB: number }> {
-  const t0 = performance.now()
-  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-  let stdout = ''
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-  let peakKiB = 0
-  const timer = setInterval(() => {
-    try {
-      const m = /VmHWM:\s*(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))
-      if (m) peakKiB = Math.max(peakKiB, Number(m[1]))
-    } catch {
-      // exited
-    }
-  }, 10)
-  const code = await new Promise<number | null>((r) => child.on('close', r))
-  clearInterval(timer)
-  return { code, stdout, ms: performance.now() - t0, peakKiB }
 }
 
 async function snapDump(t: Target, work: string, extra: string[] = []): Promise<Run & { bundle: string }> {

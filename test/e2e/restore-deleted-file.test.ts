@@ -4,22 +4,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { describe, expect, it } from 'vitest';
+import { scratchFor } from '../helpers/scratch.js';
 import { runSnap } from '../helpers/cli.js';
 import { killPid, processExists, waitFor } from '../helpers/target.js';
 
-let dir: string;
-const pids: number[] = [];
-beforeAll(() => {
-  dir = makeTempDir('snap-deleted-file-');
-});
-afterEach(async () => {
-  for (const pid of pids.splice(0)) await killPid(pid);
-});
-afterAll(removeTempDirs);
-
-const env = () => ({ PROCSNAP_JOURNAL_DIR: join(dir, 'journal') });
+const { dir, pids, env } = scratchFor('snap-deleted-file-');
 
 // Opens the file, writes 1000 bytes, deletes it, says which fd holds it, then sleeps holding it.
 const SCRIPT = [

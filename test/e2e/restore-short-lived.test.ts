@@ -4,22 +4,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { describe, expect, it } from 'vitest';
+import { scratchFor } from '../helpers/scratch.js';
 import { runSnap } from '../helpers/cli.js';
 import { killPid, processExists, readProcStat, waitFor } from '../helpers/target.js';
 
-let dir: string;
-const pids: number[] = [];
-beforeAll(() => {
-  dir = makeTempDir('snap-short-lived-');
-});
-afterEach(async () => {
-  for (const pid of pids.splice(0)) await killPid(pid);
-});
-afterAll(removeTempDirs);
-
-const env = () => ({ PROCSNAP_JOURNAL_DIR: join(dir, 'journal') });
+const { dir, pids, env } = scratchFor('snap-short-lived-');
 
 // The child lives until a wall-clock moment given on the command line, then exits; the parent reaps it and goes on.
 const SCRIPT = [
