@@ -49,8 +49,8 @@ export interface UnwindOptions {
   onTool?: (pid: number, running: boolean) => void
 }
 
-/** Each process's stacks, or why gdb could not read them, in the order given. */
-/** sharedSymbols: read with the libraries' symbols of cores of the same layout (stacks-batch.ts). */
+/** Each process's stacks, or why gdb could not read them, in the order given; sharedSymbols: read with the libraries'
+ *  symbols of cores of the same layout (stacks-batch.ts). */
 export type UnwindResult = { pid: number; stacks: ProcessStacks; error?: undefined; sharedSymbols?: boolean } | { pid: number; stacks?: undefined; error: string }
 
 interface BatchItem extends CoreToUnwind {

@@ -5,6 +5,7 @@
 
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { snapTableOwner } from '../tools/network-lock.js'
 import { journalDir } from './journal.js'
 
 export interface KeptLock {
@@ -17,16 +18,15 @@ export interface KeptLock {
 }
 
 const dir = () => join(journalDir(), 'kept-locks')
-const TABLE = /^procsnap-\d+-\d+$/
 
 export function recordKeptLock(lock: KeptLock): void {
-  if (!TABLE.test(lock.table)) return
+  if (!snapTableOwner(lock.table)) return
   mkdirSync(dir(), { recursive: true, mode: 0o700 })
   writeFileSync(join(dir(), `${lock.table}.json`), JSON.stringify(lock) + '\n', { mode: 0o600 })
 }
 
 export function forgetKeptLock(table: string): void {
-  if (TABLE.test(table)) rmSync(join(dir(), `${table}.json`), { force: true })
+  if (snapTableOwner(table)) rmSync(join(dir(), `${table}.json`), { force: true })
 }
 
 /** The kept locks by table. A record that cannot be read is no record: its table is then treated as any other. */
@@ -40,7 +40,7 @@ export function keptLocks(): Map<string, KeptLock> {
   }
   for (const name of names) {
     const table = name.replace(/\.json$/, '')
-    if (!TABLE.test(table)) continue
+    if (!snapTableOwner(table)) continue
     try {
       const path = join(dir(), name)
       // Root's own directory, as the journals are; a record is a few hundred bytes.
@@ -52,4 +52,17 @@ export function keptLocks(): Map<string, KeptLock> {
     }
   }
   return out
+}
+
+/**
+ * What `--leave killed` keeps when no bundle holds the process (the seal failed, or snap died before it): the images
+ * where they are, and the lock on the connections, recorded as kept so that their restore finds it. Returns what to
+ * tell the engineer: where the images are, the restore that brings the process back (`restore`), the lock's table.
+ */
+export function keepEndedTree(o: { images: string; restore: string; lock?: { table: string; connections: number }; record?: boolean }): string {
+  if (o.lock && o.record !== false) recordKeptLock({ table: o.lock.table, bundle: o.images, connections: o.lock.connections, keptAt: new Date().toISOString() })
+  return (
+    `its images are kept in ${o.images} (${o.restore} brings it back)` +
+    (o.lock ? `; its connections stay locked for that restore (\`nft delete table inet ${o.lock.table}\` once it is restored or given up)` : '')
+  )
 }

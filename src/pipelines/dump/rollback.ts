@@ -8,7 +8,7 @@ import { checkIdentity } from '../../process/identity.js'
 import { confirmSurvival, pendingFault, runCountsOf, type RunCounts } from '../../process/survival.js'
 import { putTreeBack, type TreeMember } from '../../process/tree.js'
 import { removeLeftoverLock } from '../../tools/network-lock.js'
-import { recordKeptLock } from '../kept-locks.js'
+import { keepEndedTree } from '../kept-locks.js'
 import { leaveRepairMode } from '../../tools/tcp-repair.js'
 import { parasiteSyscallIps, restoreSwappedCode } from '../../tools/parasite-leftovers.js'
 import { checkRegisters, PARASITE_MASK, changedSignals, parasiteRemains, putBackSignalMasks, type LostRegisters, type RegisterCheck } from '../../tools/thread-leftovers.js'
@@ -233,15 +233,10 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
 function keepWhatCriuLeft(s: DumpState): void {
   if (s.partial) rmSync(s.partial, { force: true })
   s.partial = undefined
-  const kept = s.networkLockKept
-  const table = kept?.table
   const images = s.imagesDir
-  if (kept) recordKeptLock({ table: kept.table, bundle: images, connections: kept.connections, keptAt: new Date().toISOString() })
+  const kept = s.networkLockKept
   s.workDir = undefined
   s.journal?.remove()
-  s.progress.warn(
-    `the tree of ${s.o.pid} was ended by criu as --leave killed asked, before the bundle failed: its images are kept in ${images} ` +
-      `(\`criu restore --images-dir ${images} --restore-detached${s.criuOptions.length > 0 ? ` ${s.criuOptions.join(' ')}` : ''}\` brings it back)` +
-      (table ? `; its connections stay locked for that restore (\`nft delete table inet ${table}\` once it is restored or given up)` : ''),
-  )
+  const restore = `\`criu restore --images-dir ${images} --restore-detached${s.criuOptions.length > 0 ? ` ${s.criuOptions.join(' ')}` : ''}\``
+  s.progress.warn(`the tree of ${s.o.pid} was ended by criu as --leave killed asked, before the bundle failed: ${keepEndedTree({ images, restore, lock: kept })}`)
 }

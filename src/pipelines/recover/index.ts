@@ -7,7 +7,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { partialPrefix, workDirPrefix } from '../../bundle/output-path.js'
-import { recordKeptLock } from '../kept-locks.js'
+import { keepEndedTree } from '../kept-locks.js'
 import { checkIdentity, signalRecorded, type TargetIdentity } from '../../process/identity.js'
 import { bringToFinalState } from '../../process/stop.js'
 import { pollUntil } from '../../process/poll.js'
@@ -142,12 +142,10 @@ function leftoversBesideOutput(entry: JournalEntry): string[] {
  */
 function keepWhatCriuEnded(entry: JournalEntry, actions: Actions): void {
   const images = entry.killedByCriu!.images
-  const table = entry.networkLock?.method === 'snap' ? entry.networkLock.table : undefined
-  if (table && !actions.dryRun) recordKeptLock({ table, bundle: images, connections: entry.networkLock!.connections.length, keptAt: new Date().toISOString() })
+  const lock = entry.networkLock?.method === 'snap' && entry.networkLock.table ? { table: entry.networkLock.table, connections: entry.networkLock.connections.length } : undefined
+  const restore = `\`criu restore --images-dir ${images} --restore-detached\` with the dump's options in ${join(dirname(images), 'logs', 'criu-dump.log')}`
   actions.note(
-    `the tree was ended by criu as --leave killed asked, before snap died and before its bundle was sealed: its images are kept in ${images} ` +
-      `(\`criu restore --images-dir ${images} --restore-detached\` with the dump's options in ${join(dirname(images), 'logs', 'criu-dump.log')} brings it back)` +
-      (table ? `; its connections stay locked for that restore (\`nft delete table inet ${table}\` once it is restored or given up)` : ''),
+    `the tree was ended by criu as --leave killed asked, before snap died and before its bundle was sealed: ${keepEndedTree({ images, restore, lock, record: !actions.dryRun })}`,
   )
 }
 

@@ -12,13 +12,14 @@
 // datagram socket such as /dev/log's) is left reachable, said so, and bound through an overlay on its directory:
 // unreachable, criu could not restore the copy.
 
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Manifest } from '../../bundle/manifest.js'
 import { externalUnixPeers } from '../../criu-images/files.js'
 import { readImageFile } from '../../criu-images/image-file.js'
 import { RestoreRefusedError } from '../../errors.js'
 import { parseUnixTable } from '../../process/net-tables.js'
+import { readTextFile } from '../../process/proc.js'
 import { shellQuote } from '../../tools/run.js'
 
 /** More socket paths than this on a host is not a host this was written for: the rest are not covered, and said so. */
@@ -73,12 +74,8 @@ export function unixSocketSetup(manifest: Manifest, dir: string, imagesDir: stri
       ].join(' && '),
     )
   })
-  let table = ''
-  try {
-    table = readFileSync('/proc/self/net/unix', 'latin1')
-  } catch {
-    table = '' // no /proc/net/unix: nothing listed, nothing covered, and said so below
-  }
+  // No /proc/net/unix: nothing listed, nothing covered, and said so below.
+  const table = readTextFile('/proc/self/net/unix') ?? ''
   const skip = new Set([...own, ...peers])
   const hostPaths = [...new Set(parseUnixTable(table).flatMap((r) => (r.path?.startsWith('/') ? [r.path] : [])))]
     .filter((p) => !skip.has(p) && !dirs.some((d) => under(p, d)))
