@@ -3,12 +3,12 @@
 // written, only once the filesystem was seen to have room for what the manifest declares of them, and never more
 // of an entry than the manifest declares: a 153 KB bundle declaring a 4 GiB image filled a 200 MB TMPDIR before.
 
-import { closeSync, constants, mkdirSync, openSync, statfsSync, writeSync } from 'node:fs'
+import { constants, mkdirSync, openSync, statfsSync } from 'node:fs'
 import { dirname, relative, resolve } from 'node:path'
 import { BundleInvalidError } from '../errors.js'
 import { bytesText } from './entry-bounds.js'
 import { filesystemOf } from './output-path.js'
-import { scanBundle, type EntryVisitor, type ScanResult } from './reader.js'
+import { EntryWriteError, scanBundle, type EntryVisitor, type ScanResult } from './reader.js'
 import type { ArtifactRecord, Manifest } from './manifest.js'
 
 export interface ExtractOptions {
@@ -61,58 +61,30 @@ export function checkRoom(bundle: string, root: string, entries: Pick<ArtifactRe
 
 export async function verifyAndExtract(o: ExtractOptions): Promise<ScanResult> {
   const root = resolve(o.into)
-  let writeError: Error | undefined
-  const result = await scanBundle(o.bundle, {
+  return scanBundle(o.bundle, {
     onHead: (head: { manifest: Manifest; manifestBytes: Buffer; signature?: Buffer }) => {
       o.onHead?.(head)
       checkRoom(o.bundle, root, head.manifest.artifacts.filter((a) => o.want(a)), o.roomHint ?? 'free space there, or use a directory on a filesystem with room')
     },
     onRead: o.onRead,
-    onArtifact(entry, record, abort) {
-      if (!o.want(record)) return
-      const stop = (e: Error) => {
-        writeError ??= e
-        abort(e)
-      }
-      let fd: number | undefined
-      try {
-        const path = insideDir(root, record.path)
-        mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-        // O_EXCL and O_NOFOLLOW: never write through a link, never write a file twice.
-        fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-      } catch (e) {
-        return stop(e as Error)
-      }
-      const out = fd
-      // The room was checked for what the manifest declares: never a byte more (the reader refuses a header that
-      // declares more; this holds whatever the tar stream does).
-      let left = record.size
-      entry.on('data', (chunk: Buffer) => {
-        if (writeError) return
-        if (chunk.length > left)
-          return stop(new BundleInvalidError(`${o.bundle}: entry '${record.path}' holds more than the ${record.size} bytes the manifest declares; stopped writing it`, [record.path]))
-        left -= chunk.length
-        try {
-          let off = 0
-          while (off < chunk.length) off += writeSync(out, chunk, off)
-        } catch (e) {
-          stop(Object.assign(e as Error, { entry: record.path }))
-        }
-      })
-      entry.on('end', () => closeSync(out))
+    // The reader never lets an entry be more than its manifest record declares (the room checked above); it writes
+    // what it hashes, a large entry on its hashing thread.
+    writeTo(record) {
+      if (!o.want(record)) return undefined
+      const path = insideDir(root, record.path)
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+      // O_EXCL and O_NOFOLLOW: never write through a link, never write a file twice.
+      return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
     },
   }).catch((e: unknown) => {
     // The pass stopped for the write that failed: that is the error to tell.
-    throw writeError ? extractError(root, writeError) : e
+    throw e instanceof EntryWriteError ? extractError(root, e.cause, e.entry) : e
   })
-  if (writeError) throw extractError(root, writeError)
-  return result
 }
 
-function extractError(root: string, e: Error): Error {
+function extractError(root: string, e: Error, entry: string): Error {
   if (e instanceof BundleInvalidError) return e
   const code = (e as NodeJS.ErrnoException).code
-  const entry = (e as { entry?: string }).entry
   return new BundleInvalidError(
     `cannot extract ${entry ? `'${entry}' ` : ''}into ${root}: ${code ?? e.message}`,
     entry ? [entry] : [],

@@ -1,13 +1,13 @@
 // Reads bundles safely. A bundle is input from elsewhere: every entry is checked against strict rules and against
 // the manifest before a byte of it is used, and reading streams, so memory does not grow with the bundle.
 
-import { createHash } from 'node:crypto'
 import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { Parser, type ReadEntry } from 'tar'
 import { reclaimEvery } from '../tools/reclaim.js'
 import { BundleInvalidError, UsageError } from '../errors.js'
-import { decompressor, detectCompression, type Compression } from './compression.js'
+import { decompressor, detectCompression, readOffset, zstdReadingFile, type Compression } from './compression.js'
+import { EntryHasher } from './entry-hash.js'
 import { EntryBounds, entryError } from './entry-bounds.js'
 import { TarEndGuard } from './tar-end.js'
 import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
@@ -116,6 +116,12 @@ export interface EntryVisitor {
    * stops the whole pass with that error (a 'data' handler must not throw).
    */
   onArtifact?(entry: ReadEntry, record: ArtifactRecord, abort: (e: Error) => void): void
+  /**
+   * Where an artifact's bytes are to be written as the pass hashes them: a file opened for it, which the pass closes,
+   * or undefined for none; a pass that writes hashes its large entries on a thread meanwhile (entry-hash.ts). Throwing
+   * stops the pass with an EntryWriteError, as does a write that fails.
+   */
+  writeTo?(record: ArtifactRecord): number | undefined
   onSignature?(bytes: Buffer): void
   /**
    * Called once the head is read (the manifest, and the signature when there is one), before the first artifact: a
@@ -141,6 +147,16 @@ export interface ScanResult extends ManifestRead {
 
 class StopReading extends Error {}
 
+/** Writing an artifact out (EntryVisitor.writeTo) failed: `cause` is the system's error. */
+export class EntryWriteError extends Error {
+  constructor(
+    readonly entry: string,
+    override readonly cause: Error,
+  ) {
+    super(`cannot write '${entry}': ${(cause as NodeJS.ErrnoException).code ?? cause.message}`)
+  }
+}
+
 /**
  * One streaming pass over the bundle. Structural problems (unsafe names, links, devices, duplicates, an entry larger
  * than declared, more entries or bytes than the manifest declares) abort at once; content problems (a hash or size
@@ -155,6 +171,15 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   let signature: Buffer | undefined
   let signatureBegun = false
   const problems: string[] = []
+  // Hashing on a thread of its own only for a pass that also writes what it reads (an extraction).
+  const hasher = new EntryHasher(visitor.writeTo !== undefined)
+  const digests: Promise<void>[] = []
+  /** Files written by the pass (writeTo), closed once their entry is through, or when the pass ends. */
+  const openFiles = new Set<number>()
+  const closeFile = (fd: number | undefined) => {
+    if (fd === undefined || !openFiles.delete(fd)) return
+    closeSync(fd)
+  }
   const seen = new Map<string, { sha256: string; size: number }>()
   const names = new Set<string>()
   let index = 0
@@ -265,7 +290,16 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       if (entry.size > record.size) return fail(`entry '${name}' is ${entry.size} bytes, larger than the ${record.size} the manifest declares`, name)
       problems.push(`${name}: size ${entry.size}, manifest says ${record.size}`)
     }
-    const hash = createHash('sha256')
+    let out: number | undefined
+    try {
+      out = visitor.writeTo?.(record)
+    } catch (e) {
+      fatal ??= new EntryWriteError(name, e as Error)
+      parser.abort(fatal)
+      return entry.resume()
+    }
+    if (out !== undefined) openFiles.add(out)
+    const hash = hasher.forEntry(entry.size, out)
     let got = 0
     // Its JSON held to its shape as it streams by (stacks.json, a core's recipe): refused at the first byte that is
     // not, whatever the command.
@@ -284,9 +318,25 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       }
     })
     entry.on('end', () => {
-      const sha256 = hash.digest('hex')
-      seen.set(name, { sha256, size: got })
-      if (sha256 !== record.sha256 && entry.size === record.size) problems.push(`${name}: sha256 mismatch (content changed)`)
+      // Its place among the problems is kept while its digest comes (from the hashing thread, for a large entry).
+      const slot = problems.push('') - 1
+      const size = got
+      const digest = hash.digest().then(
+        (sha256) => {
+          closeFile(out)
+          seen.set(name, { sha256, size })
+          if (sha256 !== record.sha256 && entry.size === record.size) problems[slot] = `${name}: sha256 mismatch (content changed)`
+        },
+        (e: Error) => {
+          closeFile(out)
+          fatal ??= out !== undefined ? new EntryWriteError(name, e) : e
+          parser.abort(fatal)
+          throw fatal
+        },
+      )
+      // Awaited once the stream is through; a pass that stops before then drops it.
+      digest.catch(() => undefined)
+      digests.push(digest)
       if (!checker || fatal || got < entry.size) return
       try {
         checker.end()
@@ -305,12 +355,23 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   // Every chunk read and decompressed is a fresh Buffer, dead once the parser has it: freed every 4 MiB read, so the
   // pass holds a few MiB of them instead of the 64 MiB V8 would let pile up.
   const reclaim = reclaimEvery(4 << 20)
-  const source = createReadStream(path, { highWaterMark: 1 << 20 })
-  const dec = decompressor(compression)
+  // A plain zstd bundle is read by the zstd program itself, from the file opened here; any other is read here.
+  let fd: number
+  try {
+    fd = openSync(path, 'r')
+  } catch (e) {
+    throw new BundleInvalidError(`${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, [path])
+  }
+  const direct = encrypted || compression !== 'zstd' ? undefined : zstdReadingFile(fd)
+  // The read stream closes the file it is given; the program's copy is closed when the pass ends.
+  const source = direct ? undefined : createReadStream(path, { fd, highWaterMark: 1 << 20 })
+  const dec = direct ? undefined : decompressor(compression)
   const decrypt = encrypted?.decryptor()
-  const plain: Readable = decrypt ? source.pipe(decrypt) : source
-  const stream: Readable = dec ? plain.pipe(dec) : plain
-  source.on('error', (e) => fail(`cannot read: ${e.message}`))
+  const plain: Readable | undefined = source && decrypt ? source.pipe(decrypt) : source
+  const stream: Readable = direct ?? (dec ? plain!.pipe(dec) : plain!)
+  const bytesRead = (): number => (source ? source.bytesRead : readOffset(fd))
+  source?.on('error', (e) => fail(`cannot read: ${e.message}`))
+  direct?.on('error', (e) => fail(`damaged zstd stream (${e.message}); the bundle is truncated or corrupt`))
   decrypt?.on('error', (e) => {
     fail(`damaged encrypted bundle (${e.message})`)
     stream.destroy() // a pipe does not pass its source's error on: the decompressor would wait for more forever
@@ -334,26 +395,48 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       }
       for (const e of events) parser.on(e, done)
     })
+  // The program's offset in the file is read from /proc, every few MiB it decodes: for progress and the reclaim.
+  let sinceOffset = Infinity
+  let offset = 0
   try {
     for await (const chunk of stream) {
       if (fatal) break
-      visitor.onRead?.(source.bytesRead, fileSize)
-      reclaim(source.bytesRead)
+      sinceOffset += (chunk as Buffer).length
+      if (source || sinceOffset >= 4 << 20) {
+        offset = bytesRead()
+        sinceOffset = 0
+        visitor.onRead?.(offset, fileSize)
+        reclaim(offset)
+      }
       trailer.feed(chunk as Buffer)
       if (!parser.write(chunk as Buffer) && !fatal) await nextEvent(['drain', 'end', 'abort', 'error'])
+      const room = hasher.roomForMore()
+      if (room) await room
     }
+    if (direct && !fatal) visitor.onRead?.(bytesRead(), fileSize)
     if (!fatal && trailer.problem) fail(trailer.problem)
     if (!fatal) {
       parser.end()
       await nextEvent(['end', 'abort', 'error'])
     }
+    // Every digest is in before the pass is judged (a hashing thread that failed fails the pass).
+    if (!fatal) await Promise.all(digests)
   } catch (e) {
     if (!fatal) fail(`cannot read: ${(e as Error).message}`)
   } finally {
-    source.destroy()
+    source?.destroy()
+    direct?.destroy()
+    if (direct) closeSync(fd)
     decrypt?.destroy()
     dec?.destroy()
+    // The thread ends before the files it may still be writing are closed.
+    await hasher.close()
+    for (const f of [...openFiles]) closeFile(f)
   }
+  // The slots kept for entries whose digest matched are dropped.
+  const found = problems.filter((p) => p !== '')
+  problems.length = 0
+  problems.push(...found)
   // A head read past the manifest only to see whether a signature follows: a stream cut or damaged beyond that point
   // is for verify to find, not a reason to refuse what the head says (a signature begun and not finished is).
   const headWhole = visitor.manifestOnly && manifest !== undefined && (signature !== undefined || !signatureBegun)

@@ -82,23 +82,35 @@ export class ZstdFramesDecompressor extends Transform {
         await this.feed(b.subarray(0, size))
         this.pending = b.subarray(size)
         this.state = { at: 'block-header' }
-      } else if (s.at === 'block-header') {
-        if (b.length < 3) return
-        const h = b[0]! | (b[1]! << 8) | (b[2]! << 16)
-        const type = (h >> 1) & 3
-        const size = h >>> 3
-        if (type === 3) throw new Error('a zstd block of the reserved type')
-        await this.feed(b.subarray(0, 3))
-        this.pending = b.subarray(3)
-        this.state = { at: 'block', left: type === 1 ? 1 : size, last: (h & 1) === 1 }
-      } else if (s.at === 'block') {
-        const n = Math.min(s.left, b.length)
-        if (n > 0) await this.feed(b.subarray(0, n))
-        this.pending = b.subarray(n)
-        if (s.left - n > 0) return void (this.state = { ...s, left: s.left - n })
-        if (!s.last) this.state = { at: 'block-header' }
-        else if (this.checksum) this.state = { at: 'checksum' }
-        else await this.endFrame()
+      } else if (s.at === 'block-header' || s.at === 'block') {
+        // The blocks at hand are walked to find where the frame ends, and given to its decoder in one piece: a
+        // write per block (128 KiB) made the decoder answer in pieces that small, four times slower.
+        let at: State = s
+        let off = 0
+        for (;;) {
+          if (at.at === 'block-header') {
+            if (b.length - off < 3) break
+            const h = b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)
+            const type = (h >> 1) & 3
+            if (type === 3) throw new Error('a zstd block of the reserved type')
+            off += 3
+            at = { at: 'block', left: type === 1 ? 1 : h >>> 3, last: (h & 1) === 1 }
+          } else if (at.at === 'block') {
+            const n = Math.min(at.left, b.length - off)
+            off += n
+            if (at.left > n) {
+              at = { ...at, left: at.left - n }
+              break
+            }
+            at = !at.last ? { at: 'block-header' } : this.checksum ? { at: 'checksum' } : { at: 'magic' }
+          } else break
+        }
+        if (off > 0) await this.feed(b.subarray(0, off))
+        this.pending = b.subarray(off)
+        // The frame's last block ended without a checksum: so does the frame.
+        if (at.at === 'magic') await this.endFrame()
+        else this.state = at
+        if (at.at === 'block' || (at.at === 'block-header' && this.pending.length < 3)) return
       } else {
         if (b.length < 4) return
         await this.feed(b.subarray(0, 4))
@@ -110,7 +122,9 @@ export class ZstdFramesDecompressor extends Transform {
   }
 
   private startFrame(): void {
-    const decoder = zlib.createZstdDecompress()
+    // Its output 256 KiB at a time: at the default 16 KiB, the reader's per-chunk work made a 2 GiB bundle's decoding
+    // 8 s instead of 1.7 s here (the decoding itself runs on libuv's threads); larger pieces were no faster.
+    const decoder = zlib.createZstdDecompress({ chunkSize: 256 << 10 })
     decoder.on('data', (d: Buffer) => this.push(d))
     this.decoderFailed = new Promise<never>((_, reject) => decoder.once('error', reject))
     this.decoderFailed.catch(() => undefined)

@@ -30,7 +30,7 @@ describe('ZstdFramesDecompressor', () => {
   const expected = Buffer.concat([head, body, tail]);
 
   it('decodes every frame and skips the skippable ones, whatever the chunking', async () => {
-    for (const chunk of [1 << 20, 65537, 4096]) expect((await decode(input, chunk)).equals(expected), `chunks of ${chunk}`).toBe(true);
+    for (const chunk of [4 << 20, 1 << 20, 65537, 4096, 1021]) expect((await decode(input, chunk)).equals(expected), `chunks of ${chunk}`).toBe(true);
     // Byte by byte over the frames whose boundaries matter most: head, filler, the start of the next frame.
     const small = Buffer.concat([compressSmall('zstd', head), filler('zstd', 64), compressSmall('zstd', tail)]);
     expect((await decode(small, 1)).equals(Buffer.concat([head, tail]))).toBe(true);
@@ -42,6 +42,32 @@ describe('ZstdFramesDecompressor', () => {
     node.on('data', (c: Buffer) => parts.push(c));
     const outcome = await pipeline(Readable.from([input]), node).then(() => 'ok', (e: Error) => e.message);
     expect(outcome === 'ok' ? Buffer.concat(parts).length : -1).not.toBe(expected.length);
+  });
+
+  it('decodes no further ahead of a reader that does not read than a few MiB', async () => {
+    const big = randomBytes(48 << 20);
+    const z = zlib.zstdCompressSync(big);
+    let fed = 0;
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < z.length; i += 1 << 20) {
+          fed += Math.min(1 << 20, z.length - i);
+          yield z.subarray(i, i + (1 << 20));
+        }
+      })(),
+    );
+    const d = new ZstdFramesDecompressor();
+    source.pipe(d);
+    // Until the input stops moving (held back by the Transform's readable side), within a deadline.
+    let last = -1;
+    for (const end = Date.now() + 10_000; Date.now() < end && fed !== last; ) {
+      last = fed;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(fed, 'compressed bytes taken in while nothing was read').toBeLessThan(24 << 20);
+    const parts: Buffer[] = [];
+    for await (const c of d) parts.push(c as Buffer);
+    expect(Buffer.concat(parts).equals(big)).toBe(true);
   });
 
   it('refuses a truncated frame and bytes that are no zstd frame', async () => {
