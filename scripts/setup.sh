@@ -10,8 +10,9 @@
 #      npm too if there is none.
 #   1b. age: the tests check that Debian's age CLI decrypts what `dump --encrypt-to` writes, and that snap reads
 #      what it encrypted.
-#   1c. ansible-core and openssh-server: the test of ansible/capture.yml runs it over SSH against sshd instances
-#      it starts on 127.0.0.1 (the package's own ssh service is disabled like the other services, below).
+#   1c. ansible-core, python3-apt and openssh-server: the test of ansible/capture.yml runs it over SSH against sshd
+#      instances it starts on 127.0.0.1 (the package's own ssh service is disabled like the other services, below),
+#      and its role installs the .deb with the apt module, which needs python3-apt.
 #   2. CRIU >= 4.2. Debian 12's criu 3.17 fails on recent kernels, and 4.1 cannot dump a process
 #      holding any AF_INET socket on them. Installing forky's criu 4.2 would upgrade libc6 and
 #      friends. Instead, forky's criu (with its libcompel1, libnet9 and libnl-3-200) and exactly the
@@ -81,7 +82,7 @@ GDB_WRAPPER=$PREFIX_ROOT/bin/gdb
 GDB_MIN_MAJOR=14 # the first gdb that knows AMD's XSAVE layout
 SYS_PYTHON=/usr/bin/python3 # not `python3`: that may be a pyenv shim without the Debian modules
 
-APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3.11-dbg delve golang-go iptables nftables strace age ansible-core openssh-server)
+APT_PACKAGES=(gdb elfutils zstd gcc libc6-dev make python3 python3-protobuf python3-apt python3.11-dbg delve golang-go iptables nftables strace age ansible-core openssh-server)
 # The real services the tests capture (each test starts its own instance on 127.0.0.1).
 SERVICE_PACKAGES=(redis-server nginx postgresql mariadb-server openjdk-17-jdk-headless runc busybox-static gunicorn)
 

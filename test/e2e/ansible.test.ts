@@ -1,7 +1,8 @@
 // ansible/capture.yml with Debian's ansible-core: over real SSH to three hosts, each an sshd started here on
 // 127.0.0.1 in a PID namespace of its own (its own /proc) with its own process of the one name, captured at once, each
-// bundle fetched into DEST/HOST/ and one summary line per host; then `-c local` on localhost, with age recipients, and
-// a target that is not there (its line says the error). Each namespace ends with its unshare, stopped by pid.
+// bundle fetched into DEST/HOST/ and one summary line per host; a host without procsnap (a root of its own, an overlay
+// over this machine's) that the role installs the .deb on; then `-c local` on localhost, with age recipients, and a
+// target that is not there (its line says the error). Each namespace ends with its unshare, stopped by pid.
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { repoRoot, runSnap } from '../helpers/cli.js';
+import { ensureDeb } from '../helpers/package.js';
 import { killPid, waitFor } from '../helpers/target.js';
 
 const SSHD = '/usr/sbin/sshd';
@@ -34,8 +36,10 @@ function freePort(): Promise<number> {
  * A host: an sshd on 127.0.0.1 that takes the test's key for root, in a new PID namespace with its own /proc, beside
  * a process named `name` (a copy of sleep) of that namespace. Their descriptors are opened inside it: criu cannot
  * place a file opened through the mounts of another namespace. Resolves with the port once it takes connections.
+ * With `ownRoot`, the host's root is an overlay over this machine's, its changes in a tmpfs of its own mount namespace
+ * (the test's directory bound in): what is installed there stays there, and is seen through /proc/PID/root.
  */
-async function startHost(host: string, clientPub: string, name: string): Promise<number> {
+async function startHost(host: string, clientPub: string, name: string, ownRoot = false): Promise<number> {
   const dir = join(work, host);
   execFileSync('mkdir', ['-p', dir, '/run/sshd']);
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
@@ -60,9 +64,26 @@ async function startHost(host: string, clientPub: string, name: string): Promise
     ].join('\n'),
   );
   const exe = namedCopy(name);
-  const script = `exec </dev/null >/dev/null 2>&1; setsid ${exe} 1000 & exec ${SSHD} -D -f ${config}`;
+  let script = `exec </dev/null >/dev/null 2>&1; setsid ${exe} 1000 & exec ${SSHD} -D -f ${config}`;
+  if (ownRoot) {
+    const r = join(dir, 'root');
+    script = [
+      'set -e',
+      `mkdir -p ${r}`,
+      `mount -t tmpfs tmpfs ${r}`,
+      `mkdir ${r}/upper ${r}/work ${r}/merged`,
+      `mount -t overlay overlay -o lowerdir=/,upperdir=${r}/upper,workdir=${r}/work ${r}/merged`,
+      `mount --rbind /dev ${r}/merged/dev`,
+      `mount -t proc proc ${r}/merged/proc`,
+      `mount --rbind /sys ${r}/merged/sys`,
+      `mount -t tmpfs tmpfs ${r}/merged/run`,
+      `mkdir -p ${r}/merged/run/sshd ${r}/merged${work}`,
+      `mount --bind ${work} ${r}/merged${work}`,
+      `exec chroot ${r}/merged sh -c ${JSON.stringify(script)}`,
+    ].join('\n');
+  }
   // --kill-child: the namespace's processes end when unshare does.
-  const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', '--', 'sh', '-c', script], { stdio: 'ignore' });
+  const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', ...(ownRoot ? ['--mount', '--propagation', 'private'] : []), '--', 'sh', '-c', script], { stdio: 'ignore' });
   namespaces.push(child);
   await waitFor(() => canConnect(port), { what: `sshd ${host} to take connections`, timeoutMs: 10_000 });
   return port;
@@ -106,6 +127,15 @@ function playbook(args: string[]): { status: number | null; stdout: string; stde
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** The host pid of the first process of `unshare`'s namespace (its sshd, once it runs). */
+function namespaceInit(unshare: ChildProcess): number | undefined {
+  const children = readFileSync(`/proc/${unshare.pid}/task/${unshare.pid}/children`, 'utf8').trim();
+  return children ? Number(children.split(' ')[0]) : undefined;
+}
+
+/** Whether this machine has a procsnap package or command of its own (a host made from it would then have one too). */
+const procsnapInstalled = spawnSync('sh', ['-c', 'command -v procsnap || dpkg-query -W procsnap'], { stdio: 'ignore' }).status === 0;
 
 const common = () => ['-e', `procsnap_command=${join(repoRoot, 'bin/snap')}`, '-e', JSON.stringify({ procsnap_environment: { PROCSNAP_JOURNAL_DIR: journalDir } })];
 
@@ -186,6 +216,51 @@ describe.skipIf(!haveTools)('ansible/capture.yml', () => {
     }
     expect(pidNamespaces.size, 'three processes, one in each host').toBe(3);
   });
+
+  it.skipIf(procsnapInstalled)('installs the package on a host that has no procsnap (its own root), and that procsnap captures', async () => {
+    const deb = ensureDeb();
+    const key = join(work, 'deb_client_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const name = `fresh${process.pid % 100000}`;
+    const port = await startHost('fresh1', `${key}.pub`, name, true);
+    const sshd = namespaceInit(namespaces.at(-1)!);
+    expect(sshd, 'the host\'s sshd').toBeDefined();
+    const hostRoot = `/proc/${sshd}/root`;
+    expect(existsSync(join(hostRoot, 'usr/bin/procsnap')), 'procsnap before the play').toBe(false);
+    const inventory = join(work, 'fresh-inventory.yml');
+    writeFileSync(
+      inventory,
+      JSON.stringify({
+        all: {
+          hosts: { fresh1: { ansible_host: '127.0.0.1', ansible_port: port } },
+          vars: {
+            ansible_user: 'root',
+            ansible_ssh_private_key_file: key,
+            ansible_ssh_common_args: '-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null',
+            ansible_python_interpreter: '/usr/bin/python3',
+          },
+        },
+      }),
+    );
+    const dest = join(work, 'fresh-captures');
+    const run = playbook(['-i', inventory, '-e', `procsnap_target=${name}`, '-e', `procsnap_dest=${dest}`, '-e', `procsnap_deb=${deb}`]);
+    expect(run.status, run.stdout + run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/TASK \[procsnap_capture : Install it\][^\n]*\n(changed|ok): \[fresh1\]/);
+    // Installed there, by dpkg, from the package: the database of that root says so; this machine's does not.
+    const status = readFileSync(join(hostRoot, 'var/lib/dpkg/status'), 'utf8');
+    expect(status).toMatch(/^Package: procsnap\nStatus: install ok installed$/m);
+    expect(existsSync(join(hostRoot, 'usr/bin/procsnap'))).toBe(true);
+    expect(existsSync('/usr/bin/procsnap'), 'this machine\'s own /usr/bin').toBe(false);
+    const files = readdirSync(join(dest, 'fresh1'));
+    expect(files).toHaveLength(1);
+    const bundle = join(dest, 'fresh1', files[0]!);
+    // The pid in the host's own namespace (its set-up took the first few).
+    expect(run.stdout).toMatch(new RegExp(`"msg": "fresh1 pid \\d+ freeze [0-9.]+ ms ${bundle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`));
+    const inspect = await runSnap(['inspect', bundle, '--json']);
+    expect(inspect.exitCode, inspect.stderr).toBe(0);
+    const manifest = (JSON.parse(inspect.stdout) as { manifest: { target: { comm: string } } }).manifest;
+    expect(manifest.target.comm).toBe(name);
+  }, 600_000);
 
   it('-c local on localhost, encrypted for procsnap_recipients; a target that is not there is one error line', async () => {
     const name = `local${process.pid % 100000}`;

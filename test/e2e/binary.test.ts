@@ -3,13 +3,14 @@
 // dump and restore), dumps a target, inspects the bundle and restores it.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
+import { binaryPath, ensureBinary, ensureDeb } from '../helpers/package.js';
 import { fixtureBin, repoRoot } from '../helpers/paths.js';
 import { cleanupAllTargets, killPid, processExists, waitFor } from '../helpers/target.js';
 
-const binary = join(repoRoot, 'build', 'procsnap');
+const binary = binaryPath;
 const root = process.getuid?.() === 0;
 let dir: string;
 
@@ -35,10 +36,7 @@ function withoutNode(args: string[], timeoutMs = 180_000, program?: string): { s
 
 beforeAll(() => {
   dir = makeTempDir('snap-binary-');
-  // Built when missing or older than what it is made of.
-  const sources = [join(repoRoot, 'dist', '.build-stamp'), join(repoRoot, 'bin', 'sea-launcher.cjs'), join(repoRoot, 'bin', 'run.js'), join(repoRoot, 'scripts', 'build-binary.mjs')];
-  if (!existsSync(binary) || sources.some((f) => existsSync(f) && statSync(f).mtimeMs > statSync(binary).mtimeMs))
-    execFileSync(join(repoRoot, 'node_modules', '.bin', 'node'), [join(repoRoot, 'scripts', 'build-binary.mjs')], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
+  ensureBinary();
 }, 600_000);
 afterAll(async () => {
   await cleanupAllTargets();
@@ -123,11 +121,8 @@ describe.skipIf(!root)('the standalone executable, where no node exists', () => 
 
 describe.skipIf(!root)('the Debian package', () => {
   it('installs with dpkg -i (into a copy of this host\'s package database) and, from its own files alone, procsnap doctor passes', () => {
-    const deb = execFileSync('bash', [join(repoRoot, 'scripts', 'build-deb.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000, env: { ...process.env, PATH: `${join(repoRoot, 'node_modules', '.bin')}:${process.env.PATH}` } });
-    void deb;
-    const built = readdirSync(join(repoRoot, 'build')).find((f) => /^procsnap_.*_amd64\.deb$/.test(f));
-    expect(built).toBeDefined();
-    const debPath = join(repoRoot, 'build', built!);
+    const debPath = ensureDeb();
+    const built = basename(debPath);
     console.log(`${built}: ${(statSync(debPath).size / 1048576).toFixed(1)} MiB`);
     // The host's own database, copied: dpkg checks the package's dependencies against what is installed here, and
     // the host's real database is never touched.
