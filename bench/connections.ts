@@ -7,6 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { median } from './common.ts'
 
 // The echo server the network-lock tests use.
 const ECHO_SERVER = new URL('../test/fixtures/echo_server.py', import.meta.url).pathname
@@ -51,7 +52,6 @@ function bareFreezeMs(criu: string, pid: number, work: string, lock: string): nu
 }
 
 export async function connectionsBench(o: { snapBin: string; criu: string; baseDir: string; rounds: number; counts: number[]; log: (s: string) => void }): Promise<ConnectionsRow[]> {
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   const rows: ConnectionsRow[] = []
   for (const n of o.counts) {
     const work = mkdtempSync(join(o.baseDir, 'snap-bench-conns-'))

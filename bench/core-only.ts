@@ -6,6 +6,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { median, until } from './common.ts'
 
 export interface CoreOnlyRow {
   target: string
@@ -30,19 +31,6 @@ for i in range(64): ctypes.memmove(addr + i * (4 << 30), chunk, 1 << 20)
 open(sys.argv[1], "w").write("ready")
 while True: time.sleep(1)
 `
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
-
-async function until(probe: () => boolean, what: string): Promise<void> {
-  const end = performance.now() + 60_000
-  while (!probe()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 interface Options {
   snapBin: string

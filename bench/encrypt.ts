@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { join } from 'node:path'
 import { generateX25519Identity, identityToRecipient } from 'age-encryption'
 import { runSampled } from './sampled.ts'
+import { median, until } from './common.ts'
 
 export interface ShipRow {
   mib: number
@@ -29,21 +30,6 @@ interface Options {
   rounds: number
   mib: number
   log: (s: string) => void
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
-
-async function until<T>(probe: () => T | undefined | false, what: string, ms = 120_000): Promise<T> {
-  const end = performance.now() + ms
-  for (;;) {
-    const v = probe()
-    if (v) return v
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 async function startS3(o: Options, work: string): Promise<{ pid: number; endpoint: string }> {

@@ -5,25 +5,13 @@
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { median, until } from './common.ts'
 
 export interface FixedCostsRow {
   mib: number
   rounds: number
   checked: { totalMs: number; preflightMs: number }
   remembered: { totalMs: number; preflightMs: number }
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
-
-async function until(probe: () => boolean, what: string): Promise<void> {
-  const end = performance.now() + 60_000
-  while (!probe()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
 }
 
 async function dump(snapBin: string, pid: number, out: string, journalDir: string): Promise<{ totalMs: number; preflightMs: number }> {

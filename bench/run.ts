@@ -20,6 +20,7 @@ import { watchCpuBench, watchCpuTable } from './watch.ts'
 import { treeStacksBench, treeStacksTable } from './tree-stacks.ts'
 import { shipBench, shipTable } from './encrypt.ts'
 import { runSampled } from './sampled.ts'
+import { median, until } from './common.ts'
 
 const root = new URL('..', import.meta.url).pathname
 const snapBin = join(root, 'bin/snap')
@@ -32,22 +33,6 @@ const outDir = join(root, 'bench-results')
 const criu = process.env.PROCSNAP_CRIU ?? '/usr/local/sbin/criu'
 
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`)
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function waitFor<T>(probe: () => T | undefined | false, timeoutMs: number, what: string): Promise<T> {
-  const end = performance.now() + timeoutMs
-  for (;;) {
-    const v = probe()
-    if (v) return v
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(5)
-  }
-}
 
 function readProgress(path: string): { ticks: number; maxGapUs: number; resets: number } {
   const t = readFileSync(path, 'utf8')
@@ -67,7 +52,7 @@ async function startTarget(mib: number): Promise<Target> {
   const child = spawn(worker, ['--threads', '4', '--mib', String(mib), '--progress', progress, '--tick-ms', '1', '--setsid'], { stdio: 'ignore', detached: false })
   child.unref()
   const pid = child.pid!
-  await waitFor(() => existsSync(progress) && readProgress(progress).ticks > 0 && readdirSync(`/proc/${pid}/task`).length === 4, 60_000 + mib * 20, 'the target to be ready')
+  await until(() => existsSync(progress) && readProgress(progress).ticks > 0 && readdirSync(`/proc/${pid}/task`).length === 4, 'the target to be ready', 60_000 + mib * 20, 5)
   return { pid, progress, dir }
 }
 
@@ -83,15 +68,15 @@ async function resetGap(t: Target): Promise<void> {
   settleDisk()
   const before = readProgress(t.progress).resets
   process.kill(t.pid, 'SIGUSR1')
-  await waitFor(() => readProgress(t.progress).resets > before, 5000, 'the gap reset')
+  await until(() => readProgress(t.progress).resets > before, 'the gap reset', 5000, 5)
   const ticks = readProgress(t.progress).ticks
-  await waitFor(() => readProgress(t.progress).ticks > ticks + 5, 5000, 'ticks after the reset')
+  await until(() => readProgress(t.progress).ticks > ticks + 5, 'ticks after the reset', 5000, 5)
 }
 
 async function settledGapMs(t: Target): Promise<number> {
   // After the run the target must tick a few more times so the gap that ended with the release is recorded.
   const ticks = readProgress(t.progress).ticks
-  await waitFor(() => readProgress(t.progress).ticks > ticks + 5, 5000, 'ticks after the run')
+  await until(() => readProgress(t.progress).ticks > ticks + 5, 'ticks after the run', 5000, 5)
   return readProgress(t.progress).maxGapUs / 1000
 }
 
@@ -155,7 +140,7 @@ async function killAndWaitFree(pid: number): Promise<void> {
   } catch {
     // gone
   }
-  await waitFor(() => !existsSync(`/proc/${pid}`), 10_000, `pid ${pid} to be free`)
+  await until(() => !existsSync(`/proc/${pid}`), `pid ${pid} to be free`, 10_000, 5)
 }
 
 async function restoreComparison(bundle: string, pid: number, work: string): Promise<{ snapMs: number; snapAfterExtractMs: number; criuMs: number }> {
@@ -222,7 +207,7 @@ function bareCriuFreezeMs(pid: number, work: string): number {
 async function startShape(shape: string, script: string, work: string): Promise<ReturnType<typeof spawn>> {
   const ready = join(work, `ready-${Math.random().toString(16).slice(2)}`)
   const child = spawn('/usr/bin/python3', ['-c', script, ready], { stdio: 'ignore', detached: true })
-  await waitFor(() => existsSync(ready), 60_000, `the ${shape} target to be ready`)
+  await until(() => existsSync(ready), `the ${shape} target to be ready`, 60_000, 5)
   return child
 }
 

@@ -6,6 +6,7 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { median } from './common.ts'
 
 export interface TreeStacksRow {
   processes: number
@@ -22,11 +23,6 @@ export interface TreeStacksRow {
 
 // The pool of identical workers the stacks tests dump too.
 const POOL = new URL('../test/fixtures/pool.py', import.meta.url).pathname
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
 
 interface Options {
   snapBin: string

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { median, until } from './common.ts'
 
 export interface WatchCpuRow {
   processes: number
@@ -36,11 +37,6 @@ while True: time.sleep(1e6)
 `
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
-
 /** utime + stime of pid, in clock ticks (fields 14 and 15 of its stat). */
 function cpuTicks(pid: number): number {
   const t = readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -53,16 +49,6 @@ function childrenOf(pid: number): number[] {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
   } catch {
     return []
-  }
-}
-
-async function until<T>(probe: () => T | undefined | false, what: string, timeoutMs = 60_000): Promise<T> {
-  const end = performance.now() + timeoutMs
-  for (;;) {
-    const v = probe()
-    if (v) return v
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
   }
 }
 
