@@ -32,7 +32,10 @@ export function gdbSessionArgs(): string[] {
   ]
 }
 
-/** One gdb takes every core in turn: attach, gcore, detach per process, so a tree costs one gdb start-up. */
-export function gcoreCommands(cores: { pid: number; file: string }[]): string {
-  return cores.map((c) => `attach ${c.pid}\ngcore ${c.file}\ndetach\n`).join('') + 'quit\n'
+/**
+ * One gdb takes every core in turn (a tree costs one gdb start-up), a process at a time: attach, gcore, detach, then
+ * a marker file gdb writes itself (`dump binary value`, no shell) once it has let go of the process.
+ */
+export function gcoreCommandsFor(pid: number, file: string, marker: string): string {
+  return `attach ${pid}\ngcore ${file}\ndetach\ndump binary value ${marker} 1\n`
 }

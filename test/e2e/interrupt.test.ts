@@ -187,6 +187,24 @@ describe('Ctrl+C at moments spread over a dump of a running 64 MiB target', () =
   }
 });
 
+describe('Ctrl+C just after gdb is given a process, before it attaches', () => {
+  afterAll(cleanupAllTargets);
+
+  // gdb (the fake, then the real one it runs) is given the process and takes a second to attach: a gdb signalled in
+  // that stretch is one signalled as it attaches, which took a worker down once. snap waits for it to be done.
+  it('snap waits for gdb to be done with the process it was given, then rolls back: exit 130, target running', async () => {
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-slow'), args: ['--core', 'gcore'], env: { PROCSNAP_FAKE_DELAY: '1' } });
+    await dump.waitForMarker('gdb to be given its process');
+    dump.signal('SIGINT');
+    const result = await dump.result;
+    expect(result.stderr).toMatch(new RegExp(`waiting for gdb to be done with process ${target.pid}, which it was given`));
+    await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during the core dump \(gdb\); rolled back/);
+    expect(target.isAlive()).toBe(true);
+    await expectRunning(target);
+  });
+});
+
 describe('a Ctrl+Z-paused 256 MiB target, interrupted', () => {
   let target: Target;
   beforeAll(async () => {

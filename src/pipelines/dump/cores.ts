@@ -8,7 +8,7 @@ import { InterruptedError, StepFailedError, StepTimeoutError } from '../../error
 import { writeCoreFromImages } from '../../corefile/index.js'
 import { writeCoreOfStoppedProcess } from '../../corefile/native.js'
 import { recipeFromCore, writeRecipe, type CoreRecipe } from '../../corefile/recipe.js'
-import { gcoreCommands } from '../../tools/gdb.js'
+import { GcoreFeed } from './gcore-feed.js'
 import { isToolLine, tailLines } from '../../tools/run.js'
 import { recheckStopped } from './freeze.js'
 import { assertTreeIntact, keptHint, throwIfToolStopped } from './outcome.js'
@@ -45,15 +45,20 @@ export async function coresWithGdb(s: DumpState, report: (d: string) => void): P
     const t0 = performance.now()
     const rssKiB = (s.target.vmRssKiB ?? 0) * cores.length
     session.armTimeout(s.budget.remainingMs(toolTimeoutMs(rssKiB)))
-    const commands = gcoreCommands(cores)
+    const feed = (s.gcoreFeed = new GcoreFeed(session, s.workDir!))
     s.toolHolds = 'gdb'
-    session.write(commands)
+    let given = 0
+    for (const c of cores) {
+      if (s.o.cancel.aborted || !(await feed.core(c.pid, c.file))) break
+      given++
+    }
+    feed.finish()
     const run = await session.done
     if (session.pid !== undefined) s.trackTool(session.pid, false)
     assertTreeIntact(s, 'the core dump (gdb)')
     s.toolHolds = undefined
     recordTool(rec, run)
-    rec.note = `gdb started before the stop; ${cores.length} core(s); commands on its stdin: ${commands.trim().split('\n').join('; ')}`
+    rec.note = `gdb started before the stop; ${given} of ${cores.length} process(es) given to it one at a time on its stdin (attach, gcore, detach)`
     s.addArtifact('logs/gdb.log', 'log')
     throwIfToolStopped(s, run, 'the core dump (gdb)')
     // gdb's exit status is not proof of a core: check that an ELF core file is really there, for every process.

@@ -18,6 +18,11 @@ function heldBy(s: DumpState, toolPid: number): number[] {
   return s.members.filter((m) => tracerGroup(m.id.pid) === toolPid).map((m) => m.id.pid)
 }
 
+/** Whether the tool traces any process of the tree now. */
+export function holdsTree(s: DumpState, toolPid: number | undefined): boolean {
+  return toolPid !== undefined && heldBy(s, toolPid).length > 0
+}
+
 export async function waitForToolToLetGo(s: DumpState, tool: 'criu' | 'gdb', toolPid: number | undefined, timeoutMs: number): Promise<void> {
   if (toolPid === undefined) return
   const held = heldBy(s, toolPid)

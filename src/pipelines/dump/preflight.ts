@@ -24,7 +24,7 @@ import { criuCheckOnce, findCriu, type CriuInfo } from '../../tools/criu.js'
 import { findGdb, gdbSessionArgs } from '../../tools/gdb.js'
 import { startTool, type StartedTool } from '../../tools/run.js'
 import { totalRssKiB } from './checkpoint.js'
-import { letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
+import { holdsTree, letGoTimeoutMs, waitForToolToLetGo } from './let-go.js'
 import { cacheDir } from '../../environment.js'
 import { Journal } from '../journal.js'
 import { MiB, type DumpState } from './state.js'
@@ -188,8 +188,13 @@ function startGdbSession(s: DumpState): void {
   const session: StartedTool = startTool(s.gdb!.path, gdbSessionArgs(), {
     cancel: s.o.cancel,
     protectFromOom: true, // it holds the frozen tree while it writes the cores
-    // Between two processes gdb holds none: a signal or the deadline stops it there, never inside an attach or a gcore.
-    beforeStop: () => waitForToolToLetGo(s, 'gdb', session.pid, letGoTimeoutMs(totalRssKiB(s))),
+    // Between two processes gdb holds none: a signal or the deadline stops it there, never inside an attach or a gcore,
+    // nor once it was given an attach (gcore-feed.ts).
+    beforeStop: async () => {
+      const timeoutMs = letGoTimeoutMs(totalRssKiB(s))
+      await s.gcoreFeed?.letGo(timeoutMs, () => holdsTree(s, session.pid), (line) => s.progress.note(line))
+      await waitForToolToLetGo(s, 'gdb', session.pid, timeoutMs)
+    },
     logFile: join(s.workDir!, 'logs', 'gdb.log'),
     stdin: 'pipe',
     onSpawn: (pid) => s.trackTool(pid, true),

@@ -9,6 +9,7 @@ import type { TargetIdentity } from '../../process/identity.js'
 import type { ContainerPlan } from '../../process/container.js'
 import type { MemberOutcome, TreeMember } from '../../process/tree.js'
 import type { TreeFacts } from '../../process/tree-facts.js'
+import type { GcoreFeed } from './gcore-feed.js'
 import type { MappingUse } from '../../process/memory-map.js'
 import type { CriuInfo } from '../../tools/criu.js'
 import type { DumpedTask } from '../../criu-images/pstree.js'
@@ -100,6 +101,8 @@ export class DumpState {
   journal?: Journal
   partial?: string
   gdbSession?: StartedTool
+  /** The gcore step's feeding of gdb, one process at a time: what a stop of gdb waits on (gcore-feed.ts). */
+  gcoreFeed?: GcoreFeed
   readonly toolPids = new Set<number>()
   /** True once criu's post-dump script turned the stops found in place into SIGSTOP stops. */
   stopConverted = false
