@@ -2,9 +2,9 @@
 // (every thread, its registers, its memory), and the target's freeze lasted only as long as criu dump.
 
 import { existsSync } from 'node:fs'
-import { link, open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { copyRanges, type CopyJob, type CopyOutcome } from './copy.js'
+import { writeCoreFile } from './core-file.js'
 import { readThreadImage } from '../criu-images/core-entry.js'
 import {
   EHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PN_XNUM, PT_LOAD, PT_NOTE, SHDR_SIZE, alignUp, elfHeader,
@@ -117,13 +117,11 @@ async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
   opts.checkRoom?.(loads.reduce((n, load) => n + load.filesz, notesOffset + notesRoom + (extended ? SHDR_SIZE : 0)))
 
   // 5. Write beside the output, give it its name when complete: a half-written core never carries the final name.
-  const partial = `${opts.output}.partial-${process.pid}`
-  const out = await open(partial, 'wx', 0o600) // a core holds the process's secrets
   let copied: CopyOutcome = { bytes: 0, method: 'node' }
   let jobs: CopyJob[] = []
   const written: CoreLayout['written'] = []
   let threadCount = 0
-  try {
+  await writeCoreFile(opts.output, async (out, partial) => {
     jobs = [...copyJobs(loads)]
     copied = await copyRanges(partial, out, jobs)
     if (copied.fallbackReason) warnings.push(`memory copied through Node's buffers (slower): ${copied.fallbackReason}`)
@@ -160,14 +158,7 @@ async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
       written.push({ target: shoff, bytes: section.length })
     }
     await out.truncate(size) // the last load may end in a hole
-    await out.close()
-    await link(partial, opts.output) // unlike rename, never replaces a file that appeared there meanwhile
-    await rm(partial)
-  } catch (error) {
-    await out.close().catch(() => {})
-    await rm(partial, { force: true })
-    throw error instanceof CoreBuildError ? error : new CoreBuildError((error as Error).message, { cause: error })
-  }
+  })
   return {
     threads: threadCount,
     loadSegments: loads.length,

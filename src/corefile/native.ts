@@ -6,7 +6,6 @@
 // coredump_filter has it. The ELF and note encoders are the image-built core's (elf.ts, notes.ts).
 
 import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs'
-import { link, open, rm } from 'node:fs/promises'
 import type { ThreadState } from '../criu-images/core-entry.js'
 import type { TaskTree } from '../criu-images/pstree.js'
 import { parseSmapsMappings, type SmapsMapping } from '../process/capture-size.js'
@@ -14,6 +13,7 @@ import {
   EHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PN_XNUM, PT_LOAD, PT_NOTE, SHDR_SIZE, alignUp, elfHeader, extendedNumberingSection, programHeader,
   type ProgramHeader,
 } from './elf.js'
+import { writeCoreFile } from './core-file.js'
 import { CoreBuildError } from './errors.js'
 import { buildNotes, type FileMapping } from './notes.js'
 import { scanResidentRuns } from './page-scan.js'
@@ -204,53 +204,46 @@ export async function writeCoreOfStoppedProcess(opts: NativeCoreOptions): Promis
   const dataBytes = segments.reduce((n, s) => n + s.runs.reduce((k, [a, b]) => k + b - a, 0), 0)
   opts.checkRoom?.(notesOffset + notes.length + dataBytes)
 
-  const partial = `${opts.output}.partial-${process.pid}`
-  const out = await open(partial, 'wx', 0o600) // a core holds the process's secrets
   let copied = 0
   try {
-    const headers: ProgramHeader[] = [
-      { type: PT_NOTE, flags: 0, offset: notesOffset, vaddr: 0, filesz: notes.length, memsz: 0, align: 1 },
-      ...segments.map((s) => ({ type: PT_LOAD, flags: s.flags, offset: s.offset, vaddr: s.start, filesz: s.filesz, memsz: s.end - s.start, align: PAGE_SIZE })),
-    ]
-    const head = Buffer.concat([elfHeader(phnum, shoff), ...headers.map(programHeader), notes])
-    await out.write(head, 0, head.length, 0)
-    if (extended) {
-      const section = extendedNumberingSection(phnum)
-      await out.write(section, 0, section.length, shoff)
-    }
-    const buf = Buffer.alloc(1 << 20)
-    for (const s of segments) {
-      for (const [from, to] of s.runs) {
-        for (let at = from; at < to; ) {
-          if (opts.cancel?.aborted) throw new CoreBuildError(`stopped while reading the memory of ${pid}`)
-          const want = Math.min(buf.length, to - at)
-          let got: number
-          try {
-            got = readSync(mem, buf, 0, want, at)
-          } catch (error) {
-            // A page the kernel will not hand out (an I/O mapping, a page gone to a truncated file): it stays a hole.
-            warnings.push(`0x${at.toString(16)}: ${(error as Error).message.split(',')[0]}; a page reads as zeros`)
-            at += PAGE_SIZE
-            continue
+    await writeCoreFile(opts.output, async (out) => {
+      const headers: ProgramHeader[] = [
+        { type: PT_NOTE, flags: 0, offset: notesOffset, vaddr: 0, filesz: notes.length, memsz: 0, align: 1 },
+        ...segments.map((s) => ({ type: PT_LOAD, flags: s.flags, offset: s.offset, vaddr: s.start, filesz: s.filesz, memsz: s.end - s.start, align: PAGE_SIZE })),
+      ]
+      const head = Buffer.concat([elfHeader(phnum, shoff), ...headers.map(programHeader), notes])
+      await out.write(head, 0, head.length, 0)
+      if (extended) {
+        const section = extendedNumberingSection(phnum)
+        await out.write(section, 0, section.length, shoff)
+      }
+      const buf = Buffer.alloc(1 << 20)
+      for (const s of segments) {
+        for (const [from, to] of s.runs) {
+          for (let at = from; at < to; ) {
+            if (opts.cancel?.aborted) throw new CoreBuildError(`stopped while reading the memory of ${pid}`)
+            const want = Math.min(buf.length, to - at)
+            let got: number
+            try {
+              got = readSync(mem, buf, 0, want, at)
+            } catch (error) {
+              // A page the kernel will not hand out (an I/O mapping, a page gone to a truncated file): it stays a hole.
+              warnings.push(`0x${at.toString(16)}: ${(error as Error).message.split(',')[0]}; a page reads as zeros`)
+              at += PAGE_SIZE
+              continue
+            }
+            if (got <= 0) {
+              warnings.push(`0x${at.toString(16)}-0x${to.toString(16)}: not readable; reads as zeros`)
+              break
+            }
+            await out.write(buf, 0, got, s.offset + (at - s.start))
+            copied += got
+            at += got
           }
-          if (got <= 0) {
-            warnings.push(`0x${at.toString(16)}-0x${to.toString(16)}: not readable; reads as zeros`)
-            break
-          }
-          await out.write(buf, 0, got, s.offset + (at - s.start))
-          copied += got
-          at += got
         }
       }
-    }
-    await out.truncate(size) // the last segment may end in a hole
-    await out.close()
-    await link(partial, opts.output) // unlike rename, never replaces a file that appeared there meanwhile
-    await rm(partial)
-  } catch (error) {
-    await out.close().catch(() => {})
-    await rm(partial, { force: true })
-    throw error instanceof CoreBuildError ? error : new CoreBuildError((error as Error).message, { cause: error })
+      await out.truncate(size) // the last segment may end in a hole
+    })
   } finally {
     closeSync(mem)
   }
