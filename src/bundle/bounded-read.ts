@@ -7,10 +7,11 @@ import { JsonShapeError, ShapedJsonParser, type Shape } from './json-stream.js'
 
 export class BoundedReadError extends Error {}
 
-export function readBoundedRegularFile(path: string, maxBytes: number): Buffer {
+/** `followLinks`: for a file a person names (an identity file may well be a link); never for one a bundle names. */
+export function readBoundedRegularFile(path: string, maxBytes: number, { followLinks = false } = {}): Buffer {
   let fd: number | undefined
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (followLinks ? 0 : constants.O_NOFOLLOW))
     const st = fstatSync(fd)
     if (!st.isFile()) throw new BoundedReadError(`${path} is not a regular file`)
     if (st.size > maxBytes) throw new BoundedReadError(`${path} is ${st.size} bytes, more than the ${maxBytes} allowed`)

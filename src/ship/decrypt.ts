@@ -1,8 +1,9 @@
 // Reading an encrypted bundle: the identities given with --identity, the header checked against them, and the
 // payload decrypted chunk by chunk as the reader streams it (one 64 KiB chunk in memory at a time).
 
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
+import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
 import { BundleEncryptedError, UsageError } from '../errors.js'
 import { CHUNK, isAge, MAX_HEADER_BYTES, openChunk, parseAgeHeader, SEALED_CHUNK, unwrapPayloadKey, type AgeHeader } from './age.js'
 
@@ -21,26 +22,13 @@ export function useIdentityFiles(paths: string[]): void {
 }
 
 function readIdentityFile(path: string): string[] {
+  const hint = 'give a file written by `age-keygen`'
   let text: string
-  let fd: number | undefined
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
-    const st = fstatSync(fd)
-    if (!st.isFile()) throw new UsageError(`--identity ${path} is not a regular file`, 'give a file written by `age-keygen`')
-    if (st.size > MAX_IDENTITY_FILE_BYTES) throw new UsageError(`--identity ${path} is ${st.size} bytes, too large for an age identity file`, 'give a file written by `age-keygen`')
-    const buf = Buffer.alloc(st.size)
-    let off = 0
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off)
-      if (n === 0) break
-      off += n
-    }
-    text = buf.subarray(0, off).toString('utf8')
+    text = readBoundedRegularFile(path, MAX_IDENTITY_FILE_BYTES, { followLinks: true }).toString('utf8')
   } catch (e) {
-    if (e instanceof UsageError) throw e
-    throw new UsageError(`cannot read --identity ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'give a file written by `age-keygen`')
-  } finally {
-    if (fd !== undefined) closeSync(fd)
+    if (e instanceof BoundedReadError) throw new UsageError(`--identity ${e.message}`, hint)
+    throw new UsageError(`cannot read --identity ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, hint)
   }
   const keys = text
     .split('\n')
@@ -48,7 +36,7 @@ function readIdentityFile(path: string): string[] {
     .filter((l) => l !== '' && !l.startsWith('#'))
   const bad = keys.find((k) => !k.startsWith('AGE-SECRET-KEY-1'))
   if (bad !== undefined || keys.length === 0)
-    throw new UsageError(`--identity ${path} holds no age X25519 identity (AGE-SECRET-KEY-1...)`, 'give a file written by `age-keygen`')
+    throw new UsageError(`--identity ${path} holds no age X25519 identity (AGE-SECRET-KEY-1...)`, hint)
   return keys
 }
 
