@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES, type ExitKind } from '../../src/errors.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { runSnap, snapEntry, type SnapResult } from '../helpers/cli.js';
+import { runProgram, runSnap, snapEntry, type SnapResult } from '../helpers/cli.js';
 import { nodeBin, repoRoot } from '../helpers/paths.js';
 import { cleanupAllTargets, readProcFile, readProcStat, startTarget, waitFor, type Target } from '../helpers/target.js';
 
@@ -26,23 +26,7 @@ afterAll(async () => {
 });
 
 /** Runs `sh -c SCRIPT` and collects its output as runSnap does; `exec` in the script makes snap's pid the shell's. */
-async function runShell(script: string, env: Record<string, string>): Promise<SnapResult> {
-  const started = performance.now();
-  const child = spawn('/bin/sh', ['-c', script], { cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const stdout: Buffer[] = [];
-  const stderr: Buffer[] = [];
-  child.stdout.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr.on('data', (c: Buffer) => stderr.push(c));
-  const [exitCode, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-  return {
-    exitCode,
-    signal,
-    stdout: Buffer.concat(stdout).toString('utf8'),
-    stderr: Buffer.concat(stderr).toString('utf8'),
-    durationMs: performance.now() - started,
-    timedOut: false,
-  };
-}
+const runShell = (script: string, env: Record<string, string>): Promise<SnapResult> => runProgram('/bin/sh', ['-c', script], { env });
 
 /** A pid no process holds: one our own short-lived child had, waited for and reaped. */
 async function reapedPid(): Promise<number> {

@@ -12,6 +12,7 @@ import { scanResidentRuns } from '../../src/corefile/page-scan.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { compareMemory, fileBackedRanges, readLoads } from '../helpers/core-compare.js';
 import { fixtureBin, requireFixtureBin } from '../helpers/paths.js';
+import { HAS_AVX512, kValue, VECTOR_REGS_GDB_SCRIPT, zmmValue } from '../helpers/vector-regs.js';
 import { run } from '../helpers/run.js';
 import { cleanupAllTargets, killPid, readProcFile, startTarget, waitFor, type Target } from '../helpers/target.js';
 
@@ -190,27 +191,8 @@ describe('a core written from a stopped process, against gcore of the same stop'
   });
 });
 
-const HAS_AVX512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) && /\bavx512bw\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 /** A gdb that reads AVX-512 state on any CPU (14 and later); the one setup installs. */
 const GDB16 = '/opt/procsnap/bin/gdb';
-const mask64 = (1n << 64n) - 1n;
-const kValue = (t: number, r: number) => (0x6bn << 56n) | (BigInt(t) << 32n) | BigInt(r);
-const zmmValue = (t: number, r: number, q: number) => (0x7an << 56n) | (BigInt(t) << 40n) | (BigInt(r) << 16n) | BigInt(q);
-const REGS_SCRIPT = `
-import gdb, json
-out = {}
-for th in gdb.selected_inferior().threads():
-    th.switch()
-    f = gdb.selected_frame()
-    regs = {}
-    for r in range(8):
-        regs['k%d' % r] = str(int(f.read_register('k%d' % r)) & ((1 << 64) - 1))
-    for r in range(32):
-        v = f.read_register('zmm%d' % r)['v8_int64']
-        regs['zmm%d' % r] = [str(int(v[i]) & ((1 << 64) - 1)) for i in range(8)]
-    out[str(th.ptid[1])] = regs
-print('@@JSON ' + json.dumps(out))
-`;
 
 describe.skipIf(!HAS_AVX512 || !existsSync(GDB16))('AVX-512 registers in a core written from a stopped process', () => {
   it('gdb shows every thread with the k0-k7 and zmm0-zmm31 it loaded, as the kernel keeps them', async () => {
@@ -232,7 +214,7 @@ describe.skipIf(!HAS_AVX512 || !existsSync(GDB16))('AVX-512 registers in a core 
       const result = await writeCoreOfStoppedProcess({ pid: child.pid!, output: core });
       expect(result.threads).toBe(3);
       const script = join(out, 'regs.py');
-      writeFileSync(script, REGS_SCRIPT);
+      writeFileSync(script, VECTOR_REGS_GDB_SCRIPT);
       const r = await run(GDB16, ['--batch', '-nx', '-iex', 'set debuginfod enabled off', '-x', script, requireFixtureBin('vector-regs'), core]);
       const json = /^@@JSON (.*)$/m.exec(r.stdout)?.[1];
       expect(json, r.stderr).toBeDefined();
@@ -240,7 +222,7 @@ describe.skipIf(!HAS_AVX512 || !existsSync(GDB16))('AVX-512 registers in a core 
       expect(Object.keys(seen).map(Number).sort()).toEqual(threads.map((t) => t.tid).sort());
       for (const { tid, index } of threads) {
         const regs = seen[String(tid)]!;
-        for (let k = 0; k < 8; k++) expect(BigInt(regs[`k${k}`] as string), `thread ${tid} k${k}`).toBe(kValue(index, k) & mask64);
+        for (let k = 0; k < 8; k++) expect(BigInt(regs[`k${k}`] as string), `thread ${tid} k${k}`).toBe(kValue(index, k));
         for (let z = 0; z < 32; z++)
           expect((regs[`zmm${z}`] as string[]).map(BigInt), `thread ${tid} zmm${z}`).toEqual([...Array(8).keys()].map((q) => zmmValue(index, z, q)));
       }

@@ -8,32 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractBundle, makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap } from '../helpers/cli.js';
 import { requireFixtureBin } from '../helpers/paths.js';
+import { HAS_AVX512, kValue, VECTOR_REGS_GDB_SCRIPT, zmmValue } from '../helpers/vector-regs.js';
 import { killPid, readProcFile, waitFor } from '../helpers/target.js';
 import { run } from '../helpers/run.js';
 
-const HAS_AVX512 = /\bavx512f\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) && /\bavx512bw\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 const THREADS = 3;
 const CHILDREN = 2;
-const mask64 = (1n << 64n) - 1n;
-const kValue = (t: number, r: number) => (0x6bn << 56n) | (BigInt(t) << 32n) | BigInt(r);
-const zmmValue = (t: number, r: number, q: number) => (0x7an << 56n) | (BigInt(t) << 40n) | (BigInt(r) << 16n) | BigInt(q);
 
-/** Every thread's k and zmm registers as gdb's Python sees them in a core, by LWP. */
-const GDB_SCRIPT = `
-import gdb, json
-out = {}
-for th in gdb.selected_inferior().threads():
-    th.switch()
-    f = gdb.selected_frame()
-    regs = {}
-    for r in range(8):
-        regs['k%d' % r] = str(int(f.read_register('k%d' % r)) & ((1 << 64) - 1))
-    for r in range(32):
-        v = f.read_register('zmm%d' % r)['v8_int64']
-        regs['zmm%d' % r] = [str(int(v[i]) & ((1 << 64) - 1)) for i in range(8)]
-    out[str(th.ptid[1])] = regs
-print('@@JSON ' + json.dumps(out))
-`;
 
 interface Gdb {
   path: string;
@@ -95,7 +76,7 @@ describe.skipIf(!HAS_AVX512)('AVX-512 registers in a core built from the images 
     expect(pids).toHaveLength(CHILDREN + 1);
     expect([...cores.keys()].sort()).toEqual([...pids].sort());
     const script = join(out, 'regs.py');
-    writeFileSync(script, GDB_SCRIPT);
+    writeFileSync(script, VECTOR_REGS_GDB_SCRIPT);
     for (const gdb of gdbs) {
       for (const pid of pids) {
         const r = await run(gdb.path, ['--batch', '-nx', '-iex', 'set debuginfod enabled off', '-x', script, requireFixtureBin('vector-regs'), cores.get(pid)!]);
@@ -107,7 +88,7 @@ describe.skipIf(!HAS_AVX512)('AVX-512 registers in a core built from the images 
         for (const { tid, index } of threads) {
           const regs = seen[String(tid)]!;
           const where = `gdb ${gdb.major}, process ${pid}, thread ${tid}`;
-          for (let r = 0; r < 8; r++) expect(BigInt(regs[`k${r}`] as string), `${where} k${r}`).toBe(kValue(index, r) & mask64);
+          for (let r = 0; r < 8; r++) expect(BigInt(regs[`k${r}`] as string), `${where} k${r}`).toBe(kValue(index, r));
           for (let r = 0; r < 32; r++) {
             const quads = (regs[`zmm${r}`] as string[]).map(BigInt);
             expect(quads, `${where} zmm${r}`).toEqual([...Array(8).keys()].map((q) => zmmValue(index, r, q)));

@@ -7,15 +7,13 @@
 // ENOTDIR are covered by the unit tests; here the sources are files that fail on read even for root: a write-only
 // sysctl (EACCES) and a process's mem read at offset 0 (EIO), and a mode-000 directory for a snap without the
 // capabilities that override file modes (EACCES on a directory).
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { chmodSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/errors.js';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
-import { snapEntry, type SnapResult } from '../helpers/cli.js';
-import { nodeBin, repoRoot } from '../helpers/paths.js';
+import { runProgram, snapEntry, type SnapResult } from '../helpers/cli.js';
+import { nodeBin } from '../helpers/paths.js';
 import { cleanupAllTargets, startTarget, type Target } from '../helpers/target.js';
 
 let target: Target;
@@ -36,25 +34,7 @@ const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 async function dumpWithMount(source: string, over: string, out: string, wrap: string[] = []): Promise<SnapResult> {
   const snap = [...wrap, nodeBin, snapEntry, 'dump', String(target.pid), '-o', join(out, 'x.tar.zst')].map(quote).join(' ');
   const script = `mount --bind ${quote(source)} ${quote(over)} && exec ${snap}`;
-  const started = performance.now();
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-    cwd: repoRoot,
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined, PROCSNAP_JOURNAL_DIR: journalDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const stdout: Buffer[] = [];
-  const stderr: Buffer[] = [];
-  child.stdout.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr.on('data', (c: Buffer) => stderr.push(c));
-  const [exitCode, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-  return {
-    exitCode,
-    signal,
-    stdout: Buffer.concat(stdout).toString('utf8'),
-    stderr: Buffer.concat(stderr).toString('utf8'),
-    durationMs: performance.now() - started,
-    timedOut: false,
-  };
+  return runProgram('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
 }
 
 interface Case {

@@ -2,11 +2,12 @@
 // goroutines of its own each blocked in a function of its own file; the bundle's stacks name every goroutine with its
 // state and frames, read from the core by delve.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { markedLine } from '../helpers/fixture-lines.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killPid, readProcStat, waitFor } from '../helpers/target.js';
@@ -33,8 +34,7 @@ const fixture = join(repoRoot, 'test', 'fixtures', 'go-server');
 /** The frame a function of the fixture blocks in: its file (as the build recorded it: the compiler may keep it
  *  relative to the module's root) and the line marked "NAME blocks here". */
 function blockingFrame(file: string, fn: string): { function: string; file: unknown; line: number } {
-  const line = readFileSync(join(fixture, file), 'utf8').split('\n').findIndex((l) => l.includes(`// ${fn} blocks here`)) + 1;
-  expect(line, `${fn}'s marked line in ${file}`).toBeGreaterThan(0);
+  const line = markedLine(join(fixture, file), fn);
   return { function: `main.${fn}`, file: expect.stringMatching(new RegExp(`(^|/)test/fixtures/go-server/${file.replace('.', '\\.')}$`)), line };
 }
 

@@ -2,12 +2,13 @@
 // postLedger (test/fixtures/jvm-threads, compiled now); the bundle's stacks give each Java thread its name, state and
 // frames as jstack prints them, read from the core by the JDK's jhsdb.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { markedLine } from '../helpers/fixture-lines.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -30,13 +31,6 @@ interface Stacks {
 }
 
 const source = join(repoRoot, 'test', 'fixtures', 'jvm-threads', 'Settler.java');
-
-/** The line of Settler.java marked "NAME blocks here". */
-function markedLine(fn: string): number {
-  const line = readFileSync(source, 'utf8').split('\n').findIndex((l) => l.includes(`// ${fn} blocks here`)) + 1;
-  expect(line, `${fn}'s marked line`).toBeGreaterThan(0);
-  return line;
-}
 
 let dir: string;
 let jvm: ChildProcess;
@@ -72,14 +66,14 @@ describe('Java stacks', () => {
     const settler = named('settler-1');
     expect(settler, 'a thread named settler-1').toBeDefined();
     expect(settler!.state).toMatch(/^WAITING/);
-    expect(settler!.runtimeFrames).toContainEqual({ function: 'Settler.awaitSettlement', file: null, line: markedLine('awaitSettlement') });
+    expect(settler!.runtimeFrames).toContainEqual({ function: 'Settler.awaitSettlement', file: null, line: markedLine(source, 'awaitSettlement') });
     const ledger = named('ledger-1');
     expect(ledger!.state).toMatch(/^TIMED_WAITING/);
-    expect(ledger!.runtimeFrames).toContainEqual({ function: 'Settler.postLedger', file: null, line: markedLine('postLedger') });
+    expect(ledger!.runtimeFrames).toContainEqual({ function: 'Settler.postLedger', file: null, line: markedLine(source, 'postLedger') });
     expect(named('main')!.runtimeFrames!.map((f) => f.function)).toContain('Settler.main');
 
     const text = await runSnap(['stacks', bundle]);
-    expect(text.stdout).toMatch(new RegExp(`^ {2}thread \\d+ "settler-1" \\[WAITING[^\\]]*\\]:\\n(?: {4}java #\\d+ .*\\n)*? {4}java #\\d+ {2}Settler\\.awaitSettlement line ${markedLine('awaitSettlement')}$`, 'm'));
+    expect(text.stdout).toMatch(new RegExp(`^ {2}thread \\d+ "settler-1" \\[WAITING[^\\]]*\\]:\\n(?: {4}java #\\d+ .*\\n)*? {4}java #\\d+ {2}Settler\\.awaitSettlement line ${markedLine(source, 'awaitSettlement')}$`, 'm'));
   });
 
   it('a bundle with --include-binaries and no stacks: the Java threads read now from its core, the JVM\'s libraries taken from the bundle (SA_ALTROOT)', async () => {
@@ -95,6 +89,6 @@ describe('Java stacks', () => {
     const p = (JSON.parse(r.stdout) as Stacks).processes[0]!;
     expect(p.runtimeError).toBeUndefined();
     const settler = p.threads.find((t) => t.name === 'settler-1');
-    expect(settler?.runtimeFrames).toContainEqual({ function: 'Settler.awaitSettlement', file: null, line: markedLine('awaitSettlement') });
+    expect(settler?.runtimeFrames).toContainEqual({ function: 'Settler.awaitSettlement', file: null, line: markedLine(source, 'awaitSettlement') });
   });
 });

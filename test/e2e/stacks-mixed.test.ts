@@ -1,11 +1,12 @@
 // One bundle of a tree that mixes runtimes: a python parent (test/fixtures/python-threads/supervisor.py) waiting on a
 // JVM child (test/fixtures/jvm-threads): the stacks give the parent's Python frames and the child's Java threads.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, readBundleManifest, removeTempDirs } from '../helpers/bundle.js';
+import { markedLine } from '../helpers/fixture-lines.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killPid, waitFor } from '../helpers/target.js';
@@ -28,12 +29,6 @@ interface Stacks {
 
 const supervisor = join(repoRoot, 'test', 'fixtures', 'python-threads', 'supervisor.py');
 const settler = join(repoRoot, 'test', 'fixtures', 'jvm-threads', 'Settler.java');
-
-function markedLine(file: string, fn: string): number {
-  const line = readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes(`${fn} blocks here`)) + 1;
-  expect(line, `${fn}'s marked line`).toBeGreaterThan(0);
-  return line;
-}
 
 let dir: string;
 let parent: ChildProcess;

@@ -2,11 +2,12 @@
 // from the core by gdb with CPython's gdb extension. Recorded at the dump beside the native frames, and read again
 // from the cores of a bundle written without them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { listBundle, makeTempDir, readBundleManifest, removeTempDirs, schemaProblems } from '../helpers/bundle.js';
+import { markedLine } from '../helpers/fixture-lines.js';
 import { repackBundle } from '../helpers/bundles.js';
 import { runSnap, snapEntry } from '../helpers/cli.js';
 import { nodeBin, repoRoot } from '../helpers/paths.js';
@@ -32,8 +33,7 @@ const fixture = join(repoRoot, 'test', 'fixtures', 'python-threads');
 /** Where a function of the fixture blocks: its file and the line marked "NAME blocks here". */
 function blockingLine(file: string, fn: string): Frame {
   const path = join(fixture, file);
-  const line = readFileSync(path, 'utf8').split('\n').findIndex((l) => l.includes(`# ${fn} blocks here`)) + 1;
-  expect(line, `${fn}'s marked line in ${file}`).toBeGreaterThan(0);
+  const line = markedLine(path, fn);
   return { function: fn, file: path, line };
 }
 

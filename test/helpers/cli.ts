@@ -46,6 +46,15 @@ export function runSnap(args: string[], options: SnapRunOptions = {}): Promise<S
 
 /** What startSnap does, for any script: lets the run-and-collect machinery be tested without the CLI. */
 export function startNodeScript(script: string, args: string[], options: SnapRunOptions = {}): RunningSnap {
+  return startProgram(nodeBin, [script, ...args], options);
+}
+
+/** Any program run and collected as snap is (a shell or unshare in front of snap, say). */
+export function runProgram(file: string, args: string[], options: SnapRunOptions = {}): Promise<SnapResult> {
+  return startProgram(file, args, options).result;
+}
+
+function startProgram(file: string, args: string[], options: SnapRunOptions): RunningSnap {
   const { cwd = repoRoot, timeoutMs = 110_000, input } = options;
   // Output goes to pipes, as in CI; colour codes would only get in the way of assertions.
   const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: '1', FORCE_COLOR: undefined };
@@ -53,7 +62,7 @@ export function startNodeScript(script: string, args: string[], options: SnapRun
   for (const name of Object.keys(env)) if (env[name] === undefined) delete env[name];
 
   const started = performance.now();
-  const child = spawn(nodeBin, [script, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(file, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   child.stdout!.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -84,7 +93,7 @@ export function startNodeScript(script: string, args: string[], options: SnapRun
   const result = new Promise<SnapResult>((resolve, reject) => {
     child.once('error', (error) => {
       clearTimeout(timeoutTimer);
-      reject(new Error(`could not run ${nodeBin} ${script}: ${error.message}`));
+      reject(new Error(`could not run ${file} ${args.join(' ')}: ${error.message}`));
     });
     // 'close', not 'exit': it comes after stdout and stderr have been read to the end.
     child.once('close', (exitCode, signal) => {
