@@ -1,75 +1,24 @@
 // Reads bundles safely. A bundle is input from elsewhere: every entry is checked against strict rules and against
 // the manifest before a byte of it is used, and reading streams, so memory does not grow with the bundle.
 
-import { closeSync, createReadStream, openSync, readSync, statSync } from 'node:fs'
-import { Readable } from 'node:stream'
+import { closeSync } from 'node:fs'
 import { Parser, type ReadEntry } from 'tar'
 import { reclaimEvery } from '../tools/reclaim.js'
-import { BundleInvalidError, UsageError } from '../errors.js'
-import { decompressor, detectCompression, readOffset, zstdReadingFile, type Compression } from './compression.js'
+import { BundleInvalidError } from '../errors.js'
+import { openBundle, openTarStream } from './bundle-file.js'
+import type { Compression } from './compression.js'
 import { EntryHasher } from './entry-hash.js'
 import { EntryBounds, entryError } from './entry-bounds.js'
 import { TarEndGuard } from './tar-end.js'
 import { MANIFEST_ENTRY, MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 import { validateManifest } from './schema.js'
-import { openEncrypted, readAgeHead, requireIdentity, type EncryptedBundle, type EncryptionFacts } from '../ship/decrypt.js'
+import type { EncryptionFacts } from '../ship/decrypt.js'
 
 /** A manifest larger than this is not one we wrote; refusing it bounds what a hostile first entry can cost. */
 /** A real manifest is tens of KiB (a tree of hundreds of processes, thousands of images); a 16 MiB one cost 1.4 GB to
  *  parse and check. This bound keeps any bundle's head within a few hundred MiB of snap's memory. */
 const MAX_MANIFEST_BYTES = 4 << 20
 const MAX_SIGNATURE_BYTES = 4096
-
-/** The file's kind from its first bytes: a bundle's compression, or 'age' for an encrypted one (when an identity was
- *  given: without one, BundleEncryptedError naming its recipients). */
-export function openBundleHead(path: string): { compression: Compression | 'age'; size: number } {
-  const { head, size } = headBytes(path)
-  const age = readAgeHead(path, head)
-  if (age) {
-    requireIdentity(path, age)
-    return { compression: 'age', size }
-  }
-  return { compression: plainCompression(path, head), size }
-}
-
-/** What scanBundle reads: the compression of the (decrypted) bundle, and its decryption when it is encrypted. */
-async function openBundle(path: string): Promise<{ compression: Compression; size: number; encrypted?: EncryptedBundle }> {
-  const { head, size } = headBytes(path)
-  const age = readAgeHead(path, head)
-  if (!age) return { compression: plainCompression(path, head), size }
-  const encrypted = await openEncrypted(path, age)
-  return { compression: plainCompression(path, encrypted.firstChunk), size, encrypted }
-}
-
-function headBytes(path: string): { head: Buffer; size: number } {
-  let st
-  try {
-    st = statSync(path)
-  } catch {
-    throw new UsageError(`bundle ${path} does not exist`, 'give the path of a bundle written by `snap dump`')
-  }
-  if (!st.isFile()) throw new UsageError(`bundle ${path} is not a regular file`)
-  // An empty file is no bundle, and neither is what /proc shows as one (/proc/self/mem: size 0, EIO when read).
-  if (st.size === 0) throw new BundleInvalidError(`${path} is empty: not a snap bundle`, [path], 'give the path of a bundle written by `snap dump`')
-  const head = Buffer.alloc(512)
-  let fd: number | undefined
-  try {
-    fd = openSync(path, 'r')
-    readSync(fd, head, 0, 512, 0)
-  } catch (e) {
-    throw new BundleInvalidError(`${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): not a snap bundle`, [path], 'give the path of a bundle written by `snap dump`')
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-  return { head, size: st.size }
-}
-
-function plainCompression(path: string, head: Buffer): Compression {
-  const compression = detectCompression(head)
-  if (compression === 'unknown')
-    throw new BundleInvalidError(`${path} is not a snap bundle (neither zstd, gzip nor tar)`, [path], 'give the path of a bundle written by `snap dump`')
-  return compression
-}
 
 /** A safe entry name: relative, no "..", no empty or "." parts, a plain character set. */
 export function entryNameProblem(name: string): string | undefined {
@@ -355,28 +304,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   // Every chunk read and decompressed is a fresh Buffer, dead once the parser has it: freed every 4 MiB read, so the
   // pass holds a few MiB of them instead of the 64 MiB V8 would let pile up.
   const reclaim = reclaimEvery(4 << 20)
-  // A plain zstd bundle is read by the zstd program itself, from the file opened here; any other is read here.
-  let fd: number
-  try {
-    fd = openSync(path, 'r')
-  } catch (e) {
-    throw new BundleInvalidError(`${path} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, [path])
-  }
-  const direct = encrypted || compression !== 'zstd' ? undefined : zstdReadingFile(fd)
-  // The read stream closes the file it is given; the program's copy is closed when the pass ends.
-  const source = direct ? undefined : createReadStream(path, { fd, highWaterMark: 1 << 20 })
-  const dec = direct ? undefined : decompressor(compression)
-  const decrypt = encrypted?.decryptor()
-  const plain: Readable | undefined = source && decrypt ? source.pipe(decrypt) : source
-  const stream: Readable = direct ?? (dec ? plain!.pipe(dec) : plain!)
-  const bytesRead = (): number => (source ? source.bytesRead : readOffset(fd))
-  source?.on('error', (e) => fail(`cannot read: ${e.message}`))
-  direct?.on('error', (e) => fail(`damaged zstd stream (${e.message}); the bundle is truncated or corrupt`))
-  decrypt?.on('error', (e) => {
-    fail(`damaged encrypted bundle (${e.message})`)
-    stream.destroy() // a pipe does not pass its source's error on: the decompressor would wait for more forever
-  })
-  dec?.on('error', (e) => fail(`damaged ${compression} stream (${e.message}); the bundle is truncated or corrupt`))
+  const { stream, bytesRead, close } = openTarStream(path, compression, encrypted, fail)
   // An abort (a refused entry, or inspect's early stop) never emits 'drain': waiting for 'drain' alone left the
   // promise pending with nothing else to do, and node exited 13 with "unsettled top-level await" on every refusal.
   let parserDone = false
@@ -395,16 +323,16 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       }
       for (const e of events) parser.on(e, done)
     })
-  // The program's offset in the file is read from /proc, every few MiB it decodes: for progress and the reclaim.
-  let sinceOffset = Infinity
-  let offset = 0
+  // How far the file is read is asked every few MiB decoded (from /proc, when the zstd program reads it): for
+  // progress and the reclaim.
+  let sinceAsked = Infinity
   try {
     for await (const chunk of stream) {
       if (fatal) break
-      sinceOffset += (chunk as Buffer).length
-      if (source || sinceOffset >= 4 << 20) {
-        offset = bytesRead()
-        sinceOffset = 0
+      sinceAsked += (chunk as Buffer).length
+      if (sinceAsked >= 4 << 20) {
+        sinceAsked = 0
+        const offset = bytesRead()
         visitor.onRead?.(offset, fileSize)
         reclaim(offset)
       }
@@ -413,7 +341,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
       const room = hasher.roomForMore()
       if (room) await room
     }
-    if (direct && !fatal) visitor.onRead?.(bytesRead(), fileSize)
+    if (!fatal) visitor.onRead?.(bytesRead(), fileSize)
     if (!fatal && trailer.problem) fail(trailer.problem)
     if (!fatal) {
       parser.end()
@@ -424,11 +352,7 @@ export async function scanBundle(path: string, visitor: EntryVisitor = {}): Prom
   } catch (e) {
     if (!fatal) fail(`cannot read: ${(e as Error).message}`)
   } finally {
-    source?.destroy()
-    direct?.destroy()
-    if (direct) closeSync(fd)
-    decrypt?.destroy()
-    dec?.destroy()
+    close()
     // The thread ends before the files it may still be writing are closed.
     await hasher.close()
     for (const f of [...openFiles]) closeFile(f)

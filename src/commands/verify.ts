@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { openBundleHead } from '../bundle/reader.js'
+import { openBundleHead } from '../bundle/bundle-file.js'
 import { verifyBundle, type VerifyResult } from '../bundle/verify.js'
 import { BundleInvalidError } from '../errors.js'
 import { cliName } from '../ui/cli-name.js'
