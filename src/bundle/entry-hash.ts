@@ -22,12 +22,23 @@ export interface EntryHash {
   digest(): Promise<string>
 }
 
-/** Writes what it is given to `fd`, when there is one, and keeps the first failure (no write is tried after it). */
+/**
+ * Writes what it is given to `fd`, when there is one, never more than `maxBytes` (what the room was checked for), and
+ * keeps the first failure (no write is tried after it).
+ */
 class FileSink {
   failed: Error | undefined
-  constructor(private readonly fd: number | undefined) {}
+  private written = 0
+  constructor(
+    private readonly fd: number | undefined,
+    private readonly maxBytes: number,
+  ) {}
   write(c: Uint8Array): void {
     if (this.fd === undefined || this.failed) return
+    if ((this.written += c.length) > this.maxBytes) {
+      this.failed = new Error(`more than the ${this.maxBytes} bytes declared; stopped writing it`)
+      return
+    }
     try {
       for (let off = 0; off < c.length; ) off += writeSync(this.fd, c, off, c.length - off)
     } catch (e) {
@@ -37,9 +48,9 @@ class FileSink {
 }
 
 /** Hashes where it is called. */
-function inlineHash(fd: number | undefined): EntryHash {
+function inlineHash(size: number, fd: number | undefined): EntryHash {
   const h = createHash('sha256')
-  const sink = new FileSink(fd)
+  const sink = new FileSink(fd, size)
   return {
     update: (c) => {
       h.update(c)
@@ -93,12 +104,12 @@ export class EntryHasher {
    * A hash for an entry of `size` bytes (as its header declares), which also writes what it is given to `fd` when
    * one is given (an extraction). The writing stays on the calling thread, as the chunks come: written on the hashing
    * thread a MiB at a time, a 2 GiB restore's extraction took 4.5 s instead of 3.2 s here, that thread doing both.
-   * One threaded entry at a time: the tar's order. A write that fails fails the digest.
+   * One threaded entry at a time: the tar's order. A write that fails fails the digest, as does a byte past `size`.
    */
   forEntry(size: number, fd?: number): EntryHash {
-    if (!this.threaded || size < OFF_THREAD_MIN_BYTES) return inlineHash(fd)
+    if (!this.threaded || size < OFF_THREAD_MIN_BYTES) return inlineHash(size, fd)
     const worker = this.start()
-    const sink = new FileSink(fd)
+    const sink = new FileSink(fd, size)
     return {
       update: (c) => {
         sink.write(c)

@@ -1,7 +1,7 @@
 // The sha256 of each entry of a bundle as it is read: a large entry's on a thread of its own, a small one's inline,
 // both written to the entry's file when one is given; each digest the entry's own, in the tar's order.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,23 @@ describe('EntryHasher', () => {
       }
       expect(await Promise.all(digests)).toEqual(entries.map(sha));
       for (const [i, data] of entries.entries()) expect(readFileSync(files[i]!).equals(data), `file of entry ${i}`).toBe(true);
+    } finally {
+      await hasher.close();
+    }
+  });
+
+  it('writes no byte past the size it was given, and fails that entry\'s digest', async () => {
+    const hasher = new EntryHasher(true);
+    try {
+      for (const size of [1000, OFF_THREAD_MIN_BYTES]) {
+        const path = join(dir, `bounded-${size}`);
+        const fd = openSync(path, 'wx', 0o600);
+        const h = hasher.forEntry(size, fd);
+        feed(h, randomBytes(size + 4096), 65536);
+        await expect(h.digest()).rejects.toThrow(`more than the ${size} bytes declared`);
+        closeSync(fd);
+        expect(statSync(path).size, `file of ${size} bytes`).toBeLessThanOrEqual(size);
+      }
     } finally {
       await hasher.close();
     }
