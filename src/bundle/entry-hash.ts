@@ -8,7 +8,8 @@
 import { createHash } from 'node:crypto'
 import { writeSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { scriptWorker } from './hash.js'
 
 /** An entry this large or larger is hashed on the thread. */
 export const OFF_THREAD_MIN_BYTES = 16 << 20
@@ -143,9 +144,7 @@ export class EntryHasher {
 
   private start(): Worker {
     if (this.worker) return this.worker
-    // The script is CommonJS: a parent started with --input-type=module would make an eval'd worker a module.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'))
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv })
+    const w = scriptWorker(WORKER_SOURCE)
     w.on('message', (m: { op: 'free'; buf: ArrayBuffer } | { op: 'digest'; id: number; sha256: string }) => {
       if (m.op === 'free') {
         this.backlog -= m.buf.byteLength

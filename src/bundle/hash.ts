@@ -88,15 +88,20 @@ export function sha256SparseRangesOffThread(path: string, size: number, ranges: 
 const idleWorkers: Worker[] = []
 const MAX_IDLE_WORKERS = Math.max(1, availableParallelism())
 
+/** A worker running `source`, a CommonJS script: a parent started with --input-type=module would make an eval'd
+ *  worker a module, so that flag is not passed on. */
+export function scriptWorker(source: string): Worker {
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'))
+  return new Worker(source, { eval: true, execArgv })
+}
+
 function takeWorker(): Worker {
   const kept = idleWorkers.pop()
   if (kept) {
     kept.ref()
     return kept
   }
-  // The script is CommonJS: a parent started with --input-type=module would make an eval'd worker a module.
-  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'))
-  const worker = new Worker(SPARSE_HASH_WORKER, { eval: true, execArgv })
+  const worker = scriptWorker(SPARSE_HASH_WORKER)
   // One that fails or ends while idle is no longer kept (and its error is not an unhandled one).
   const forget = () => {
     const at = idleWorkers.indexOf(worker)

@@ -21,6 +21,7 @@ const NOT_TAKEN_MS = 2000
 
 export class GcoreFeed {
   private given: { pid: number; marker: string; at: number } | undefined
+  private finished = false
   /** Set once a stop began: no process is given to gdb after that. */
   stopping = false
 
@@ -50,8 +51,6 @@ export class GcoreFeed {
     this.given = undefined
     return true
   }
-
-  private finished = false
 
   /** Ends gdb's input after its last process: it quits. */
   finish(): void {
