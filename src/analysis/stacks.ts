@@ -50,8 +50,11 @@ export interface UnwindOptions {
 }
 
 /** Each process's stacks, or why gdb could not read them, in the order given; sharedSymbols: read with the libraries'
- *  symbols of cores of the same layout (stacks-batch.ts). */
-export type UnwindResult = { pid: number; stacks: ProcessStacks; error?: undefined; sharedSymbols?: boolean } | { pid: number; stacks?: undefined; error: string }
+ *  symbols of cores of the same layout (stacks-batch.ts); runtimeStructs: its Python frames read from the
+ *  interpreter's structs in one piece (python.ts). */
+export type UnwindResult =
+  | { pid: number; stacks: ProcessStacks; error?: undefined; sharedSymbols?: boolean; runtimeStructs?: boolean }
+  | { pid: number; stacks?: undefined; error: string }
 
 interface BatchItem extends CoreToUnwind {
   runtime?: RuntimeRecord
@@ -277,7 +280,12 @@ async function collect(it: BatchItem, gdbError: string | undefined, o: UnwindOpt
     }
   }
   const stacks: ProcessStacks = { pid: it.pid, comm: it.comm, exe: it.exe ?? null, threads, ...(runtime ? { runtime } : {}), ...go, ...(runtimeError ? { runtimeError } : {}) }
-  return { pid: it.pid, stacks, ...(existsSync(`${it.out}.shared`) ? { sharedSymbols: true } : {}) }
+  return {
+    pid: it.pid,
+    stacks,
+    ...(existsSync(`${it.out}.shared`) ? { sharedSymbols: true } : {}),
+    ...(it.pyOut && existsSync(`${it.pyOut}.structs`) ? { runtimeStructs: true } : {}),
+  }
 }
 
 /** Each Java thread's name, state and frames onto its OS thread, through the JDK's jhsdb; why not, when not. */

@@ -9,6 +9,7 @@ import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
 import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killPid, readThreadStates, waitFor } from '../helpers/target.js';
+import { markedLine } from '../helpers/fixture-lines.js';
 
 const WORKERS = 20;
 
@@ -18,7 +19,7 @@ const POOL = join(repoRoot, 'test', 'fixtures', 'pool.py');
 interface Stacks {
   pid: number;
   comm: string;
-  threads: { tid: number; name?: string | null; frames: { function: string | null }[]; runtimeFrames?: { function: string | null }[] }[];
+  threads: { tid: number; name?: string | null; frames: { function: string | null }[]; runtimeFrames?: { function: string | null; file?: string | null; line?: number | null }[] }[];
 }
 
 let dir: string;
@@ -88,6 +89,20 @@ describe('stacks of a pool of identical workers', () => {
       const byName = new Map(p.threads.map((t) => [t.name, t.runtimeFrames?.[0]?.function]));
       expect(byName.get('MainThread'), `${p.pid}`).toBe('work');
       expect(byName.get('napper'), `${p.pid}`).toBe('nap');
+    }
+  });
+
+  it("every worker's Python frames are those of the first, each at its file's line: the innermost where it sleeps", () => {
+    // Most workers' frames are read from the interpreter's structs in one piece (python.ts), the first ones through
+    // CPython's gdb extension: a line or a name read wrong either way shows here.
+    const workers = stacksJson.filter((p) => p.pid !== pool.pid);
+    const framesOf = (p: Stacks, name: string) => p.threads.find((t) => t.name === name)?.runtimeFrames;
+    const structs = Number(/; (\d+) with their Python frames read from the interpreter's structs/.exec(stacksNote)?.[1] ?? 0);
+    expect(structs, stacksNote).toBeGreaterThanOrEqual(WORKERS / 2);
+    for (const [name, fn] of [['MainThread', 'work'], ['napper', 'nap']] as const) {
+      const first = framesOf(workers[0]!, name);
+      expect(first?.[0], name).toEqual({ function: fn, file: POOL, line: markedLine(POOL, fn) });
+      for (const p of workers) expect(framesOf(p, name), `${p.pid} ${name}`).toEqual(first);
     }
   });
 

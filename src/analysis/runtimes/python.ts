@@ -94,16 +94,136 @@ export function pythonWalkerScript(extension: string, output: string): string {
 /** The walker as a function, snap_py_walk_to(PATH), for a gdb that reads many cores in turn: called once a core. */
 export function pythonWalkerFunctions(extension: string): string {
   return `
-import gdb, json
+import gdb, json, os
 snap_py_keep = False
 snap_py_sourced = False
+# For cores that share their libraries (snap_py_keep): the frames read with whole structs at a time and the
+# interpreter's offsets, instead of gdb's values field by field through the extension's objects (about 25 of a python
+# worker's 35 ms here). Checked against the extension's own reading on the first such core; on any difference the
+# extension reads them all. None until checked.
+snap_py_fast = None
+snap_py_layout = None
+snap_py_raw_used = False
+# The str objects seen as dict keys holding a name, by name: forked workers share them, and the one looked at first
+# spares reading the length of every key of sys.modules. Always checked by reading the key itself.
+snap_py_keys = {}
+snap_py_strs = {}
+# A str's hash not yet computed (-1): its address, length and hash do not tell it from another.
+SNAP_NO_HASH = (-1).to_bytes(8, 'little', signed=True)
+def snap_py_offsets():
+    def offset(t, name):
+        for f in t.fields():
+            if f.name == name:
+                return f.bitpos // 8
+        raise KeyError(t.name + '.' + name)
+    frame = gdb.lookup_type('_PyInterpreterFrame')
+    code = gdb.lookup_type('PyCodeObject')
+    text = gdb.lookup_type('PyASCIIObject')
+    data = gdb.lookup_type('PyBytesObject')
+    return {
+        'f_code': offset(frame, 'f_code'), 'previous': offset(frame, 'previous'),
+        'prev_instr': offset(frame, 'prev_instr'), 'frame': frame.sizeof,
+        'co_name': offset(code, 'co_name'), 'co_filename': offset(code, 'co_filename'),
+        'co_linetable': offset(code, 'co_linetable'), 'co_firstlineno': offset(code, 'co_firstlineno'),
+        'co_code': offset(code, 'co_code_adaptive'),
+        'length': offset(text, 'length'), 'hash': offset(text, 'hash'), 'str': text.sizeof,
+        'ob_size': offset(data, 'ob_size') if any(f.name == 'ob_size' for f in data.fields()) else offset(gdb.lookup_type('PyVarObject'), 'ob_size'),
+        'ob_sval': offset(data, 'ob_sval'),
+        'unit': gdb.lookup_type('_Py_CODEUNIT').sizeof,
+        'object': gdb.lookup_type('PyObject').pointer(),
+    }
+def snap_py_raw(addr, n):
+    return gdb.selected_inferior().read_memory(addr, n).tobytes()
+def snap_py_word(b, at):
+    return int.from_bytes(b[at:at + 8], 'little')
+def snap_py_signed(b, at, n):
+    return int.from_bytes(b[at:at + n], 'little', signed=True)
+def snap_py_line(table, first, lasti):
+    # CPython 3.11's location table (Objects/locations.md): entries of code units, each with a line delta.
+    if lasti < 0:
+        return first
+    L = snap_py_layout
+    size = snap_py_signed(snap_py_raw(table + L['ob_size'], 8), 0, 8)
+    if size < 0 or size > (1 << 22):
+        raise ValueError('a location table of %d bytes' % size)
+    data = snap_py_raw(table + L['ob_sval'], size) if size else b''
+    at = 0
+    def varint():
+        nonlocal at
+        b = data[at]; at += 1
+        value, shift = b & 63, 0
+        while b & 64:
+            b = data[at]; at += 1
+            shift += 6
+            value |= (b & 63) << shift
+        return value
+    def signed():
+        v = varint()
+        return -(v >> 1) if v & 1 else v >> 1
+    line, addr = first, 0
+    while at < len(data):
+        head = data[at]; at += 1
+        code, end = (head >> 3) & 15, addr + (head & 7) + 1
+        here = line
+        if code == 15:
+            here = None
+        elif code == 14:
+            line += signed(); here = line
+            varint(); varint(); varint()
+        elif code == 13:
+            line += signed(); here = line
+        elif code in (10, 11, 12):
+            line += code - 10; here = line
+            at += 2
+        else:
+            at += 1
+        if addr <= lasti < end:
+            return here
+        addr = end
+    return None
+def snap_py_fast_frames(f, text):
+    L = snap_py_layout
+    frames = []
+    while f != 0 and len(frames) < ${MAX_RUNTIME_FRAMES}:
+        fb = snap_py_raw(f, L['frame'])
+        code = snap_py_word(fb, L['f_code'])
+        cb = snap_py_raw(code, L['co_code'])
+        line = snap_py_line(snap_py_word(cb, L['co_linetable']), snap_py_signed(cb, L['co_firstlineno'], 4),
+                            (snap_py_signed(fb, L['prev_instr'], 8) - (code + L['co_code'])) // L['unit'])
+        frames.append({'function': snap_py_str(snap_py_word(cb, L['co_name']), text),
+                       'file': snap_py_str(snap_py_word(cb, L['co_filename']), text),
+                       'line': line if isinstance(line, int) and line >= 0 else None})
+        f = snap_py_word(fb, L['previous'])
+    return frames
+def snap_py_str(addr, text):
+    # A str read once a gdb: known again by its address, length and hash (never -1 for a name the code object has
+    # interned, so two strs that only share an address are told apart).
+    if addr == 0:
+        return None
+    head = snap_py_raw(addr, snap_py_layout['str'])
+    key = (addr, head[snap_py_layout['length']:snap_py_layout['length'] + 8], head[snap_py_layout['hash']:snap_py_layout['hash'] + 8])
+    if key[2] != SNAP_NO_HASH and key in snap_py_strs:
+        return snap_py_strs[key]
+    value = text(PyObjectPtr.from_pyobject_ptr(gdb.Value(addr).cast(snap_py_layout['object'])))
+    if key[2] != SNAP_NO_HASH and len(snap_py_strs) < 65536:
+        snap_py_strs[key] = value
+    return value
 def snap_py_walk():
     # CPython's extension, sourced again for each core gdb loads anew (the types it finds belong to the libraries of
     # the core before), once for all the cores that share their libraries (snap_py_keep, see stacks-batch.ts).
-    global snap_py_sourced
+    global snap_py_sourced, snap_py_fast, snap_py_layout
     if not snap_py_keep or not snap_py_sourced:
         gdb.execute('source ' + ${JSON.stringify(extension)})
         snap_py_sourced = True
+        snap_py_fast = None
+        snap_py_layout = None
+        snap_py_strs.clear()
+        if snap_py_keep and not hasattr(globals()['PyFramePtr'], 'is_shim'):
+            # 3.11's frames only: 3.12's shim frames and 3.13's instruction pointer are the extension's to read.
+            try:
+                snap_py_layout = snap_py_offsets()
+            except Exception:
+                snap_py_layout = None
     g = globals()
     PyObjectPtr, PyFramePtr = g['PyObjectPtr'], g['PyFramePtr']
     def text(p):
@@ -118,6 +238,7 @@ def snap_py_walk():
         ascii_ptr = gdb.lookup_type('PyASCIIObject').pointer()
     except gdb.error:
         ascii_ptr = None
+    object_ptr = gdb.lookup_type('PyObject').pointer()
     def length_is(k, n):
         if ascii_ptr is None:
             return True
@@ -126,21 +247,33 @@ def snap_py_walk():
         except Exception:
             return True
     def lookup(d, name):
-        # A combined table (sys.modules, a module's dict) walked entry by entry, an object made only of the key that
-        # has the name's length and of its value: libpython's iteritems makes both of every entry first.
+        # A combined table (sys.modules, a module's dict): its entries read in one piece, the key known from an
+        # earlier core looked at first, then each key of the name's length; only the one whose text is the name is
+        # made an object. libpython's iteritems makes an object of every key and value first.
         try:
             if int(d.field('ma_values')) == 0:
                 entries, count = d._get_entries(d.field('ma_keys'))
-                for i in range(int(count)):
-                    entry = entries[i]
-                    key = entry['me_key']
-                    if int(key) == 0 or (ascii_ptr is not None and int(key.cast(ascii_ptr)['length']) != len(name)):
+                count = int(count)
+                entry = entries.type.target()
+                size = entry.sizeof
+                where = {f.name: f.bitpos // 8 for f in entry.fields()}
+                if count < 0 or count > (1 << 20) or ascii_ptr is None:
+                    raise ValueError('no table to read in one piece')
+                table = snap_py_raw(int(entries), size * count) if count else b''
+                keys = [snap_py_word(table, i * size + where['me_key']) for i in range(count)]
+                known = snap_py_keys.get(name)
+                order = ([keys.index(known)] if known in keys else []) + list(range(count))
+                length_at = ascii_ptr.target()['length'].bitpos // 8
+                for i in order:
+                    key = keys[i]
+                    if key == 0 or snap_py_signed(snap_py_raw(key + length_at, 8), 0, 8) != len(name):
                         continue
-                    if text(PyObjectPtr.from_pyobject_ptr(key)) == name:
-                        value = PyObjectPtr.from_pyobject_ptr(entry['me_value'])
-                        return None if value.is_null() else value
+                    if text(PyObjectPtr.from_pyobject_ptr(gdb.Value(key).cast(object_ptr))) == name:
+                        snap_py_keys[name] = key
+                        value = snap_py_word(table, i * size + where['me_value'])
+                        return None if value == 0 else PyObjectPtr.from_pyobject_ptr(gdb.Value(value).cast(object_ptr))
                 return None
-        except (AttributeError, gdb.error):
+        except (AttributeError, KeyError, ValueError, gdb.error, gdb.MemoryError):
             pass
         for k, v in d.iteritems():
             if not k.is_null() and not v.is_null() and length_is(k, len(name)) and text(k) == name:
@@ -173,6 +306,39 @@ def snap_py_walk():
             return cf['current_frame'] if int(cf) != 0 else 0
         except gdb.error:
             return ts['current_frame']
+    def slow_frames(f):
+        frames = []
+        while int(f) != 0 and len(frames) < ${MAX_RUNTIME_FRAMES}:
+            p = PyFramePtr(f)
+            if hasattr(p, 'is_shim') and p.is_shim():
+                pass  # 3.12 on: the C stack's entry into the interpreter, no code of its own
+            elif p.is_optimized_out():
+                frames.append({'function': None, 'file': None, 'line': None})
+            else:
+                line = p.current_line_num()
+                frames.append({'function': text(p.co_name), 'file': text(p.co_filename), 'line': line if isinstance(line, int) and line >= 0 else None})
+            f = f['previous']
+        return frames
+    # The first core read with the layout is read both ways, every thread: the raw reading is kept only if it gave
+    # the same frames.
+    checking = snap_py_layout is not None and snap_py_fast is None
+    def frames_of(f):
+        global snap_py_fast, snap_py_raw_used
+        if snap_py_layout is None or snap_py_fast is False or int(f) == 0:
+            return slow_frames(f)
+        try:
+            fast = snap_py_fast_frames(int(f), text)
+        except Exception:
+            if checking:
+                snap_py_fast = False
+            return slow_frames(f)
+        if checking:
+            slow = slow_frames(f)
+            if fast != slow:
+                snap_py_fast = False
+            return slow
+        snap_py_raw_used = True
+        return fast
     threads = []
     interp = gdb.parse_and_eval('_PyRuntime')['interpreters']['head']
     seen = 0
@@ -181,28 +347,26 @@ def snap_py_walk():
         names = thread_names(interp)
         ts = interp['threads']['head']
         while int(ts) != 0 and len(threads) < ${MAX_PY_THREADS}:
-            frames = []
-            f = current_frame(ts)
-            while int(f) != 0 and len(frames) < ${MAX_RUNTIME_FRAMES}:
-                p = PyFramePtr(f)
-                if hasattr(p, 'is_shim') and p.is_shim():
-                    pass  # 3.12 on: the C stack's entry into the interpreter, no code of its own
-                elif p.is_optimized_out():
-                    frames.append({'function': None, 'file': None, 'line': None})
-                else:
-                    line = p.current_line_num()
-                    frames.append({'function': text(p.co_name), 'file': text(p.co_filename), 'line': line if isinstance(line, int) and line >= 0 else None})
-                f = f['previous']
+            frames = frames_of(current_frame(ts))
             threads.append({'tid': int(ts['native_thread_id']), 'name': names.get(int(ts['thread_id'])), 'frames': frames})
             ts = ts['next']
         interp = interp['next']
+    if checking and snap_py_fast is None:
+        snap_py_fast = True
     return threads
 def snap_py_walk_to(path):
+    global snap_py_raw_used
+    snap_py_raw_used = False
     try:
         out = {'error': None, 'threads': snap_py_walk()}
     except Exception as e:
         out = {'error': (type(e).__name__ + ': ' + str(e))[:4000], 'threads': []}
     with open(path, 'w') as fh:
         json.dump(out, fh)
+    # PATH.structs: this core's frames were read from the structs (snap counts them in the stacks step's note).
+    if snap_py_raw_used:
+        open(path + '.structs', 'w').close()
+    elif os.path.exists(path + '.structs'):
+        os.remove(path + '.structs')
 `
 }

@@ -75,7 +75,11 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
     s.addArtifact('stacks.json', 'stacks')
     const threads = all.reduce((n, p) => n + p.threads.length, 0)
     const shared = results.filter((r) => r.stacks && r.sharedSymbols).length
-    rec.note = `${all.length} process(es), ${threads} threads${shared > 0 ? `; ${shared} read with their libraries' symbols shared with the cores of the same layout` : ''}`
+    const structs = results.filter((r) => r.stacks && r.runtimeStructs).length
+    rec.note =
+      `${all.length} process(es), ${threads} threads` +
+      (shared > 0 ? `; ${shared} read with their libraries' symbols shared with the cores of the same layout` : '') +
+      (structs > 0 ? `; ${structs} with their Python frames read from the interpreter's structs` : '')
     report(`${threads} threads of ${all.length} process(es) unwound`)
   })
 }
