@@ -105,10 +105,10 @@ export function readOffset(fd: number): number {
  * zstd writing straight into an open file at the file's current offset: the compressed bytes never pass through
  * snap. Returns its stdin and a promise that settles when it has exited (rejecting with its own words on failure).
  */
-export function zstdIntoFile(fd: number): { input: Writable; done: Promise<void> } | undefined {
+export function zstdIntoFile(fd: number, o: CompressOptions = {}): { input: Writable; done: Promise<void> } | undefined {
   const program = findZstdProgram()
   if (!program) return undefined
-  const child = spawn(program, ['-3', '-T0', '-q', '-c'], { stdio: ['pipe', fd, 'pipe'] })
+  const child = spawn(program, zstdProgramArgs(o), { stdio: ['pipe', fd, 'pipe'] })
   let stderr = ''
   child.stderr!.on('data', (c: Buffer) => {
     stderr += c.toString()
@@ -128,10 +128,31 @@ export function zstdIntoFile(fd: number): { input: Writable; done: Promise<void>
   return { input: child.stdin!, done }
 }
 
+/**
+ * zstd's long-distance matching, for a bundle whose entries repeat each other far apart: the images and cores of a
+ * master's forked workers hold the same pages, a process's worth of bytes apart, beyond level 3's window. With a
+ * 32 MiB window, a 101-process python pool's 640 MiB of entries compressed to 6.8 MB instead of 232 MB, in a fifth of
+ * the CPU time (0.66 s against 3.4 s) and less memory (49 MB against 61; 37 MB to decode). Where nothing repeats that
+ * far it costs about a fifth more time, so a bundle of one process goes without. 2^27 is the most a zstd decoder
+ * accepts without being told, the program's and Node's alike.
+ */
+export const LONG_WINDOW_LOG = 25
+
+export interface CompressOptions {
+  /** Long-distance matching over a window of 2^this bytes (LONG_WINDOW_LOG), or none. */
+  longWindowLog?: number
+}
+
+/** The zstd program's arguments for a bundle's body: level 3 on every core, to stdout. */
+export function zstdProgramArgs(o: CompressOptions = {}): string[] {
+  return ['-3', '-T0', ...(o.longWindowLog ? [`--long=${o.longWindowLog}`] : []), '-q', '-c']
+}
+
 /** An in-process compressor: gzip, or zstd when the zstd program is missing (with it, see zstdIntoFile). */
-export function compressor(c: Compression): Transform | undefined {
+export function compressor(c: Compression, o: CompressOptions = {}): Transform | undefined {
   if (c === 'zstd') {
-    return zlib.createZstdCompress({ params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 } })
+    const long = o.longWindowLog ? { [zlib.constants.ZSTD_c_enableLongDistanceMatching]: 1, [zlib.constants.ZSTD_c_windowLog]: o.longWindowLog } : {}
+    return zlib.createZstdCompress({ params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1, ...long } })
   }
   if (c === 'gzip') return zlib.createGzip({ level: 6 })
   return undefined

@@ -14,7 +14,7 @@ import { finished, pipeline } from 'node:stream/promises'
 import { Header, Pax } from 'tar'
 import { OutputPathError } from '../errors.js'
 import { partialPrefix } from './output-path.js'
-import { compressSmall, compressor, filler, zstdIntoFile, type Compression } from './compression.js'
+import { compressSmall, compressor, filler, LONG_WINDOW_LOG, zstdIntoFile, type Compression } from './compression.js'
 import { MANIFEST_ENTRY, SIGNATURE_ENTRY, type ArtifactRecord, type Manifest } from './manifest.js'
 import type { BundleEncryption } from '../ship/encrypt.js'
 
@@ -39,6 +39,8 @@ export interface SealInput {
   sign?: (manifestBytes: Buffer) => Buffer
   output: string
   compression: Compression
+  /** Entries that repeat each other far apart (the processes of a tree): zstd looks for matches that far back. */
+  longMatches?: boolean
   /** Told the temporary path as soon as it exists, so an interrupted run can remove it. */
   onPartial?: (path: string | undefined) => void
   /** Told the running count of artifact bytes read into the bundle, after each chunk (for progress). */
@@ -230,8 +232,9 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
     let head: (bytes: Buffer) => void = (bytes) => writeSync(fd, bytes, 0, bytes.length, 0)
     const flushing = new BackgroundFlush(fd)
     try {
-      const sealed = input.encryption?.open(fd, reserve, input.compression)
-      const direct = !sealed && input.compression === 'zstd' ? zstdIntoFile(fd) : undefined
+      const options = input.longMatches ? { longWindowLog: LONG_WINDOW_LOG } : {}
+      const sealed = input.encryption?.open(fd, reserve, input.compression, options)
+      const direct = !sealed && input.compression === 'zstd' ? zstdIntoFile(fd, options) : undefined
       if (sealed) {
         await Promise.all([writeEntries(sealed.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), sealed.done])
         head = sealed.writeHead
@@ -241,7 +244,7 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
         await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), direct.done])
       } else {
         const out = createWriteStream('', { fd, start: reserve, autoClose: false })
-        const z = compressor(input.compression)
+        const z = compressor(input.compression, options)
         if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), pipeline(z, out)])
         else await writeEntries(out, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes)
       }

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { writeSync, writev } from 'node:fs'
 import { PassThrough, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { compressor, findZstdProgram, type Compression } from '../bundle/compression.js'
+import { compressor, findZstdProgram, zstdProgramArgs, type Compression, type CompressOptions } from '../bundle/compression.js'
 import { CHUNK, newAgePrefix, SEALED_CHUNK, sealChunk } from './age.js'
 import { sealPool, sealThreads, type SealPool } from './seal-pool.js'
 import { reclaimEvery } from '../tools/reclaim.js'
@@ -26,7 +26,7 @@ export interface BundleEncryption {
   recipients: string[]
   /** The head's plaintext room rounded up to whole chunks, so that the head can be encrypted on its own. */
   roundReserve(bytes: number): number
-  open(fd: number, reserve: number, compression: Compression): EncryptedBody
+  open(fd: number, reserve: number, compression: Compression, options?: CompressOptions): EncryptedBody
 }
 
 /** A fresh file key for these recipients (each an age1... X25519 public key), ready for one bundle. */
@@ -35,11 +35,11 @@ export async function bundleEncryption(recipients: string[]): Promise<BundleEncr
   return {
     recipients,
     roundReserve: (bytes) => Math.ceil(bytes / CHUNK) * CHUNK,
-    open(fd, reserve, compression) {
+    open(fd, reserve, compression, options = {}) {
       if (reserve % CHUNK !== 0) throw new Error('the head must take whole chunks')
       writeSync(fd, prefix, 0, prefix.length, 0)
       const chunks = new ChunkWriter(fd, key, prefix.length, reserve / CHUNK)
-      const { input, done } = compressInto(chunks, compression)
+      const { input, done } = compressInto(chunks, compression, options)
       return {
         input,
         done,
@@ -57,10 +57,10 @@ export async function bundleEncryption(recipients: string[]): Promise<BundleEncr
 }
 
 /** The tar stream compressed into the chunk writer: by the zstd program when there is one, as the plain writer does. */
-function compressInto(chunks: ChunkWriter, compression: Compression): { input: Writable; done: Promise<void> } {
+function compressInto(chunks: ChunkWriter, compression: Compression, options: CompressOptions): { input: Writable; done: Promise<void> } {
   const program = compression === 'zstd' ? findZstdProgram() : null
   if (program) {
-    const child = spawn(program, ['-3', '-T0', '-q', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(program, zstdProgramArgs(options), { stdio: ['pipe', 'pipe', 'pipe'] })
     let stderr = ''
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
     const exited = new Promise<void>((resolve, reject) => {
@@ -71,7 +71,7 @@ function compressInto(chunks: ChunkWriter, compression: Compression): { input: W
     done.catch(() => child.kill('SIGKILL'))
     return { input: child.stdin, done }
   }
-  const z = compressor(compression)
+  const z = compressor(compression, options)
   if (z) return { input: z, done: pipeline(z, chunks) }
   const through = new PassThrough({ highWaterMark: 1 << 20 })
   return { input: through, done: pipeline(through, chunks) }

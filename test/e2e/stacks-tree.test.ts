@@ -2,7 +2,7 @@
 // lines): the dump's stacks.txt shows their stacks once, with the count and their pids; stacks.json still has every
 // process and every thread, each with its native and Python frames.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
@@ -23,6 +23,8 @@ interface Stacks {
 }
 
 let dir: string;
+let bundleBytes: number;
+let entryBytes: number;
 let pool: ChildProcess;
 let kids: number[];
 let stacksTxt: string;
@@ -56,6 +58,11 @@ beforeAll(async () => {
   const out = join(dir, 'out');
   execFileSync('mkdir', [out]);
   execFileSync('tar', ['--zstd', '-xf', bundle, '-C', out, 'stacks.txt', 'stacks.json', 'manifest.json']);
+  bundleBytes = statSync(bundle).size;
+  entryBytes = execFileSync('tar', ['--zstd', '-tvf', bundle], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+    .reduce((n, l) => n + Number(l.split(/\s+/)[2]), 0);
   stacksNote = (JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { steps: { name: string; note?: string }[] }).steps.find((s) => s.name === 'stacks')?.note ?? '';
   stacksTxt = readFileSync(join(out, 'stacks.txt'), 'utf8');
   stacksJson = JSON.parse(readFileSync(join(out, 'stacks.json'), 'utf8')) as Stacks[];
@@ -111,6 +118,11 @@ describe('stacks of a pool of identical workers', () => {
     // frames asserted above are what it found that way.
     const shared = Number(/; (\d+) read with their libraries' symbols shared/.exec(stacksNote)?.[1] ?? 0);
     expect(shared, stacksNote).toBeGreaterThanOrEqual(WORKERS / 2);
+  });
+
+  it("the bundle holds the workers' repeated pages once: a tenth of its entries' bytes, compressed", () => {
+    // Their images and cores repeat each other a process apart, beyond zstd's usual window (compression.ts).
+    expect(bundleBytes, `${bundleBytes} bytes for ${entryBytes} of entries`).toBeLessThan(entryBytes / 10);
   });
 
   it('every process of the pool is running after the dump', () => {

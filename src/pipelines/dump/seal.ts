@@ -52,6 +52,8 @@ export function startSeal(s: DumpState): void {
     sign: signKey ? (bytes) => signBytes(signKey, bytes) : undefined,
     output: s.output,
     compression: s.o.compression,
+    // A tree's processes are a master's forks, mostly: their images and cores hold the same pages.
+    longMatches: s.members.length > 1,
     encryption: s.o.encryption,
     signal: stop.signal,
     onBytes: (done) => meter.update(done),
