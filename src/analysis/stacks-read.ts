@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ProcessStacks } from './stacks-model.js'
 import { stacksFromCores, type CoreToUnwind } from './stacks.js'
+import { sharedGdbIndexDir } from '../tools/gdb-index-cache.js'
 import { readStacksEntry, STACKS_ENTRY } from '../bundle/entry-bounds.js'
 import { TMPDIR_HINT, verifyAndExtract } from '../bundle/extract.js'
 import { readManifest } from '../bundle/reader.js'
@@ -76,6 +77,8 @@ export async function readStacks(o: { bundle: string; pid?: number; gdb?: string
     const results = await stacksFromCores(cores, {
       gdb: gdb.path, fileArgs: gdbFileArgs(sysroot), sysroot, workDir: work, perProcessMs: () => 120_000,
       onDone: (pid) => rmSync(join(work, `core.${pid}`), { force: true }),
+      // This host's own binaries (none from the bundle): gdb's index of them is kept as a dump keeps it.
+      indexCache: sysroot ? undefined : sharedGdbIndexDir(),
     })
     const out: ProcessStacks[] = []
     for (const r of results) {

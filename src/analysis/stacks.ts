@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { readBoundedRegularFile, readJsonFile } from '../bundle/bounded-read.js'
+import { onlyRootCouldWrite } from '../tools/gdb-index-cache.js'
 import { startTool, type ToolRun } from '../tools/run.js'
 import { BATCH_SCRIPT } from './stacks-batch.js'
 import { threadsShape, type ProcessStacks, type ThreadStack } from './stacks-model.js'
@@ -43,6 +44,9 @@ export interface UnwindOptions {
   /** One gdb start per process, no cache shared between them: the unwinding as it was before batches, kept for the
    *  benchmark's comparison. */
   onePerProcess?: boolean
+  /** Where gdb's index of debug info is kept between runs (sharedGdbIndexDir), for this host's own binaries: used for
+   *  a batch whose files only root could have written; otherwise, and without it, the index lasts one run. */
+  indexCache?: string
   /** Called once a process's stacks are read (or could not be): its core is no longer needed. */
   onDone?: (pid: number) => void
   /** Told each gdb's pid when it starts (running) and when it has exited: a dump's journal names it for recover. */
@@ -57,6 +61,8 @@ export type UnwindResult =
   | { pid: number; stacks?: undefined; error: string }
 
 interface BatchItem extends CoreToUnwind {
+  /** What its core says the process mapped; undefined when the core does not say. */
+  mapped?: string[]
   runtime?: RuntimeRecord
   out: string
   done: string
@@ -73,9 +79,10 @@ interface BatchItem extends CoreToUnwind {
  */
 export async function stacksFromCores(cores: CoreToUnwind[], o: UnwindOptions): Promise<UnwindResult[]> {
   const items: BatchItem[] = cores.map((c) => {
-    const runtime = runtimeOfCore(c.core, c.exe, o.sysroot)
+    const mapped = mappedFilesOf(c.core)
+    const runtime = runtimeOfCore(mapped, c.exe, o.sysroot)
     const base = join(o.workDir, `stacks-${c.pid}`)
-    return { ...c, runtime, out: `${base}.json`, done: `${base}.done` }
+    return { ...c, mapped, runtime, out: `${base}.json`, done: `${base}.done` }
   })
   const extensionOf = new Map<BatchItem, string>()
   for (const it of items) {
@@ -99,6 +106,10 @@ export async function stacksFromCores(cores: CoreToUnwind[], o: UnwindOptions): 
   batches.sort((a, b) => b.length - a.length)
   const cacheDir = o.onePerProcess ? undefined : join(o.workDir, 'gdb-index-cache')
   if (cacheDir) mkdirSync(cacheDir, { recursive: true, mode: 0o700 })
+  // The index kept between runs, for a batch of files only root could have written (gdb-index-cache.ts).
+  const rootOnly = new Map<string, boolean>()
+  const indexDirOf = (batch: BatchItem[]): string | undefined =>
+    cacheDir && o.indexCache && batch.every((it) => it.exe && it.mapped && onlyRootCouldWrite([it.exe, ...it.mapped], rootOnly)) ? o.indexCache : cacheDir
   const results = new Map<number, UnwindResult>()
   let failure: unknown
   const finish = async (it: BatchItem, gdbError: string | undefined): Promise<void> => {
@@ -115,7 +126,7 @@ export async function stacksFromCores(cores: CoreToUnwind[], o: UnwindOptions): 
     await inParallel(batches, parallel, async (batch, n) => {
       if (failure) return
       try {
-        await runBatch(batch, extensionOf.get(batch[0]!), `${n}`, cacheDir, o, finish)
+        await runBatch(batch, extensionOf.get(batch[0]!), `${n}`, indexDirOf(batch), o, finish)
       } catch (e) {
         failure ??= e
       }
@@ -317,10 +328,20 @@ const GOROUTINE_BYTES_PER_THREAD = 128 << 10
 /** The runtime a core shows by the files it maps and its executable's Go build info; undefined for a native
  *  program or a core whose notes cannot be read (its native stacks are still read). An executable under `sysroot`
  *  is named as the process ran it. */
-export function runtimeOfCore(core: string, exe: string | undefined, sysroot?: string): RuntimeRecord | undefined {
+export function runtimeOfCore(mappedFiles: string[] | undefined, exe: string | undefined, sysroot?: string): RuntimeRecord | undefined {
+  if (!mappedFiles) return undefined
   const ran = exe && sysroot && exe.startsWith(`${sysroot}/`) ? exe.slice(sysroot.length) : exe
   try {
-    return detectRuntime({ exe: ran ?? null, mappedFiles: mappedFilesOfCore(core), goVersion: exe ? goVersionOfExecutable(exe) : undefined }) ?? undefined
+    return detectRuntime({ exe: ran ?? null, mappedFiles, goVersion: exe ? goVersionOfExecutable(exe) : undefined }) ?? undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The files a core says its process mapped (its NT_FILE note), or undefined when it cannot be read. */
+function mappedFilesOf(core: string): string[] | undefined {
+  try {
+    return mappedFilesOfCore(core)
   } catch {
     return undefined
   }

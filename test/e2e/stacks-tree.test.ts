@@ -2,7 +2,7 @@
 // lines): the dump's stacks.txt shows their stacks once, with the count and their pids; stacks.json still has every
 // process and every thread, each with its native and Python frames.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir, removeTempDirs } from '../helpers/bundle.js';
@@ -10,6 +10,7 @@ import { runSnap } from '../helpers/cli.js';
 import { repoRoot } from '../helpers/paths.js';
 import { killPid, readThreadStates, waitFor } from '../helpers/target.js';
 import { markedLine } from '../helpers/fixture-lines.js';
+import { buildIdOf } from '../../src/analysis/runtimes/detect.js';
 
 const WORKERS = 20;
 
@@ -53,7 +54,7 @@ beforeAll(async () => {
   await waitFor(() => kids.every((k) => existsSync(`${ready}.${k}`)), { what: 'every worker to start its thread', timeoutMs: 30_000 });
   threadsOf = new Map([pool.pid!, ...kids].map((p) => [p, readdirSync(`/proc/${p}/task`).map(Number).sort((a, b) => a - b)]));
   const bundle = join(dir, 'pool.snap.tar.zst');
-  const dump = await runSnap(['dump', String(pool.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal') } });
+  const dump = await runSnap(['dump', String(pool.pid), '-o', bundle], { env: { PROCSNAP_JOURNAL_DIR: join(dir, 'journal'), PROCSNAP_CACHE_DIR: join(dir, 'cache') } });
   expect(dump.exitCode, dump.stderr).toBe(0);
   const out = join(dir, 'out');
   execFileSync('mkdir', [out]);
@@ -123,6 +124,14 @@ describe('stacks of a pool of identical workers', () => {
   it("the bundle holds the workers' repeated pages once: a tenth of its entries' bytes, compressed", () => {
     // Their images and cores repeat each other a process apart, beyond zstd's usual window (compression.ts).
     expect(bundleBytes, `${bundleBytes} bytes for ${entryBytes} of entries`).toBeLessThan(entryBytes / 10);
+  });
+
+  it("gdb's index of python3's debug info is kept for the next run, by its build id, in snap's cache directory", () => {
+    // /usr/bin/python3 and what it maps are root's: the index gdb made of them is kept (gdb-index-cache.ts).
+    const python = realpathSync('/usr/bin/python3');
+    const buildId = buildIdOf(python);
+    expect(buildId, `${python}'s build id`).toBeTruthy();
+    expect(readdirSync(join(dir, 'cache', 'gdb-index'))).toContain(`${buildId}.gdb-index`);
   });
 
   it('every process of the pool is running after the dump', () => {

@@ -9,6 +9,7 @@ import { compactPids, renderStacks } from '../../analysis/stacks-render.js'
 import { stacksFromCores, type CoreToUnwind } from '../../analysis/stacks.js'
 import { exeOfProcess } from '../../criu-images/identity.js'
 import { readLink } from '../../process/proc.js'
+import { sharedGdbIndexDir } from '../../tools/gdb-index-cache.js'
 import { isOutputFault } from './output-fault.js'
 import type { DumpState } from './state.js'
 
@@ -43,6 +44,8 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
         perProcessMs: () => s.budget.remainingMs(PER_PROCESS_MS),
         cancel: s.o.cancel,
         onePerProcess: process.env.PROCSNAP_BENCH_STACKS_ONE_GDB_PER_PROCESS === '1',
+        // A container's files are its own, not the host's: their index is not kept.
+        indexCache: s.container ? undefined : sharedGdbIndexDir(),
         onDone: dropCore,
         // If snap dies while a gdb reads the cores, `snap recover` finds it (and what it started) by the journal.
         onTool: (pid, running) => s.trackTool(pid, running),
