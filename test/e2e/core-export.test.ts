@@ -68,7 +68,7 @@ describe('snap core', () => {
     const edited = await repackBundle(bundle, join(dir, 'edited.snap.tar.zst'), (x) => {
       const blob = join(x, `core-blob.${root}`);
       const bytes = readFileSync(blob);
-      bytes[bytes.length - 1] ^= 0xff;
+      bytes[bytes.length - 1] = bytes.at(-1)! ^ 0xff;
       writeFileSync(blob, bytes);
       const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8')) as Manifest;
       const a = m.artifacts.find((e) => e.path === `core-blob.${root}`)!;

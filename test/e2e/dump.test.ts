@@ -120,7 +120,7 @@ describe('a running 4-thread target, dumped once', () => {
     expect(manifest.mode, 'cores built from the CRIU images').toBe('short-freeze');
     expect(manifest.freezeWindowMs).toBe(result.freezeWindowMs);
     expect(manifest.freezeWindowMs).toBeGreaterThan(0);
-    expect(manifest.tools.criu.options).not.toContain('--shell-job'); // a session leader with no terminal
+    expect(manifest.tools.criu!.options).not.toContain('--shell-job'); // a session leader with no terminal
     expect(manifest.signed).toBe(false);
 
     // Every artifact is in the bundle with the sha256 and size the manifest declares, and nothing else is.
@@ -177,7 +177,7 @@ describe('a running 4-thread target, dumped once', () => {
     const work = makeTempDir('snap-test-restore-');
     const pidfile = join(work, 'restored.pid');
     const log = join(work, 'restore.log');
-    const repeated = manifest.tools.criu.options.filter((o) => o === '--shell-job');
+    const repeated = manifest.tools.criu!.options.filter((o) => o === '--shell-job');
     const restore = await execFileAsync(CRIU, [
       'restore', '-D', join(extracted, 'criu'), '--restore-detached', '--pidfile', pidfile, '-v4', '-o', log, ...repeated,
     ]).catch((error: Error) => error);
@@ -230,7 +230,7 @@ describe('dumping single targets', () => {
     expect(result).toMatchObject({ originalState: 'stopped', finalState: 'stopped' });
     const manifest = await readBundleManifest(bundle);
     expect(manifest.normalization.action).toBe('converted');
-    expect(manifest.tools.criu.options).toContain('--shell-job'); // a job in our session, not a session leader
+    expect(manifest.tools.criu!.options).toContain('--shell-job'); // a job in our session, not a session leader
     expect(manifest.originalState.state).toBe('stopped');
     expect(manifest.warnings, manifest.warnings.join('\n')).toEqual([]);
 

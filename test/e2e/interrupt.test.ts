@@ -95,7 +95,7 @@ describe('a running 512 MiB target, interrupted with the real criu and gdb at wo
     // What a closed terminal does to snap: every later write to stderr fails (EPIPE here, EIO on a tty).
     dump.snap.child.stderr!.destroy();
     dump.signal('SIGHUP');
-    const latency = await waitUntilRunning(target, dump.signalledAt!);
+    await waitUntilRunning(target, dump.signalledAt!);
     const result = await dump.result;
     expect(result.exitCode).toBe(129);
     await expectNoLeftovers(dump);

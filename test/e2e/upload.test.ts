@@ -105,7 +105,7 @@ describe('dump --upload, list and fetch against an S3-compatible server', () => 
     await target.cleanup();
     // Someone with write access to the bucket puts other bytes under the bundle's key; its sha256 stays as uploaded.
     const bytes = readFileSync(bundle);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes[bytes.length - 1] = bytes.at(-1)! ^ 0xff;
     const s3 = new S3Client({ endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'api/changed.tar.zst', Body: bytes }));
     s3.destroy();

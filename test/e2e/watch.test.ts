@@ -284,8 +284,8 @@ describe('--then stacks', () => {
     const manifest = await readBundleManifest(c!.bundle);
     expect(schemaProblems(manifest)).toEqual([]);
     expect(manifest.watch).toMatchObject({ trigger: 'threads', capture: 1 });
-    expect(manifest.processes.map((p) => p.pid).sort()).toEqual([t.pid, ...t.workers].sort());
-    for (const p of manifest.processes) expect(p.core).toBeNull();
+    expect(manifest.processes!.map((p) => p.pid).sort()).toEqual([t.pid, ...t.workers].sort());
+    for (const p of manifest.processes!) expect(p.core).toBeNull();
     // The stacks are of both processes, read from the cores before they were left out.
     const stacks = await runSnap(['stacks', c!.bundle, '--json'], { env: { PROCSNAP_JOURNAL_DIR: journalDir } });
     expect(stacks.exitCode, stacks.stderr).toBe(0);
