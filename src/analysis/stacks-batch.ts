@@ -4,12 +4,14 @@
 //
 // Cores that map the same files at the same addresses (the workers a master forked: php-fpm's, gunicorn's, a pool's)
 // share their libraries' symbols. Left to itself, gdb drops every library at each `core-file` and reads them all
-// again (about 100 ms of a 110 ms core for a python worker here). So, once two cores in a row show the same layout
-// (the file mappings of `info proc mappings` and the vDSO's address), the libraries are added once at their
-// addresses (`add-symbol-file -o BASE`, the vDSO from memory) and gdb's own library loading is turned off: about
-// 10 ms a core. Library names come from what gdb said of that core. The first core walked this way is walked twice
-// and both walks (threads and language frames) must be the same, or the batch stays with gdb's own loading; a core
-// with another layout turns it back on for the rest of the batch. Each core read so has OUT.shared beside its stacks.
+// again (about 100 ms of a 110 ms core for a python worker here). So, from the batch's first core (or the first
+// whose layout repeats the one before), the libraries are added once at their addresses (`add-symbol-file -o BASE`,
+// the vDSO from memory) and gdb's own library loading is turned off: about 10 ms a core. A layout is the file mappings
+// of `info proc mappings` and the vDSO's address; library names come from what gdb said of that core. The core this
+// starts on is walked both ways, and both walks (threads and language frames) must be the same, or the batch stays
+// with gdb's own loading; a core with another layout turns it back on for the rest of the batch (starting on the
+// first core rather than waiting for two alike spared each gdb one loading of every library, 120-170 ms for a
+// python pool). Each core read so has OUT.shared beside its stacks.
 
 import { MAX_FRAMES } from './stacks-model.js'
 
@@ -142,7 +144,7 @@ for item in snap_batch:
             snap_own_loading()
             gdb.execute('core-file ' + item['core'], to_string=True)
         snap_walk(item)
-        if shared is None and not tried and layout is not None and layout == previous:
+        if shared is None and not tried and layout is not None and (layout == previous or previous is None):
             tried = True
             if snap_share(item, layout):
                 shared = layout
