@@ -4,7 +4,7 @@
 // of a large seal. Chunks are independent given the payload key and their index, which is what lets the writer fill
 // the bundle's head in last, as it does unencrypted.
 
-import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto'
+import { createCipheriv, createDecipheriv, hkdfSync, type KeyObject } from 'node:crypto'
 import { Decrypter, Encrypter, Stanza, type Recipient } from 'age-encryption'
 
 export const AGE_MAGIC = 'age-encryption.org/v1\n'
@@ -35,13 +35,13 @@ function chunkNonce(index: number, last: boolean): Buffer {
   return n
 }
 
-export function sealChunk(key: Buffer, index: number, last: boolean, plain: Buffer): Buffer {
+export function sealChunk(key: Buffer | KeyObject, index: number, last: boolean, plain: Buffer): Buffer {
   const c = createCipheriv('chacha20-poly1305', key, chunkNonce(index, last), { authTagLength: TAG })
   return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()])
 }
 
 /** The chunk's plaintext; throws when it was not sealed with this key, at this index, with this last flag. */
-export function openChunk(key: Buffer, index: number, last: boolean, sealed: Buffer): Buffer {
+export function openChunk(key: Buffer | KeyObject, index: number, last: boolean, sealed: Buffer): Buffer {
   if (sealed.length < TAG) throw new Error('a chunk shorter than its tag')
   const d = createDecipheriv('chacha20-poly1305', key, chunkNonce(index, last), { authTagLength: TAG })
   d.setAuthTag(sealed.subarray(sealed.length - TAG))

@@ -1,6 +1,7 @@
 // Reading an encrypted bundle: the identities given with --identity, the header checked against them, and the
 // payload decrypted chunk by chunk as the reader streams it (one 64 KiB chunk in memory at a time).
 
+import { createSecretKey, type KeyObject } from 'node:crypto'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { Transform, type TransformCallback } from 'node:stream'
 import { BoundedReadError, readBoundedRegularFile } from '../bundle/bounded-read.js'
@@ -128,8 +129,12 @@ class ChunkDecryptor extends Transform {
   private used = 0
   private index = 0
 
-  constructor(private readonly key: Buffer, payloadStart: number) {
+  /** Made once: a chunk's decipher given the key's bytes makes a key object of its own each time (sealChunk's). */
+  private readonly key: KeyObject
+
+  constructor(key: Buffer, payloadStart: number) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 })
+    this.key = createSecretKey(key)
     this.skip = payloadStart
   }
 
