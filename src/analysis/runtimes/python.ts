@@ -208,6 +208,15 @@ def snap_py_str(addr, text):
     if key[2] != SNAP_NO_HASH and len(snap_py_strs) < 65536:
         snap_py_strs[key] = value
     return value
+SNAP_LOOKUP_TYPE = gdb.lookup_type
+snap_py_types = {}
+def snap_py_lookup_type(name, block=None):
+    if block is not None:
+        return SNAP_LOOKUP_TYPE(name, block)
+    found = snap_py_types.get(name)
+    if found is None:
+        found = snap_py_types[name] = SNAP_LOOKUP_TYPE(name)
+    return found
 def snap_py_walk():
     # CPython's extension, sourced again for each core gdb loads anew (the types it finds belong to the libraries of
     # the core before), once for all the cores that share their libraries (snap_py_keep, see stacks-batch.ts).
@@ -218,6 +227,10 @@ def snap_py_walk():
         snap_py_fast = None
         snap_py_layout = None
         snap_py_strs.clear()
+        # The extension looks its types up again for every object it makes (90 times a python worker's core, a third of
+        # its frames' time here); while the libraries are kept, their types are too, so each is looked up once.
+        snap_py_types.clear()
+        gdb.lookup_type = snap_py_lookup_type if snap_py_keep else SNAP_LOOKUP_TYPE
         if snap_py_keep and not hasattr(globals()['PyFramePtr'], 'is_shim'):
             # 3.11's frames only: 3.12's shim frames and 3.13's instruction pointer are the extension's to read.
             try:
@@ -247,32 +260,41 @@ def snap_py_walk():
         except Exception:
             return True
     def lookup(d, name):
-        # A combined table (sys.modules, a module's dict): its entries read in one piece, the key known from an
-        # earlier core looked at first, then each key of the name's length; only the one whose text is the name is
+        # A table's entries read in one piece (and a managed dict's values: a Thread's attributes), the key known from
+        # an earlier core looked at first, then each key of the name's length; only the one whose text is the name is
         # made an object. libpython's iteritems makes an object of every key and value first.
         try:
-            if int(d.field('ma_values')) == 0:
+            if not hasattr(d, 'field'):
+                # PyKeysValuesPair: the type's shared keys, this object's values beside it.
+                entries, count = g['PyDictObjectPtr']._get_entries(d.keys)
+                values_at = int(d.values.address)
+            elif int(d.field('ma_values')) == 0:
                 entries, count = d._get_entries(d.field('ma_keys'))
-                count = int(count)
-                entry = entries.type.target()
-                size = entry.sizeof
-                where = {f.name: f.bitpos // 8 for f in entry.fields()}
-                if count < 0 or count > (1 << 20) or ascii_ptr is None:
-                    raise ValueError('no table to read in one piece')
-                table = snap_py_raw(int(entries), size * count) if count else b''
-                keys = [snap_py_word(table, i * size + where['me_key']) for i in range(count)]
-                known = snap_py_keys.get(name)
-                order = ([keys.index(known)] if known in keys else []) + list(range(count))
-                length_at = ascii_ptr.target()['length'].bitpos // 8
-                for i in order:
-                    key = keys[i]
-                    if key == 0 or snap_py_signed(snap_py_raw(key + length_at, 8), 0, 8) != len(name):
-                        continue
-                    if text(PyObjectPtr.from_pyobject_ptr(gdb.Value(key).cast(object_ptr))) == name:
-                        snap_py_keys[name] = key
-                        value = snap_py_word(table, i * size + where['me_value'])
-                        return None if value == 0 else PyObjectPtr.from_pyobject_ptr(gdb.Value(value).cast(object_ptr))
-                return None
+                values_at = None
+            else:
+                raise ValueError('a split table')
+            count = int(count)
+            entry = entries.type.target()
+            size = entry.sizeof
+            where = {f.name: f.bitpos // 8 for f in entry.fields()}
+            if count < 0 or count > (1 << 20) or ascii_ptr is None:
+                raise ValueError('no table to read in one piece')
+            table = snap_py_raw(int(entries), size * count) if count else b''
+            values = snap_py_raw(values_at, 8 * count) if values_at is not None and count else None
+            keys = [snap_py_word(table, i * size + where['me_key']) for i in range(count)]
+            known = snap_py_keys.get(name)
+            order = ([keys.index(known)] if known in keys else []) + list(range(count))
+            length_at = ascii_ptr.target()['length'].bitpos // 8
+            for i in order:
+                key = keys[i]
+                value = snap_py_word(values, 8 * i) if values is not None else snap_py_word(table, i * size + where['me_value'])
+                # An entry without a value is not in the dict (a shared key this object lacks), as iteritems has it.
+                if key == 0 or value == 0 or snap_py_signed(snap_py_raw(key + length_at, 8), 0, 8) != len(name):
+                    continue
+                if text(PyObjectPtr.from_pyobject_ptr(gdb.Value(key).cast(object_ptr))) == name:
+                    snap_py_keys[name] = key
+                    return PyObjectPtr.from_pyobject_ptr(gdb.Value(value).cast(object_ptr))
+            return None
         except (AttributeError, KeyError, ValueError, gdb.error, gdb.MemoryError):
             pass
         for k, v in d.iteritems():
