@@ -14,8 +14,7 @@ import { toolDefaults } from '../tools/locate.js'
 import { bundleEncryption } from '../ship/encrypt.js'
 import { encryptToFlag, keepLocalFlag, uploadFlag } from '../ship/flags.js'
 import { chooseRecipients } from '../ship/recipients.js'
-import { parseS3Url, type UploadResult } from '../ship/s3.js'
-import { FollowingUpload } from '../ship/s3-follow.js'
+import { parseS3Url, type UploadResult } from '../ship/s3-location.js'
 import { humanBytes } from '../bundle/output-path.js'
 
 /** Whom the bundle was encrypted for, in the result: the recipients and where they came from. */
@@ -94,7 +93,8 @@ export default class Dump extends SnapCommand {
     const recipients = chooseRecipients(flags['encrypt-to'])
     const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
     // The upload follows the bundle while it is sealed, and is finished once it is whole.
-    const following = flags.upload === undefined ? undefined : new FollowingUpload(parseS3Url(flags.upload))
+    // The SDK is loaded only for an upload (s3-location.ts).
+    const following = flags.upload === undefined ? undefined : new (await import('../ship/s3-follow.js')).FollowingUpload(parseS3Url(flags.upload))
     const target = await resolveTarget(targetSpec(targetChoice(args.pid, flags), parsePid))
     const pid = target.pid
     const { controller, dispose } = this.interruptController()

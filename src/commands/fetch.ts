@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { humanBytes } from '../bundle/output-path.js'
-import { fetchBundle, parseS3Url, type FetchResult } from '../ship/s3.js'
+import { fetchBundle, type FetchResult } from '../ship/s3.js'
+import { parseS3Url } from '../ship/s3-location.js'
 import { jsonFlag, SnapCommand } from '../ui/base-command.js'
 import { printable } from '../ui/printable.js'
 

@@ -6,7 +6,8 @@ import { jsonFlag, SnapCommand, warnLine } from '../ui/base-command.js'
 import { printable, printableInline } from '../ui/printable.js'
 import { useIdentityFiles } from '../ship/decrypt.js'
 import { identityFlag } from '../ship/flags.js'
-import { listObjects, parseS3Url, type ListedObject } from '../ship/s3.js'
+import type { ListedObject } from '../ship/s3.js'
+import { parseS3Url } from '../ship/s3-location.js'
 import { UsageError } from '../errors.js'
 
 export default class List extends SnapCommand {
@@ -37,6 +38,7 @@ export default class List extends SnapCommand {
     const remote = (argv as string[]).filter((a) => a.startsWith('s3://'))
     if (remote.length > 0) {
       if (remote.length < argv.length) throw new UsageError('give either directories or s3:// prefixes, not both')
+      const { listObjects } = await import('../ship/s3.js')
       const objects = (await Promise.all(remote.map((u) => listObjects(parseS3Url(u))))).flat()
       if (!this.jsonEnabled()) {
         for (const o of objects) this.log(`${o.lastModified}  ${humanBytes(o.size)}  ${o.hasSha256 ? 'sha256 recorded' : 'no sha256 recorded'}  ${printable(o.url)}`)

@@ -12,8 +12,7 @@ import { readStat } from '../process/proc.js'
 import { bundleEncryption } from '../ship/encrypt.js'
 import { encryptToFlag, keepLocalFlag, uploadFlag } from '../ship/flags.js'
 import { chooseRecipients } from '../ship/recipients.js'
-import { parseS3Url } from '../ship/s3.js'
-import { FollowingUpload } from '../ship/s3-follow.js'
+import { parseS3Url } from '../ship/s3-location.js'
 import { resolveTarget, targetLabel, targetSpec } from '../targets/index.js'
 import { targetChoice, targetFlags } from '../targets/flags.js'
 import { watch, type CaptureResult, type WatchEvent } from '../watch/loop.js'
@@ -85,6 +84,8 @@ export default class Watch extends SnapCommand {
     // As for dump, before the target is looked at: a recipient list that is wrong or not trusted stops the watch.
     const recipients = chooseRecipients(flags['encrypt-to'])
     const uploadTo = flags.upload === undefined ? undefined : parseS3Url(flags.upload)
+    // The SDK is loaded only for an upload (s3-location.ts).
+    const FollowingUpload = uploadTo ? (await import('../ship/s3-follow.js')).FollowingUpload : undefined
     const target = await resolveTarget(spec)
     const identity = captureIdentity(target.pid)
     const label = targetLabel(spec)
@@ -148,7 +149,7 @@ export default class Watch extends SnapCommand {
           capturing = true
           // A fresh file key and upload for each bundle, as each dump makes its own.
           const encryption = recipients ? await bundleEncryption(recipients.recipients) : undefined
-          const following = uploadTo ? new FollowingUpload(uploadTo) : undefined
+          const following = uploadTo && FollowingUpload ? new FollowingUpload(uploadTo) : undefined
           try {
             const comm = readStat(now.pid)?.comm ?? 'process'
             const name = captureName(defaultOutputName(comm, now.pid, new Date(), flags.compression as Compression, encryption !== undefined), now.pid, trigger.kind, record.capture)

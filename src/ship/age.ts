@@ -5,9 +5,12 @@
 // the bundle's head in last, as it does unencrypted.
 
 import { createCipheriv, createDecipheriv, hkdfSync, type KeyObject } from 'node:crypto'
-import { Decrypter, Encrypter, Stanza, type Recipient } from 'age-encryption'
+import type { Recipient } from 'age-encryption'
 
 export const AGE_MAGIC = 'age-encryption.org/v1\n'
+
+/** The package, loaded when a bundle is sealed or opened: 90 ms of modules here that a plain bundle has no use for. */
+const agePackage = () => import('age-encryption')
 /** Plaintext bytes per STREAM chunk, and what each sealed chunk adds (the Poly1305 tag). */
 export const CHUNK = 64 * 1024
 export const TAG = 16
@@ -63,6 +66,7 @@ export interface AgePrefix {
  */
 export async function newAgePrefix(recipients: string[]): Promise<AgePrefix> {
   let fileKey: Uint8Array | undefined
+  const { Encrypter, Stanza } = await agePackage()
   const e = new Encrypter()
   for (const r of recipients) {
     e.addRecipient(r)
@@ -113,6 +117,7 @@ export function parseAgeHeader(head: Buffer): AgeHeader | undefined {
  * Undefined when none does.
  */
 export async function unwrapPayloadKey(h: AgeHeader, nonce: Buffer, identities: string[]): Promise<Buffer | undefined> {
+  const { Decrypter } = await agePackage()
   for (const identity of identities) {
     const d = new Decrypter()
     d.addIdentity(identity)

@@ -18,7 +18,8 @@ import {
 } from '@aws-sdk/client-s3'
 import { UploadFailedError } from '../errors.js'
 import { reclaimBuffers } from '../tools/reclaim.js'
-import { failureText, keyFor, s3Client, s3Url, SIDECAR, type S3Location, type UploadResult } from './s3.js'
+import { failureText, s3Client } from './s3.js'
+import { keyFor, s3Url, SIDECAR, type S3Location, type UploadResult } from './s3-location.js'
 
 /** Every part but the last is this long: part N holds the file's bytes from (N - 1) * PART. */
 const PART = 8 << 20

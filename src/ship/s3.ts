@@ -10,31 +10,11 @@ import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { BundleInvalidError, OutputPathError, UploadFailedError, UsageError } from '../errors.js'
+import { s3Url, SIDECAR, type S3Location } from './s3-location.js'
 
-export const SIDECAR = '.sha256'
 /** Attempts per request (the SDK's own retry with backoff, for throttling, 5xx and dropped connections). */
 const ATTEMPTS = 5
 const BUNDLE_KEY = /\.(tar\.zst|tar\.gz|tar|snap|age)$/
-
-export interface S3Location {
-  bucket: string
-  /** The key, or the prefix of keys (no leading slash; '' for the bucket's root). */
-  key: string
-}
-
-export function parseS3Url(url: string): S3Location {
-  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url)
-  if (!m) throw new UsageError(`${url} is not an s3:// URL`, 'give s3://BUCKET/PREFIX')
-  return { bucket: m[1]!, key: (m[2] ?? '').replace(/^\/+/, '') }
-}
-
-export const s3Url = (l: S3Location): string => `s3://${l.bucket}/${l.key}`
-
-/** Where a bundle goes under a prefix: the prefix taken as a directory, the bundle's own name under it. */
-export function keyFor(prefix: string, file: string): string {
-  const p = prefix.replace(/\/+$/, '')
-  return p ? `${p}/${basename(file)}` : basename(file)
-}
 
 export function s3Client(): S3Client {
   // A store of its own (AWS_ENDPOINT_URL) is reached by path: most S3-compatible servers, and any on an IP address,
@@ -51,16 +31,6 @@ export function failureText(e: unknown): string {
   return [err.name && err.name !== 'Error' ? err.name : undefined, err.message, status ? `HTTP ${status}` : undefined, code && !err.message.includes(code) ? code : undefined]
     .filter(Boolean)
     .join(': ')
-}
-
-export interface UploadResult {
-  url: string
-  size: number
-  sha256: string
-  /** Bytes uploaded while the bundle was still being sealed (an upload that follows the seal). */
-  whileSealed?: number
-  /** The local bundle, when it was kept. */
-  kept?: string
 }
 
 export interface FetchResult {
