@@ -8,10 +8,10 @@
 // whose layout repeats the one before), the libraries are added once at their addresses (`add-symbol-file -o BASE`,
 // the vDSO from memory) and gdb's own library loading is turned off: about 10 ms a core. A layout is the file mappings
 // of `info proc mappings` and the vDSO's address; library names come from what gdb said of that core. The core this
-// starts on is walked both ways, and both walks (threads and language frames) must be the same, or the batch stays
-// with gdb's own loading; a core with another layout turns it back on for the rest of the batch (starting on the
-// first core rather than waiting for two alike spared each gdb one loading of every library, 120-170 ms for a
-// python pool). Each core read so has OUT.shared beside its stacks.
+// starts on is walked both ways, and both walks (threads and language frames) must be the same, or that try ends with
+// gdb's own loading; a core with another layout turns it back on, until two cores in a row share a layout again
+// (once: two tries at most). Starting on the first core rather than waiting for two alike spared each gdb one loading
+// of every library, 120-170 ms for a python pool. Each core read so has OUT.shared beside its stacks.
 
 import { MAX_FRAMES } from './stacks-model.js'
 
@@ -132,6 +132,10 @@ with open(SNAP_BATCH) as fh:
     snap_batch = json.load(fh)
 shared = None
 previous = None
+# Two tries at most: on the first core, and on the first core whose layout repeats the one before. A master whose
+# mappings differ from its workers' (they load more after the fork) ends the first at the first worker; the workers
+# still share from the second of them.
+tried_first = False
 tried = False
 for item in snap_batch:
     err = ''
@@ -144,10 +148,14 @@ for item in snap_batch:
             snap_own_loading()
             gdb.execute('core-file ' + item['core'], to_string=True)
         snap_walk(item)
-        if shared is None and not tried and layout is not None and (layout == previous or previous is None):
-            tried = True
-            if snap_share(item, layout):
-                shared = layout
+        attempt = False
+        if shared is None and layout is not None:
+            if previous is None and not tried_first:
+                tried_first = attempt = True
+            elif layout == previous and not tried:
+                tried = attempt = True
+        if attempt and snap_share(item, layout):
+            shared = layout
         previous = layout
         if shared is not None:
             open(item['out'] + '.shared', 'w').close()
