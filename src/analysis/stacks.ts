@@ -55,7 +55,7 @@ export interface UnwindOptions {
 
 /** Each process's stacks, or why gdb could not read them, in the order given; sharedSymbols: read with the libraries'
  *  symbols of cores of the same layout (stacks-batch.ts); runtimeStructs: its Python frames read from the
- *  interpreter's structs in one piece (python.ts). */
+ *  interpreter's structs in one piece (python-structs.ts). */
 export type UnwindResult =
   | { pid: number; stacks: ProcessStacks; error?: undefined; sharedSymbols?: boolean; runtimeStructs?: boolean }
   | { pid: number; stacks?: undefined; error: string }
