@@ -236,16 +236,16 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
       const sealed = input.encryption?.open(fd, reserve, input.compression, options)
       const direct = !sealed && input.compression === 'zstd' ? zstdIntoFile(fd, options) : undefined
       if (sealed) {
-        await Promise.all([writeEntries(sealed.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), sealed.done])
+        await bothEnded(writeEntries(sealed.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), sealed.done)
         head = sealed.writeHead
       } else if (direct) {
         // zstd appends at the file offset: move it past the reserved head first (positional writes do not move it).
         writeSync(fd, Buffer.alloc(reserve))
-        await Promise.all([writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), direct.done])
+        await bothEnded(writeEntries(direct.input, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), direct.done)
       } else {
         const out = createWriteStream('', { fd, start: reserve, autoClose: false })
         const z = compressor(input.compression, options)
-        if (z) await Promise.all([writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), pipeline(z, out)])
+        if (z) await bothEnded(writeEntries(z, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes), pipeline(z, out))
         else await writeEntries(out, input.workDir, input.artifacts, input.later, records, input.signal, input.onBytes)
       }
     } finally {
@@ -281,6 +281,20 @@ export async function writeBundle(input: SealInput): Promise<SealResult> {
   removeQuietly(partial)
   input.onPartial?.(undefined)
   return { path: input.output, size, manifest }
+}
+
+/** What a stream's writer gets when what it writes into has gone: the zstd program's stdin, a destroyed stream. */
+const BROKEN_SINK = new Set(['EPIPE', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_PREMATURE_CLOSE'])
+
+/**
+ * The entries written into a compressor and the compressed stream's way to the file, both to their end. When the
+ * second fails (zstd or the sealing thread on a full disk), the entries' writer meets a broken pipe: the failure
+ * named is the one that broke it (ENOSPC), not the broken pipe.
+ */
+async function bothEnded(entries: Promise<void>, rest: Promise<unknown>): Promise<void> {
+  const [written, ended] = await Promise.allSettled([entries, rest])
+  if (written.status === 'rejected' && !(ended.status === 'rejected' && BROKEN_SINK.has((written.reason as NodeJS.ErrnoException)?.code ?? ''))) throw written.reason
+  if (ended.status === 'rejected') throw ended.reason
 }
 
 export function removeQuietly(path: string): void {

@@ -224,6 +224,32 @@ describe('a disk that is full', () => {
     await expectRunning(target);
   });
 
+  for (const encrypted of [false, true])
+    it(`the disk fills while ${encrypted ? 'an encrypted' : 'a zstd'} bundle is written: exit 7 naming it, no partial file, no zstd left, target running`, async () => {
+      // The bundle goes from the zstd program into the file, or through a FIFO to the thread that seals and writes
+      // it: a full disk there is named like any other (not the broken pipe it leaves behind), and the program, which
+      // would wait forever on a FIFO nobody reads, is gone.
+      const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+      const outDir = tmpfs('400m');
+      const keys = makeTempDir('snap-fault-age-');
+      execFileSync('age-keygen', ['-o', join(keys, 'id.txt')], { stdio: 'ignore' });
+      const recipient = execFileSync('age-keygen', ['-y', join(keys, 'id.txt')], { encoding: 'utf8' }).trim();
+      const dump = startDump(target, {
+        outDir,
+        criu: fake('criu-fill'),
+        args: encrypted ? ['--encrypt-to', recipient] : [],
+        env: { PROCSNAP_FAKE_FILL_DIR: outDir, PROCSNAP_FAKE_LEAVE_MIB: '90' },
+      });
+      const result = await dump.result;
+      expect(result.exitCode, result.stderr).toBe(7);
+      expectOneErrorLine(result, new RegExp(`no space left while [a-z ]+ in ${outDir}, on the filesystem mounted at ${outDir} \\(tmpfs\\)`));
+      expect(result.stderr).not.toMatch(/unexpected error|EPIPE|SIGKILL|exited with/);
+      await expectNoLeftovers(dump);
+      expectNoOutput(dump, ['filler']);
+      expectNoJournal(dump);
+      await expectRunning(target);
+    });
+
   it('--leave killed, the disk fills after criu ended the tree: exit 7, and its images, all there is of the process now, are kept and named', async () => {
     const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
     const outDir = tmpfs('400m');
