@@ -102,10 +102,11 @@ export function readOffset(fd: number): number {
 }
 
 /**
- * zstd writing straight into an open file at the file's current offset: the compressed bytes never pass through
- * snap. Returns its stdin and a promise that settles when it has exited (rejecting with its own words on failure).
+ * zstd writing straight into an open file at the file's current offset (or into a FIFO: encrypt.ts): the compressed
+ * bytes never pass through snap. Returns its stdin and a promise that settles when it has exited (rejecting with its
+ * own words on failure; ENOSPC on a full disk).
  */
-export function zstdIntoFile(fd: number, o: CompressOptions = {}): { input: Writable; done: Promise<void> } | undefined {
+export function zstdIntoFile(fd: number, o: CompressOptions = {}): { input: Writable; done: Promise<void>; kill: () => void } | undefined {
   const program = findZstdProgram()
   if (!program) return undefined
   const child = spawn(program, zstdProgramArgs(o), { stdio: ['pipe', fd, 'pipe'] })
@@ -125,7 +126,7 @@ export function zstdIntoFile(fd: number, o: CompressOptions = {}): { input: Writ
     })
   })
   done.catch(() => undefined)
-  return { input: child.stdin!, done }
+  return { input: child.stdin!, done, kill: () => child.kill('SIGKILL') }
 }
 
 /**

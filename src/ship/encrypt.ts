@@ -1,15 +1,17 @@
 // A bundle sealed for age recipients while it is written: the tar stream is compressed, cut into 64 KiB chunks and
 // each chunk encrypted before it reaches the file, so no plaintext byte of it is ever on disk. The head (manifest and
 // signature), which the writer fills in last, takes whole chunks at the start of the payload: it is encrypted then,
-// with its own chunk numbers, and written in place.
+// with its own chunk numbers, and written in place. The zstd program's output goes through a FIFO to one thread that
+// seals and writes it (sealing-thread.ts); a stream compressed in snap (gzip, none, zstd without its program) is cut
+// into batches here for the sealing threads (seal-pool.ts).
 
-import { spawn } from 'node:child_process'
 import { writeSync, writev } from 'node:fs'
 import { PassThrough, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { compressor, findZstdProgram, zstdProgramArgs, type Compression, type CompressOptions } from '../bundle/compression.js'
+import { compressor, findZstdProgram, zstdIntoFile, type Compression, type CompressOptions } from '../bundle/compression.js'
 import { CHUNK, newAgePrefix, SEALED_CHUNK, sealChunk } from './age.js'
 import { sealPool, sealThreads, type SealPool } from './seal-pool.js'
+import { startFifoSealer } from './sealing-thread.js'
 import { reclaimEvery } from '../tools/reclaim.js'
 
 export interface EncryptedBody {
@@ -38,8 +40,10 @@ export async function bundleEncryption(recipients: string[]): Promise<BundleEncr
     open(fd, reserve, compression, options = {}) {
       if (reserve % CHUNK !== 0) throw new Error('the head must take whole chunks')
       writeSync(fd, prefix, 0, prefix.length, 0)
-      const chunks = new ChunkWriter(fd, key, prefix.length, reserve / CHUNK)
-      const { input, done } = compressInto(chunks, compression, options)
+      const { input, done } =
+        compression === 'zstd' && findZstdProgram()
+          ? zstdIntoSealer(fd, key, prefix.length, reserve / CHUNK, options)
+          : compressInto(new ChunkWriter(fd, key, prefix.length, reserve / CHUNK), compression, options)
       return {
         input,
         done,
@@ -56,21 +60,30 @@ export async function bundleEncryption(recipients: string[]): Promise<BundleEncr
   }
 }
 
-/** The tar stream compressed into the chunk writer: by the zstd program when there is one, as the plain writer does. */
-function compressInto(chunks: ChunkWriter, compression: Compression, options: CompressOptions): { input: Writable; done: Promise<void> } {
-  const program = compression === 'zstd' ? findZstdProgram() : null
-  if (program) {
-    const child = spawn(program, zstdProgramArgs(options), { stdio: ['pipe', 'pipe', 'pipe'] })
-    let stderr = ''
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-    const exited = new Promise<void>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (code, signal) => (code === 0 ? resolve() : reject(new Error(stderr.trim().split('\n').at(-1) || `${program} exited with ${code ?? signal}`))))
-    })
-    const done = Promise.all([exited, pipeline(child.stdout, chunks)]).then(() => undefined)
-    done.catch(() => child.kill('SIGKILL'))
-    return { input: child.stdin, done }
+/**
+ * The zstd program writing into a FIFO that the sealing thread reads (sealing-thread.ts): the compressed bytes go from
+ * the program to the thread, which seals and writes them, without passing through snap's main thread.
+ */
+function zstdIntoSealer(fd: number, key: Buffer, payloadStart: number, first: number, options: CompressOptions): { input: Writable; done: Promise<void> } {
+  const sealer = startFifoSealer({ fd, key, payloadStart, first })
+  let z: ReturnType<typeof zstdIntoFile>
+  try {
+    z = zstdIntoFile(sealer.writeFd, options)
+  } finally {
+    sealer.handOver()
   }
+  if (!z) throw new Error('the zstd program is gone')
+  const zstd = z
+  // The thread's failure first (a full disk): zstd, stopped for it, would only say it was killed.
+  const done = Promise.allSettled([zstd.done, sealer.done.catch((e: unknown) => (zstd.kill(), Promise.reject(e)))]).then(([program, sealed]) => {
+    if (sealed.status === 'rejected') throw sealed.reason
+    if (program.status === 'rejected') throw program.reason
+  })
+  return { input: zstd.input, done }
+}
+
+/** The tar stream compressed into the chunk writer, in snap (gzip, none, or zstd without its program). */
+function compressInto(chunks: ChunkWriter, compression: Compression, options: CompressOptions): { input: Writable; done: Promise<void> } {
   const z = compressor(compression, options)
   if (z) return { input: z, done: pipeline(z, chunks) }
   const through = new PassThrough({ highWaterMark: 1 << 20 })
@@ -85,7 +98,8 @@ function compressInto(chunks: ChunkWriter, compression: Compression, options: Co
  * chunks' memory is reclaimed as it goes. With one awaited write per 64 KiB chunk, a 1 GiB bundle's seal took 7.7 s
  * here and snap peaked at 222 MiB; batched, 4.4 s and 180 MiB, of which the cipher alone was 2.3 s on the main thread.
  * On threads, the cipher overlaps the rest of the dump only where a core is idle: on a 2-core host that the dump
- * keeps busy (criu, the core writer, zstd -T0), a 1 GiB dump took 6.0 s encrypted against 3.7 s plain, peak 183 MiB.
+ * keeps busy (criu, the core writer, zstd -T0), a 1 GiB dump took 6.0 s encrypted against 3.7 s plain, peak 183 MiB;
+ * with the zstd program, the sealing thread now takes the compressed stream without the main thread.
  */
 const BATCH_CHUNKS = 16
 const IN_FLIGHT_PER_THREAD = 3
