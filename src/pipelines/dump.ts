@@ -7,6 +7,7 @@ import { statSync } from 'node:fs'
 import type { ArtifactRecord, FinalState, Manifest, ProcessRecord, StepRecord } from '../bundle/manifest.js'
 import type { ProgressReporter, ProgressStep } from './progress.js'
 import { OperationBudget } from './budget.js'
+import { InterruptedError, type InterruptSignal } from '../errors.js'
 import { checkpoint, readyCheckpoint } from './dump/checkpoint.js'
 import { coresFromImages, coresNative, coresWithGdb, leaveCoresOut, recipesOfGcoreCores } from './dump/cores.js'
 import { freezeTree, normalizationRecord } from './dump/freeze.js'
@@ -115,7 +116,7 @@ export class DumpRun {
       await s.progress.run(steps)
     } catch (e) {
       // A full disk or a vanished output directory, met by whichever stage wrote, is told as the output's fault.
-      const failure = asDumpOutputError(s, e)
+      const failure = asDumpOutputError(s, asInterrupted(s, e))
       await rollback(s, failure)
       throw failure
     }
@@ -139,3 +140,12 @@ export class DumpRun {
     }
   }
 }
+
+/** A step that let the cancel's own reason through (the signal's bare name, as AbortSignal.throwIfAborted throws it)
+ *  failed as every interrupted step fails: exit 130 or 143 naming the step, never an unexpected error (exit 70). */
+function asInterrupted(s: DumpState, e: unknown): unknown {
+  if (!s.o.cancel.aborted || e !== s.o.cancel.reason) return e
+  const failed = [...s.steps].reverse().find((r) => r.status === 'failed')
+  return new InterruptedError(e as InterruptSignal, failed ? `the ${failed.name} step` : 'the dump')
+}
+

@@ -205,6 +205,22 @@ describe('Ctrl+C just after gdb is given a process, before it attaches', () => {
   });
 });
 
+describe('Ctrl+C while gdb reads the stacks', () => {
+  afterAll(cleanupAllTargets);
+
+  // The tree is back and its core built; gdb, slowed, is reading the stacks when the signal comes. The unwinding
+  // stops on the signal's own name: once seen as "unexpected error: undefined", exit 70.
+  it('exit 130 naming the stacks, rolled back, nothing left, target running', async () => {
+    const target = await startTarget({ threads: 4, mib: 64, group: 'setsid' });
+    const dump = startDump(target, { criu: REAL_CRIU, gdb: fake('gdb-slow'), args: ['--core', 'images'], env: { PROCSNAP_FAKE_DELAY: '5' } });
+    await dump.waitForMarker('gdb to start reading the stacks');
+    dump.signal('SIGINT');
+    const result = await dump.result;
+    await expectCleanFailure(dump, result, 130, /interrupted by SIGINT during the stacks; rolled back/);
+    await expectRunning(target);
+  });
+});
+
 describe('a Ctrl+Z-paused 256 MiB target, interrupted', () => {
   let target: Target;
   beforeAll(async () => {

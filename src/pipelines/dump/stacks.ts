@@ -51,8 +51,10 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
         onTool: (pid, running) => s.trackTool(pid, running),
       })
     } catch (e) {
+      // A signal stopped gdb: told as any step a signal stops (the unwinding itself throws the signal's bare name).
+      s.budget.checkCancelled('the stacks')
       // A full disk or a vanished output directory fails the dump: every later write would fail the same way.
-      if (isOutputFault(s, e) || s.o.cancel.aborted) throw e
+      if (isOutputFault(s, e)) throw e
       for (const c of cores) dropCore(c.pid)
       s.warn(`no stacks: ${(e as Error).message}`)
       return
