@@ -185,9 +185,11 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
     // The images name a process by its pid in the tree's own PID namespace; the core is named by the host's pid.
     const hostOf = new Map(s.members.map((m) => [s.container ? m.innerPid : m.id.pid, m.id.pid]))
     const pids = dumped.map((t) => ({ image: t.pid, host: hostOf.get(t.pid) })).filter((p): p is { image: number; host: number } => p.host !== undefined && wanted.has(p.host))
-    // A core's building mostly waits on the disk (copies into the core, reads for its recipe's hashes), so several
-    // are built at once, more than the CPUs (101 cores of a python pool here: 2.8 s two at a time, 2.0 s four); what
-    // each adds to the bundle is added in the tree's order once all are built.
+    // A core's building mostly waits on the disk (copies into the core), so several are built at once, more than the
+    // CPUs (101 cores of a python pool here: 2.8 s two at a time, 2.0 s four). Each core's recipe (the reading of the
+    // core again for its sha256) is started as soon as the core is there, and runs on while gdb reads the stacks from
+    // it: on a 2-core host, 0.1 s of a 64 MiB worker's dump and 0.3 s of a 512 MiB one were that wait. What each adds
+    // to the bundle is added in the tree's order once all are read (settleRecipes).
     const build = async ({ image, host: pid }: { image: number; host: number }) => {
       const file = join(s.workDir!, `core.${pid}`)
       const built = await s.budget.unlessStopped(
@@ -196,8 +198,9 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)
       // Each page of memory stored once: the bundle keeps the core as a recipe over the images it was built from,
-      // and `snap core` rebuilds it, byte for byte (its sha256 is recorded here).
-      const recipe = await writeRecipe(file, built.layout, s.imagesDir, join(s.workDir!, `core-blob.${pid}`))
+      // and `snap core` rebuilds it, byte for byte (its sha256 is recorded).
+      const recipe = writeRecipe(file, built.layout, s.imagesDir, join(s.workDir!, `core-blob.${pid}`))
+      recipe.catch(() => undefined) // awaited by settleRecipes, or by the rollback
       return { pid, file, built, recipe }
     }
     const done: Awaited<ReturnType<typeof build>>[] = []
@@ -214,16 +217,38 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
           })
         }
       }),
-    )
-    for (const { pid, file, built, recipe } of done) {
+    ).finally(() => {
+      for (const d of done) if (d) s.recipesUnderWay.set(d.pid, d.recipe)
+    })
+    for (const { pid, file, built } of done) {
       for (const w of built.warnings) s.warn(`core ${pid}: ${w}`)
-      const blob = keepAsRecipe(s, pid, recipe)
       // The core itself stays in the work directory (not in the bundle) until its stacks are read.
       s.coreFiles.set(pid, file)
-      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}; kept as a recipe (${recipe.pieces.length} pieces, ${blob} bytes of its own), sha256 ${recipe.sha256}`)
+      notes.push(`${pid}: ${built.threads} threads, ${built.loadSegments} segments, copy ${built.copyMethod}`)
       bytes += built.bytes
     }
-    rec.note = `built from the CRIU images after the tree was released (${notes.join('; ')})`
+    rec.note = `built from the CRIU images after the tree was released, each kept as a recipe over them (${notes.join('; ')})`
     report(`${pids.length} core(s), ${Math.round(bytes / MiB)} MiB (apparent) in ${Math.round(performance.now() - t0)} ms`)
   })
+}
+
+/**
+ * The recipes of the cores built from the images, once each has read its core: recorded in the tree's order, each
+ * with its blob (keepAsRecipe). A recipe that failed fails the dump here, as it failed the core step before its
+ * reading overlapped the stacks'.
+ */
+export async function settleRecipes(s: DumpState): Promise<void> {
+  if (s.recipesUnderWay.size === 0) return
+  const order = new Map(s.members.map((m, i) => [m.id.pid, i]))
+  const under = [...s.recipesUnderWay].sort(([a], [b]) => (order.get(a) ?? 0) - (order.get(b) ?? 0))
+  const notes: string[] = []
+  for (const [pid, recipe] of under) {
+    const r = await s.budget.unlessStopped(recipe, `the recipe of the core of ${pid}`)
+    s.recipesUnderWay.delete(pid)
+    const blob = keepAsRecipe(s, pid, r)
+    notes.push(`${pid}: ${r.pieces.length} pieces, ${blob} bytes of its own, sha256 ${r.sha256}`)
+  }
+  // Told with the cores they were made from, in the manifest's record of the core step.
+  const core = s.steps.find((r) => r.name === 'core')
+  if (core) core.note = `${core.note ?? ''}; the recipes: ${notes.join('; ')}`
 }

@@ -123,6 +123,8 @@ export async function rollback(s: DumpState, cause: unknown): Promise<void> {
   const actions: string[] = []
   await stopAllTools()
   await abandonSeal(s, cause)
+  // A core's recipe still reading it (cores.ts) writes its blob into the work directory: done before that goes.
+  await Promise.allSettled(s.recipesUnderWay.values())
   if (s.killedByCriu) return keepWhatCriuLeft(s)
   const damaged: string[] = []
   const regs = await undoWhatCriuLeft(s, actions, damaged)

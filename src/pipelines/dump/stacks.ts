@@ -11,6 +11,7 @@ import { exeOfProcess } from '../../criu-images/identity.js'
 import { readLink } from '../../process/proc.js'
 import { sharedGdbIndexDir } from '../../tools/gdb-index-cache.js'
 import { isOutputFault } from './output-fault.js'
+import { settleRecipes } from './cores.js'
 import type { DumpState } from './state.js'
 
 /** gdb unwinds a process in well under a second here; more than this is a gdb stuck on a strange core. */
@@ -29,12 +30,16 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
       const onHost = exe && s.container ? join(s.container.rootfs, exe) : exe
       cores.push({ pid: m.id.pid, comm: m.comm, core, exe: onHost && !onHost.endsWith(' (deleted)') ? onHost : undefined })
     }
-    if (cores.length === 0) return
+    if (cores.length === 0) return await settleRecipes(s)
     s.budget.checkCancelled('the stacks')
     // A core kept as a recipe is not in the bundle: gone as soon as its stacks are read, its pages never go to disk,
     // where they would compete with the bundle's own writing.
     const dropCore = (pid: number) => {
-      if (s.coreRecipes.has(pid)) rmSync(s.coreFiles.get(pid)!, { force: true })
+      const file = s.coreFiles.get(pid)!
+      // A recipe still reading its core for the sha256 (cores.ts) has it removed once it is done.
+      const reading = s.recipesUnderWay.get(pid)
+      if (reading) void reading.then(() => rmSync(file, { force: true }), () => undefined)
+      else if (s.coreRecipes.has(pid)) rmSync(file, { force: true })
     }
     let results
     try {
@@ -57,8 +62,10 @@ export async function stacksOfCores(s: DumpState, report: (d: string) => void): 
       if (isOutputFault(s, e)) throw e
       for (const c of cores) dropCore(c.pid)
       s.warn(`no stacks: ${(e as Error).message}`)
-      return
+      return await settleRecipes(s)
     }
+    // The cores' recipes, read beside gdb, go into the bundle before the stacks, as when they were read first.
+    await settleRecipes(s)
     const all: ProcessStacks[] = []
     const why = new Map<string, number[]>()
     const because = (text: string, pid: number) => why.set(text, [...(why.get(text) ?? []), pid])

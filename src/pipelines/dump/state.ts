@@ -1,6 +1,7 @@
 // The one state a dump's stages share, as criu's cr-dump.c shares its dump state: each stage in this folder is a
 // function of it. What the options say, what was found, what was done so far (the rollback reads it to undo).
 
+import type { CoreRecipe } from '../../corefile/recipe.js'
 import type { ArtifactKind, FinalState, StepRecord, TargetNamingRecord, TargetRecord, ThreadCredsRecord, WatchTriggerRecord } from '../../bundle/manifest.js'
 import type { Compression } from '../../bundle/compression.js'
 import type { SealResult } from '../../bundle/writer.js'
@@ -142,6 +143,9 @@ export class DumpState {
   }
   /** The cores kept as recipes over the images (not stored themselves), by host pid: their sha256 at the dump. */
   readonly coreRecipes = new Map<number, string>()
+  /** Recipes of cores built from the images, still reading their core (its sha256) while gdb reads its stacks; in
+   *  the tree's order. settleRecipes (cores.ts) waits for them and records them. */
+  readonly recipesUnderWay = new Map<number, Promise<CoreRecipe>>()
   imagesDir = ''
   /** criu, started before the freeze and held at its gate (readyCheckpoint), and where it writes. */
   criuRun?: { tool: GatedTool; logFile: string; outFile: string; marker: string; toConvert: number[]; timeoutMs: number }
