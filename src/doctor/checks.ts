@@ -105,8 +105,9 @@ export async function diagnose(
   canary?: { toolVersion: string; cancel: AbortSignal },
 ): Promise<DoctorReport> {
   const problems: DoctorReport['problems'] = []
-  const criu = await probe(() => findCriu(flags.criu), 'criu', flags.criu)
-  const gdb = await probe(() => findGdb(flags.gdb), 'gdb', flags.gdb)
+  // Asked, never remembered: the doctor is run to see whether the tools run at all.
+  const criu = await probe(() => findCriu(flags.criu, undefined, null), 'criu', flags.criu)
+  const gdb = await probe(() => findGdb(flags.gdb, undefined, null), 'gdb', flags.gdb)
   let check: DoctorReport['criu']['check'] = null
   if (criu.ok && criu.path) {
     check = await criuCheck(criu.path)

@@ -6,6 +6,8 @@ import { join } from 'node:path'
 import { ToolError } from '../errors.js'
 import { compareVersions, INSTALL_HINT, locateTool, MIN_CRIU_VERSION, parseVersion, type LocatedTool, type Version } from './locate.js'
 import { queryTool } from './run.js'
+import { versionAnswer } from './tool-versions.js'
+import { cacheDir } from '../environment.js'
 
 /** See MIN_CRIU_VERSION: the oldest CRIU that dumps what procsnap dumps on the kernels it runs on. */
 export const MIN_CRIU: Version = parseVersion(MIN_CRIU_VERSION)!
@@ -14,16 +16,17 @@ export interface CriuInfo extends LocatedTool {
   version: string
 }
 
-export async function readCriuVersion(path: string): Promise<Version | undefined> {
-  const r = await queryTool(path, ['--version'])
+/** criu's version; `versionCache`: where the answer is remembered (tool-versions.ts), null to ask criu itself. */
+export async function readCriuVersion(path: string, versionCache: string | null = cacheDir()): Promise<Version | undefined> {
+  const r = await versionAnswer(path, versionCache)
   // "Version: 4.1.1"; a failing binary's own words may contain digits too, so require the label.
   const line = r.output.split('\n').find((l) => /^Version:/i.test(l.trim()))
   return r.ok && line ? parseVersion(line) : undefined
 }
 
-export async function findCriu(flag?: string, min: Version = MIN_CRIU): Promise<CriuInfo> {
+export async function findCriu(flag?: string, min: Version = MIN_CRIU, versionCache: string | null = cacheDir()): Promise<CriuInfo> {
   const located = locateTool('criu', flag)
-  const version = await readCriuVersion(located.path)
+  const version = await readCriuVersion(located.path, versionCache)
   if (!version) throw new ToolError(`${located.path} does not run or does not report a criu version`, INSTALL_HINT.criu)
   if (compareVersions(version, min) < 0)
     throw new ToolError(`criu ${version.text} at ${located.path} is too old (need >= ${min.text})`, INSTALL_HINT.criu)

@@ -3,7 +3,8 @@
 
 import { ToolError } from '../errors.js'
 import { compareVersions, INSTALL_HINT, locateTool, parseVersion, type LocatedTool, type Version } from './locate.js'
-import { queryTool } from './run.js'
+import { versionAnswer } from './tool-versions.js'
+import { cacheDir } from '../environment.js'
 
 export const MIN_GDB: Version = { major: 9, minor: 0, patch: 0, text: '9.0' }
 
@@ -11,9 +12,10 @@ export interface GdbInfo extends LocatedTool {
   version: string
 }
 
-export async function findGdb(flag?: string, min: Version = MIN_GDB): Promise<GdbInfo> {
+/** `versionCache`: where gdb's answer to --version is remembered (tool-versions.ts), null to ask gdb itself. */
+export async function findGdb(flag?: string, min: Version = MIN_GDB, versionCache: string | null = cacheDir()): Promise<GdbInfo> {
   const located = locateTool('gdb', flag)
-  const r = await queryTool(located.path, ['--version'])
+  const r = await versionAnswer(located.path, versionCache)
   const first = r.output.split('\n')[0] ?? ''
   const version = r.ok && /gdb/i.test(first) ? parseVersion(first.replace(/\([^)]*\)/g, '')) : undefined
   if (!version) throw new ToolError(`${located.path} does not run or does not report a gdb version`, INSTALL_HINT.gdb)
