@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { execa } from 'execa'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { CoreBuildError } from './errors.js'
 
 export interface CopyJob {
@@ -61,14 +62,148 @@ for line in sys.stdin:
 print(total)
 `
 
+/**
+ * The same copies for many cores in turn, by one python3 started once: a tree's hundred cores of a few MiB each are
+ * each below KERNEL_COPY_MIN_BYTES, and through Node's buffers they took 0.7 s of snap's main thread for a python pool
+ * of 101 processes here. It reads a core's header line ({"out": path, "jobs": n}), then its n jobs, copies them into
+ * that file and answers its total; the images it reads stay open from one core to the next.
+ */
+const KERNEL_COPY_SERVER_SCRIPT = `
+import errno, json, os, sys
+sources = {}
+kernel_copy = hasattr(os, "copy_file_range")
+for head in sys.stdin:
+    core = json.loads(head)
+    out = os.open(core["out"], os.O_WRONLY)
+    total = 0
+    try:
+        for _ in range(core["jobs"]):
+            job = json.loads(sys.stdin.readline())
+            src = sources.get(job["file"])
+            if src is None:
+                src = sources[job["file"]] = os.open(job["file"], os.O_RDONLY)
+            offset, target, left = job["offset"], job["target"], job["bytes"]
+            while left > 0:
+                count = min(left, 1 << 30)
+                if kernel_copy:
+                    try:
+                        n = os.copy_file_range(src, out, count, offset, target)
+                    except OSError as e:
+                        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            raise
+                        kernel_copy = False
+                        continue
+                else:
+                    os.lseek(out, target, os.SEEK_SET)
+                    n = os.sendfile(out, src, offset, count)
+                if n <= 0:
+                    sys.exit("%s ended at %d, before the %d bytes expected there" % (job["file"], offset, left))
+                offset += n
+                target += n
+                left -= n
+                total += n
+    finally:
+        os.close(out)
+    sys.stdout.write("%d\\n" % total)
+    sys.stdout.flush()
+`
+
+/** One python3 copying for many cores, a core at a time (KERNEL_COPY_SERVER_SCRIPT); undefined without python3. */
+export class KernelCopier {
+  private queue: Promise<unknown> = Promise.resolve()
+  private answers: string[] = []
+  private waiting: ((line: string | undefined) => void) | undefined
+  private buffered = ''
+  private ended = false
+  private stderr = ''
+
+  private constructor(private readonly child: ChildProcess) {
+    child.stdout!.setEncoding('utf8')
+    child.stdout!.on('data', (d: string) => {
+      this.buffered += d
+      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
+        this.answers.push(this.buffered.slice(0, nl))
+        this.buffered = this.buffered.slice(nl + 1)
+      }
+      this.wake()
+    })
+    child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-2000)))
+    child.on('close', () => {
+      this.ended = true
+      this.wake()
+    })
+    child.on('error', () => {
+      this.ended = true
+      this.wake()
+    })
+    child.stdin!.on('error', () => undefined) // a helper gone is told by its missing answer
+  }
+
+  static start(): KernelCopier | undefined {
+    if (!existsSync(PYTHON)) return undefined
+    // Its stdin is snap's: if snap dies, the helper reads its end and exits.
+    return new KernelCopier(spawn(PYTHON, ['-c', KERNEL_COPY_SERVER_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] }))
+  }
+
+  private wake(): void {
+    const w = this.waiting
+    if (!w) return
+    if (this.answers.length > 0) {
+      this.waiting = undefined
+      w(this.answers.shift())
+    } else if (this.ended) {
+      this.waiting = undefined
+      w(undefined)
+    }
+  }
+
+  private nextAnswer(): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      this.waiting = resolve
+      this.wake()
+    })
+  }
+
+  /** Copies `jobs` into the file at `outPath` (it exists); resolves with the bytes copied, rejects with the helper's
+   *  own words when it failed. Cores are copied one after another, in the order asked. */
+  copy(outPath: string, jobs: CopyJob[]): Promise<number> {
+    const run = this.queue.then(async () => {
+      if (this.ended) throw new Error(this.stderr.trim().split('\n').at(-1) || 'the copying helper has ended')
+      this.child.stdin!.write([JSON.stringify({ out: outPath, jobs: jobs.length }), ...jobs.map((j) => JSON.stringify(j))].join('\n') + '\n')
+      const line = await this.nextAnswer()
+      if (line === undefined) throw new Error(this.stderr.trim().split('\n').at(-1) || 'the copying helper ended')
+      return Number(line)
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  close(): void {
+    this.child.stdin!.end()
+    if (!this.ended) this.child.kill('SIGKILL')
+  }
+}
+
 /** Below this, Node's own copy: python3's start (30-40 ms here) is more than copying 32 MiB through Node's buffers. */
 export const KERNEL_COPY_MIN_BYTES = 32 << 20
 
 /** Runs the jobs (sorted by target and by offset: sequential I/O on both sides) into `outPath`, open as `out`. */
-export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>, kernelFrom = KERNEL_COPY_MIN_BYTES): Promise<CopyOutcome> {
+export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>, kernelFrom = KERNEL_COPY_MIN_BYTES, copier?: KernelCopier): Promise<CopyOutcome> {
   const list = [...jobs]
   const expected = list.reduce((sum, job) => sum + job.bytes, 0)
   if (expected === 0) return { bytes: 0, method: 'node' }
+  // A helper already started (a tree's cores) copies any size.
+  if (copier) {
+    try {
+      const copied = await copier.copy(outPath, list)
+      if (copied === expected) return { bytes: copied, method: 'kernel' }
+      return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason: `the kernel copy reported ${copied} bytes, not ${expected}` }
+    } catch (error) {
+      const detail = (error as Error).message
+      if (/ended at \d+, before/.test(detail)) throw new CoreBuildError(detail, { cause: error })
+      return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason: detail }
+    }
+  }
   // Starting python3 costs more than Node copies this much: a tree of a hundred small workers paid it per core.
   if (expected < kernelFrom) return { bytes: await copyThroughBuffers(out, list), method: 'node' }
   let fallbackReason: string

@@ -3,7 +3,7 @@
 
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { copyRanges, type CopyJob, type CopyOutcome } from './copy.js'
+import { copyRanges, type CopyJob, type CopyOutcome, type KernelCopier } from './copy.js'
 import { writeCoreFile } from './core-file.js'
 import { readThreadImage } from '../criu-images/core-entry.js'
 import {
@@ -28,6 +28,8 @@ export interface WriteCoreOptions {
   pid: number
   /** The core file to create; it must not exist. Written as OUTPUT.partial-PID, then linked into place. */
   output: string
+  /** A copying helper shared by the cores of a tree (copy.ts), used whatever the core's size. */
+  copier?: KernelCopier
   /** Called with the bytes the core's data will take (its head and every PT_LOAD's contents, holes aside) before a
    *  byte is written: throws when the output's filesystem has no room for them. */
   checkRoom?: (bytes: number) => void
@@ -123,7 +125,7 @@ async function buildCore(opts: WriteCoreOptions): Promise<WriteCoreResult> {
   let threadCount = 0
   await writeCoreFile(opts.output, async (out, partial) => {
     jobs = [...copyJobs(loads)]
-    copied = await copyRanges(partial, out, jobs)
+    copied = await copyRanges(partial, out, jobs, undefined, opts.copier)
     if (copied.fallbackReason) warnings.push(`memory copied through Node's buffers (slower): ${copied.fallbackReason}`)
 
     const threads = await threadsDecoded

@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { copyRanges, copyThroughBuffers, KERNEL_COPY_MIN_BYTES, type CopyJob } from '../../src/corefile/copy.js';
+import { copyRanges, copyThroughBuffers, KERNEL_COPY_MIN_BYTES, KernelCopier, type CopyJob } from '../../src/corefile/copy.js';
 import { note, NT_PRSTATUS } from '../../src/corefile/elf.js';
 import { CoreBuildError } from '../../src/corefile/errors.js';
 import { USER_REGS, type ThreadState } from '../../src/criu-images/core-entry.js';
@@ -241,6 +241,34 @@ describe('copying ranges into the core', () => {
       await out.close();
     }
     expect(readFileSync(path).equals(expected)).toBe(true);
+  });
+
+  it('copies core after core through one helper (a tree\'s), each byte at its place, and names a short source', async () => {
+    const { jobs, expected } = setup();
+    const copier = KernelCopier.start();
+    expect(copier, 'setup installs python3').toBeDefined();
+    try {
+      for (const n of [1, 2, 3]) {
+        const path = join(dir, `out-shared-${n}`);
+        const out = await open(path, 'wx');
+        try {
+          // Small cores too: with a helper running, size does not decide.
+          expect(await copyRanges(path, out, jobs, undefined, copier)).toEqual({ bytes: jobs.reduce((s, j) => s + j.bytes, 0), method: 'kernel' });
+        } finally {
+          await out.close();
+        }
+        expect(readFileSync(path).equals(expected), `core ${n}`).toBe(true);
+      }
+      const path = join(dir, 'out-short');
+      const out = await open(path, 'wx');
+      try {
+        await expect(copyRanges(path, out, [{ ...jobs[0]!, bytes: 4 * PAGE }], undefined, copier)).rejects.toThrow(/\/a ended at \d+, before/);
+      } finally {
+        await out.close();
+      }
+    } finally {
+      copier!.close();
+    }
   });
 
   it('fails with the source named when a source is shorter than its job', async () => {

@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { InterruptedError, StepFailedError, StepTimeoutError } from '../../errors.js'
 import { writeCoreFromImages } from '../../corefile/index.js'
+import { KernelCopier } from '../../corefile/copy.js'
 import { writeCoreOfStoppedProcess } from '../../corefile/native.js'
 import { recipeFromCore, writeRecipe, type CoreRecipe } from '../../corefile/recipe.js'
 import { GcoreFeed } from './gcore-feed.js'
@@ -190,10 +191,12 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
     // core again for its sha256) is started as soon as the core is there, and runs on while gdb reads the stacks from
     // it: on a 2-core host, 0.1 s of a 64 MiB worker's dump and 0.3 s of a 512 MiB one were that wait. What each adds
     // to the bundle is added in the tree's order once all are read (settleRecipes).
+    // A tree's cores are copied by one helper started once (copy.ts): each is too small to pay a start of its own.
+    const copier = pids.length > 1 ? KernelCopier.start() : undefined
     const build = async ({ image, host: pid }: { image: number; host: number }) => {
       const file = join(s.workDir!, `core.${pid}`)
       const built = await s.budget.unlessStopped(
-        writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file }),
+        writeCoreFromImages({ imagesDir: s.imagesDir, pid: image, output: file, copier }),
         `building the core of ${pid}`,
       )
       if (!isElfCore(file)) throw new StepFailedError(`the core built from the CRIU images for ${pid} is not an ELF core`)
@@ -218,6 +221,7 @@ export async function coresFromImages(s: DumpState, report: (d: string) => void)
         }
       }),
     ).finally(() => {
+      copier?.close()
       for (const d of done) if (d) s.recipesUnderWay.set(d.pid, d.recipe)
     })
     for (const { pid, file, built } of done) {
