@@ -1,12 +1,11 @@
 // Copies byte ranges from source files (pages-N.img, mapped files) into the core at given positions, in constant
-// memory whatever the size. In the kernel when it can: a small python3 helper calls copy_file_range(2) (falling back
-// to sendfile(2) across filesystems), because Node has no binding for either, and copying through user space cost
-// 3-6 times more here (2 GiB: 3.5-7 s through Node's read/write, 1.1 s through copy_file_range). Without python3,
-// Node reads and writes through two small buffers.
+// memory whatever the size. In the kernel when it can: a small python3 helper (KernelCopier) calls
+// copy_file_range(2) (falling back to sendfile(2) across filesystems), because Node has no binding for either, and
+// copying through user space cost 3-6 times more here (2 GiB: 3.5-7 s through Node's read/write, 1.1 s through
+// copy_file_range). Without python3, Node reads and writes through two small buffers.
 
 import { existsSync } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { execa } from 'execa'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { CoreBuildError } from './errors.js'
 
@@ -27,46 +26,12 @@ export interface CopyOutcome {
 
 export const PYTHON = ['/usr/bin/python3', '/bin/python3'].find((path) => existsSync(path)) ?? 'python3'
 
-/** Reads JSON jobs on stdin, one a line; copies each with copy_file_range, or sendfile where that is refused. */
-const KERNEL_COPY_SCRIPT = `
-import errno, json, os, sys
-out = os.open(sys.argv[1], os.O_WRONLY)
-sources = {}
-kernel_copy = hasattr(os, "copy_file_range")
-total = 0
-for line in sys.stdin:
-    job = json.loads(line)
-    src = sources.get(job["file"])
-    if src is None:
-        src = sources[job["file"]] = os.open(job["file"], os.O_RDONLY)
-    offset, target, left = job["offset"], job["target"], job["bytes"]
-    while left > 0:
-        count = min(left, 1 << 30)
-        if kernel_copy:
-            try:
-                n = os.copy_file_range(src, out, count, offset, target)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-                kernel_copy = False
-                continue
-        else:
-            os.lseek(out, target, os.SEEK_SET)
-            n = os.sendfile(out, src, offset, count)
-        if n <= 0:
-            sys.exit("%s ended at %d, before the %d bytes expected there" % (job["file"], offset, left))
-        offset += n
-        target += n
-        left -= n
-        total += n
-print(total)
-`
-
 /**
- * The same copies for many cores in turn, by one python3 started once: a tree's hundred cores of a few MiB each are
- * each below KERNEL_COPY_MIN_BYTES, and through Node's buffers they took 0.7 s of snap's main thread for a python pool
- * of 101 processes here. It reads a core's header line ({"out": path, "jobs": n}), then its n jobs, copies them into
- * that file and answers its total; the images it reads stay open from one core to the next.
+ * Copies the jobs of one core after another with copy_file_range (sendfile where that is refused): it reads a core's
+ * header line ({"out": path, "jobs": n}), then its n jobs, copies them into that file and answers its total. Started
+ * once for a tree, whose hundred cores of a few MiB each are each below KERNEL_COPY_MIN_BYTES (through Node's buffers
+ * they took 0.7 s of snap's main thread for a python pool of 101 processes here), and once for one large core; the
+ * images it reads stay open from one core to the next.
  */
 const KERNEL_COPY_SERVER_SCRIPT = `
 import errno, json, os, sys
@@ -188,39 +153,26 @@ export class KernelCopier {
 export const KERNEL_COPY_MIN_BYTES = 32 << 20
 
 /** Runs the jobs (sorted by target and by offset: sequential I/O on both sides) into `outPath`, open as `out`. */
-export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>, kernelFrom = KERNEL_COPY_MIN_BYTES, copier?: KernelCopier): Promise<CopyOutcome> {
+export async function copyRanges(outPath: string, out: FileHandle, jobs: Iterable<CopyJob>, kernelFrom = KERNEL_COPY_MIN_BYTES, shared?: KernelCopier): Promise<CopyOutcome> {
   const list = [...jobs]
   const expected = list.reduce((sum, job) => sum + job.bytes, 0)
   if (expected === 0) return { bytes: 0, method: 'node' }
-  // A helper already started (a tree's cores) copies any size.
-  if (copier) {
-    try {
-      const copied = await copier.copy(outPath, list)
-      if (copied === expected) return { bytes: copied, method: 'kernel' }
-      return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason: `the kernel copy reported ${copied} bytes, not ${expected}` }
-    } catch (error) {
-      const detail = (error as Error).message
-      if (/ended at \d+, before/.test(detail)) throw new CoreBuildError(detail, { cause: error })
-      return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason: detail }
-    }
-  }
-  // Starting python3 costs more than Node copies this much: a tree of a hundred small workers paid it per core.
-  if (expected < kernelFrom) return { bytes: await copyThroughBuffers(out, list), method: 'node' }
+  // Starting python3 costs more than Node copies this much; a helper already started (a tree's) copies any size.
+  if (!shared && expected < kernelFrom) return { bytes: await copyThroughBuffers(out, list), method: 'node' }
+  const copier = shared ?? KernelCopier.start()
+  if (!copier) return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason: `${PYTHON} not found` }
   let fallbackReason: string
   try {
-    const { stdout } = await execa(PYTHON, ['-c', KERNEL_COPY_SCRIPT, outPath], {
-      input: list.map((job) => JSON.stringify(job)).join('\n') + '\n',
-      timeout: 0,
-    })
-    const copied = Number(stdout.trim())
+    const copied = await copier.copy(outPath, list)
     if (copied === expected) return { bytes: copied, method: 'kernel' }
-    fallbackReason = `the kernel copy reported ${stdout.trim()} bytes, not ${expected}`
+    fallbackReason = `the kernel copy reported ${copied} bytes, not ${expected}`
   } catch (error) {
-    const e = error as { code?: string; stderr?: string; message: string }
-    const detail = e.code === 'ENOENT' ? `${PYTHON} not found` : (e.stderr?.trim().split('\n').at(-1) ?? e.message)
+    const detail = (error as Error).message
     // A source that ends early is the images' fault, not the copy method's: say so instead of trying again.
     if (/ended at \d+, before/.test(detail)) throw new CoreBuildError(detail, { cause: error })
     fallbackReason = detail
+  } finally {
+    if (!shared) copier.close()
   }
   return { bytes: await copyThroughBuffers(out, list), method: 'node', fallbackReason }
 }
