@@ -148,4 +148,3 @@ function asInterrupted(s: DumpState, e: unknown): unknown {
   const failed = [...s.steps].reverse().find((r) => r.status === 'failed')
   return new InterruptedError(e as InterruptSignal, failed ? `the ${failed.name} step` : 'the dump')
 }
-
