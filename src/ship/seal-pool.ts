@@ -8,16 +8,33 @@ import { Worker } from 'node:worker_threads'
 import { CHUNK, sealChunk, SEALED_CHUNK, TAG } from './age.js'
 
 /**
- * The worker's code, run as a script (eval): a file beside this one would have to be found from dist/, from the
- * sources under test and from the single executable alike. It is sealChunk of age.ts over a batch.
+ * What every sealing thread runs (this pool's and sealing-thread.ts's), as script text: a worker's code is run by eval,
+ * since a file beside this one would have to be found from dist/, from the sources under test and from the single
+ * executable alike. sealBatch is sealChunk of age.ts over a batch: `length` bytes of `input` sealed as chunks `first`,
+ * `first + 1`, ... into `out` (the last flagged when `last`), returning the sealed bytes; collectYoung frees the
+ * chunks' Buffers every few batches.
  */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads')
+export const SEAL_BATCH_SOURCE = `
 const { createCipheriv, createSecretKey } = require('node:crypto')
+const CHUNK = ${CHUNK}, TAG = ${TAG}, SEALED = ${SEALED_CHUNK}
 // A key object made once: given the key's bytes, each chunk's cipher made one of its own (0.7-0.9 s a GiB sealed
 // against 0.56 s here).
-const key = createSecretKey(Buffer.from(workerData.key))
-const CHUNK = ${CHUNK}, TAG = ${TAG}, SEALED = ${SEALED_CHUNK}
+const sealKey = createSecretKey(Buffer.from(workerData.key))
+const sealNonce = Buffer.alloc(12)
+function sealBatch(first, input, length, last, out) {
+  const count = Math.max(1, Math.ceil(length / CHUNK))
+  for (let i = 0; i < count; i++) {
+    sealNonce.fill(0)
+    sealNonce.writeUIntBE(first + i, 5, 6)
+    sealNonce[11] = last && i === count - 1 ? 1 : 0
+    const c = createCipheriv('chacha20-poly1305', sealKey, sealNonce, { authTagLength: TAG })
+    const at = i * SEALED
+    const n = c.update(input.subarray(i * CHUNK, Math.min(length, (i + 1) * CHUNK))).copy(out, at)
+    c.final()
+    c.getAuthTag().copy(out, at + n)
+  }
+  return length + count * TAG
+}
 // Each chunk's update() makes a fresh Buffer, which V8 frees only after tens of MiB of them: a young collection
 // every few batches frees them while they are young (as reclaim.ts does on the main thread).
 let collect = null
@@ -25,25 +42,21 @@ try {
   require('node:v8').setFlagsFromString('--expose-gc')
   collect = require('node:vm').runInNewContext('gc')
 } catch {}
-let batches = 0
+let sealedBatches = 0
+function collectYoung() {
+  if (collect && ++sealedBatches % 4 === 0) collect({ type: 'minor' })
+}
+`
+
+/** The pool's worker: a batch in a message, sealed by SEAL_BATCH_SOURCE, its memory moved back and forth. */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads')
+${SEAL_BATCH_SOURCE}
 parentPort.on('message', ({ id, first, length, last, plain, out }) => {
   try {
-    const input = Buffer.from(plain, 0, length)
-    const count = Math.max(1, Math.ceil(length / CHUNK))
-    const sealed = Buffer.from(out)
-    const nonce = Buffer.alloc(12)
-    for (let i = 0; i < count; i++) {
-      nonce.fill(0)
-      nonce.writeUIntBE(first + i, 5, 6)
-      nonce[11] = last && i === count - 1 ? 1 : 0
-      const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG })
-      const at = i * SEALED
-      const n = c.update(input.subarray(i * CHUNK, Math.min(length, (i + 1) * CHUNK))).copy(sealed, at)
-      c.final()
-      c.getAuthTag().copy(sealed, at + n)
-    }
-    if (collect && ++batches % 4 === 0) collect({ type: 'minor' })
-    parentPort.postMessage({ id, length: length + count * TAG, sealed: out, plain }, [out, plain])
+    const sealedLength = sealBatch(first, Buffer.from(plain, 0, length), length, last, Buffer.from(out))
+    collectYoung()
+    parentPort.postMessage({ id, length: sealedLength, sealed: out, plain }, [out, plain])
   } catch (e) {
     parentPort.postMessage({ id, error: String(e && e.message || e) })
   }

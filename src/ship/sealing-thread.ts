@@ -9,13 +9,13 @@ import { closeSync, mkdtempSync, openSync, constants, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
-import { CHUNK, SEALED_CHUNK, TAG } from './age.js'
+import { SEAL_BATCH_SOURCE } from './seal-pool.js'
 
 /** Chunks read, sealed and written at a time: 1 MiB of plaintext. */
 const BATCH_CHUNKS = 16
 
 /**
- * The thread's code, run as a script (eval), as seal-pool.ts does. It reads the FIFO to its end; a batch is sealed
+ * The thread's code, run as a script (eval), sealing as seal-pool.ts's threads do (SEAL_BATCH_SOURCE). It reads the FIFO to its end; a batch is sealed
  * once the next read shows whether more follows, since only the last chunk of the file carries the last flag (a full
  * one when the payload ends on a chunk's end, as the age format wants it: never an empty last chunk after others).
  * It writes through a file description of its own (/proc/self/fd), so that the caller closing its descriptor, or
@@ -24,15 +24,9 @@ const BATCH_CHUNKS = 16
 const THREAD_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 const { closeSync, openSync, readSync, writeSync } = require('node:fs')
-const { createCipheriv, createSecretKey } = require('node:crypto')
+${SEAL_BATCH_SOURCE}
 const { fifo, file, payloadStart, first } = workerData
-const key = createSecretKey(Buffer.from(workerData.key))
-const CHUNK = ${CHUNK}, TAG = ${TAG}, SEALED = ${SEALED_CHUNK}, BATCH = ${BATCH_CHUNKS} * CHUNK
-let collect = null
-try {
-  require('node:v8').setFlagsFromString('--expose-gc')
-  collect = require('node:vm').runInNewContext('gc')
-} catch {}
+const BATCH = ${BATCH_CHUNKS} * CHUNK
 const retry = (f) => {
   for (;;) {
     try {
@@ -58,28 +52,17 @@ try {
   }
   let cur = Buffer.allocUnsafeSlow(BATCH), next = Buffer.allocUnsafeSlow(BATCH)
   const sealed = Buffer.allocUnsafeSlow(${BATCH_CHUNKS} * SEALED)
-  const nonce = Buffer.alloc(12)
-  let index = first, at = payloadStart + first * SEALED, plain = 0, batches = 0
+  let index = first, at = payloadStart + first * SEALED, plain = 0
   let have = fill(cur)
   for (;;) {
     const more = have === BATCH ? fill(next) : 0
     const last = more === 0
-    const count = Math.max(1, Math.ceil(have / CHUNK))
-    let length = 0
-    for (let i = 0; i < count; i++) {
-      nonce.fill(0)
-      nonce.writeUIntBE(index + i, 5, 6)
-      nonce[11] = last && i === count - 1 ? 1 : 0
-      const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG })
-      length += c.update(cur.subarray(i * CHUNK, Math.min(have, (i + 1) * CHUNK))).copy(sealed, length)
-      c.final()
-      length += c.getAuthTag().copy(sealed, length)
-    }
+    const length = sealBatch(index, cur, have, last, sealed)
     for (let off = 0; off < length; ) off += retry(() => writeSync(output, sealed, off, length - off, at + off))
     at += length
-    index += count
+    index += Math.max(1, Math.ceil(have / CHUNK))
     plain += have
-    if (collect && ++batches % 4 === 0) collect({ type: 'minor' })
+    collectYoung()
     if (last) break
     const t = cur
     cur = next
