@@ -1,12 +1,12 @@
 // CRIU: its version, `criu check`, and the exact dump and restore command lines snap uses.
 
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { release } from 'node:os'
-import { join } from 'node:path'
 import { ToolError } from '../errors.js'
 import { compareVersions, INSTALL_HINT, locateTool, MIN_CRIU_VERSION, parseVersion, type LocatedTool, type Version } from './locate.js'
 import { queryTool } from './run.js'
 import { versionAnswer } from './tool-versions.js'
+import { readCacheJson, writeCacheJson } from './cache-file.js'
 import { cacheDir } from '../environment.js'
 
 /** See MIN_CRIU_VERSION: the oldest CRIU that dumps what procsnap dumps on the kernels it runs on. */
@@ -87,43 +87,18 @@ function sameKey(a: CriuCheckKey, b: Record<string, unknown>): boolean {
  * throws: a cache that cannot be trusted only means criu check runs.
  */
 export function readRememberedCheck(dir: string, key: CriuCheckKey, now = Date.now()): { checkedAt: string } | undefined {
-  let fd: number | undefined
-  try {
-    fd = openSync(join(dir, CHECK_CACHE_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const st = fstatSync(fd)
-    if (!st.isFile() || st.size > CHECK_CACHE_MAX_BYTES) return undefined
-    if (st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) return undefined
-    const buf = Buffer.alloc(CHECK_CACHE_MAX_BYTES + 1)
-    const n = readSync(fd, buf, 0, buf.length, 0)
-    if (n > CHECK_CACHE_MAX_BYTES) return undefined
-    const entry = JSON.parse(buf.subarray(0, n).toString('utf8')) as Record<string, unknown>
-    if (entry?.format !== CHECK_CACHE_FORMAT || entry.ok !== true || typeof entry.key !== 'object' || entry.key === null) return undefined
-    if (!sameKey(key, entry.key as Record<string, unknown>)) return undefined
-    const at = typeof entry.checkedAt === 'string' ? Date.parse(entry.checkedAt) : NaN
-    if (!(at <= now && now - at < CHECK_REMEMBERED_MS)) return undefined
-    return { checkedAt: entry.checkedAt as string }
-  } catch {
-    return undefined
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
+  const entry = readCacheJson(dir, CHECK_CACHE_FILE, CHECK_CACHE_MAX_BYTES) as Record<string, unknown> | undefined
+  if (entry?.format !== CHECK_CACHE_FORMAT || entry.ok !== true || typeof entry.key !== 'object' || entry.key === null) return undefined
+  if (!sameKey(key, entry.key as Record<string, unknown>)) return undefined
+  const at = typeof entry.checkedAt === 'string' ? Date.parse(entry.checkedAt) : NaN
+  if (!(at <= now && now - at < CHECK_REMEMBERED_MS)) return undefined
+  return { checkedAt: entry.checkedAt as string }
 }
 
 /** Records that `criu check` passed for this key; written beside and renamed into place, 0600. Failures are ignored:
  *  the next run checks again. */
 export function rememberCheck(dir: string, key: CriuCheckKey, now = Date.now()): void {
-  const partial = join(dir, `${CHECK_CACHE_FILE}.${process.pid}`)
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-    writeFileSync(partial, JSON.stringify({ format: CHECK_CACHE_FORMAT, ok: true, key, checkedAt: new Date(now).toISOString() }) + '\n', { mode: 0o600, flag: 'wx' })
-    renameSync(partial, join(dir, CHECK_CACHE_FILE))
-  } catch {
-    try {
-      rmSync(partial, { force: true })
-    } catch {
-      // nothing was made there (the directory cannot be): nothing to remove
-    }
-  }
+  writeCacheJson(dir, CHECK_CACHE_FILE, { format: CHECK_CACHE_FORMAT, ok: true, key, checkedAt: new Date(now).toISOString() })
 }
 
 /**

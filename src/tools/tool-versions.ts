@@ -2,10 +2,10 @@
 // same boot: gdb takes 45-70 ms here to start and say its version, the longest of the probes every dump's preflight
 // waits for. Keyed by the file (path, size, inode, modification and change time), so a binary replaced or changed in
 // place is asked again, and by the boot; at most a day old. A failed answer is never remembered, and `snap doctor`
-// always asks.
+// always asks. The file is read and written as the criu check's is (cache-file.ts).
 
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { readFileSync, statSync } from 'node:fs'
+import { readCacheJson, writeCacheJson } from './cache-file.js'
 import { queryTool } from './run.js'
 
 export const VERSIONS_FILE = 'tool-versions.json'
@@ -37,36 +37,11 @@ function keyOf(path: string): string | undefined {
   }
 }
 
-/** The remembered entries; none when the file is missing, too large, not this user's own, writable by others or not
- *  snap's. Never throws: a cache that cannot be trusted only means the tool is asked. */
+/** The remembered entries; none when the file is missing, untrusted (cache-file.ts) or not snap's. */
 function readEntries(dir: string): Entry[] {
-  let fd: number | undefined
-  try {
-    fd = openSync(join(dir, VERSIONS_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const st = fstatSync(fd)
-    if (!st.isFile() || st.size > MAX_BYTES || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) return []
-    const buf = Buffer.alloc(MAX_BYTES + 1)
-    const n = readSync(fd, buf, 0, buf.length, 0)
-    if (n > MAX_BYTES) return []
-    const doc = JSON.parse(buf.subarray(0, n).toString('utf8')) as { format?: unknown; entries?: unknown }
-    if (doc?.format !== FORMAT || !Array.isArray(doc.entries)) return []
-    return (doc.entries as Entry[]).filter((e) => typeof e?.path === 'string' && typeof e.key === 'string' && typeof e.output === 'string' && typeof e.askedAt === 'string')
-  } catch {
-    return []
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-}
-
-function writeEntries(dir: string, entries: Entry[]): void {
-  const partial = join(dir, `${VERSIONS_FILE}.${process.pid}`)
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-    writeFileSync(partial, JSON.stringify({ format: FORMAT, entries }) + '\n', { mode: 0o600, flag: 'wx' })
-    renameSync(partial, join(dir, VERSIONS_FILE))
-  } catch {
-    rmSync(partial, { force: true })
-  }
+  const doc = readCacheJson(dir, VERSIONS_FILE, MAX_BYTES) as { format?: unknown; entries?: unknown } | undefined
+  if (doc?.format !== FORMAT || !Array.isArray(doc.entries)) return []
+  return (doc.entries as Entry[]).filter((e) => typeof e?.path === 'string' && typeof e.key === 'string' && typeof e.output === 'string' && typeof e.askedAt === 'string')
 }
 
 /**
@@ -83,7 +58,7 @@ export async function versionAnswer(path: string, cacheDir: string | null, now =
   const r = await queryTool(path, ['--version'])
   if (key && r.ok && r.output.length <= MAX_OUTPUT && keyOf(path) === key) {
     const others = readEntries(cacheDir!).filter((e) => e.path !== path)
-    writeEntries(cacheDir!, [...others.slice(-(MAX_ENTRIES - 1)), { path, key, output: r.output, askedAt: new Date(now).toISOString() }])
+    writeCacheJson(cacheDir!, VERSIONS_FILE, { format: FORMAT, entries: [...others.slice(-(MAX_ENTRIES - 1)), { path, key, output: r.output, askedAt: new Date(now).toISOString() }] })
   }
   return r
 }
